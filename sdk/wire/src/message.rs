@@ -1,0 +1,341 @@
+//! The messages: requests a client sends, responses a node sends back.
+//!
+//! Every struct encodes as a MessagePack map keyed by field name; every enum as a map of one
+//! entry, the kebab-case variant name to the variant's fields. Optional fields may be omitted.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ApiError;
+
+/// One request, with the id its response will carry. Ids are the client's choice; a client with
+/// several requests in flight keeps them distinct.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestFrame {
+    pub id: u64,
+    pub request: Request,
+}
+
+/// What a client asks of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Request {
+    /// Create a znode.
+    Create(CreateRequest),
+    /// Read a znode's data and stat.
+    Get {
+        path: String,
+        /// Serve from this node's state without the linearizability check (faster, may be
+        /// stale; ZooKeeper's sequential consistency).
+        #[serde(default)]
+        local: bool,
+    },
+    /// Read a znode's stat, or learn that it does not exist (not an error).
+    Exists {
+        path: String,
+        #[serde(default)]
+        local: bool,
+    },
+    /// List a znode's children in name order, optionally with each child's stat.
+    Children {
+        path: String,
+        #[serde(default)]
+        with_stats: bool,
+        #[serde(default)]
+        local: bool,
+    },
+    /// Replace a znode's data.
+    Set(SetRequest),
+    /// Delete a childless znode.
+    Delete(DeleteRequest),
+    /// Apply several operations all-or-nothing.
+    Multi { ops: Vec<MultiOp> },
+    /// Wait until this node has applied every write committed before the request arrived.
+    Sync {},
+    /// Describe the node: its id, applied zxid and storage counters.
+    ServerInfo {},
+}
+
+/// The kind of znode a create makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CreateMode {
+    /// Stays until deleted.
+    #[default]
+    Persistent,
+    /// Deleted by the node once its last child is deleted.
+    Container,
+    /// Deleted by the node once it has had no children and no change for `ttl_ms`.
+    Ttl,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateRequest {
+    pub path: String,
+    #[serde(with = "serde_bytes", default)]
+    pub data: Vec<u8>,
+    #[serde(default)]
+    pub mode: CreateMode,
+    /// Append the parent's 10-digit sequence number to the name.
+    #[serde(default)]
+    pub sequential: bool,
+    /// For [`CreateMode::Ttl`] only, and required there.
+    #[serde(default)]
+    pub ttl_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetRequest {
+    pub path: String,
+    #[serde(with = "serde_bytes", default)]
+    pub data: Vec<u8>,
+    /// Refuse with `bad-version` unless the znode's version is this one.
+    #[serde(default)]
+    pub version: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteRequest {
+    pub path: String,
+    /// Refuse with `bad-version` unless the znode's version is this one.
+    #[serde(default)]
+    pub version: Option<u32>,
+}
+
+/// One operation of a `multi`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MultiOp {
+    Create(CreateRequest),
+    Set(SetRequest),
+    Delete(DeleteRequest),
+    /// Fail the whole `multi` unless the znode exists with this version.
+    Check {
+        path: String,
+        version: u32,
+    },
+}
+
+/// One response, carrying the id of its request and the zxid of the state it reflects: for a
+/// write the zxid of the write, for a read the last zxid the serving node had applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResponseFrame {
+    pub id: u64,
+    pub zxid: u64,
+    pub response: Response,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Response {
+    Ok(Reply),
+    Error(ApiError),
+}
+
+/// The successful result of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reply {
+    /// To `create`: the path the znode got (with its sequence number) and its stat.
+    Created { path: String, stat: Stat },
+    /// To `get`.
+    Data {
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        stat: Stat,
+    },
+    /// To `set`: the znode's new stat.
+    Stat { stat: Stat },
+    /// To `exists`: the stat, or nil when there is no such znode.
+    Exists { stat: Option<Stat> },
+    /// To `children`: the parent's stat and the children in name order.
+    Children {
+        stat: Stat,
+        children: Vec<ChildEntry>,
+    },
+    /// To `delete`.
+    Deleted {},
+    /// To `multi`: one result per operation, in order. When one operation failed, it carries
+    /// its error, every other carries `rolled-back`, and nothing was applied.
+    Multi { results: Vec<MultiResult> },
+    /// To `sync`.
+    Synced {},
+    /// To `server-info`.
+    ServerInfo(ServerInfo),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildEntry {
+    pub name: String,
+    /// Present when the request asked `with_stats`.
+    #[serde(default)]
+    pub stat: Option<Stat>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MultiResult {
+    Ok(OpResult),
+    Error(ApiError),
+}
+
+/// The result of one `multi` operation that succeeded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OpResult {
+    Created { path: String, stat: Stat },
+    Set { stat: Stat },
+    Deleted {},
+    Checked {},
+}
+
+/// A znode's metadata, as ZooKeeper's `Stat`. Times are milliseconds since the Unix epoch, as
+/// stamped by the leader on the entry that made the change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Stat {
+    /// zxid of the change that created the znode.
+    pub czxid: u64,
+    /// zxid of the change that last set its data.
+    pub mzxid: u64,
+    /// zxid of the change that last added or removed a child.
+    pub pzxid: u64,
+    pub ctime: u64,
+    pub mtime: u64,
+    /// Number of changes to the data.
+    pub version: u32,
+    /// Number of changes to the children.
+    pub cversion: u32,
+    /// Number of changes to the ACL (always 0: Cairn has no per-znode ACLs yet).
+    pub aversion: u32,
+    /// Session id of the owner of an ephemeral znode, 0 otherwise.
+    pub ephemeral_owner: u64,
+    pub data_length: u32,
+    pub num_children: u32,
+}
+
+/// A node's description of itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    pub node_id: u64,
+    /// The Raft leader as this node knows it.
+    #[serde(default)]
+    pub leader: Option<u64>,
+    pub term: u64,
+    /// The last zxid applied to this node's state.
+    pub applied_zxid: u64,
+    /// Log entries this node has written to its disk since it started.
+    pub log_entries_written: u64,
+    /// fsyncs of the log this node has made since it started: fewer than entries written when
+    /// concurrent writes share them.
+    pub log_fsyncs: u64,
+}
+
+/// A request frame whose body could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MalformedRequest {
+    /// The request id, when the frame had a readable one: the error reply carries it.
+    pub id: Option<u64>,
+    pub reason: String,
+}
+
+impl RequestFrame {
+    /// Decodes a frame body, keeping the request id when only the rest is malformed.
+    pub fn decode(body: &[u8]) -> Result<RequestFrame, MalformedRequest> {
+        #[derive(Deserialize)]
+        struct IdOnly {
+            id: u64,
+        }
+        rmp_serde::from_slice::<RequestFrame>(body).map_err(|error| MalformedRequest {
+            id: rmp_serde::from_slice::<IdOnly>(body)
+                .ok()
+                .map(|frame| frame.id),
+            reason: error.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ErrorCode, encode_frame};
+
+    #[test]
+    fn request_round_trips_as_named_map() {
+        let frame = RequestFrame {
+            id: 7,
+            request: Request::Create(CreateRequest {
+                path: "/a".into(),
+                data: b"x".to_vec(),
+                mode: CreateMode::Ttl,
+                sequential: true,
+                ttl_ms: Some(5),
+            }),
+        };
+        let bytes = encode_frame(&frame).expect("encodes");
+        assert_eq!(RequestFrame::decode(&bytes[4..]), Ok(frame));
+        // Field and variant names are on the wire, so other languages can read it.
+        let text = String::from_utf8_lossy(&bytes);
+        for word in [
+            "id",
+            "request",
+            "create",
+            "path",
+            "mode",
+            "ttl",
+            "sequential",
+            "ttl_ms",
+        ] {
+            assert!(text.contains(word), "{word} missing from {text:?}");
+        }
+    }
+
+    #[test]
+    fn optional_fields_may_be_omitted() {
+        // {"id": 3, "request": {"get": {"path": "/x"}}}, hand-encoded.
+        let mut body = vec![0x82, 0xa2, b'i', b'd', 0x03, 0xa7];
+        body.extend_from_slice(b"request");
+        body.extend_from_slice(&[0x81, 0xa3, b'g', b'e', b't', 0x81, 0xa4]);
+        body.extend_from_slice(b"path");
+        body.extend_from_slice(&[0xa2, b'/', b'x']);
+        let frame = RequestFrame::decode(&body).expect("decodes");
+        assert_eq!(
+            frame.request,
+            Request::Get {
+                path: "/x".into(),
+                local: false
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_kind_keeps_the_id() {
+        #[derive(Serialize)]
+        struct Frame {
+            id: u64,
+            request: std::collections::BTreeMap<String, u8>,
+        }
+        let body = rmp_serde::to_vec_named(&Frame {
+            id: 42,
+            request: [("frobnicate".to_string(), 1)].into(),
+        })
+        .expect("encodes");
+        let error = RequestFrame::decode(&body).expect_err("unknown kind");
+        assert_eq!(error.id, Some(42));
+        assert!(error.reason.contains("frobnicate"), "{}", error.reason);
+        assert_eq!(
+            RequestFrame::decode(&[0xc1, 0x00]).expect_err("garbage").id,
+            None
+        );
+    }
+
+    #[test]
+    fn response_round_trips() {
+        let frame = ResponseFrame {
+            id: 1,
+            zxid: 9,
+            response: Response::Error(ApiError::at(ErrorCode::NoNode, "/a")),
+        };
+        let bytes = encode_frame(&frame).expect("encodes");
+        let decoded: ResponseFrame = crate::decode_body(&bytes[4..]).expect("decodes");
+        assert_eq!(decoded, frame);
+    }
+}
