@@ -1,1 +1,2 @@
-//! placeholder
+//! Cairn node.
+pub mod store;

@@ -1,0 +1,1003 @@
+//! `apply`: one committed command against the tree, all-or-nothing.
+//!
+//! Every mutation goes through a [`Txn`] that records how to undo it, so a `multi` whose third
+//! operation fails leaves the tree exactly as it found it. Rules that delete znodes on their own
+//! (empty containers, expired TTL znodes) run at the end of the command that triggers them, in
+//! the same entry, so every replica sees the same tree after every zxid.
+
+use cairn_wire::{
+    ApiError, CreateMode, CreateRequest, DeleteRequest, ErrorCode, MULTI_OPS_MAX, MultiOp,
+    MultiResult, OpResult, PATH_BYTES_MAX, Reply, SetRequest, TTL_MS_MAX, ZNODE_DATA_BYTES_MAX,
+    path,
+};
+
+use super::{Action, Command, DataTree, NodeKind, Znode, ttl_expired};
+
+impl DataTree {
+    /// Applies the command of the entry at `zxid`. A refused command changes nothing but the
+    /// tree's zxid and clock. Internal commands (the TTL reaper) reply `synced`: no client waits
+    /// for them.
+    pub fn apply(&mut self, zxid: u64, command: &Command) -> Result<Reply, ApiError> {
+        debug_assert!(
+            zxid > self.last_zxid,
+            "zxid {zxid} after {}",
+            self.last_zxid
+        );
+        self.last_zxid = zxid;
+        self.clock_ms = self.clock_ms.max(command.time_ms);
+        let mut txn = Txn {
+            zxid,
+            time_ms: self.clock_ms,
+            tree: self,
+            undo: Vec::new(),
+            emptied: Vec::new(),
+        };
+        let reply = match &command.action {
+            Action::Create(request) => txn
+                .create(request)
+                .map(|(path, stat)| Reply::Created { path, stat }),
+            Action::Set(request) => txn.set(request).map(|stat| Reply::Stat { stat }),
+            Action::Delete(request) => txn.delete(request).map(|()| Reply::Deleted {}),
+            Action::Multi(ops) => txn.multi(ops),
+            Action::ReapTtl => {
+                txn.reap_ttl();
+                Ok(Reply::Synced {})
+            }
+        };
+        match reply {
+            Ok(Reply::Multi { results })
+                if results.iter().any(|r| matches!(r, MultiResult::Error(_))) =>
+            {
+                txn.rollback();
+                Ok(Reply::Multi { results })
+            }
+            Ok(reply) => {
+                txn.delete_emptied_containers();
+                Ok(reply)
+            }
+            Err(error) => {
+                txn.rollback();
+                Err(error)
+            }
+        }
+    }
+}
+
+/// How to undo one mutation.
+enum Undo {
+    /// A znode was created: remove it.
+    Created { path: String },
+    /// A znode was deleted: put it back.
+    Deleted { path: String, node: Znode },
+    /// A znode's data was set: put the old data and versions back.
+    Set {
+        path: String,
+        data: Vec<u8>,
+        version: u32,
+        mzxid: u64,
+        mtime: u64,
+    },
+    /// A child was added to (or removed from) `parent`: take it out (or put it back).
+    Child {
+        parent: String,
+        name: String,
+        added: bool,
+        cversion: u32,
+        pzxid: u64,
+    },
+}
+
+/// The mutations of one command, undoable until the command ends.
+struct Txn<'a> {
+    tree: &'a mut DataTree,
+    zxid: u64,
+    time_ms: u64,
+    undo: Vec<Undo>,
+    /// Containers that lost a child in this command: deleted at its end if they are empty.
+    emptied: Vec<String>,
+}
+
+impl Txn<'_> {
+    fn multi(&mut self, ops: &[MultiOp]) -> Result<Reply, ApiError> {
+        if ops.len() > MULTI_OPS_MAX {
+            return Err(
+                ApiError::new(ErrorCode::InvalidArgument).with_detail(format!(
+                    "multi of {} operations, limit {MULTI_OPS_MAX}",
+                    ops.len()
+                )),
+            );
+        }
+        let mut results = Vec::with_capacity(ops.len());
+        for (index, op) in ops.iter().enumerate() {
+            let result = match op {
+                MultiOp::Create(request) => self
+                    .create(request)
+                    .map(|(path, stat)| OpResult::Created { path, stat }),
+                MultiOp::Set(request) => self.set(request).map(|stat| OpResult::Set { stat }),
+                MultiOp::Delete(request) => self.delete(request).map(|()| OpResult::Deleted {}),
+                MultiOp::Check { path, version } => {
+                    self.check(path, *version).map(|()| OpResult::Checked {})
+                }
+            };
+            match result {
+                Ok(result) => results.push(MultiResult::Ok(result)),
+                Err(error) => {
+                    let mut results: Vec<MultiResult> = (0..ops.len())
+                        .map(|_| MultiResult::Error(ApiError::new(ErrorCode::RolledBack)))
+                        .collect();
+                    results[index] = MultiResult::Error(error);
+                    return Ok(Reply::Multi { results });
+                }
+            }
+        }
+        Ok(Reply::Multi { results })
+    }
+
+    fn create(&mut self, request: &CreateRequest) -> Result<(String, cairn_wire::Stat), ApiError> {
+        let given = request.path.as_str();
+        if request.sequential {
+            path::validate_sequential_prefix(given)?;
+        } else {
+            path::validate(given)?;
+        }
+        check_data_size(given, &request.data)?;
+        let kind = node_kind(request)?;
+        // A sequential prefix ending in '/' makes the counter the whole name.
+        let (parent_path, name_prefix) = match given.strip_suffix('/') {
+            Some("") => ("/", ""),
+            Some(parent) => (parent, ""),
+            None => (path::parent(given), path::name(given)),
+        };
+        if given == "/" && !request.sequential {
+            return Err(ApiError::at(ErrorCode::NodeExists, "/"));
+        }
+        let parent = self.tree.nodes.get(parent_path).ok_or_else(|| {
+            ApiError::at(ErrorCode::NoNode, parent_path).with_detail(format!("parent of {given}"))
+        })?;
+        // As ZooKeeper: the sequence number is the parent's cversion, which counts every child
+        // ever added or removed, so a number is never reused under one parent.
+        let name = if request.sequential {
+            format!("{name_prefix}{:010}", parent.cversion)
+        } else {
+            name_prefix.to_string()
+        };
+        let cversion = parent.cversion.checked_add(1).ok_or_else(|| {
+            ApiError::at(ErrorCode::SequenceOverflow, parent_path)
+                .with_detail("the parent's child counter is exhausted")
+        })?;
+        let path = path::join(parent_path, &name);
+        if path.len() > PATH_BYTES_MAX {
+            return Err(ApiError::at(ErrorCode::InvalidPath, path)
+                .with_detail(format!("path over {PATH_BYTES_MAX} bytes")));
+        }
+        if self.tree.nodes.contains_key(&path) {
+            return Err(ApiError::at(ErrorCode::NodeExists, path));
+        }
+
+        self.add_child(parent_path, &name, cversion);
+        let node = Znode::new(request.data.clone(), kind, self.zxid, self.time_ms);
+        let stat = node.stat();
+        if matches!(kind, NodeKind::Ttl { .. }) {
+            self.tree.ttl_nodes.insert(path.clone());
+        }
+        self.tree.nodes.insert(path.clone(), node);
+        self.undo.push(Undo::Created { path: path.clone() });
+        Ok((path, stat))
+    }
+
+    fn set(&mut self, request: &SetRequest) -> Result<cairn_wire::Stat, ApiError> {
+        let path = request.path.as_str();
+        path::validate(path)?;
+        check_data_size(path, &request.data)?;
+        let node = self
+            .tree
+            .nodes
+            .get_mut(path)
+            .ok_or_else(|| ApiError::at(ErrorCode::NoNode, path))?;
+        check_version(path, node, request.version)?;
+        let data = std::mem::replace(&mut node.data, request.data.clone());
+        self.undo.push(Undo::Set {
+            path: path.to_string(),
+            data,
+            version: node.version,
+            mzxid: node.mzxid,
+            mtime: node.mtime,
+        });
+        // ZooKeeper's version wraps around too; an expected version still has to match exactly.
+        node.version = node.version.wrapping_add(1);
+        node.mzxid = self.zxid;
+        node.mtime = self.time_ms;
+        Ok(node.stat())
+    }
+
+    fn delete(&mut self, request: &DeleteRequest) -> Result<(), ApiError> {
+        let path = request.path.as_str();
+        path::validate(path)?;
+        if path == "/" {
+            return Err(ApiError::at(ErrorCode::InvalidArgument, path)
+                .with_detail("the root cannot be deleted"));
+        }
+        let node = self
+            .tree
+            .nodes
+            .get(path)
+            .ok_or_else(|| ApiError::at(ErrorCode::NoNode, path))?;
+        check_version(path, node, request.version)?;
+        if !node.children.is_empty() {
+            return Err(ApiError::at(ErrorCode::NotEmpty, path)
+                .with_detail(format!("{} children", node.children.len())));
+        }
+        self.remove_node(path);
+        Ok(())
+    }
+
+    fn check(&mut self, path: &str, version: u32) -> Result<(), ApiError> {
+        path::validate(path)?;
+        let node = self
+            .tree
+            .nodes
+            .get(path)
+            .ok_or_else(|| ApiError::at(ErrorCode::NoNode, path))?;
+        check_version(path, node, Some(version))
+    }
+
+    /// Deletes every TTL znode whose time has come. Deepest first, so a TTL parent whose only
+    /// children were TTL znodes can go in the same entry.
+    fn reap_ttl(&mut self) {
+        let due: Vec<String> = self.tree.ttl_nodes.iter().rev().cloned().collect();
+        for path in due {
+            if self
+                .tree
+                .nodes
+                .get(&path)
+                .is_some_and(|node| ttl_expired(node, self.time_ms))
+            {
+                self.remove_node(&path);
+            }
+        }
+    }
+
+    /// Deletes the containers that lost their last child in this command, and their container
+    /// parents that become empty in turn.
+    fn delete_emptied_containers(&mut self) {
+        while let Some(path) = self.emptied.pop() {
+            let empty_container =
+                self.tree.nodes.get(&path).is_some_and(|node| {
+                    node.kind == NodeKind::Container && node.children.is_empty()
+                });
+            if empty_container && path != "/" {
+                self.remove_node(&path);
+            }
+        }
+    }
+
+    /// Removes a childless znode (the caller checked) and unlinks it from its parent.
+    fn remove_node(&mut self, path: &str) {
+        let Some(node) = self.tree.nodes.remove(path) else {
+            return;
+        };
+        debug_assert!(node.children.is_empty(), "removing {path} with children");
+        self.tree.ttl_nodes.remove(path);
+        self.undo.push(Undo::Deleted {
+            path: path.to_string(),
+            node,
+        });
+        let parent_path = path::parent(path);
+        let name = path::name(path);
+        if let Some(parent) = self.tree.nodes.get_mut(parent_path) {
+            self.undo.push(Undo::Child {
+                parent: parent_path.to_string(),
+                name: name.to_string(),
+                added: false,
+                cversion: parent.cversion,
+                pzxid: parent.pzxid,
+            });
+            parent.children.remove(name);
+            parent.cversion = parent.cversion.saturating_add(1);
+            parent.pzxid = self.zxid;
+            if parent.kind == NodeKind::Container && parent.children.is_empty() {
+                self.emptied.push(parent_path.to_string());
+            }
+        }
+    }
+
+    fn add_child(&mut self, parent_path: &str, name: &str, cversion: u32) {
+        if let Some(parent) = self.tree.nodes.get_mut(parent_path) {
+            self.undo.push(Undo::Child {
+                parent: parent_path.to_string(),
+                name: name.to_string(),
+                added: true,
+                cversion: parent.cversion,
+                pzxid: parent.pzxid,
+            });
+            parent.children.insert(name.to_string());
+            parent.cversion = cversion;
+            parent.pzxid = self.zxid;
+        }
+    }
+
+    /// Undoes every mutation of this command, newest first.
+    fn rollback(&mut self) {
+        while let Some(undo) = self.undo.pop() {
+            match undo {
+                Undo::Created { path } => {
+                    self.tree.nodes.remove(&path);
+                    self.tree.ttl_nodes.remove(&path);
+                }
+                Undo::Deleted { path, node } => {
+                    if matches!(node.kind, NodeKind::Ttl { .. }) {
+                        self.tree.ttl_nodes.insert(path.clone());
+                    }
+                    self.tree.nodes.insert(path, node);
+                }
+                Undo::Set {
+                    path,
+                    data,
+                    version,
+                    mzxid,
+                    mtime,
+                } => {
+                    if let Some(node) = self.tree.nodes.get_mut(&path) {
+                        node.data = data;
+                        node.version = version;
+                        node.mzxid = mzxid;
+                        node.mtime = mtime;
+                    }
+                }
+                Undo::Child {
+                    parent,
+                    name,
+                    added,
+                    cversion,
+                    pzxid,
+                } => {
+                    if let Some(node) = self.tree.nodes.get_mut(&parent) {
+                        if added {
+                            node.children.remove(&name);
+                        } else {
+                            node.children.insert(name);
+                        }
+                        node.cversion = cversion;
+                        node.pzxid = pzxid;
+                    }
+                }
+            }
+        }
+        self.emptied.clear();
+    }
+}
+
+fn node_kind(request: &CreateRequest) -> Result<NodeKind, ApiError> {
+    let invalid =
+        |why: &str| ApiError::at(ErrorCode::InvalidArgument, &request.path).with_detail(why);
+    match (request.mode, request.ttl_ms) {
+        (CreateMode::Persistent, None) => Ok(NodeKind::Persistent),
+        (CreateMode::Container, None) if request.sequential => {
+            Err(invalid("a container cannot be sequential"))
+        }
+        (CreateMode::Container, None) => Ok(NodeKind::Container),
+        (CreateMode::Ttl, Some(ttl_ms)) if (1..=TTL_MS_MAX).contains(&ttl_ms) => {
+            Ok(NodeKind::Ttl { ttl_ms })
+        }
+        (CreateMode::Ttl, Some(ttl_ms)) => Err(invalid(&format!(
+            "ttl of {ttl_ms} ms is outside 1..={TTL_MS_MAX}"
+        ))),
+        (CreateMode::Ttl, None) => Err(invalid("a TTL znode needs ttl_ms")),
+        (_, Some(_)) => Err(invalid("ttl_ms is only for TTL znodes")),
+    }
+}
+
+fn check_data_size(path: &str, data: &[u8]) -> Result<(), ApiError> {
+    if data.len() > ZNODE_DATA_BYTES_MAX {
+        return Err(ApiError::at(ErrorCode::TooLarge, path).with_detail(format!(
+            "{} bytes of data, limit {ZNODE_DATA_BYTES_MAX}",
+            data.len()
+        )));
+    }
+    Ok(())
+}
+
+fn check_version(path: &str, node: &Znode, expected: Option<u32>) -> Result<(), ApiError> {
+    match expected {
+        Some(version) if version != node.version => Err(ApiError::at(ErrorCode::BadVersion, path)
+            .with_detail(format!(
+                "expected version {version}, found {}",
+                node.version
+            ))),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_wire::Stat;
+
+    use super::*;
+
+    fn create(path: &str) -> Action {
+        Action::Create(CreateRequest {
+            path: path.into(),
+            data: path.as_bytes().to_vec(),
+            mode: CreateMode::Persistent,
+            sequential: false,
+            ttl_ms: None,
+        })
+    }
+
+    fn create_as(path: &str, mode: CreateMode, sequential: bool, ttl_ms: Option<u64>) -> Action {
+        Action::Create(CreateRequest {
+            path: path.into(),
+            data: Vec::new(),
+            mode,
+            sequential,
+            ttl_ms,
+        })
+    }
+
+    fn set(path: &str, data: &str, version: Option<u32>) -> Action {
+        Action::Set(SetRequest {
+            path: path.into(),
+            data: data.into(),
+            version,
+        })
+    }
+
+    fn delete(path: &str, version: Option<u32>) -> Action {
+        Action::Delete(DeleteRequest {
+            path: path.into(),
+            version,
+        })
+    }
+
+    fn multi(ops: Vec<Action>) -> Action {
+        Action::Multi(
+            ops.into_iter()
+                .map(|action| match action {
+                    Action::Create(r) => MultiOp::Create(r),
+                    Action::Set(r) => MultiOp::Set(r),
+                    Action::Delete(r) => MultiOp::Delete(r),
+                    other => panic!("{other:?} is not a multi op"),
+                })
+                .collect(),
+        )
+    }
+
+    fn check(path: &str, version: u32) -> MultiOp {
+        MultiOp::Check {
+            path: path.into(),
+            version,
+        }
+    }
+
+    /// Applies `actions` at zxids 1, 2, ... and times 1000, 2000, ..., checking every invariant
+    /// after each, and returns the tree with the last reply.
+    fn run(actions: &[Action]) -> (DataTree, Result<Reply, ApiError>) {
+        let mut tree = DataTree::new();
+        let mut last = Ok(Reply::Synced {});
+        for (i, action) in actions.iter().enumerate() {
+            let zxid = i as u64 + 1;
+            let before = tree.clone();
+            last = tree.apply(
+                zxid,
+                &Command {
+                    time_ms: zxid * 1000,
+                    action: action.clone(),
+                },
+            );
+            tree.check_invariants()
+                .unwrap_or_else(|e| panic!("after {action:?}: {e}"));
+            let failed = match &last {
+                Err(_) => true,
+                Ok(Reply::Multi { results }) => {
+                    results.iter().any(|r| matches!(r, MultiResult::Error(_)))
+                }
+                Ok(_) => false,
+            };
+            if failed {
+                assert_eq!(
+                    tree.nodes, before.nodes,
+                    "a refused {action:?} changed the tree"
+                );
+            }
+        }
+        (tree, last)
+    }
+
+    fn stat(tree: &DataTree, path: &str) -> Stat {
+        tree.exists(path)
+            .expect("valid path")
+            .unwrap_or_else(|| panic!("{path} missing"))
+    }
+
+    fn code(result: &Result<Reply, ApiError>) -> Option<ErrorCode> {
+        result.as_ref().err().map(|e| e.code)
+    }
+
+    enum Expect {
+        Ok,
+        Error(ErrorCode),
+        Created(&'static str),
+        MultiFailedAt(usize, ErrorCode),
+    }
+
+    struct Case {
+        name: &'static str,
+        actions: Vec<Action>,
+        expect: Expect,
+        /// Paths that must exist afterwards, and paths that must not.
+        present: &'static [&'static str],
+        absent: &'static [&'static str],
+    }
+
+    #[test]
+    fn table() {
+        let ttl = |path: &str, ttl_ms| create_as(path, CreateMode::Ttl, false, Some(ttl_ms));
+        let container = |path: &str| create_as(path, CreateMode::Container, false, None);
+        let seq = |path: &str| create_as(path, CreateMode::Persistent, true, None);
+        let big = Action::Create(CreateRequest {
+            path: "/big".into(),
+            data: vec![0; ZNODE_DATA_BYTES_MAX + 1],
+            mode: CreateMode::Persistent,
+            sequential: false,
+            ttl_ms: None,
+        });
+        let cases = vec![
+            Case {
+                name: "create under root",
+                actions: vec![create("/a")],
+                expect: Expect::Created("/a"),
+                present: &["/a"],
+                absent: &[],
+            },
+            Case {
+                name: "create nested",
+                actions: vec![create("/a"), create("/a/b")],
+                expect: Expect::Created("/a/b"),
+                present: &["/a/b"],
+                absent: &[],
+            },
+            Case {
+                name: "create without parent",
+                actions: vec![create("/a/b")],
+                expect: Expect::Error(ErrorCode::NoNode),
+                present: &[],
+                absent: &["/a/b"],
+            },
+            Case {
+                name: "create twice",
+                actions: vec![create("/a"), create("/a")],
+                expect: Expect::Error(ErrorCode::NodeExists),
+                present: &["/a"],
+                absent: &[],
+            },
+            Case {
+                name: "create root",
+                actions: vec![create("/")],
+                expect: Expect::Error(ErrorCode::NodeExists),
+                present: &["/"],
+                absent: &[],
+            },
+            Case {
+                name: "create relative path",
+                actions: vec![create("a")],
+                expect: Expect::Error(ErrorCode::InvalidPath),
+                present: &[],
+                absent: &[],
+            },
+            Case {
+                name: "create trailing slash",
+                actions: vec![create("/a/")],
+                expect: Expect::Error(ErrorCode::InvalidPath),
+                present: &[],
+                absent: &[],
+            },
+            Case {
+                name: "create data too large",
+                actions: vec![big],
+                expect: Expect::Error(ErrorCode::TooLarge),
+                present: &[],
+                absent: &["/big"],
+            },
+            Case {
+                name: "sequential first is zero",
+                actions: vec![create("/q"), seq("/q/item-")],
+                expect: Expect::Created("/q/item-0000000000"),
+                present: &[],
+                absent: &[],
+            },
+            Case {
+                name: "sequential counts",
+                actions: vec![create("/q"), seq("/q/item-"), seq("/q/item-")],
+                expect: Expect::Created("/q/item-0000000001"),
+                present: &["/q/item-0000000000"],
+                absent: &[],
+            },
+            Case {
+                name: "sequential counts every child change",
+                actions: vec![
+                    create("/q"),
+                    create("/q/x"),
+                    delete("/q/x", None),
+                    seq("/q/"),
+                ],
+                expect: Expect::Created("/q/0000000002"),
+                present: &[],
+                absent: &["/q/x"],
+            },
+            Case {
+                name: "sequential under root",
+                actions: vec![seq("/")],
+                expect: Expect::Created("/0000000000"),
+                present: &[],
+                absent: &[],
+            },
+            Case {
+                name: "set right version",
+                actions: vec![
+                    create("/a"),
+                    set("/a", "x", Some(0)),
+                    set("/a", "y", Some(1)),
+                ],
+                expect: Expect::Ok,
+                present: &["/a"],
+                absent: &[],
+            },
+            Case {
+                name: "set wrong version",
+                actions: vec![create("/a"), set("/a", "x", Some(3))],
+                expect: Expect::Error(ErrorCode::BadVersion),
+                present: &[],
+                absent: &[],
+            },
+            Case {
+                name: "set missing",
+                actions: vec![set("/a", "x", None)],
+                expect: Expect::Error(ErrorCode::NoNode),
+                present: &[],
+                absent: &[],
+            },
+            Case {
+                name: "delete wrong version",
+                actions: vec![create("/a"), delete("/a", Some(1))],
+                expect: Expect::Error(ErrorCode::BadVersion),
+                present: &["/a"],
+                absent: &[],
+            },
+            Case {
+                name: "delete right version",
+                actions: vec![create("/a"), delete("/a", Some(0))],
+                expect: Expect::Ok,
+                present: &[],
+                absent: &["/a"],
+            },
+            Case {
+                name: "delete with children",
+                actions: vec![create("/a"), create("/a/b"), delete("/a", None)],
+                expect: Expect::Error(ErrorCode::NotEmpty),
+                present: &["/a", "/a/b"],
+                absent: &[],
+            },
+            Case {
+                name: "delete root",
+                actions: vec![delete("/", None)],
+                expect: Expect::Error(ErrorCode::InvalidArgument),
+                present: &["/"],
+                absent: &[],
+            },
+            Case {
+                name: "delete missing",
+                actions: vec![delete("/a", None)],
+                expect: Expect::Error(ErrorCode::NoNode),
+                present: &[],
+                absent: &[],
+            },
+            Case {
+                name: "container goes with its last child",
+                actions: vec![
+                    container("/c"),
+                    create("/c/x"),
+                    create("/c/y"),
+                    delete("/c/x", None),
+                    delete("/c/y", None),
+                ],
+                expect: Expect::Ok,
+                present: &[],
+                absent: &["/c"],
+            },
+            Case {
+                name: "container stays while a child is left",
+                actions: vec![
+                    container("/c"),
+                    create("/c/x"),
+                    create("/c/y"),
+                    delete("/c/x", None),
+                ],
+                expect: Expect::Ok,
+                present: &["/c", "/c/y"],
+                absent: &[],
+            },
+            Case {
+                name: "nested containers cascade",
+                actions: vec![
+                    container("/c"),
+                    container("/c/d"),
+                    create("/c/d/x"),
+                    delete("/c/d/x", None),
+                ],
+                expect: Expect::Ok,
+                present: &[],
+                absent: &["/c/d", "/c"],
+            },
+            Case {
+                name: "container that never had children stays",
+                actions: vec![container("/c")],
+                expect: Expect::Created("/c"),
+                present: &["/c"],
+                absent: &[],
+            },
+            Case {
+                name: "sequential container refused",
+                actions: vec![create_as("/c", CreateMode::Container, true, None)],
+                expect: Expect::Error(ErrorCode::InvalidArgument),
+                present: &[],
+                absent: &[],
+            },
+            Case {
+                name: "ttl needs ttl_ms",
+                actions: vec![create_as("/t", CreateMode::Ttl, false, None)],
+                expect: Expect::Error(ErrorCode::InvalidArgument),
+                present: &[],
+                absent: &["/t"],
+            },
+            Case {
+                name: "ttl of zero refused",
+                actions: vec![ttl("/t", 0)],
+                expect: Expect::Error(ErrorCode::InvalidArgument),
+                present: &[],
+                absent: &["/t"],
+            },
+            Case {
+                name: "ttl_ms only for ttl",
+                actions: vec![create_as("/p", CreateMode::Persistent, false, Some(5))],
+                expect: Expect::Error(ErrorCode::InvalidArgument),
+                present: &[],
+                absent: &["/p"],
+            },
+            // Created at time 1000; reaped at 2000 (1000 ms later) but not at 1999.
+            Case {
+                name: "ttl reaped when due",
+                actions: vec![ttl("/t", 1000), Action::ReapTtl],
+                expect: Expect::Ok,
+                present: &[],
+                absent: &["/t"],
+            },
+            Case {
+                name: "ttl kept before due",
+                actions: vec![ttl("/t", 1001), Action::ReapTtl],
+                expect: Expect::Ok,
+                present: &["/t"],
+                absent: &[],
+            },
+            Case {
+                name: "ttl kept while it has children",
+                actions: vec![ttl("/t", 1), create("/t/x"), Action::ReapTtl],
+                expect: Expect::Ok,
+                present: &["/t", "/t/x"],
+                absent: &[],
+            },
+            Case {
+                name: "ttl change restarts the clock",
+                actions: vec![ttl("/t", 1500), set("/t", "x", None), Action::ReapTtl],
+                expect: Expect::Ok,
+                present: &["/t"],
+                absent: &[],
+            },
+            Case {
+                name: "ttl children reaped before parents",
+                actions: vec![ttl("/t", 1), ttl("/t/u", 1), Action::ReapTtl],
+                expect: Expect::Ok,
+                present: &[],
+                absent: &["/t/u", "/t"],
+            },
+            Case {
+                name: "multi applies all",
+                actions: vec![multi(vec![
+                    create("/m"),
+                    create("/m/a"),
+                    set("/m", "x", Some(0)),
+                ])],
+                expect: Expect::Ok,
+                present: &["/m", "/m/a"],
+                absent: &[],
+            },
+            Case {
+                name: "multi failing check applies nothing",
+                actions: vec![
+                    create("/k"),
+                    Action::Multi(vec![
+                        MultiOp::Create(CreateRequest {
+                            path: "/m".into(),
+                            data: vec![],
+                            mode: CreateMode::Persistent,
+                            sequential: false,
+                            ttl_ms: None,
+                        }),
+                        MultiOp::Delete(DeleteRequest {
+                            path: "/k".into(),
+                            version: None,
+                        }),
+                        check("/k", 0),
+                    ]),
+                ],
+                expect: Expect::MultiFailedAt(2, ErrorCode::NoNode),
+                present: &["/k"],
+                absent: &["/m"],
+            },
+            Case {
+                name: "multi failing set restores data",
+                actions: vec![
+                    create("/k"),
+                    multi(vec![set("/k", "x", None), set("/k", "y", Some(0))]),
+                ],
+                expect: Expect::MultiFailedAt(1, ErrorCode::BadVersion),
+                present: &["/k"],
+                absent: &[],
+            },
+            Case {
+                name: "multi sees its own writes",
+                actions: vec![multi(vec![
+                    create("/m"),
+                    create("/m/a"),
+                    delete("/m/a", None),
+                    delete("/m", None),
+                ])],
+                expect: Expect::Ok,
+                present: &[],
+                absent: &["/m"],
+            },
+            Case {
+                name: "multi container refill in one entry",
+                actions: vec![
+                    container("/c"),
+                    create("/c/x"),
+                    multi(vec![delete("/c/x", None), create("/c/y")]),
+                ],
+                expect: Expect::Ok,
+                present: &["/c", "/c/y"],
+                absent: &["/c/x"],
+            },
+            Case {
+                name: "empty multi",
+                actions: vec![Action::Multi(vec![])],
+                expect: Expect::Ok,
+                present: &[],
+                absent: &[],
+            },
+        ];
+        for case in cases {
+            let (tree, result) = run(&case.actions);
+            match (&case.expect, &result) {
+                (Expect::Ok, Ok(reply)) => {
+                    if let Reply::Multi { results } = reply {
+                        assert!(
+                            results.iter().all(|r| matches!(r, MultiResult::Ok(_))),
+                            "{}: {results:?}",
+                            case.name
+                        );
+                    }
+                }
+                (Expect::Error(expected), _) => {
+                    assert_eq!(code(&result), Some(*expected), "{}", case.name)
+                }
+                (Expect::Created(expected), Ok(Reply::Created { path, .. })) => {
+                    assert_eq!(path, expected, "{}", case.name)
+                }
+                (Expect::MultiFailedAt(index, expected), Ok(Reply::Multi { results })) => {
+                    for (i, r) in results.iter().enumerate() {
+                        let want = if i == *index {
+                            *expected
+                        } else {
+                            ErrorCode::RolledBack
+                        };
+                        assert!(
+                            matches!(r, MultiResult::Error(e) if e.code == want),
+                            "{}: result {i} is {r:?}",
+                            case.name
+                        );
+                    }
+                }
+                (_, other) => panic!("{}: unexpected {other:?}", case.name),
+            }
+            for path in case.present {
+                assert!(
+                    tree.exists(path).expect("valid").is_some(),
+                    "{}: {path} should exist",
+                    case.name
+                );
+            }
+            for path in case.absent {
+                assert!(
+                    tree.exists(path).expect("valid").is_none(),
+                    "{}: {path} should be gone",
+                    case.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn stat_follows_zookeeper() {
+        let (tree, _) = run(&[
+            create("/a"),
+            create("/a/b"),
+            set("/a", "xyz", None),
+            delete("/a/b", None),
+        ]);
+        let a = stat(&tree, "/a");
+        assert_eq!((a.czxid, a.mzxid, a.pzxid), (1, 3, 4));
+        assert_eq!((a.ctime, a.mtime), (1000, 3000));
+        assert_eq!((a.version, a.cversion, a.aversion), (1, 2, 0));
+        assert_eq!(
+            (a.data_length, a.num_children, a.ephemeral_owner),
+            (3, 0, 0)
+        );
+        let root = stat(&tree, "/");
+        assert_eq!((root.cversion, root.pzxid, root.num_children), (1, 1, 1));
+    }
+
+    #[test]
+    fn time_never_goes_back() {
+        let mut tree = DataTree::new();
+        let stamp = |time_ms, action| Command { time_ms, action };
+        tree.apply(1, &stamp(5000, create("/a"))).expect("create");
+        // A new leader whose clock is behind stamps an earlier time.
+        tree.apply(2, &stamp(4000, set("/a", "x", None)))
+            .expect("set");
+        assert_eq!(stat(&tree, "/a").mtime, 5000);
+        tree.check_invariants().expect("invariants");
+    }
+
+    #[test]
+    fn ttl_due_matches_reap() {
+        let (tree, _) = run(&[create_as("/t", CreateMode::Ttl, false, Some(500))]);
+        assert!(!tree.ttl_due(1499));
+        assert!(tree.ttl_due(1500));
+    }
+
+    /// Random commands against the tree: invariants hold after each, refused commands change
+    /// nothing, and a snapshot image loads back to the same tree.
+    #[test]
+    fn random_commands_keep_invariants() {
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let names = ["/a", "/b", "/a/x", "/a/y", "/b/x", "/a/x/z"];
+        let mut actions = Vec::new();
+        for _ in 0..2000 {
+            let path = names[next(names.len() as u64) as usize];
+            let version = (next(3) > 0).then(|| next(3) as u32);
+            let action = match next(8) {
+                0 | 1 => create(path),
+                2 => create_as(path, CreateMode::Container, false, None),
+                3 => create_as(path, CreateMode::Ttl, next(2) == 0, Some(1 + next(3000))),
+                4 => set(path, "v", version),
+                5 => delete(path, version),
+                6 => Action::ReapTtl,
+                _ => multi(vec![
+                    create(path),
+                    set(path, "m", None),
+                    delete(names[next(6) as usize], None),
+                ]),
+            };
+            actions.push(action);
+        }
+        let (tree, _) = run(&actions);
+        let image = tree.to_image().expect("encodes");
+        let loaded = DataTree::from_image(&image).expect("loads");
+        assert_eq!(loaded, tree);
+    }
+}

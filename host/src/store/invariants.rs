@@ -1,0 +1,60 @@
+//! The whole-tree invariant check: run after loading a snapshot, and by the tests after every
+//! apply.
+
+use cairn_wire::{ZNODE_DATA_BYTES_MAX, path};
+
+use super::{DataTree, NodeKind};
+
+impl DataTree {
+    /// Checks every structural rule of the tree; the error names the first one broken.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let root = self.nodes.get("/").ok_or("the root is missing")?;
+        if root.kind != NodeKind::Persistent || root.ephemeral_owner != 0 {
+            return Err("the root is not a plain persistent znode".into());
+        }
+        for (node_path, node) in &self.nodes {
+            path::validate(node_path).map_err(|e| format!("stored path: {e}"))?;
+            if node_path != "/" {
+                let parent = self
+                    .nodes
+                    .get(path::parent(node_path))
+                    .ok_or_else(|| format!("{node_path} has no parent"))?;
+                if !parent.children.contains(path::name(node_path)) {
+                    return Err(format!("{node_path} is not among its parent's children"));
+                }
+            }
+            for name in &node.children {
+                if !self.nodes.contains_key(&path::join(node_path, name)) {
+                    return Err(format!(
+                        "{node_path} lists child {name:?} that does not exist"
+                    ));
+                }
+            }
+            if (node.cversion as usize) < node.children.len() {
+                return Err(format!(
+                    "{node_path}: cversion below the number of children"
+                ));
+            }
+            if node.czxid > node.mzxid || node.czxid > node.pzxid {
+                return Err(format!("{node_path}: changed before it was created"));
+            }
+            if node.mzxid.max(node.pzxid) > self.last_zxid {
+                return Err(format!("{node_path}: zxid from the future"));
+            }
+            if node.ctime > node.mtime || node.mtime > self.clock_ms {
+                return Err(format!("{node_path}: times out of order"));
+            }
+            if node.data.len() > ZNODE_DATA_BYTES_MAX {
+                return Err(format!("{node_path}: data over the limit"));
+            }
+            let is_ttl = matches!(node.kind, NodeKind::Ttl { .. });
+            if is_ttl != self.ttl_nodes.contains(node_path) {
+                return Err(format!("{node_path}: TTL index out of step"));
+            }
+        }
+        if let Some(stray) = self.ttl_nodes.iter().find(|p| !self.nodes.contains_key(*p)) {
+            return Err(format!("TTL index names {stray}, which does not exist"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,254 @@
+//! The znode tree: the replicated state machine's data, held in memory on every node.
+//!
+//! Request path: `raft::state_machine` hands each committed entry's [`Command`] to
+//! [`DataTree::apply`]; the client front end (`api`) reads through [`DataTree::get`] and friends
+//! after the read-index check. Nothing here does I/O or reads a clock: time arrives as the
+//! timestamp the leader stamped on the entry, so every replica that applies the same log holds
+//! the same tree.
+
+mod apply;
+mod command;
+mod invariants;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cairn_wire::{ApiError, ChildEntry, ErrorCode, Stat, path};
+use serde::{Deserialize, Serialize};
+
+pub use command::{Action, Command};
+
+/// What kind of znode this is, for the rules that delete znodes on their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeKind {
+    Persistent,
+    /// Deleted in the entry that deletes its last child.
+    Container,
+    /// Deleted by a reap entry once it has had no children and no change for `ttl_ms`.
+    Ttl {
+        ttl_ms: u64,
+    },
+}
+
+/// One znode: its data, the stat fields that are not derived, and its children's names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Znode {
+    #[serde(with = "serde_bytes")]
+    data: Vec<u8>,
+    kind: NodeKind,
+    children: BTreeSet<String>,
+    czxid: u64,
+    mzxid: u64,
+    pzxid: u64,
+    ctime: u64,
+    mtime: u64,
+    version: u32,
+    cversion: u32,
+    ephemeral_owner: u64,
+}
+
+impl Znode {
+    fn new(data: Vec<u8>, kind: NodeKind, zxid: u64, time_ms: u64) -> Znode {
+        Znode {
+            data,
+            kind,
+            children: BTreeSet::new(),
+            czxid: zxid,
+            mzxid: zxid,
+            pzxid: zxid,
+            ctime: time_ms,
+            mtime: time_ms,
+            version: 0,
+            cversion: 0,
+            ephemeral_owner: 0,
+        }
+    }
+
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    pub fn kind(&self) -> NodeKind {
+        self.kind
+    }
+
+    pub fn stat(&self) -> Stat {
+        Stat {
+            czxid: self.czxid,
+            mzxid: self.mzxid,
+            pzxid: self.pzxid,
+            ctime: self.ctime,
+            mtime: self.mtime,
+            version: self.version,
+            cversion: self.cversion,
+            aversion: 0,
+            ephemeral_owner: self.ephemeral_owner,
+            // Both are bounded far below u32::MAX: data by ZNODE_DATA_BYTES_MAX, children by
+            // the parent's u32 cversion, which counts every child ever added.
+            data_length: self.data.len() as u32,
+            num_children: self.children.len() as u32,
+        }
+    }
+}
+
+/// The whole znode tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataTree {
+    nodes: BTreeMap<String, Znode>,
+    /// Paths of TTL znodes, so the reaper does not scan the tree. Derived from `nodes`; not
+    /// part of the snapshot.
+    ttl_nodes: BTreeSet<String>,
+    /// The zxid of the last entry applied.
+    last_zxid: u64,
+    /// The latest leader timestamp applied: entries from a leader whose clock is behind never
+    /// move time back.
+    clock_ms: u64,
+}
+
+/// The form a tree takes in a snapshot: only what cannot be derived.
+#[derive(Serialize, Deserialize)]
+struct TreeImage {
+    nodes: BTreeMap<String, Znode>,
+    last_zxid: u64,
+    clock_ms: u64,
+}
+
+impl Default for DataTree {
+    fn default() -> Self {
+        DataTree::new()
+    }
+}
+
+impl DataTree {
+    /// A tree holding only the root.
+    pub fn new() -> DataTree {
+        let mut nodes = BTreeMap::new();
+        nodes.insert(
+            "/".to_string(),
+            Znode::new(Vec::new(), NodeKind::Persistent, 0, 0),
+        );
+        DataTree {
+            nodes,
+            ttl_nodes: BTreeSet::new(),
+            last_zxid: 0,
+            clock_ms: 0,
+        }
+    }
+
+    pub fn last_zxid(&self) -> u64 {
+        self.last_zxid
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        // The root is always there.
+        false
+    }
+
+    pub fn node(&self, path: &str) -> Option<&Znode> {
+        self.nodes.get(path)
+    }
+
+    /// The data and stat of the znode at `path`.
+    pub fn get(&self, path: &str) -> Result<(&[u8], Stat), ApiError> {
+        path::validate(path)?;
+        let node = self
+            .nodes
+            .get(path)
+            .ok_or_else(|| ApiError::at(ErrorCode::NoNode, path))?;
+        Ok((node.data(), node.stat()))
+    }
+
+    /// The stat of the znode at `path`, or `None` when there is none.
+    pub fn exists(&self, path: &str) -> Result<Option<Stat>, ApiError> {
+        path::validate(path)?;
+        Ok(self.nodes.get(path).map(Znode::stat))
+    }
+
+    /// The stat of the znode at `path` and its children in name order.
+    pub fn children(
+        &self,
+        path: &str,
+        with_stats: bool,
+    ) -> Result<(Stat, Vec<ChildEntry>), ApiError> {
+        path::validate(path)?;
+        let node = self
+            .nodes
+            .get(path)
+            .ok_or_else(|| ApiError::at(ErrorCode::NoNode, path))?;
+        let children = node
+            .children
+            .iter()
+            .map(|name| ChildEntry {
+                name: name.clone(),
+                stat: with_stats
+                    .then(|| self.nodes.get(&path::join(path, name)).map(Znode::stat))
+                    .flatten(),
+            })
+            .collect();
+        Ok((node.stat(), children))
+    }
+
+    /// Whether a reap entry applied at `now_ms` would delete a TTL znode. The leader asks this
+    /// of its own state to decide when to propose one.
+    pub fn ttl_due(&self, now_ms: u64) -> bool {
+        self.ttl_nodes
+            .iter()
+            .any(|path| self.nodes.get(path).is_some_and(|n| ttl_expired(n, now_ms)))
+    }
+
+    /// Encodes the tree for a snapshot.
+    pub fn to_image(&self) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+        #[derive(Serialize)]
+        struct ImageRef<'a> {
+            nodes: &'a BTreeMap<String, Znode>,
+            last_zxid: u64,
+            clock_ms: u64,
+        }
+        rmp_serde::to_vec_named(&ImageRef {
+            nodes: &self.nodes,
+            last_zxid: self.last_zxid,
+            clock_ms: self.clock_ms,
+        })
+    }
+
+    /// Decodes a tree from a snapshot and checks it whole before anyone reads it.
+    pub fn from_image(bytes: &[u8]) -> Result<DataTree, ImageError> {
+        let image: TreeImage = rmp_serde::from_slice(bytes)?;
+        let ttl_nodes = image
+            .nodes
+            .iter()
+            .filter(|(_, node)| matches!(node.kind, NodeKind::Ttl { .. }))
+            .map(|(path, _)| path.clone())
+            .collect();
+        let tree = DataTree {
+            nodes: image.nodes,
+            ttl_nodes,
+            last_zxid: image.last_zxid,
+            clock_ms: image.clock_ms,
+        };
+        tree.check_invariants().map_err(ImageError::Invariant)?;
+        Ok(tree)
+    }
+}
+
+/// A snapshot image that cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("snapshot image does not decode: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+    #[error("snapshot image breaks an invariant: {0}")]
+    Invariant(String),
+}
+
+fn ttl_expired(node: &Znode, now_ms: u64) -> bool {
+    match node.kind {
+        NodeKind::Ttl { ttl_ms } => {
+            node.children.is_empty() && now_ms >= node.mtime.saturating_add(ttl_ms)
+        }
+        _ => false,
+    }
+}
