@@ -1,2 +1,3 @@
 //! Cairn node.
+pub mod raft;
 pub mod store;

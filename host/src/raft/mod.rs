@@ -1,0 +1,56 @@
+//! Raft: the replicated log that orders every write, on openraft.
+//!
+//! Request path: the client front end (`api`) proposes a [`Command`] with
+//! `Raft::client_write_ff`; openraft appends it to the [`log_store`] (fjall, fsynced by the
+//! group-commit syncer before the entry counts as written), commits it, and hands it to the
+//! [`state_machine`], which applies it to the znode tree and returns the reply the front end
+//! sends back. Linearizable reads go through openraft's read-index check
+//! (`Raft::ensure_linearizable`) before reading the state machine.
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+mod storage;
+
+use std::fmt;
+use std::io::Cursor;
+
+use cairn_wire::{ApiError, Reply};
+use serde::{Deserialize, Serialize};
+
+use crate::store::Command;
+
+pub use storage::{Storage, StorageCounters, StorageOpenError};
+
+/// A Raft node id. openraft's id type must be a plain integer-like value; this alias names it.
+pub type NodeId = u64;
+
+/// What the cluster knows of one member: where its peers and its clients reach it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Address of the client front end (QUIC, ALPN `cairn-client/1`).
+    pub client_addr: String,
+}
+
+impl fmt::Display for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "client {}", self.client_addr)
+    }
+}
+
+/// The result of applying one entry: what the proposing client is told.
+pub type ApplyReply = Result<Reply, ApiError>;
+
+openraft::declare_raft_types!(
+    /// Cairn's openraft types.
+    pub TypeConfig:
+        D = Command,
+        R = ApplyReply,
+        NodeId = NodeId,
+        Node = Member,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type StorageError = openraft::StorageError<NodeId>;

@@ -1,0 +1,261 @@
+//! The state machine openraft drives: the znode tree plus Raft's own bookkeeping, with
+//! snapshots in fjall.
+//!
+//! Request path: openraft hands committed entries to [`StateMachineStore::apply`], which runs
+//! each through `DataTree::apply` under the write lock and returns the replies that go back to
+//! the clients. The client front end reads the same [`SharedState`] under the read lock.
+//!
+//! The tree lives in memory, like ZooKeeper's. What makes it durable is the log plus the latest
+//! snapshot: a restarting node loads the snapshot and openraft re-applies the committed entries
+//! after it. A snapshot is fsynced before openraft may purge the log entries it covers.
+
+use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageIOError,
+    StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+
+use super::storage::Storage;
+use super::{ApplyReply, Entry, LogId, Member, NodeId, StorageError, TypeConfig};
+use crate::store::DataTree;
+
+/// The key of the one snapshot kept in the snapshot partition.
+const CURRENT_SNAPSHOT_KEY: &str = "current";
+
+/// The replicated state of one node.
+#[derive(Debug, Default)]
+pub struct StateMachine {
+    pub tree: DataTree,
+    pub last_applied: Option<LogId>,
+    pub last_membership: StoredMembership<NodeId, Member>,
+}
+
+impl StateMachine {
+    /// The zxid of the last entry applied: what a read served now reflects.
+    pub fn applied_zxid(&self) -> u64 {
+        self.last_applied.map_or(0, |id| id.index)
+    }
+}
+
+/// The state shared between openraft (which writes it) and the client front end (which reads
+/// it).
+#[derive(Debug, Clone, Default)]
+pub struct SharedState(Arc<RwLock<StateMachine>>);
+
+impl SharedState {
+    /// A poisoned lock means a panic inside apply; the state itself is still whole (apply's
+    /// writes are undone on failure), so readers go on.
+    pub fn read(&self) -> RwLockReadGuard<'_, StateMachine> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, StateMachine> {
+        self.0.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A snapshot's content: the state machine, encoded.
+#[derive(Serialize, Deserialize)]
+struct SnapshotImage {
+    last_applied: Option<LogId>,
+    last_membership: StoredMembership<NodeId, Member>,
+    #[serde(with = "serde_bytes")]
+    tree: Vec<u8>,
+}
+
+/// How a snapshot is kept in fjall.
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, Member>,
+    #[serde(with = "serde_bytes")]
+    data: Vec<u8>,
+}
+
+/// openraft's state machine storage. Clones share the state.
+#[derive(Debug, Clone)]
+pub struct StateMachineStore {
+    state: SharedState,
+    storage: Storage,
+    /// Distinguishes snapshots built at the same log id.
+    snapshots_built: Arc<AtomicU64>,
+}
+
+impl StateMachineStore {
+    /// Opens the state machine, loading the current snapshot if there is one.
+    pub fn open(storage: Storage) -> Result<StateMachineStore, StorageError> {
+        let store = StateMachineStore {
+            state: SharedState::default(),
+            storage,
+            snapshots_built: Arc::new(AtomicU64::new(0)),
+        };
+        if let Some(stored) = store.read_stored_snapshot()? {
+            let machine = decode_image(&stored.data)
+                .map_err(|e| StorageIOError::read_snapshot(Some(stored.meta.signature()), &e))?;
+            *store.state.write() = machine;
+        }
+        Ok(store)
+    }
+
+    pub fn state(&self) -> SharedState {
+        self.state.clone()
+    }
+
+    fn read_stored_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
+        let Some(bytes) = self
+            .storage
+            .snapshot
+            .get(CURRENT_SNAPSHOT_KEY)
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?
+        else {
+            return Ok(None);
+        };
+        let stored =
+            rmp_serde::from_slice(&bytes).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        Ok(Some(stored))
+    }
+
+    /// Writes a snapshot and fsyncs it: after this, the log it covers may be purged.
+    fn save_snapshot(
+        &self,
+        meta: &SnapshotMeta<NodeId, Member>,
+        data: &[u8],
+    ) -> Result<(), StorageError> {
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: data.to_vec(),
+        };
+        let bytes = rmp_serde::to_vec_named(&stored)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        self.storage
+            .snapshot
+            .insert(CURRENT_SNAPSHOT_KEY, bytes)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        self.storage
+            .sync()
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ImageError {
+    #[error("snapshot does not decode: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+    #[error(transparent)]
+    Tree(#[from] crate::store::ImageError),
+}
+
+fn decode_image(data: &[u8]) -> Result<StateMachine, ImageError> {
+    let image: SnapshotImage = rmp_serde::from_slice(data)?;
+    Ok(StateMachine {
+        tree: DataTree::from_image(&image.tree)?,
+        last_applied: image.last_applied,
+        last_membership: image.last_membership,
+    })
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let (image, last_applied, last_membership) = {
+            let state = self.state.read();
+            let tree = state
+                .tree
+                .to_image()
+                .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+            let image = SnapshotImage {
+                last_applied: state.last_applied,
+                last_membership: state.last_membership.clone(),
+                tree,
+            };
+            (image, state.last_applied, state.last_membership.clone())
+        };
+        let data = rmp_serde::to_vec_named(&image)
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        let built = self.snapshots_built.fetch_add(1, Ordering::Relaxed);
+        let snapshot_id = match last_applied {
+            Some(id) => format!("{}-{}-{built}", id.leader_id, id.index),
+            None => format!("empty-{built}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership,
+            snapshot_id,
+        };
+        self.save_snapshot(&meta, &data)?;
+        tracing::info!(
+            zxid = last_applied.map_or(0, |id| id.index),
+            bytes = data.len(),
+            "snapshot built"
+        );
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = StateMachineStore;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId>, StoredMembership<NodeId, Member>), StorageError> {
+        let state = self.state.read();
+        Ok((state.last_applied, state.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyReply>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut state = self.state.write();
+        let mut replies = Vec::new();
+        for entry in entries {
+            state.last_applied = Some(entry.log_id);
+            let reply = match entry.payload {
+                EntryPayload::Normal(command) => state.tree.apply(entry.log_id.index, &command),
+                EntryPayload::Membership(membership) => {
+                    state.last_membership = StoredMembership::new(Some(entry.log_id), membership);
+                    Ok(cairn_wire::Reply::Synced {})
+                }
+                EntryPayload::Blank => Ok(cairn_wire::Reply::Synced {}),
+            };
+            replies.push(reply);
+        }
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, Member>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let machine = decode_image(&data)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        self.save_snapshot(meta, &data)?;
+        *self.state.write() = machine;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        Ok(self.read_stored_snapshot()?.map(|stored| Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        }))
+    }
+}
