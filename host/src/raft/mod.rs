@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::Command;
 
+pub use state_machine::SharedState;
 pub use storage::{Storage, StorageCounters, StorageOpenError};
 
 /// A Raft node id. openraft's id type must be a plain integer-like value; this alias names it.

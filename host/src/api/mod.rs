@@ -1,0 +1,191 @@
+//! The client front end: QUIC connections from clients, requests in, responses out.
+//!
+//! Request path: [`serve`] accepts connections; each bidirectional stream a client opens is run
+//! by [`stream::serve_stream`], which reads frames, decodes them (`cairn_wire`), and hands
+//! each request to [`Frontend`]: writes go to Raft in the order they arrived (`raft`, then
+//! `store::apply` on commit), reads wait for the read-index check and then read the state
+//! machine. Responses go back on the same stream as their requests complete.
+
+mod stream;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cairn_wire::{ApiError, CLOSE_SHUTDOWN, ErrorCode, Reply, Request, ServerInfo};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use quinn::Endpoint;
+use tokio::sync::{Semaphore, watch};
+use tracing::Instrument;
+
+use crate::raft::{ApplyReply, Member, NodeId, Raft, SharedState, StorageCounters};
+use crate::store::{Action, Command};
+
+/// Most client connections a node serves at once; more are refused at the handshake.
+pub const CONNECTIONS_MAX: usize = 10_000;
+
+/// Most bidirectional streams one connection may have open (each is an independent request
+/// channel; the client library uses one).
+pub const STREAMS_PER_CONNECTION_MAX: u32 = 16;
+
+/// Most requests of one stream in progress at once; the stream is not read further until one
+/// completes, so QUIC flow control holds the client back.
+pub const REQUESTS_IN_FLIGHT_PER_STREAM_MAX: usize = 1024;
+
+/// How long a connection may stay silent before the node drops it, in milliseconds.
+pub const CONNECTION_IDLE_MS_MAX: u32 = 60_000;
+
+/// What every connection's requests are served with.
+pub struct Frontend {
+    pub node_id: NodeId,
+    pub raft: Raft,
+    pub state: SharedState,
+    pub counters: Arc<StorageCounters>,
+}
+
+impl std::fmt::Debug for Frontend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frontend")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of one request: the reply (or error) and the zxid it reflects.
+pub(crate) type Served = (u64, ApplyReply);
+
+impl Frontend {
+    /// The zxid of the last entry this node applied.
+    pub(crate) fn applied_zxid(&self) -> u64 {
+        self.state.read().applied_zxid()
+    }
+
+    /// Proposes a write; returns once it is in Raft's queue (so writes keep their arrival order)
+    /// with a future that resolves when it is applied.
+    pub(crate) async fn propose(
+        &self,
+        action: Action,
+    ) -> Result<impl Future<Output = Served> + use<>, ApiError> {
+        let command = Command {
+            time_ms: now_ms(),
+            action,
+        };
+        let receiver = self.raft.client_write_ff(command).await.map_err(|fatal| {
+            ApiError::new(ErrorCode::Unavailable).with_detail(format!("raft stopped: {fatal}"))
+        })?;
+        let state = self.state.clone();
+        Ok(async move {
+            match receiver.await {
+                Ok(Ok(response)) => (response.log_id.index, response.data),
+                Ok(Err(error)) => (state.read().applied_zxid(), Err(write_error(error))),
+                Err(_) => (
+                    state.read().applied_zxid(),
+                    Err(ApiError::new(ErrorCode::Unavailable)
+                        .with_detail("the node is shutting down")),
+                ),
+            }
+        })
+    }
+
+    /// Serves a read (or `sync`), after the read-index check unless `local` was asked for.
+    pub(crate) async fn read(&self, request: &Request) -> Served {
+        let local = match request {
+            Request::Get { local, .. }
+            | Request::Exists { local, .. }
+            | Request::Children { local, .. } => *local,
+            _ => false,
+        };
+        if !local {
+            if let Err(error) = self.raft.ensure_linearizable().await {
+                return (self.state.read().applied_zxid(), Err(read_error(error)));
+            }
+        }
+        let state = self.state.read();
+        let zxid = state.applied_zxid();
+        let tree = &state.tree;
+        let reply = match request {
+            Request::Get { path, .. } => tree.get(path).map(|(data, stat)| Reply::Data {
+                data: data.to_vec(),
+                stat,
+            }),
+            Request::Exists { path, .. } => tree.exists(path).map(|stat| Reply::Exists { stat }),
+            Request::Children {
+                path, with_stats, ..
+            } => tree
+                .children(path, *with_stats)
+                .map(|(stat, children)| Reply::Children { stat, children }),
+            Request::Sync {} => Ok(Reply::Synced {}),
+            Request::ServerInfo {} => {
+                let metrics = self.raft.metrics().borrow().clone();
+                Ok(Reply::ServerInfo(ServerInfo {
+                    node_id: self.node_id,
+                    leader: metrics.current_leader,
+                    term: metrics.current_term,
+                    applied_zxid: zxid,
+                    log_entries_written: self.counters.entries_written(),
+                    log_fsyncs: self.counters.fsyncs(),
+                }))
+            }
+            other => {
+                Err(ApiError::new(ErrorCode::Internal)
+                    .with_detail(format!("{other:?} is not a read")))
+            }
+        };
+        (zxid, reply)
+    }
+}
+
+/// Accepts client connections until `shutdown` turns true, then closes them all.
+pub async fn serve(
+    endpoint: Endpoint,
+    frontend: Arc<Frontend>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let connections = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    loop {
+        let incoming = tokio::select! {
+            incoming = endpoint.accept() => incoming,
+            _ = shutdown.wait_for(|stop| *stop) => None,
+        };
+        let Some(incoming) = incoming else { break };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::warn!(remote = %incoming.remote_address(), "connection refused: {CONNECTIONS_MAX} connections open");
+            incoming.refuse();
+            continue;
+        };
+        let remote = incoming.remote_address();
+        let frontend = frontend.clone();
+        tokio::spawn(
+            async move {
+                stream::serve_connection(incoming, frontend).await;
+                drop(permit);
+            }
+            .instrument(tracing::info_span!("connection", %remote)),
+        );
+    }
+    endpoint.close(CLOSE_SHUTDOWN.into(), b"node shutting down");
+}
+
+fn write_error(error: ClientWriteError<NodeId, Member>) -> ApiError {
+    match error {
+        ClientWriteError::ForwardToLeader(forward) => ApiError::new(ErrorCode::NotLeader)
+            .with_detail(format!("leader is {:?}", forward.leader_id)),
+        other => ApiError::new(ErrorCode::Unavailable).with_detail(other.to_string()),
+    }
+}
+
+fn read_error(error: RaftError<NodeId, CheckIsLeaderError<NodeId, Member>>) -> ApiError {
+    match error {
+        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)) => {
+            ApiError::new(ErrorCode::NotLeader)
+                .with_detail(format!("leader is {:?}", forward.leader_id))
+        }
+        other => ApiError::new(ErrorCode::Unavailable).with_detail(other.to_string()),
+    }
+}
+
+/// The leader's wall clock, stamped on each proposed command: the only time `apply` sees.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,277 @@
+//! A running node: storage, Raft, the state machine, the client front end and the background
+//! duties of a leader, started together and stopped together.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_wire::ALPN;
+use openraft::SnapshotPolicy;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, CONNECTION_IDLE_MS_MAX, Frontend, STREAMS_PER_CONNECTION_MAX};
+use crate::config::ServeConfig;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::NoPeers;
+use crate::raft::state_machine::StateMachineStore;
+use crate::raft::{Member, Raft, Storage};
+use crate::store::{Action, Command};
+use crate::tls;
+
+/// How long a starting node waits to become (or learn) the leader, in milliseconds.
+pub const STARTUP_LEADER_WAIT_MS: u64 = 60_000;
+/// How often the leader looks for TTL znodes whose time has come, in milliseconds.
+pub const TTL_REAP_INTERVAL_MS: u64 = 500;
+/// How long shutdown waits for clients to receive their last replies, in milliseconds.
+pub const SHUTDOWN_DRAIN_MS: u64 = 3_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot create data dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    StorageOpen(#[from] crate::raft::StorageOpenError),
+    #[error("storage: {0}")]
+    Storage(#[from] crate::raft::StorageError),
+    #[error("cannot start the log syncer: {0}")]
+    Syncer(std::io::Error),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("no leader after {STARTUP_LEADER_WAIT_MS} ms")]
+    NoLeader,
+    #[error("the node stopped on a fatal error: {0}")]
+    Fatal(String),
+}
+
+/// A started node. Dropping it does not stop it; call [`RunningNode::shutdown`].
+pub struct RunningNode {
+    raft: Raft,
+    client_addr: SocketAddr,
+    ca_file: PathBuf,
+    generated_certificates: bool,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    endpoint: quinn::Endpoint,
+}
+
+impl std::fmt::Debug for RunningNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningNode")
+            .field("client_addr", &self.client_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningNode {
+    /// Starts a node: opens storage (recovering what is there), starts Raft, bootstraps a
+    /// single-node cluster on first start, waits for a leader, then serves clients.
+    pub async fn start(config: &ServeConfig) -> Result<RunningNode, NodeError> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+
+        let storage = Storage::open(&config.data_dir.join("store"))?;
+        let counters = storage.counters.clone();
+        let log_store = LogStore::new(storage.clone()).map_err(NodeError::Syncer)?;
+        let state_machine = StateMachineStore::open(storage)?;
+        let state = state_machine.state();
+
+        let raft_config = openraft::Config {
+            cluster_name: "cairn".into(),
+            heartbeat_interval: 100,
+            election_timeout_min: 300,
+            election_timeout_max: 600,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
+            // Keep one snapshot interval of log behind the snapshot for followers that lag.
+            max_in_snapshot_log_to_keep: config.snapshot_every_entries,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            NoPeers,
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+
+        // TLS first: the address the node announces must be the one it serves on.
+        let names = certificate_names(config.listen);
+        let (tls_files, generated_certificates) =
+            tls::ensure_dev_certificates(&config.data_dir.join("tls"), &names)?;
+        let mut server_config = tls::server_config(&tls_files, ALPN)?;
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .max_concurrent_bidi_streams(STREAMS_PER_CONNECTION_MAX.into())
+            .max_concurrent_uni_streams(0u32.into())
+            .max_idle_timeout(Some(quinn::VarInt::from_u32(CONNECTION_IDLE_MS_MAX).into()));
+        server_config.transport_config(Arc::new(transport));
+        let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
+            NodeError::Listen {
+                addr: config.listen,
+                source,
+            }
+        })?;
+        let client_addr = endpoint.local_addr().map_err(|source| NodeError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+
+        let is_initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        if !is_initialized {
+            let members = BTreeMap::from([(
+                config.node_id,
+                Member {
+                    client_addr: client_addr.to_string(),
+                },
+            )]);
+            raft.initialize(members)
+                .await
+                .map_err(|e| NodeError::Raft(e.to_string()))?;
+            tracing::info!(
+                node = config.node_id,
+                "bootstrapped a new single-node cluster"
+            );
+        }
+        raft.wait(Some(Duration::from_millis(STARTUP_LEADER_WAIT_MS)))
+            .metrics(|m| m.current_leader.is_some(), "a leader is known")
+            .await
+            .map_err(|_| NodeError::NoLeader)?;
+
+        let (stop, stopped) = watch::channel(false);
+        let frontend = Arc::new(Frontend {
+            node_id: config.node_id,
+            raft: raft.clone(),
+            state: state.clone(),
+            counters,
+        });
+        let tasks = vec![
+            tokio::spawn(api::serve(
+                endpoint.clone(),
+                frontend.clone(),
+                stopped.clone(),
+            )),
+            tokio::spawn(reap_ttl_znodes(frontend, stopped)),
+        ];
+        tracing::info!(addr = %client_addr, data_dir = %config.data_dir.display(), "serving clients");
+        Ok(RunningNode {
+            raft,
+            client_addr,
+            ca_file: tls_files.ca,
+            generated_certificates,
+            stop,
+            tasks,
+            endpoint,
+        })
+    }
+
+    /// The address clients connect to.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
+    /// The CA file clients trust.
+    pub fn ca_file(&self) -> &std::path::Path {
+        &self.ca_file
+    }
+
+    /// Whether this start wrote new development certificates.
+    pub fn generated_certificates(&self) -> bool {
+        self.generated_certificates
+    }
+
+    /// Resolves when Raft stops on a fatal error (a failed disk write, say): the node must not
+    /// serve on, so the caller shuts it down and exits non-zero.
+    pub async fn fatal(&self) -> NodeError {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow_and_update().running_state {
+                return NodeError::Fatal(fatal.to_string());
+            }
+            if metrics.changed().await.is_err() {
+                return NodeError::Fatal("raft stopped".into());
+            }
+        }
+    }
+
+    /// Stops serving: no new requests, Raft shut down, clients told the node is going away.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        if let Err(error) = self.raft.shutdown().await {
+            tracing::warn!(%error, "raft did not shut down cleanly");
+        }
+        let drained = tokio::time::timeout(
+            Duration::from_millis(SHUTDOWN_DRAIN_MS),
+            self.endpoint.wait_idle(),
+        );
+        if drained.await.is_err() {
+            tracing::warn!("clients still connected after {SHUTDOWN_DRAIN_MS} ms; closing anyway");
+        }
+        tracing::info!("node stopped");
+    }
+}
+
+/// While this node leads, proposes a reap entry whenever a TTL znode's time has come by the
+/// leader's clock. Apply checks again with the entry's own time, so every replica agrees.
+async fn reap_ttl_znodes(frontend: Arc<Frontend>, mut stopped: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(Duration::from_millis(TTL_REAP_INTERVAL_MS));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stopped.wait_for(|stop| *stop) => return,
+        }
+        let leading = frontend.raft.metrics().borrow().current_leader == Some(frontend.node_id);
+        let now = api::now_ms();
+        if leading && frontend.state.read().tree.ttl_due(now) {
+            let command = Command {
+                time_ms: now,
+                action: Action::ReapTtl,
+            };
+            if let Err(error) = frontend.raft.client_write(command).await {
+                tracing::debug!(%error, "TTL reap not committed; retrying next tick");
+            }
+        }
+    }
+}
+
+/// The names a development node certificate covers: loopback always, and the listen address
+/// when it is a specific one.
+fn certificate_names(listen: SocketAddr) -> Vec<String> {
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    let ip = listen.ip();
+    if !ip.is_unspecified() && !ip.is_loopback() {
+        names.push(ip.to_string());
+    }
+    names
+}

@@ -1,0 +1,183 @@
+//! TLS for the client front end: the node's certificate, and the development CA a first start
+//! writes when it is given none.
+//!
+//! Request path: every client connection's QUIC handshake uses the [`quinn::ServerConfig`]
+//! built here; nothing reaches `api` before it completes.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use quinn::crypto::rustls::QuicServerConfig;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// The certificate files a node serves with.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The CA that signed the node certificate: what clients trust.
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("cannot generate a certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("the certificate or key is not usable: {0}")]
+    Config(String),
+}
+
+impl TlsFiles {
+    /// The files under a data dir's `tls/` folder.
+    pub fn in_dir(dir: &Path) -> TlsFiles {
+        TlsFiles {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("node.pem"),
+            key: dir.join("node-key.pem"),
+        }
+    }
+
+    fn ca_key(&self) -> PathBuf {
+        self.ca.with_file_name("ca-key.pem")
+    }
+}
+
+/// Makes sure `dir` holds a node certificate: generates a development CA (unless one is there)
+/// and a node certificate for `names` (DNS names or IP addresses) signed by it. Returns the
+/// files and whether anything was generated.
+pub fn ensure_dev_certificates(dir: &Path, names: &[String]) -> Result<(TlsFiles, bool), TlsError> {
+    let files = TlsFiles::in_dir(dir);
+    if files.cert.exists() && files.key.exists() && files.ca.exists() {
+        return Ok((files, false));
+    }
+    fs::create_dir_all(dir).map_err(|source| TlsError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    if files.ca.exists() && files.ca_key().exists() {
+        // Keep the CA clients already trust; issue only the node certificate.
+        let key = KeyPair::from_pem(&read_text(&files.ca_key())?)?;
+        let issuer = Issuer::from_ca_cert_pem(&read_text(&files.ca)?, key)?;
+        write_node_certificate(&files, names, &issuer)?;
+        return Ok((files, true));
+    }
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Cairn development CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key = KeyPair::generate()?;
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    write_private(&files.ca_key(), &ca_key.serialize_pem())?;
+    write_file(&files.ca, &ca_cert.pem())?;
+    let issuer = Issuer::new(ca_params, ca_key);
+    write_node_certificate(&files, names, &issuer)?;
+    Ok((files, true))
+}
+
+fn write_node_certificate(
+    files: &TlsFiles,
+    names: &[String],
+    issuer: &Issuer<'_, KeyPair>,
+) -> Result<(), TlsError> {
+    let mut params = CertificateParams::new(names.to_vec())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "Cairn node");
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, issuer)?;
+    write_private(&files.key, &key.serialize_pem())?;
+    write_file(&files.cert, &cert.pem())
+}
+
+/// The QUIC server configuration for the client front end.
+pub fn server_config(files: &TlsFiles, alpn: &[u8]) -> Result<quinn::ServerConfig, TlsError> {
+    let certs = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| TlsError::Read {
+            path: files.cert.clone(),
+            reason: e.to_string(),
+        })?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| TlsError::Read {
+        path: files.key.clone(),
+        reason: e.to_string(),
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    let quic = QuicServerConfig::try_from(tls).map_err(|e| TlsError::Config(e.to_string()))?;
+    Ok(quinn::ServerConfig::with_crypto(Arc::new(quic)))
+}
+
+fn read_text(path: &Path) -> Result<String, TlsError> {
+    fs::read_to_string(path).map_err(|e| TlsError::Read {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), TlsError> {
+    fs::write(path, text).map_err(|source| TlsError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes a private key readable by its owner only.
+fn write_private(path: &Path, text: &str) -> Result<(), TlsError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let wrap = |source| TlsError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(wrap)?;
+    file.write_all(text.as_bytes()).map_err(wrap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generates_once_and_reuses() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let (files, generated) = ensure_dev_certificates(dir.path(), &names).expect("generates");
+        assert!(generated);
+        let ca = fs::read(&files.ca).expect("ca written");
+        let (_, generated) = ensure_dev_certificates(dir.path(), &names).expect("reuses");
+        assert!(!generated);
+        assert_eq!(fs::read(&files.ca).expect("ca kept"), ca);
+        server_config(&files, b"test").expect("usable");
+
+        // A lost node certificate is issued again by the same CA.
+        fs::remove_file(&files.cert).expect("remove");
+        let (_, generated) = ensure_dev_certificates(dir.path(), &names).expect("reissues");
+        assert!(generated);
+        assert_eq!(fs::read(&files.ca).expect("ca kept"), ca);
+        server_config(&files, b"test").expect("usable");
+    }
+}
