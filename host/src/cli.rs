@@ -170,14 +170,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (false, Some(ms)) => CreateOptions::ttl(Duration::from_millis(ms)),
                 (false, None) => CreateOptions::persistent(),
             };
-            let options = if args.sequential {
-                options.sequential()
-            } else {
-                options
-            };
-            let path = client
-                .create(&args.path, args.data.into_bytes(), options)
-                .await?;
+            let options = if args.sequential { options.sequential() } else { options };
+            let path = client.create(&args.path, args.data.into_bytes(), options).await?;
             if args.client.json {
                 print_json(&json!({ "path": path }))?;
             } else {
@@ -206,9 +200,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Set(args) => {
             let client = connect(&args.client).await?;
-            let stat = client
-                .set(&args.path, args.data.into_bytes(), args.version)
-                .await?;
+            let stat = client.set(&args.path, args.data.into_bytes(), args.version).await?;
             if args.client.json {
                 print_json(&json!({ "path": args.path, "stat": stat }))?;
             }
@@ -310,10 +302,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// Resolves on SIGINT or SIGTERM with the signal's name.
 async fn shutdown_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
+    let (Ok(mut interrupt), Ok(mut terminate)) =
+        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
         // Without signal handlers the node runs until killed.
         return std::future::pending().await;
     };

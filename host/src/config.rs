@@ -44,15 +44,9 @@ impl Default for ServeConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: Box<toml::de::Error>,
-    },
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
     #[error("{0}")]
     Invalid(String),
 }
@@ -60,10 +54,8 @@ pub enum ConfigError {
 impl ServeConfig {
     /// Reads a TOML file whose keys are this struct's fields; missing keys keep their defaults.
     pub fn from_file(path: &Path) -> Result<ServeConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         toml::from_str(&text).map_err(|source| ConfigError::Parse {
             path: path.to_path_buf(),
             source: Box::new(source),
@@ -73,9 +65,7 @@ impl ServeConfig {
     /// Checks the values together; run once before the node starts.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.node_id == 0 {
-            return Err(ConfigError::Invalid(
-                "node id 0 is reserved; use 1 or more".into(),
-            ));
+            return Err(ConfigError::Invalid("node id 0 is reserved; use 1 or more".into()));
         }
         if self.snapshot_every_entries < SNAPSHOT_EVERY_ENTRIES_MIN {
             return Err(ConfigError::Invalid(format!(
@@ -95,11 +85,8 @@ mod tests {
     fn file_overrides_defaults_and_refuses_unknown_keys() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("cairn.toml");
-        std::fs::write(
-            &path,
-            "listen = \"127.0.0.1:9000\"\nsnapshot_every_entries = 500\n",
-        )
-        .expect("write");
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nsnapshot_every_entries = 500\n")
+            .expect("write");
         let config = ServeConfig::from_file(&path).expect("parses");
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.snapshot_every_entries, 500);
@@ -112,18 +99,10 @@ mod tests {
 
     #[test]
     fn validate_refuses_nonsense() {
-        let config = ServeConfig {
-            snapshot_every_entries: 1,
-            ..ServeConfig::default()
-        };
+        let config = ServeConfig { snapshot_every_entries: 1, ..ServeConfig::default() };
         assert!(config.validate().is_err());
-        let config = ServeConfig {
-            node_id: 0,
-            ..ServeConfig::default()
-        };
+        let config = ServeConfig { node_id: 0, ..ServeConfig::default() };
         assert!(config.validate().is_err());
-        ServeConfig::default()
-            .validate()
-            .expect("defaults are valid");
+        ServeConfig::default().validate().expect("defaults are valid");
     }
 }

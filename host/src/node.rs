@@ -12,13 +12,13 @@ use openraft::SnapshotPolicy;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::{self, CONNECTION_IDLE_MS_MAX, Frontend, STREAMS_PER_CONNECTION_MAX};
+use crate::api::{self, CONNECTION_IDLE_MS_MAX, Frontend, Proposer, STREAMS_PER_CONNECTION_MAX};
 use crate::config::ServeConfig;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::NoPeers;
 use crate::raft::state_machine::StateMachineStore;
 use crate::raft::{Member, Raft, Storage};
-use crate::store::{Action, Command};
+use crate::store::Action;
 use crate::tls;
 
 /// How long a starting node waits to become (or learn) the leader, in milliseconds.
@@ -33,10 +33,7 @@ pub enum NodeError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("cannot create data dir {path}: {source}")]
-    DataDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    DataDir { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     StorageOpen(#[from] crate::raft::StorageOpenError),
     #[error("storage: {0}")]
@@ -48,10 +45,7 @@ pub enum NodeError {
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Listen { addr: SocketAddr, source: std::io::Error },
     #[error("no leader after {STARTUP_LEADER_WAIT_MS} ms")]
     NoLeader,
     #[error("the node stopped on a fatal error: {0}")]
@@ -82,10 +76,8 @@ impl RunningNode {
     /// single-node cluster on first start, waits for a leader, then serves clients.
     pub async fn start(config: &ServeConfig) -> Result<RunningNode, NodeError> {
         config.validate()?;
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
-            path: config.data_dir.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| NodeError::DataDir { path: config.data_dir.clone(), source })?;
 
         let storage = Storage::open(&config.data_dir.join("store"))?;
         let counters = storage.counters.clone();
@@ -105,15 +97,10 @@ impl RunningNode {
         }
         .validate()
         .map_err(|e| NodeError::Raft(e.to_string()))?;
-        let raft = Raft::new(
-            config.node_id,
-            Arc::new(raft_config),
-            NoPeers,
-            log_store,
-            state_machine,
-        )
-        .await
-        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let raft =
+            Raft::new(config.node_id, Arc::new(raft_config), NoPeers, log_store, state_machine)
+                .await
+                .map_err(|e| NodeError::Raft(e.to_string()))?;
 
         // TLS first: the address the node announces must be the one it serves on.
         let names = certificate_names(config.listen);
@@ -126,35 +113,19 @@ impl RunningNode {
             .max_concurrent_uni_streams(0u32.into())
             .max_idle_timeout(Some(quinn::VarInt::from_u32(CONNECTION_IDLE_MS_MAX).into()));
         server_config.transport_config(Arc::new(transport));
-        let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
-            NodeError::Listen {
-                addr: config.listen,
-                source,
-            }
-        })?;
-        let client_addr = endpoint.local_addr().map_err(|source| NodeError::Listen {
-            addr: config.listen,
-            source,
-        })?;
+        let endpoint = quinn::Endpoint::server(server_config, config.listen)
+            .map_err(|source| NodeError::Listen { addr: config.listen, source })?;
+        let client_addr = endpoint
+            .local_addr()
+            .map_err(|source| NodeError::Listen { addr: config.listen, source })?;
 
-        let is_initialized = raft
-            .is_initialized()
-            .await
-            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let is_initialized =
+            raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))?;
         if !is_initialized {
-            let members = BTreeMap::from([(
-                config.node_id,
-                Member {
-                    client_addr: client_addr.to_string(),
-                },
-            )]);
-            raft.initialize(members)
-                .await
-                .map_err(|e| NodeError::Raft(e.to_string()))?;
-            tracing::info!(
-                node = config.node_id,
-                "bootstrapped a new single-node cluster"
-            );
+            let members =
+                BTreeMap::from([(config.node_id, Member { client_addr: client_addr.to_string() })]);
+            raft.initialize(members).await.map_err(|e| NodeError::Raft(e.to_string()))?;
+            tracing::info!(node = config.node_id, "bootstrapped a new single-node cluster");
         }
         raft.wait(Some(Duration::from_millis(STARTUP_LEADER_WAIT_MS)))
             .metrics(|m| m.current_leader.is_some(), "a leader is known")
@@ -167,13 +138,10 @@ impl RunningNode {
             raft: raft.clone(),
             state: state.clone(),
             counters,
+            proposer: Proposer::start(raft.clone(), state.clone()),
         });
         let tasks = vec![
-            tokio::spawn(api::serve(
-                endpoint.clone(),
-                frontend.clone(),
-                stopped.clone(),
-            )),
+            tokio::spawn(api::serve(endpoint.clone(), frontend.clone(), stopped.clone())),
             tokio::spawn(reap_ttl_znodes(frontend, stopped)),
         ];
         tracing::info!(addr = %client_addr, data_dir = %config.data_dir.display(), "serving clients");
@@ -249,13 +217,15 @@ async fn reap_ttl_znodes(frontend: Arc<Frontend>, mut stopped: watch::Receiver<b
         }
         let leading = frontend.raft.metrics().borrow().current_leader == Some(frontend.node_id);
         let now = api::now_ms();
-        if leading && frontend.state.read().tree.ttl_due(now) {
-            let command = Command {
-                time_ms: now,
-                action: Action::ReapTtl,
-            };
-            if let Err(error) = frontend.raft.client_write(command).await {
-                tracing::debug!(%error, "TTL reap not committed; retrying next tick");
+        let due = leading && frontend.state.read().tree.ttl_due(now);
+        if due {
+            match frontend.propose(Action::ReapTtl).await {
+                Ok(applied) => {
+                    if let (_, Err(error)) = applied.await {
+                        tracing::debug!(%error, "TTL reap not applied; retrying next tick");
+                    }
+                }
+                Err(error) => tracing::debug!(%error, "TTL reap not proposed; retrying next tick"),
             }
         }
     }
@@ -264,11 +234,7 @@ async fn reap_ttl_znodes(frontend: Arc<Frontend>, mut stopped: watch::Receiver<b
 /// The names a development node certificate covers: loopback always, and the listen address
 /// when it is a specific one.
 fn certificate_names(listen: SocketAddr) -> Vec<String> {
-    let mut names = vec![
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-        "::1".to_string(),
-    ];
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
     let ip = listen.ip();
     if !ip.is_unspecified() && !ip.is_loopback() {
         names.push(ip.to_string());

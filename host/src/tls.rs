@@ -26,10 +26,7 @@ pub struct TlsFiles {
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Write { path: PathBuf, source: std::io::Error },
     #[error("cannot read {path}: {reason}")]
     Read { path: PathBuf, reason: String },
     #[error("cannot generate a certificate: {0}")]
@@ -61,10 +58,8 @@ pub fn ensure_dev_certificates(dir: &Path, names: &[String]) -> Result<(TlsFiles
     if files.cert.exists() && files.key.exists() && files.ca.exists() {
         return Ok((files, false));
     }
-    fs::create_dir_all(dir).map_err(|source| TlsError::Write {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    fs::create_dir_all(dir)
+        .map_err(|source| TlsError::Write { path: dir.to_path_buf(), source })?;
     if files.ca.exists() && files.ca_key().exists() {
         // Keep the CA clients already trust; issue only the node certificate.
         let key = KeyPair::from_pem(&read_text(&files.ca_key())?)?;
@@ -73,9 +68,7 @@ pub fn ensure_dev_certificates(dir: &Path, names: &[String]) -> Result<(TlsFiles
         return Ok((files, true));
     }
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "Cairn development CA");
+    ca_params.distinguished_name.push(DnType::CommonName, "Cairn development CA");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca_key = KeyPair::generate()?;
@@ -93,9 +86,7 @@ fn write_node_certificate(
     issuer: &Issuer<'_, KeyPair>,
 ) -> Result<(), TlsError> {
     let mut params = CertificateParams::new(names.to_vec())?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "Cairn node");
+    params.distinguished_name.push(DnType::CommonName, "Cairn node");
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, issuer)?;
     write_private(&files.key, &key.serialize_pem())?;
@@ -106,14 +97,9 @@ fn write_node_certificate(
 pub fn server_config(files: &TlsFiles, alpn: &[u8]) -> Result<quinn::ServerConfig, TlsError> {
     let certs = CertificateDer::pem_file_iter(&files.cert)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsError::Read {
-            path: files.cert.clone(),
-            reason: e.to_string(),
-        })?;
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| TlsError::Read {
-        path: files.key.clone(),
-        reason: e.to_string(),
-    })?;
+        .map_err(|e| TlsError::Read { path: files.cert.clone(), reason: e.to_string() })?;
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| TlsError::Read { path: files.key.clone(), reason: e.to_string() })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -127,26 +113,18 @@ pub fn server_config(files: &TlsFiles, alpn: &[u8]) -> Result<quinn::ServerConfi
 }
 
 fn read_text(path: &Path) -> Result<String, TlsError> {
-    fs::read_to_string(path).map_err(|e| TlsError::Read {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
+    fs::read_to_string(path)
+        .map_err(|e| TlsError::Read { path: path.to_path_buf(), reason: e.to_string() })
 }
 
 fn write_file(path: &Path, text: &str) -> Result<(), TlsError> {
-    fs::write(path, text).map_err(|source| TlsError::Write {
-        path: path.to_path_buf(),
-        source,
-    })
+    fs::write(path, text).map_err(|source| TlsError::Write { path: path.to_path_buf(), source })
 }
 
 /// Writes a private key readable by its owner only.
 fn write_private(path: &Path, text: &str) -> Result<(), TlsError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let wrap = |source| TlsError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
+    let wrap = |source| TlsError::Write { path: path.to_path_buf(), source };
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create(true)

@@ -1,1 +1,203 @@
-//! placeholder
+//! Test harness for Cairn: real `cairn serve` processes on loopback, on ports picked at run
+//! time, in temporary directories, killed and restarted at will. Every wait has a deadline.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use cairn_client::Client;
+
+/// How long a node may take to start serving.
+pub const START_DEADLINE: Duration = Duration::from_secs(60);
+/// How long a node may take to exit after SIGTERM.
+pub const STOP_DEADLINE: Duration = Duration::from_secs(30);
+
+/// One `cairn serve` process and what it takes to start it again.
+#[derive(Debug)]
+pub struct Server {
+    binary: PathBuf,
+    data_dir: PathBuf,
+    log_file: PathBuf,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts `binary serve` with `data_dir` on a free loopback port.
+    pub fn start(binary: &Path, data_dir: &Path, extra_args: &[&str]) -> anyhow::Result<Server> {
+        let mut server = Server {
+            binary: binary.to_path_buf(),
+            data_dir: data_dir.to_path_buf(),
+            log_file: data_dir.with_extension("log"),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            addr: "127.0.0.1:0".parse()?,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    /// The client address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The development CA the node wrote: what clients trust.
+    pub fn ca_file(&self) -> PathBuf {
+        self.data_dir.join("tls/ca.pem")
+    }
+
+    /// A new client connection to this node.
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::connect(&self.addr.to_string(), self.ca_file()).await?)
+    }
+
+    /// Runs `cairn ARGS --server ADDR --ca CA` to completion.
+    pub fn cli(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let output = Command::new(&self.binary)
+            .args(args)
+            .arg("--server")
+            .arg(self.addr.to_string())
+            .arg("--ca")
+            .arg(self.ca_file())
+            .env_remove("CAIRN_SERVER")
+            .env_remove("CAIRN_CA")
+            .stdin(Stdio::null())
+            .output()?;
+        Ok(output)
+    }
+
+    /// Kills the node with SIGKILL: no shutdown, no flush, as a crash or power cut would.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Sends SIGTERM and waits for the node to exit.
+    pub fn terminate(&mut self) -> anyhow::Result<ExitStatus> {
+        let mut child = self.child.take().context("the node is not running")?;
+        let pid = libc::pid_t::try_from(child.id())?;
+        signal(pid, libc::SIGTERM)?;
+        let deadline = Instant::now() + STOP_DEADLINE;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                child.kill()?;
+                child.wait()?;
+                bail!("the node did not exit within {STOP_DEADLINE:?} of SIGTERM");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the node again on the same data dir and port.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill()?;
+        self.spawn()
+    }
+
+    /// The node's log so far, for a failing test to show.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_file).unwrap_or_default()
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_file)?;
+        let mut child = Command::new(&self.binary)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen")
+            .arg(self.addr.to_string())
+            .args(&self.extra_args)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot run {}", self.binary.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (lines, ready) = mpsc::channel();
+        // Reads the node's stdout until it ends; the first line says where it listens.
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                match line {
+                    Ok(line) => {
+                        if lines.send(line).is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        let line = match ready.recv_timeout(START_DEADLINE) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("the node did not start within {START_DEADLINE:?}; its log:\n{}", self.log());
+            }
+        };
+        let addr = line
+            .strip_prefix("cairn listening on ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .with_context(|| format!("unexpected first line {line:?}"))?;
+        self.addr = addr.parse()?;
+        self.child = Some(child);
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
+
+fn signal(pid: libc::pid_t, signal: libc::c_int) -> anyhow::Result<()> {
+    // SAFETY: kill(2) with a pid of a child this harness started and has not reaped.
+    #[allow(unsafe_code)]
+    let result = unsafe { libc::kill(pid, signal) };
+    if result != 0 {
+        bail!("kill({pid}, {signal}): {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Waits until `condition` holds, checking every 20 ms, or fails after `deadline`.
+pub async fn wait_for<F, Fut>(
+    what: &str,
+    deadline: Duration,
+    mut condition: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if condition().await {
+            return Ok(());
+        }
+        if Instant::now() > end {
+            bail!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -6,19 +6,22 @@
 //! `store::apply` on commit), reads wait for the read-index check and then read the state
 //! machine. Responses go back on the same stream as their requests complete.
 
+mod proposer;
 mod stream;
+
+pub use proposer::Proposer;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cairn_wire::{ApiError, CLOSE_SHUTDOWN, ErrorCode, Reply, Request, ServerInfo};
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, RaftError};
 use quinn::Endpoint;
 use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
 
 use crate::raft::{ApplyReply, Member, NodeId, Raft, SharedState, StorageCounters};
-use crate::store::{Action, Command};
+use crate::store::Action;
 
 /// Most client connections a node serves at once; more are refused at the handshake.
 pub const CONNECTIONS_MAX: usize = 10_000;
@@ -40,13 +43,12 @@ pub struct Frontend {
     pub raft: Raft,
     pub state: SharedState,
     pub counters: Arc<StorageCounters>,
+    pub proposer: Proposer,
 }
 
 impl std::fmt::Debug for Frontend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Frontend")
-            .field("node_id", &self.node_id)
-            .finish_non_exhaustive()
+        f.debug_struct("Frontend").field("node_id", &self.node_id).finish_non_exhaustive()
     }
 }
 
@@ -59,30 +61,20 @@ impl Frontend {
         self.state.read().applied_zxid()
     }
 
-    /// Proposes a write; returns once it is in Raft's queue (so writes keep their arrival order)
-    /// with a future that resolves when it is applied.
+    /// Submits a write for the next group commit; returns once it has its place in the order
+    /// of writes, with a future that resolves when it is applied.
     pub(crate) async fn propose(
         &self,
         action: Action,
     ) -> Result<impl Future<Output = Served> + use<>, ApiError> {
-        let command = Command {
-            time_ms: now_ms(),
-            action,
-        };
-        let receiver = self.raft.client_write_ff(command).await.map_err(|fatal| {
-            ApiError::new(ErrorCode::Unavailable).with_detail(format!("raft stopped: {fatal}"))
-        })?;
+        let outcome = self.proposer.submit(action).await?;
         let state = self.state.clone();
         Ok(async move {
-            match receiver.await {
-                Ok(Ok(response)) => (response.log_id.index, response.data),
-                Ok(Err(error)) => (state.read().applied_zxid(), Err(write_error(error))),
-                Err(_) => (
-                    state.read().applied_zxid(),
-                    Err(ApiError::new(ErrorCode::Unavailable)
-                        .with_detail("the node is shutting down")),
-                ),
-            }
+            outcome.await.unwrap_or_else(|_| {
+                let error =
+                    ApiError::new(ErrorCode::Unavailable).with_detail("the node is shutting down");
+                (state.read().applied_zxid(), Err(error))
+            })
         })
     }
 
@@ -103,14 +95,11 @@ impl Frontend {
         let zxid = state.applied_zxid();
         let tree = &state.tree;
         let reply = match request {
-            Request::Get { path, .. } => tree.get(path).map(|(data, stat)| Reply::Data {
-                data: data.to_vec(),
-                stat,
-            }),
+            Request::Get { path, .. } => {
+                tree.get(path).map(|(data, stat)| Reply::Data { data: data.to_vec(), stat })
+            }
             Request::Exists { path, .. } => tree.exists(path).map(|stat| Reply::Exists { stat }),
-            Request::Children {
-                path, with_stats, ..
-            } => tree
+            Request::Children { path, with_stats, .. } => tree
                 .children(path, *with_stats)
                 .map(|(stat, children)| Reply::Children { stat, children }),
             Request::Sync {} => Ok(Reply::Synced {}),
@@ -123,6 +112,8 @@ impl Frontend {
                     applied_zxid: zxid,
                     log_entries_written: self.counters.entries_written(),
                     log_fsyncs: self.counters.fsyncs(),
+                    snapshot_zxid: metrics.snapshot.map(|id| id.index),
+                    purged_zxid: metrics.purged.map(|id| id.index),
                 }))
             }
             other => {
@@ -165,14 +156,6 @@ pub async fn serve(
     endpoint.close(CLOSE_SHUTDOWN.into(), b"node shutting down");
 }
 
-fn write_error(error: ClientWriteError<NodeId, Member>) -> ApiError {
-    match error {
-        ClientWriteError::ForwardToLeader(forward) => ApiError::new(ErrorCode::NotLeader)
-            .with_detail(format!("leader is {:?}", forward.leader_id)),
-        other => ApiError::new(ErrorCode::Unavailable).with_detail(other.to_string()),
-    }
-}
-
 fn read_error(error: RaftError<NodeId, CheckIsLeaderError<NodeId, Member>>) -> ApiError {
     match error {
         RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)) => {
@@ -185,7 +168,5 @@ fn read_error(error: RaftError<NodeId, CheckIsLeaderError<NodeId, Member>>) -> A
 
 /// The leader's wall clock, stamped on each proposed command: the only time `apply` sees.
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

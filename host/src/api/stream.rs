@@ -62,15 +62,11 @@ async fn serve_stream(
                 tracing::warn!(%error, "closing connection: frame over the limit");
                 let error =
                     ApiError::new(ErrorCode::RequestTooLarge).with_detail(error.to_string());
-                let _ = responses
-                    .send(respond(0, frontend.applied_zxid(), Err(error)))
-                    .await;
+                let _ = responses.send(respond(0, frontend.applied_zxid(), Err(error))).await;
                 drop(responses);
                 let _ = writer.await;
-                connection.close(
-                    CLOSE_PROTOCOL_VIOLATION.into(),
-                    b"request frame over the size limit",
-                );
+                connection
+                    .close(CLOSE_PROTOCOL_VIOLATION.into(), b"request frame over the size limit");
                 return;
             }
             Err(FrameReadError::Truncated) => {
@@ -163,25 +159,17 @@ fn respond(id: u64, zxid: u64, reply: ApplyReply) -> Vec<u8> {
         Ok(bytes) => error_frame(
             id,
             zxid,
-            ApiError::new(ErrorCode::TooLarge).with_detail(format!(
-                "reply of {} bytes, limit {RESPONSE_BYTES_MAX}",
-                bytes.len()
-            )),
+            ApiError::new(ErrorCode::TooLarge)
+                .with_detail(format!("reply of {} bytes, limit {RESPONSE_BYTES_MAX}", bytes.len())),
         ),
-        Err(error) => error_frame(
-            id,
-            zxid,
-            ApiError::new(ErrorCode::Internal).with_detail(error.to_string()),
-        ),
+        Err(error) => {
+            error_frame(id, zxid, ApiError::new(ErrorCode::Internal).with_detail(error.to_string()))
+        }
     }
 }
 
 fn error_frame(id: u64, zxid: u64, error: ApiError) -> Vec<u8> {
-    let frame = ResponseFrame {
-        id,
-        zxid,
-        response: Response::Error(error),
-    };
+    let frame = ResponseFrame { id, zxid, response: Response::Error(error) };
     // A frame of an id, a zxid and a short error always encodes.
     encode_frame(&frame).unwrap_or_default()
 }

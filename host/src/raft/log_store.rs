@@ -55,22 +55,16 @@ impl LogStore {
 
     fn read_meta<T: DeserializeOwned>(&self, key: &str) -> io::Result<Option<T>> {
         let bytes = self.storage.meta.get(key).map_err(io::Error::other)?;
-        bytes
-            .map(|bytes| decode(&bytes).map_err(io::Error::other))
-            .transpose()
+        bytes.map(|bytes| decode(&bytes).map_err(io::Error::other)).transpose()
     }
 
     fn write_meta<T: Serialize>(&self, key: &str, value: &T) -> io::Result<()> {
         let bytes = encode(value).map_err(io::Error::other)?;
-        self.storage
-            .meta
-            .insert(key, bytes)
-            .map_err(io::Error::other)
+        self.storage.meta.insert(key, bytes).map_err(io::Error::other)
     }
 
     fn last_purged(&self) -> Result<Option<LogId>, StorageError> {
-        self.read_meta(LAST_PURGED_KEY)
-            .map_err(|e| StorageIOError::read_logs(&e).into())
+        self.read_meta(LAST_PURGED_KEY).map_err(|e| StorageIOError::read_logs(&e).into())
     }
 }
 
@@ -132,11 +126,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged_log_id = self.last_purged()?;
-        let last = self
-            .storage
-            .log
-            .last_key_value()
-            .map_err(|e| StorageIOError::read_logs(&e))?;
+        let last = self.storage.log.last_key_value().map_err(|e| StorageIOError::read_logs(&e))?;
         let last_log_id = match last {
             Some((_, value)) => {
                 let entry: Entry = decode(&value).map_err(|e| StorageIOError::read_logs(&e))?;
@@ -144,10 +134,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             None => last_purged_log_id,
         };
-        Ok(LogState {
-            last_purged_log_id,
-            last_log_id,
-        })
+        Ok(LogState { last_purged_log_id, last_log_id })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -157,24 +144,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
         // A vote must be durable before it is acted on: a node that forgot its vote could vote
         // twice in one term.
-        self.write_meta(VOTE_KEY, vote)
-            .map_err(|e| StorageIOError::write_vote(&e))?;
-        self.storage
-            .sync()
-            .map_err(|e| StorageIOError::write_vote(&e))?;
+        self.write_meta(VOTE_KEY, vote).map_err(|e| StorageIOError::write_vote(&e))?;
+        self.storage.sync().map_err(|e| StorageIOError::write_vote(&e))?;
         Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
-        self.read_meta(VOTE_KEY)
-            .map_err(|e| StorageIOError::read_vote(&e).into())
+        self.read_meta(VOTE_KEY).map_err(|e| StorageIOError::read_vote(&e).into())
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         // Not fsynced: a lost commit index is learned again from the leader (or, alone, by
         // committing anew); it only lets a restart re-apply committed entries sooner.
-        self.write_meta(COMMITTED_KEY, &committed)
-            .map_err(|e| StorageIOError::write(&e).into())
+        self.write_meta(COMMITTED_KEY, &committed).map_err(|e| StorageIOError::write(&e).into())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -202,10 +184,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             count += 1;
         }
         batch.commit().map_err(|e| StorageIOError::write_logs(&e))?;
-        self.storage
-            .counters
-            .log_entries_written
-            .fetch_add(count, Ordering::Relaxed);
+        self.storage.counters.log_entries_written.fetch_add(count, Ordering::Relaxed);
         self.syncer.send(callback).map_err(|_| {
             StorageIOError::write_logs(&io::Error::other("the log syncer has stopped"))
         })?;
@@ -219,17 +198,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.remove(&self.storage.log, key);
         }
         batch.commit().map_err(|e| StorageIOError::write_logs(&e))?;
-        self.storage
-            .sync()
-            .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.storage.sync().map_err(|e| StorageIOError::write_logs(&e))?;
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         // Record the purge point first: a crash midway leaves entries below it, which are
         // ignored, never a gap above it.
-        self.write_meta(LAST_PURGED_KEY, &log_id)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.write_meta(LAST_PURGED_KEY, &log_id).map_err(|e| StorageIOError::write_logs(&e))?;
         let mut batch = self.storage.keyspace.batch();
         for item in self.storage.log.range(..=index_key(log_id.index)) {
             let (key, _) = item.map_err(|e| StorageIOError::write_logs(&e))?;
@@ -289,12 +265,8 @@ mod tests {
         let state = log.get_log_state().await?;
         assert_eq!(state.last_purged_log_id, Some(entry(2).log_id));
         assert_eq!(state.last_log_id, Some(entry(5).log_id));
-        let indexes: Vec<u64> = log
-            .try_get_log_entries(3..)
-            .await?
-            .iter()
-            .map(|e| e.log_id.index)
-            .collect();
+        let indexes: Vec<u64> =
+            log.try_get_log_entries(3..).await?.iter().map(|e| e.log_id.index).collect();
         assert_eq!(indexes, vec![3, 4, 5]);
         Ok(())
     }

@@ -39,14 +39,15 @@ impl fmt::Display for Member {
     }
 }
 
-/// The result of applying one entry: what the proposing client is told.
+/// The result of applying one action: what the proposing client is told.
 pub type ApplyReply = Result<Reply, ApiError>;
 
 openraft::declare_raft_types!(
     /// Cairn's openraft types.
     pub TypeConfig:
         D = Command,
-        R = ApplyReply,
+        // One reply per action of the entry's command; none for Raft's own entries.
+        R = Vec<ApplyReply>,
         NodeId = NodeId,
         Node = Member,
 );

@@ -125,10 +125,7 @@ impl StateMachineStore {
         meta: &SnapshotMeta<NodeId, Member>,
         data: &[u8],
     ) -> Result<(), StorageError> {
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: data.to_vec(),
-        };
+        let stored = StoredSnapshot { meta: meta.clone(), data: data.to_vec() };
         let bytes = rmp_serde::to_vec_named(&stored)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         self.storage
@@ -163,10 +160,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let (image, last_applied, last_membership) = {
             let state = self.state.read();
-            let tree = state
-                .tree
-                .to_image()
-                .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+            let tree =
+                state.tree.to_image().map_err(|e| StorageIOError::write_snapshot(None, &e))?;
             let image = SnapshotImage {
                 last_applied: state.last_applied,
                 last_membership: state.last_membership.clone(),
@@ -181,21 +176,14 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             Some(id) => format!("{}-{}-{built}", id.leader_id, id.index),
             None => format!("empty-{built}"),
         };
-        let meta = SnapshotMeta {
-            last_log_id: last_applied,
-            last_membership,
-            snapshot_id,
-        };
+        let meta = SnapshotMeta { last_log_id: last_applied, last_membership, snapshot_id };
         self.save_snapshot(&meta, &data)?;
         tracing::info!(
             zxid = last_applied.map_or(0, |id| id.index),
             bytes = data.len(),
             "snapshot built"
         );
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
 
@@ -209,7 +197,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok((state.last_applied, state.last_membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyReply>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<ApplyReply>>, StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -219,12 +207,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         for entry in entries {
             state.last_applied = Some(entry.log_id);
             let reply = match entry.payload {
-                EntryPayload::Normal(command) => state.tree.apply(entry.log_id.index, &command),
+                EntryPayload::Normal(command) => {
+                    state.tree.apply_command(entry.log_id.index, &command)
+                }
                 EntryPayload::Membership(membership) => {
                     state.last_membership = StoredMembership::new(Some(entry.log_id), membership);
-                    Ok(cairn_wire::Reply::Synced {})
+                    Vec::new()
                 }
-                EntryPayload::Blank => Ok(cairn_wire::Reply::Synced {}),
+                EntryPayload::Blank => Vec::new(),
             };
             replies.push(reply);
         }

@@ -25,9 +25,7 @@ pub struct Storage {
 
 impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Storage")
-            .field("counters", &self.counters)
-            .finish_non_exhaustive()
+        f.debug_struct("Storage").field("counters", &self.counters).finish_non_exhaustive()
     }
 }
 
@@ -58,10 +56,7 @@ pub struct StorageOpenError {
 impl Storage {
     /// Opens (or creates) the keyspace in `dir`.
     pub fn open(dir: &Path) -> Result<Storage, StorageOpenError> {
-        let wrap = |source| StorageOpenError {
-            dir: dir.display().to_string(),
-            source,
-        };
+        let wrap = |source| StorageOpenError { dir: dir.display().to_string(), source };
         // Journal writes are made durable by the log store's explicit fsyncs, never by a timer.
         let keyspace = Config::new(dir).fsync_ms(None).open().map_err(wrap)?;
         let open = |name| keyspace.open_partition(name, PartitionCreateOptions::default());

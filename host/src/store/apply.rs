@@ -14,28 +14,25 @@ use cairn_wire::{
 use super::{Action, Command, DataTree, NodeKind, Znode, ttl_expired};
 
 impl DataTree {
-    /// Applies the command of the entry at `zxid`. A refused command changes nothing but the
-    /// tree's zxid and clock. Internal commands (the TTL reaper) reply `synced`: no client waits
-    /// for them.
-    pub fn apply(&mut self, zxid: u64, command: &Command) -> Result<Reply, ApiError> {
-        debug_assert!(
-            zxid > self.last_zxid,
-            "zxid {zxid} after {}",
-            self.last_zxid
-        );
+    /// Applies every action of the entry at `zxid`, in order, each all-or-nothing on its own.
+    pub fn apply_command(&mut self, zxid: u64, command: &Command) -> Vec<Result<Reply, ApiError>> {
+        command.actions.iter().map(|action| self.apply(zxid, command.time_ms, action)).collect()
+    }
+
+    /// Applies one action of the entry at `zxid`, stamped `time_ms` by its leader. A refused
+    /// action changes nothing but the tree's zxid and clock. Internal actions (the TTL reaper)
+    /// reply `synced`: no client waits for them.
+    pub fn apply(&mut self, zxid: u64, time_ms: u64, action: &Action) -> Result<Reply, ApiError> {
+        // Several actions of one entry share its zxid, as the operations of a multi do.
+        debug_assert!(zxid >= self.last_zxid, "zxid {zxid} after {}", self.last_zxid);
         self.last_zxid = zxid;
-        self.clock_ms = self.clock_ms.max(command.time_ms);
-        let mut txn = Txn {
-            zxid,
-            time_ms: self.clock_ms,
-            tree: self,
-            undo: Vec::new(),
-            emptied: Vec::new(),
-        };
-        let reply = match &command.action {
-            Action::Create(request) => txn
-                .create(request)
-                .map(|(path, stat)| Reply::Created { path, stat }),
+        self.clock_ms = self.clock_ms.max(time_ms);
+        let mut txn =
+            Txn { zxid, time_ms: self.clock_ms, tree: self, undo: Vec::new(), emptied: Vec::new() };
+        let reply = match action {
+            Action::Create(request) => {
+                txn.create(request).map(|(path, stat)| Reply::Created { path, stat })
+            }
             Action::Set(request) => txn.set(request).map(|stat| Reply::Stat { stat }),
             Action::Delete(request) => txn.delete(request).map(|()| Reply::Deleted {}),
             Action::Multi(ops) => txn.multi(ops),
@@ -70,21 +67,9 @@ enum Undo {
     /// A znode was deleted: put it back.
     Deleted { path: String, node: Znode },
     /// A znode's data was set: put the old data and versions back.
-    Set {
-        path: String,
-        data: Vec<u8>,
-        version: u32,
-        mzxid: u64,
-        mtime: u64,
-    },
+    Set { path: String, data: Vec<u8>, version: u32, mzxid: u64, mtime: u64 },
     /// A child was added to (or removed from) `parent`: take it out (or put it back).
-    Child {
-        parent: String,
-        name: String,
-        added: bool,
-        cversion: u32,
-        pzxid: u64,
-    },
+    Child { parent: String, name: String, added: bool, cversion: u32, pzxid: u64 },
 }
 
 /// The mutations of one command, undoable until the command ends.
@@ -100,19 +85,15 @@ struct Txn<'a> {
 impl Txn<'_> {
     fn multi(&mut self, ops: &[MultiOp]) -> Result<Reply, ApiError> {
         if ops.len() > MULTI_OPS_MAX {
-            return Err(
-                ApiError::new(ErrorCode::InvalidArgument).with_detail(format!(
-                    "multi of {} operations, limit {MULTI_OPS_MAX}",
-                    ops.len()
-                )),
-            );
+            return Err(ApiError::new(ErrorCode::InvalidArgument)
+                .with_detail(format!("multi of {} operations, limit {MULTI_OPS_MAX}", ops.len())));
         }
         let mut results = Vec::with_capacity(ops.len());
         for (index, op) in ops.iter().enumerate() {
             let result = match op {
-                MultiOp::Create(request) => self
-                    .create(request)
-                    .map(|(path, stat)| OpResult::Created { path, stat }),
+                MultiOp::Create(request) => {
+                    self.create(request).map(|(path, stat)| OpResult::Created { path, stat })
+                }
                 MultiOp::Set(request) => self.set(request).map(|stat| OpResult::Set { stat }),
                 MultiOp::Delete(request) => self.delete(request).map(|()| OpResult::Deleted {}),
                 MultiOp::Check { path, version } => {
@@ -189,11 +170,8 @@ impl Txn<'_> {
         let path = request.path.as_str();
         path::validate(path)?;
         check_data_size(path, &request.data)?;
-        let node = self
-            .tree
-            .nodes
-            .get_mut(path)
-            .ok_or_else(|| ApiError::at(ErrorCode::NoNode, path))?;
+        let node =
+            self.tree.nodes.get_mut(path).ok_or_else(|| ApiError::at(ErrorCode::NoNode, path))?;
         check_version(path, node, request.version)?;
         let data = std::mem::replace(&mut node.data, request.data.clone());
         self.undo.push(Undo::Set {
@@ -217,11 +195,8 @@ impl Txn<'_> {
             return Err(ApiError::at(ErrorCode::InvalidArgument, path)
                 .with_detail("the root cannot be deleted"));
         }
-        let node = self
-            .tree
-            .nodes
-            .get(path)
-            .ok_or_else(|| ApiError::at(ErrorCode::NoNode, path))?;
+        let node =
+            self.tree.nodes.get(path).ok_or_else(|| ApiError::at(ErrorCode::NoNode, path))?;
         check_version(path, node, request.version)?;
         if !node.children.is_empty() {
             return Err(ApiError::at(ErrorCode::NotEmpty, path)
@@ -233,11 +208,8 @@ impl Txn<'_> {
 
     fn check(&mut self, path: &str, version: u32) -> Result<(), ApiError> {
         path::validate(path)?;
-        let node = self
-            .tree
-            .nodes
-            .get(path)
-            .ok_or_else(|| ApiError::at(ErrorCode::NoNode, path))?;
+        let node =
+            self.tree.nodes.get(path).ok_or_else(|| ApiError::at(ErrorCode::NoNode, path))?;
         check_version(path, node, Some(version))
     }
 
@@ -246,12 +218,7 @@ impl Txn<'_> {
     fn reap_ttl(&mut self) {
         let due: Vec<String> = self.tree.ttl_nodes.iter().rev().cloned().collect();
         for path in due {
-            if self
-                .tree
-                .nodes
-                .get(&path)
-                .is_some_and(|node| ttl_expired(node, self.time_ms))
-            {
+            if self.tree.nodes.get(&path).is_some_and(|node| ttl_expired(node, self.time_ms)) {
                 self.remove_node(&path);
             }
         }
@@ -278,10 +245,7 @@ impl Txn<'_> {
         };
         debug_assert!(node.children.is_empty(), "removing {path} with children");
         self.tree.ttl_nodes.remove(path);
-        self.undo.push(Undo::Deleted {
-            path: path.to_string(),
-            node,
-        });
+        self.undo.push(Undo::Deleted { path: path.to_string(), node });
         let parent_path = path::parent(path);
         let name = path::name(path);
         if let Some(parent) = self.tree.nodes.get_mut(parent_path) {
@@ -330,13 +294,7 @@ impl Txn<'_> {
                     }
                     self.tree.nodes.insert(path, node);
                 }
-                Undo::Set {
-                    path,
-                    data,
-                    version,
-                    mzxid,
-                    mtime,
-                } => {
+                Undo::Set { path, data, version, mzxid, mtime } => {
                     if let Some(node) = self.tree.nodes.get_mut(&path) {
                         node.data = data;
                         node.version = version;
@@ -344,13 +302,7 @@ impl Txn<'_> {
                         node.mtime = mtime;
                     }
                 }
-                Undo::Child {
-                    parent,
-                    name,
-                    added,
-                    cversion,
-                    pzxid,
-                } => {
+                Undo::Child { parent, name, added, cversion, pzxid } => {
                     if let Some(node) = self.tree.nodes.get_mut(&parent) {
                         if added {
                             node.children.remove(&name);
@@ -379,9 +331,9 @@ fn node_kind(request: &CreateRequest) -> Result<NodeKind, ApiError> {
         (CreateMode::Ttl, Some(ttl_ms)) if (1..=TTL_MS_MAX).contains(&ttl_ms) => {
             Ok(NodeKind::Ttl { ttl_ms })
         }
-        (CreateMode::Ttl, Some(ttl_ms)) => Err(invalid(&format!(
-            "ttl of {ttl_ms} ms is outside 1..={TTL_MS_MAX}"
-        ))),
+        (CreateMode::Ttl, Some(ttl_ms)) => {
+            Err(invalid(&format!("ttl of {ttl_ms} ms is outside 1..={TTL_MS_MAX}")))
+        }
         (CreateMode::Ttl, None) => Err(invalid("a TTL znode needs ttl_ms")),
         (_, Some(_)) => Err(invalid("ttl_ms is only for TTL znodes")),
     }
@@ -389,10 +341,8 @@ fn node_kind(request: &CreateRequest) -> Result<NodeKind, ApiError> {
 
 fn check_data_size(path: &str, data: &[u8]) -> Result<(), ApiError> {
     if data.len() > ZNODE_DATA_BYTES_MAX {
-        return Err(ApiError::at(ErrorCode::TooLarge, path).with_detail(format!(
-            "{} bytes of data, limit {ZNODE_DATA_BYTES_MAX}",
-            data.len()
-        )));
+        return Err(ApiError::at(ErrorCode::TooLarge, path)
+            .with_detail(format!("{} bytes of data, limit {ZNODE_DATA_BYTES_MAX}", data.len())));
     }
     Ok(())
 }
@@ -400,10 +350,7 @@ fn check_data_size(path: &str, data: &[u8]) -> Result<(), ApiError> {
 fn check_version(path: &str, node: &Znode, expected: Option<u32>) -> Result<(), ApiError> {
     match expected {
         Some(version) if version != node.version => Err(ApiError::at(ErrorCode::BadVersion, path)
-            .with_detail(format!(
-                "expected version {version}, found {}",
-                node.version
-            ))),
+            .with_detail(format!("expected version {version}, found {}", node.version))),
         _ => Ok(()),
     }
 }
@@ -435,18 +382,11 @@ mod tests {
     }
 
     fn set(path: &str, data: &str, version: Option<u32>) -> Action {
-        Action::Set(SetRequest {
-            path: path.into(),
-            data: data.into(),
-            version,
-        })
+        Action::Set(SetRequest { path: path.into(), data: data.into(), version })
     }
 
     fn delete(path: &str, version: Option<u32>) -> Action {
-        Action::Delete(DeleteRequest {
-            path: path.into(),
-            version,
-        })
+        Action::Delete(DeleteRequest { path: path.into(), version })
     }
 
     fn multi(ops: Vec<Action>) -> Action {
@@ -463,10 +403,7 @@ mod tests {
     }
 
     fn check(path: &str, version: u32) -> MultiOp {
-        MultiOp::Check {
-            path: path.into(),
-            version,
-        }
+        MultiOp::Check { path: path.into(), version }
     }
 
     /// Applies `actions` at zxids 1, 2, ... and times 1000, 2000, ..., checking every invariant
@@ -477,15 +414,8 @@ mod tests {
         for (i, action) in actions.iter().enumerate() {
             let zxid = i as u64 + 1;
             let before = tree.clone();
-            last = tree.apply(
-                zxid,
-                &Command {
-                    time_ms: zxid * 1000,
-                    action: action.clone(),
-                },
-            );
-            tree.check_invariants()
-                .unwrap_or_else(|e| panic!("after {action:?}: {e}"));
+            last = tree.apply(zxid, zxid * 1000, action);
+            tree.check_invariants().unwrap_or_else(|e| panic!("after {action:?}: {e}"));
             let failed = match &last {
                 Err(_) => true,
                 Ok(Reply::Multi { results }) => {
@@ -494,19 +424,14 @@ mod tests {
                 Ok(_) => false,
             };
             if failed {
-                assert_eq!(
-                    tree.nodes, before.nodes,
-                    "a refused {action:?} changed the tree"
-                );
+                assert_eq!(tree.nodes, before.nodes, "a refused {action:?} changed the tree");
             }
         }
         (tree, last)
     }
 
     fn stat(tree: &DataTree, path: &str) -> Stat {
-        tree.exists(path)
-            .expect("valid path")
-            .unwrap_or_else(|| panic!("{path} missing"))
+        tree.exists(path).expect("valid path").unwrap_or_else(|| panic!("{path} missing"))
     }
 
     fn code(result: &Result<Reply, ApiError>) -> Option<ErrorCode> {
@@ -614,12 +539,7 @@ mod tests {
             },
             Case {
                 name: "sequential counts every child change",
-                actions: vec![
-                    create("/q"),
-                    create("/q/x"),
-                    delete("/q/x", None),
-                    seq("/q/"),
-                ],
+                actions: vec![create("/q"), create("/q/x"), delete("/q/x", None), seq("/q/")],
                 expect: Expect::Created("/q/0000000002"),
                 present: &[],
                 absent: &["/q/x"],
@@ -633,11 +553,7 @@ mod tests {
             },
             Case {
                 name: "set right version",
-                actions: vec![
-                    create("/a"),
-                    set("/a", "x", Some(0)),
-                    set("/a", "y", Some(1)),
-                ],
+                actions: vec![create("/a"), set("/a", "x", Some(0)), set("/a", "y", Some(1))],
                 expect: Expect::Ok,
                 present: &["/a"],
                 absent: &[],
@@ -801,11 +717,7 @@ mod tests {
             },
             Case {
                 name: "multi applies all",
-                actions: vec![multi(vec![
-                    create("/m"),
-                    create("/m/a"),
-                    set("/m", "x", Some(0)),
-                ])],
+                actions: vec![multi(vec![create("/m"), create("/m/a"), set("/m", "x", Some(0))])],
                 expect: Expect::Ok,
                 present: &["/m", "/m/a"],
                 absent: &[],
@@ -822,10 +734,7 @@ mod tests {
                             sequential: false,
                             ttl_ms: None,
                         }),
-                        MultiOp::Delete(DeleteRequest {
-                            path: "/k".into(),
-                            version: None,
-                        }),
+                        MultiOp::Delete(DeleteRequest { path: "/k".into(), version: None }),
                         check("/k", 0),
                     ]),
                 ],
@@ -894,11 +803,7 @@ mod tests {
                 }
                 (Expect::MultiFailedAt(index, expected), Ok(Reply::Multi { results })) => {
                     for (i, r) in results.iter().enumerate() {
-                        let want = if i == *index {
-                            *expected
-                        } else {
-                            ErrorCode::RolledBack
-                        };
+                        let want = if i == *index { *expected } else { ErrorCode::RolledBack };
                         assert!(
                             matches!(r, MultiResult::Error(e) if e.code == want),
                             "{}: result {i} is {r:?}",
@@ -927,20 +832,13 @@ mod tests {
 
     #[test]
     fn stat_follows_zookeeper() {
-        let (tree, _) = run(&[
-            create("/a"),
-            create("/a/b"),
-            set("/a", "xyz", None),
-            delete("/a/b", None),
-        ]);
+        let (tree, _) =
+            run(&[create("/a"), create("/a/b"), set("/a", "xyz", None), delete("/a/b", None)]);
         let a = stat(&tree, "/a");
         assert_eq!((a.czxid, a.mzxid, a.pzxid), (1, 3, 4));
         assert_eq!((a.ctime, a.mtime), (1000, 3000));
         assert_eq!((a.version, a.cversion, a.aversion), (1, 2, 0));
-        assert_eq!(
-            (a.data_length, a.num_children, a.ephemeral_owner),
-            (3, 0, 0)
-        );
+        assert_eq!((a.data_length, a.num_children, a.ephemeral_owner), (3, 0, 0));
         let root = stat(&tree, "/");
         assert_eq!((root.cversion, root.pzxid, root.num_children), (1, 1, 1));
     }
@@ -948,12 +846,26 @@ mod tests {
     #[test]
     fn time_never_goes_back() {
         let mut tree = DataTree::new();
-        let stamp = |time_ms, action| Command { time_ms, action };
-        tree.apply(1, &stamp(5000, create("/a"))).expect("create");
+        tree.apply(1, 5000, &create("/a")).expect("create");
         // A new leader whose clock is behind stamps an earlier time.
-        tree.apply(2, &stamp(4000, set("/a", "x", None)))
-            .expect("set");
+        tree.apply(2, 4000, &set("/a", "x", None)).expect("set");
         assert_eq!(stat(&tree, "/a").mtime, 5000);
+        tree.check_invariants().expect("invariants");
+    }
+
+    #[test]
+    fn actions_of_one_entry_share_its_zxid_and_stand_alone() {
+        let mut tree = DataTree::new();
+        let command = Command {
+            time_ms: 1000,
+            actions: vec![create("/a"), create("/a"), create("/a/b"), set("/a", "x", Some(0))],
+        };
+        let replies = tree.apply_command(7, &command);
+        assert!(replies[0].is_ok());
+        assert_eq!(replies[1].as_ref().err().map(|e| e.code), Some(ErrorCode::NodeExists));
+        assert!(replies[2].is_ok() && replies[3].is_ok(), "a refused action undoes no other");
+        let a = stat(&tree, "/a");
+        assert_eq!((a.czxid, a.mzxid, a.pzxid, a.version), (7, 7, 7, 1));
         tree.check_invariants().expect("invariants");
     }
 

@@ -3,12 +3,13 @@
 use cairn_wire::{CreateRequest, DeleteRequest, MultiOp, SetRequest};
 use serde::{Deserialize, Serialize};
 
-/// The payload of a log entry: an action and the leader's wall-clock time when it proposed it,
-/// the only time `apply` ever sees.
+/// The payload of a log entry: the actions of one group commit, applied in order, each on its
+/// own (one failing does not undo another), all under the entry's zxid; and the leader's
+/// wall-clock time when it proposed them, the only time `apply` ever sees.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
     pub time_ms: u64,
-    pub action: Action,
+    pub actions: Vec<Action>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,4 +21,25 @@ pub enum Action {
     Multi(Vec<MultiOp>),
     /// Delete every TTL znode whose time has come, as of the entry's time.
     ReapTtl,
+}
+
+impl Action {
+    /// Roughly how many bytes the action adds to a log entry, to bound group commits.
+    pub fn approximate_bytes(&self) -> usize {
+        const OVERHEAD_BYTES: usize = 32;
+        let op_bytes = |op: &MultiOp| match op {
+            MultiOp::Create(create) => create.path.len() + create.data.len(),
+            MultiOp::Set(set) => set.path.len() + set.data.len(),
+            MultiOp::Delete(delete) => delete.path.len(),
+            MultiOp::Check { path, .. } => path.len(),
+        } + OVERHEAD_BYTES;
+        OVERHEAD_BYTES
+            + match self {
+                Action::Create(create) => create.path.len() + create.data.len(),
+                Action::Set(set) => set.path.len() + set.data.len(),
+                Action::Delete(delete) => delete.path.len(),
+                Action::Multi(ops) => ops.iter().map(op_bytes).sum(),
+                Action::ReapTtl => 0,
+            }
+    }
 }

@@ -25,15 +25,11 @@ impl DataTree {
             }
             for name in &node.children {
                 if !self.nodes.contains_key(&path::join(node_path, name)) {
-                    return Err(format!(
-                        "{node_path} lists child {name:?} that does not exist"
-                    ));
+                    return Err(format!("{node_path} lists child {name:?} that does not exist"));
                 }
             }
             if (node.cversion as usize) < node.children.len() {
-                return Err(format!(
-                    "{node_path}: cversion below the number of children"
-                ));
+                return Err(format!("{node_path}: cversion below the number of children"));
             }
             if node.czxid > node.mzxid || node.czxid > node.pzxid {
                 return Err(format!("{node_path}: changed before it was created"));

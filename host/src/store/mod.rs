@@ -123,16 +123,8 @@ impl DataTree {
     /// A tree holding only the root.
     pub fn new() -> DataTree {
         let mut nodes = BTreeMap::new();
-        nodes.insert(
-            "/".to_string(),
-            Znode::new(Vec::new(), NodeKind::Persistent, 0, 0),
-        );
-        DataTree {
-            nodes,
-            ttl_nodes: BTreeSet::new(),
-            last_zxid: 0,
-            clock_ms: 0,
-        }
+        nodes.insert("/".to_string(), Znode::new(Vec::new(), NodeKind::Persistent, 0, 0));
+        DataTree { nodes, ttl_nodes: BTreeSet::new(), last_zxid: 0, clock_ms: 0 }
     }
 
     pub fn last_zxid(&self) -> u64 {
@@ -155,10 +147,7 @@ impl DataTree {
     /// The data and stat of the znode at `path`.
     pub fn get(&self, path: &str) -> Result<(&[u8], Stat), ApiError> {
         path::validate(path)?;
-        let node = self
-            .nodes
-            .get(path)
-            .ok_or_else(|| ApiError::at(ErrorCode::NoNode, path))?;
+        let node = self.nodes.get(path).ok_or_else(|| ApiError::at(ErrorCode::NoNode, path))?;
         Ok((node.data(), node.stat()))
     }
 
@@ -175,10 +164,7 @@ impl DataTree {
         with_stats: bool,
     ) -> Result<(Stat, Vec<ChildEntry>), ApiError> {
         path::validate(path)?;
-        let node = self
-            .nodes
-            .get(path)
-            .ok_or_else(|| ApiError::at(ErrorCode::NoNode, path))?;
+        let node = self.nodes.get(path).ok_or_else(|| ApiError::at(ErrorCode::NoNode, path))?;
         let children = node
             .children
             .iter()

@@ -43,26 +43,18 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.connection
-            .close(CLOSE_CLIENT_DONE.into(), b"client done");
+        self.connection.close(CLOSE_CLIENT_DONE.into(), b"client done");
     }
 }
 
 impl Connection {
     pub(crate) async fn open(server: &str, ca_pem: &[u8]) -> Result<Connection, Error> {
-        let connect_error = |reason: String| Error::Connect {
-            server: server.to_string(),
-            reason,
-        };
+        let connect_error = |reason: String| Error::Connect { server: server.to_string(), reason };
         let (host, addr) = resolve(server).await.map_err(connect_error)?;
-        let client_config = client_config(ca_pem)?;
-        let bind: SocketAddr = if addr.is_ipv6() {
-            "[::]:0"
-        } else {
-            "0.0.0.0:0"
-        }
-        .parse()
-        .map_err(|e| connect_error(format!("{e}")))?;
+        let client_config = quic_client_config(ca_pem)?;
+        let bind: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
+            .parse()
+            .map_err(|e| connect_error(format!("{e}")))?;
         let mut endpoint =
             quinn::Endpoint::client(bind).map_err(|e| connect_error(e.to_string()))?;
         endpoint.set_default_client_config(client_config);
@@ -71,10 +63,7 @@ impl Connection {
             .map_err(|e| connect_error(e.to_string()))?
             .await
             .map_err(|e| connect_error(e.to_string()))?;
-        let (send, recv) = connection
-            .open_bi()
-            .await
-            .map_err(|e| connect_error(e.to_string()))?;
+        let (send, recv) = connection.open_bi().await.map_err(|e| connect_error(e.to_string()))?;
 
         let (outgoing, queue) = mpsc::channel(OUTGOING_FRAMES_MAX);
         let waiting = Arc::new(Mutex::new(Some(HashMap::new())));
@@ -100,19 +89,13 @@ impl Connection {
             .map_err(|e| Error::Protocol(e.to_string()))?;
         let body_bytes = frame.len() - FRAME_HEADER_BYTES;
         if body_bytes > REQUEST_BYTES_MAX {
-            return Err(Error::Api(
-                ApiError::new(ErrorCode::RequestTooLarge).with_detail(format!(
-                    "request of {body_bytes} bytes, limit {REQUEST_BYTES_MAX}"
-                )),
-            ));
+            return Err(Error::Api(ApiError::new(ErrorCode::RequestTooLarge).with_detail(
+                format!("request of {body_bytes} bytes, limit {REQUEST_BYTES_MAX}"),
+            )));
         }
         let (reply, response) = oneshot::channel();
         {
-            let mut waiting = self
-                .inner
-                .waiting
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut waiting = self.inner.waiting.lock().unwrap_or_else(PoisonError::into_inner);
             let Some(waiting) = waiting.as_mut() else {
                 return Err(self.lost());
             };
@@ -133,29 +116,24 @@ impl Connection {
     }
 
     pub(crate) fn close(&self) {
-        self.inner
-            .connection
-            .close(CLOSE_CLIENT_DONE.into(), b"client closed");
+        self.inner.connection.close(CLOSE_CLIENT_DONE.into(), b"client closed");
     }
 
     fn lost(&self) -> Error {
-        let reason = self.inner.connection.close_reason().map_or_else(
-            || "the connection closed".to_string(),
-            |reason| reason.to_string(),
-        );
+        let reason = self
+            .inner
+            .connection
+            .close_reason()
+            .map_or_else(|| "the connection closed".to_string(), |reason| reason.to_string());
         Error::ConnectionLost(reason)
     }
 }
 
 /// Splits `host:port` (or `[v6]:port`) and resolves it.
 async fn resolve(server: &str) -> Result<(String, SocketAddr), String> {
-    let (host, _) = server
-        .rsplit_once(':')
-        .ok_or_else(|| format!("{server:?} is not host:port"))?;
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
+    let (host, _) =
+        server.rsplit_once(':').ok_or_else(|| format!("{server:?} is not host:port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
     let addr = tokio::net::lookup_host(server)
         .await
         .map_err(|e| e.to_string())?
@@ -167,14 +145,14 @@ async fn resolve(server: &str) -> Result<(String, SocketAddr), String> {
     Ok((host, addr))
 }
 
-fn client_config(ca_pem: &[u8]) -> Result<quinn::ClientConfig, Error> {
+/// The QUIC client configuration Cairn's client protocol needs: TLS 1.3 trusting the CA
+/// certificates in `ca_pem`, and the protocol's ALPN.
+pub fn quic_client_config(ca_pem: &[u8]) -> Result<quinn::ClientConfig, Error> {
     let mut roots = rustls::RootCertStore::empty();
     let mut found = 0;
     for cert in CertificateDer::pem_slice_iter(ca_pem) {
         let cert = cert.map_err(|e| Error::Tls(format!("bad CA certificate: {e}")))?;
-        roots
-            .add(cert)
-            .map_err(|e| Error::Tls(format!("bad CA certificate: {e}")))?;
+        roots.add(cert).map_err(|e| Error::Tls(format!("bad CA certificate: {e}")))?;
         found += 1;
     }
     if found == 0 {
@@ -241,8 +219,5 @@ async fn read_frames(
         }
     }
     // Dropping the senders fails every request still waiting with "connection lost".
-    waiting
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .take();
+    waiting.lock().unwrap_or_else(PoisonError::into_inner).take();
 }

@@ -29,6 +29,7 @@ pub use cairn_wire::{
 use cairn_wire::{CreateRequest, DeleteRequest, MultiResult, Reply, Request, SetRequest};
 
 use connection::Connection;
+pub use connection::quic_client_config;
 pub use error::Error;
 
 /// A connection to a Cairn node. Cheap to clone: clones share the connection.
@@ -53,27 +54,17 @@ impl CreateOptions {
 
     /// A znode deleted once its last child is deleted.
     pub fn container() -> CreateOptions {
-        CreateOptions {
-            mode: CreateMode::Container,
-            ..CreateOptions::default()
-        }
+        CreateOptions { mode: CreateMode::Container, ..CreateOptions::default() }
     }
 
     /// A znode deleted once it has had no children and no change for `ttl`.
     pub fn ttl(ttl: Duration) -> CreateOptions {
-        CreateOptions {
-            mode: CreateMode::Ttl,
-            ttl: Some(ttl),
-            ..CreateOptions::default()
-        }
+        CreateOptions { mode: CreateMode::Ttl, ttl: Some(ttl), ..CreateOptions::default() }
     }
 
     /// Append the parent's 10-digit sequence number to the name.
     pub fn sequential(self) -> CreateOptions {
-        CreateOptions {
-            sequential: true,
-            ..self
-        }
+        CreateOptions { sequential: true, ..self }
     }
 
     pub(crate) fn request(self, path: &str, data: Vec<u8>) -> CreateRequest {
@@ -83,9 +74,7 @@ impl CreateOptions {
             mode: self.mode,
             sequential: self.sequential,
             // Durations past u64 milliseconds are far past the TTL limit; the node refuses them.
-            ttl_ms: self
-                .ttl
-                .map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+            ttl_ms: self.ttl.map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
         }
     }
 }
@@ -95,19 +84,14 @@ impl Client {
     /// file `ca_file`.
     pub async fn connect(server: &str, ca_file: impl AsRef<Path>) -> Result<Client, Error> {
         let ca_pem = std::fs::read(ca_file.as_ref()).map_err(|e| {
-            Error::Tls(format!(
-                "cannot read CA file {}: {e}",
-                ca_file.as_ref().display()
-            ))
+            Error::Tls(format!("cannot read CA file {}: {e}", ca_file.as_ref().display()))
         })?;
         Client::connect_with_ca_pem(server, &ca_pem).await
     }
 
     /// Connects like [`Client::connect`], with the CA certificates given as PEM text.
     pub async fn connect_with_ca_pem(server: &str, ca_pem: &[u8]) -> Result<Client, Error> {
-        Ok(Client {
-            connection: Connection::open(server, ca_pem).await?,
-        })
+        Ok(Client { connection: Connection::open(server, ca_pem).await? })
     }
 
     /// Creates a znode and returns the path it got (with its sequence number, if sequential).
@@ -117,9 +101,7 @@ impl Client {
         data: impl Into<Vec<u8>>,
         options: CreateOptions,
     ) -> Result<String, Error> {
-        self.create_with_stat(path, data, options)
-            .await
-            .map(|(path, _)| path)
+        self.create_with_stat(path, data, options).await.map(|(path, _)| path)
     }
 
     /// Creates a znode and returns its path and stat.
@@ -129,10 +111,7 @@ impl Client {
         data: impl Into<Vec<u8>>,
         options: CreateOptions,
     ) -> Result<(String, Stat), Error> {
-        match self
-            .call(Request::Create(options.request(path, data.into())))
-            .await?
-        {
+        match self.call(Request::Create(options.request(path, data.into()))).await? {
             Reply::Created { path, stat } => Ok((path, stat)),
             other => Err(unexpected("created", &other)),
         }
@@ -172,11 +151,7 @@ impl Client {
         data: impl Into<Vec<u8>>,
         version: Option<u32>,
     ) -> Result<Stat, Error> {
-        let request = SetRequest {
-            path: path.to_string(),
-            data: data.into(),
-            version,
-        };
+        let request = SetRequest { path: path.to_string(), data: data.into(), version };
         match self.call(Request::Set(request)).await? {
             Reply::Stat { stat } => Ok(stat),
             other => Err(unexpected("stat", &other)),
@@ -185,10 +160,7 @@ impl Client {
 
     /// Deletes a childless znode; with `version`, only if the znode is at that version.
     pub async fn delete(&self, path: &str, version: Option<u32>) -> Result<(), Error> {
-        let request = DeleteRequest {
-            path: path.to_string(),
-            version,
-        };
+        let request = DeleteRequest { path: path.to_string(), version };
         match self.call(Request::Delete(request)).await? {
             Reply::Deleted {} => Ok(()),
             other => Err(unexpected("deleted", &other)),
@@ -250,26 +222,14 @@ impl Client {
     }
 
     async fn read_get(&self, path: &str, local: bool) -> Result<(Vec<u8>, Stat), Error> {
-        match self
-            .call(Request::Get {
-                path: path.to_string(),
-                local,
-            })
-            .await?
-        {
+        match self.call(Request::Get { path: path.to_string(), local }).await? {
             Reply::Data { data, stat } => Ok((data, stat)),
             other => Err(unexpected("data", &other)),
         }
     }
 
     async fn read_exists(&self, path: &str, local: bool) -> Result<Option<Stat>, Error> {
-        match self
-            .call(Request::Exists {
-                path: path.to_string(),
-                local,
-            })
-            .await?
-        {
+        match self.call(Request::Exists { path: path.to_string(), local }).await? {
             Reply::Exists { stat } => Ok(stat),
             other => Err(unexpected("exists", &other)),
         }
@@ -281,14 +241,7 @@ impl Client {
         with_stats: bool,
         local: bool,
     ) -> Result<(Stat, Vec<ChildEntry>), Error> {
-        match self
-            .call(Request::Children {
-                path: path.to_string(),
-                with_stats,
-                local,
-            })
-            .await?
-        {
+        match self.call(Request::Children { path: path.to_string(), with_stats, local }).await? {
             Reply::Children { stat, children } => Ok((stat, children)),
             other => Err(unexpected("children", &other)),
         }

@@ -11,25 +11,15 @@ pub fn create(path: &str, data: impl Into<Vec<u8>>, options: CreateOptions) -> M
 
 /// Set a znode's data, optionally only at `version`.
 pub fn set(path: &str, data: impl Into<Vec<u8>>, version: Option<u32>) -> MultiOp {
-    MultiOp::Set(SetRequest {
-        path: path.to_string(),
-        data: data.into(),
-        version,
-    })
+    MultiOp::Set(SetRequest { path: path.to_string(), data: data.into(), version })
 }
 
 /// Delete a znode, optionally only at `version`.
 pub fn delete(path: &str, version: Option<u32>) -> MultiOp {
-    MultiOp::Delete(DeleteRequest {
-        path: path.to_string(),
-        version,
-    })
+    MultiOp::Delete(DeleteRequest { path: path.to_string(), version })
 }
 
 /// Fail the whole multi unless the znode is at `version`.
 pub fn check(path: &str, version: u32) -> MultiOp {
-    MultiOp::Check {
-        path: path.to_string(),
-        version,
-    }
+    MultiOp::Check { path: path.to_string(), version }
 }

@@ -112,19 +112,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode) -> Self {
-        ApiError {
-            code,
-            path: None,
-            detail: None,
-        }
+        ApiError { code, path: None, detail: None }
     }
 
     pub fn at(code: ErrorCode, path: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            path: Some(path.into()),
-            detail: None,
-        }
+        ApiError { code, path: Some(path.into()), detail: None }
     }
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
@@ -156,20 +148,13 @@ mod tests {
 
     #[test]
     fn display_reads_as_a_sentence() {
+        assert_eq!(ApiError::at(ErrorCode::NoNode, "/missing").to_string(), "no node: /missing");
         assert_eq!(
-            ApiError::at(ErrorCode::NoNode, "/missing").to_string(),
-            "no node: /missing"
-        );
-        assert_eq!(
-            ApiError::new(ErrorCode::MalformedRequest)
-                .with_detail("bad tag")
-                .to_string(),
+            ApiError::new(ErrorCode::MalformedRequest).with_detail("bad tag").to_string(),
             "malformed request: bad tag"
         );
         assert_eq!(
-            ApiError::at(ErrorCode::TooLarge, "/a")
-                .with_detail("2 bytes")
-                .to_string(),
+            ApiError::at(ErrorCode::TooLarge, "/a").with_detail("2 bytes").to_string(),
             "too large: /a (2 bytes)"
         );
     }

@@ -20,10 +20,8 @@ pub fn encode_frame<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
     let mut frame = vec![0; FRAME_HEADER_BYTES];
     rmp_serde::encode::write_named(&mut frame, message)?;
     let length = frame.len() - FRAME_HEADER_BYTES;
-    let length = u32::try_from(length).map_err(|_| FrameError::TooLong {
-        length,
-        limit: u32::MAX as usize,
-    })?;
+    let length = u32::try_from(length)
+        .map_err(|_| FrameError::TooLong { length, limit: u32::MAX as usize })?;
     frame[..FRAME_HEADER_BYTES].copy_from_slice(&length.to_be_bytes());
     Ok(frame)
 }
@@ -53,10 +51,7 @@ mod tests {
         assert_eq!(frame_length([0, 0, 0, 4], 10).expect("fits"), 4);
         assert!(matches!(
             frame_length([0, 0, 1, 0], 10),
-            Err(FrameError::TooLong {
-                length: 256,
-                limit: 10
-            })
+            Err(FrameError::TooLong { length: 256, limit: 10 })
         ));
     }
 }

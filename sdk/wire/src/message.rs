@@ -148,10 +148,7 @@ pub enum Reply {
     /// To `exists`: the stat, or nil when there is no such znode.
     Exists { stat: Option<Stat> },
     /// To `children`: the parent's stat and the children in name order.
-    Children {
-        stat: Stat,
-        children: Vec<ChildEntry>,
-    },
+    Children { stat: Stat, children: Vec<ChildEntry> },
     /// To `delete`.
     Deleted {},
     /// To `multi`: one result per operation, in order. When one operation failed, it carries
@@ -227,6 +224,12 @@ pub struct ServerInfo {
     /// fsyncs of the log this node has made since it started: fewer than entries written when
     /// concurrent writes share them.
     pub log_fsyncs: u64,
+    /// The zxid the latest snapshot covers, if one was built.
+    #[serde(default)]
+    pub snapshot_zxid: Option<u64>,
+    /// The zxid up to which the log has been purged after a snapshot, if it has been.
+    #[serde(default)]
+    pub purged_zxid: Option<u64>,
 }
 
 /// A request frame whose body could not be decoded.
@@ -245,9 +248,7 @@ impl RequestFrame {
             id: u64,
         }
         rmp_serde::from_slice::<RequestFrame>(body).map_err(|error| MalformedRequest {
-            id: rmp_serde::from_slice::<IdOnly>(body)
-                .ok()
-                .map(|frame| frame.id),
+            id: rmp_serde::from_slice::<IdOnly>(body).ok().map(|frame| frame.id),
             reason: error.to_string(),
         })
     }
@@ -274,16 +275,7 @@ mod tests {
         assert_eq!(RequestFrame::decode(&bytes[4..]), Ok(frame));
         // Field and variant names are on the wire, so other languages can read it.
         let text = String::from_utf8_lossy(&bytes);
-        for word in [
-            "id",
-            "request",
-            "create",
-            "path",
-            "mode",
-            "ttl",
-            "sequential",
-            "ttl_ms",
-        ] {
+        for word in ["id", "request", "create", "path", "mode", "ttl", "sequential", "ttl_ms"] {
             assert!(text.contains(word), "{word} missing from {text:?}");
         }
     }
@@ -297,13 +289,7 @@ mod tests {
         body.extend_from_slice(b"path");
         body.extend_from_slice(&[0xa2, b'/', b'x']);
         let frame = RequestFrame::decode(&body).expect("decodes");
-        assert_eq!(
-            frame.request,
-            Request::Get {
-                path: "/x".into(),
-                local: false
-            }
-        );
+        assert_eq!(frame.request, Request::Get { path: "/x".into(), local: false });
     }
 
     #[test]
@@ -321,10 +307,7 @@ mod tests {
         let error = RequestFrame::decode(&body).expect_err("unknown kind");
         assert_eq!(error.id, Some(42));
         assert!(error.reason.contains("frobnicate"), "{}", error.reason);
-        assert_eq!(
-            RequestFrame::decode(&[0xc1, 0x00]).expect_err("garbage").id,
-            None
-        );
+        assert_eq!(RequestFrame::decode(&[0xc1, 0x00]).expect_err("garbage").id, None);
     }
 
     #[test]

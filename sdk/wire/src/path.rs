@@ -23,10 +23,8 @@ fn validate_inner(path: &str, sequential: bool) -> Result<(), ApiError> {
         return invalid("empty path");
     }
     if path.len() > PATH_BYTES_MAX {
-        return Err(ApiError::new(ErrorCode::InvalidPath).with_detail(format!(
-            "path of {} bytes, limit {PATH_BYTES_MAX}",
-            path.len()
-        )));
+        return Err(ApiError::new(ErrorCode::InvalidPath)
+            .with_detail(format!("path of {} bytes, limit {PATH_BYTES_MAX}", path.len())));
     }
     if !path.starts_with('/') {
         return invalid("must start with /");
@@ -79,11 +77,7 @@ pub fn name(path: &str) -> &str {
 
 /// The path of child `name` under `parent`.
 pub fn join(parent: &str, name: &str) -> String {
-    if parent == "/" {
-        format!("/{name}")
-    } else {
-        format!("{parent}/{name}")
-    }
+    if parent == "/" { format!("/{name}") } else { format!("{parent}/{name}") }
 }
 
 #[cfg(test)]
@@ -95,23 +89,8 @@ mod tests {
         for ok in ["/", "/a", "/a/b", "/a-b_c.d", "/αβγ", "/a/..b", "/a/.b"] {
             assert_eq!(validate(ok), Ok(()), "{ok}");
         }
-        for bad in [
-            "",
-            "a",
-            "/a/",
-            "//",
-            "/a//b",
-            "/.",
-            "/a/..",
-            "/a\0b",
-            "/a\u{1}",
-            "/\u{fffe}",
-        ] {
-            assert_eq!(
-                validate(bad).map_err(|e| e.code),
-                Err(ErrorCode::InvalidPath),
-                "{bad:?}"
-            );
+        for bad in ["", "a", "/a/", "//", "/a//b", "/.", "/a/..", "/a\0b", "/a\u{1}", "/\u{fffe}"] {
+            assert_eq!(validate(bad).map_err(|e| e.code), Err(ErrorCode::InvalidPath), "{bad:?}");
         }
         let long = format!("/{}", "x".repeat(PATH_BYTES_MAX));
         assert!(validate(&long).is_err());

@@ -1,0 +1,134 @@
+//! Group commit: the one task that turns every connection's writes into Raft entries.
+//!
+//! Request path: a stream's reader hands each write to [`Proposer::submit`] in arrival order.
+//! The proposer task takes every write waiting, up to a batch's limits, and proposes them as one
+//! log entry; while that entry is being fsynced and applied, the next writes gather for the
+//! next entry. So concurrent writers share one fsync and one Raft round instead of paying one
+//! each, and a lone writer still goes out at once. Each write's reply comes back through its own
+//! channel when the entry is applied.
+
+use cairn_wire::{ApiError, ErrorCode};
+use openraft::error::ClientWriteError;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::Served;
+use crate::raft::{Member, NodeId, Raft, SharedState};
+use crate::store::{Action, Command};
+
+/// Writes waiting for the proposer; submitters wait for room beyond this.
+pub const PROPOSER_QUEUE_WRITES_MAX: usize = 16_384;
+/// Most writes in one log entry.
+pub const BATCH_ACTIONS_MAX: usize = 2_048;
+/// Most bytes (approximately) of writes in one log entry: a lone write larger than this still
+/// goes, alone.
+pub const BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Entries proposed and not yet applied. Two keep the log busy: one being fsynced while the
+/// next gathers writes.
+pub const PROPOSALS_IN_FLIGHT_MAX: usize = 2;
+
+struct Pending {
+    action: Action,
+    reply: oneshot::Sender<Served>,
+}
+
+/// The handle connections submit writes through.
+#[derive(Debug, Clone)]
+pub struct Proposer {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending").field("action", &self.action).finish_non_exhaustive()
+    }
+}
+
+impl Proposer {
+    /// Starts the proposer task; it ends when every handle is dropped.
+    pub fn start(raft: Raft, state: SharedState) -> Proposer {
+        let (queue, pending) = mpsc::channel(PROPOSER_QUEUE_WRITES_MAX);
+        tokio::spawn(run(raft, state, pending));
+        Proposer { queue }
+    }
+
+    /// Queues a write; returns once it has its place in the order of writes, with a receiver of
+    /// its outcome.
+    pub async fn submit(&self, action: Action) -> Result<oneshot::Receiver<Served>, ApiError> {
+        let (reply, outcome) = oneshot::channel();
+        self.queue.send(Pending { action, reply }).await.map_err(|_| shutting_down())?;
+        Ok(outcome)
+    }
+}
+
+async fn run(raft: Raft, state: SharedState, mut pending: mpsc::Receiver<Pending>) {
+    let in_flight = std::sync::Arc::new(Semaphore::new(PROPOSALS_IN_FLIGHT_MAX));
+    let mut carried: Option<Pending> = None;
+    loop {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        let first = match carried.take() {
+            Some(write) => write,
+            None => match pending.recv().await {
+                Some(write) => write,
+                None => return,
+            },
+        };
+        let mut bytes = first.action.approximate_bytes();
+        let mut batch = vec![first];
+        while batch.len() < BATCH_ACTIONS_MAX {
+            let Ok(write) = pending.try_recv() else { break };
+            let write_bytes = write.action.approximate_bytes();
+            if bytes + write_bytes > BATCH_BYTES_MAX {
+                carried = Some(write);
+                break;
+            }
+            bytes += write_bytes;
+            batch.push(write);
+        }
+        let (actions, replies): (Vec<Action>, Vec<oneshot::Sender<Served>>) =
+            batch.into_iter().map(|write| (write.action, write.reply)).unzip();
+        let command = Command { time_ms: super::now_ms(), actions };
+        let receiver = match raft.client_write_ff(command).await {
+            Ok(receiver) => receiver,
+            Err(fatal) => {
+                let error = ApiError::new(ErrorCode::Unavailable)
+                    .with_detail(format!("raft stopped: {fatal}"));
+                answer_all(replies, state.read().applied_zxid(), &error);
+                return;
+            }
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            match receiver.await {
+                Ok(Ok(response)) => {
+                    let zxid = response.log_id.index;
+                    for (reply, outcome) in replies.into_iter().zip(response.data) {
+                        let _ = reply.send((zxid, outcome));
+                    }
+                }
+                Ok(Err(error)) => {
+                    answer_all(replies, state.read().applied_zxid(), &write_error(error))
+                }
+                Err(_) => answer_all(replies, state.read().applied_zxid(), &shutting_down()),
+            }
+            drop(permit);
+        });
+    }
+}
+
+fn answer_all(replies: Vec<oneshot::Sender<Served>>, zxid: u64, error: &ApiError) {
+    for reply in replies {
+        let _ = reply.send((zxid, Err(error.clone())));
+    }
+}
+
+fn shutting_down() -> ApiError {
+    ApiError::new(ErrorCode::Unavailable).with_detail("the node is shutting down")
+}
+
+fn write_error(error: ClientWriteError<NodeId, Member>) -> ApiError {
+    match error {
+        ClientWriteError::ForwardToLeader(forward) => ApiError::new(ErrorCode::NotLeader)
+            .with_detail(format!("leader is {:?}", forward.leader_id)),
+        other => ApiError::new(ErrorCode::Unavailable).with_detail(other.to_string()),
+    }
+}

@@ -1,0 +1,23 @@
+//! Integration tests of one node: a real `cairn serve` process on a loopback port picked at run
+//! time, with its data in a temporary directory.
+
+mod bad_input;
+mod cli;
+mod durability;
+mod znodes;
+
+use std::path::Path;
+
+use cairn_tests::Server;
+
+/// The `cairn` binary cargo built for these tests.
+pub fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_cairn"))
+}
+
+/// A node in a fresh temporary directory, kept alive as long as the returned guard.
+pub fn start_node(extra_args: &[&str]) -> anyhow::Result<(tempfile::TempDir, Server)> {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(binary(), &dir.path().join("cairn-data"), extra_args)?;
+    Ok((dir, server))
+}
