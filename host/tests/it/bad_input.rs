@@ -1,1 +1,208 @@
+//! Hostile and broken clients: each gets a clear error or a closed connection, and everyone
+//! else goes on being served.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_client::{CreateOptions, ErrorCode};
+use cairn_wire::{
+    CLOSE_PROTOCOL_VIOLATION, REQUEST_BYTES_MAX, Request, RequestFrame, Response, ResponseFrame,
+    ZNODE_DATA_BYTES_MAX, decode_body, encode_frame,
+};
+use cairn_tests::Server;
+
+use crate::start_node;
+
+/// Every read from a raw stream is bounded by this.
+const READ_DEADLINE: Duration = Duration::from_secs(20);
+
+/// A client that writes whatever bytes it likes.
+struct Raw {
+    connection: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    _endpoint: quinn::Endpoint,
+}
+
+impl Raw {
+    async fn connect(node: &Server, alpn: Option<&[u8]>) -> anyhow::Result<Raw> {
+        let ca = std::fs::read(node.ca_file())?;
+        let config = match alpn {
+            None => cairn_client::quic_client_config(&ca)?,
+            Some(alpn) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(&ca) {
+                    roots.add(cert?)?;
+                }
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_protocol_versions(&[&rustls::version::TLS13])?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                tls.alpn_protocols = vec![alpn.to_vec()];
+                let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+                quinn::ClientConfig::new(Arc::new(quic))
+            }
+        };
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+        endpoint.set_default_client_config(config);
+        let connection = endpoint.connect(node.addr(), "127.0.0.1")?.await?;
+        let (send, recv) = connection.open_bi().await?;
+        Ok(Raw { connection, send, recv, _endpoint: endpoint })
+    }
+
+    async fn send_body(&mut self, body: &[u8]) -> anyhow::Result<()> {
+        self.send.write_all(&u32::try_from(body.len())?.to_be_bytes()).await?;
+        self.send.write_all(body).await?;
+        Ok(())
+    }
+
+    async fn send_request(&mut self, id: u64, request: Request) -> anyhow::Result<()> {
+        let frame = encode_frame(&RequestFrame { id, request })?;
+        self.send.write_all(&frame).await?;
+        Ok(())
+    }
+
+    async fn response(&mut self) -> anyhow::Result<ResponseFrame> {
+        tokio::time::timeout(READ_DEADLINE, async {
+            let mut header = [0u8; 4];
+            self.recv.read_exact(&mut header).await?;
+            let mut body = vec![0; u32::from_be_bytes(header) as usize];
+            self.recv.read_exact(&mut body).await?;
+            Ok(decode_body(&body)?)
+        })
+        .await?
+    }
+}
+
+fn error_code(frame: &ResponseFrame) -> Option<ErrorCode> {
+    match &frame.response {
+        Response::Error(error) => Some(error.code),
+        Response::Ok(_) => None,
+    }
+}
+
+/// A bystander's round trip, to show the node still serves others.
+async fn bystander_round_trip(client: &cairn_client::Client, name: &str) -> anyhow::Result<()> {
+    let path = format!("/bystander-{name}");
+    client.create(&path, name.as_bytes().to_vec(), CreateOptions::persistent()).await?;
+    anyhow::ensure!(client.get(&path).await?.0 == name.as_bytes());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_frames_get_errors_and_the_stream_goes_on() -> anyhow::Result<()> {
+    let (_dir, node) = start_node(&[])?;
+    let mut raw = Raw::connect(&node, None).await?;
+
+    // Not MessagePack at all: no id to answer to, so id 0.
+    raw.send_body(&[0xc1, 0xff, 0x00]).await?;
+    let reply = raw.response().await?;
+    assert_eq!((reply.id, error_code(&reply)), (0, Some(ErrorCode::MalformedRequest)));
+
+    // A well-formed frame of an unknown kind: answered under its own id, naming the kind.
+    #[derive(serde::Serialize)]
+    struct Unknown {
+        id: u64,
+        request: std::collections::BTreeMap<&'static str, u8>,
+    }
+    let body = rmp_serde::to_vec_named(&Unknown { id: 9, request: [("frobnicate", 1)].into() })?;
+    raw.send_body(&body).await?;
+    let reply = raw.response().await?;
+    assert_eq!((reply.id, error_code(&reply)), (9, Some(ErrorCode::MalformedRequest)));
+    assert!(format!("{:?}", reply.response).contains("frobnicate"), "{reply:?}");
+
+    // A create missing its path.
+    let body = rmp_serde::to_vec_named(&Unknown { id: 10, request: [("create", 1)].into() })?;
+    raw.send_body(&body).await?;
+    assert_eq!(error_code(&raw.response().await?), Some(ErrorCode::MalformedRequest));
+
+    // The same stream still serves good requests, and refuses bad paths clearly.
+    raw.send_request(11, Request::Get { path: "/".into(), local: false }).await?;
+    let reply = raw.response().await?;
+    assert_eq!((reply.id, error_code(&reply)), (11, None));
+    raw.send_request(12, Request::Get { path: "/a//b".into(), local: false }).await?;
+    let reply = raw.response().await?;
+    assert_eq!((reply.id, error_code(&reply)), (12, Some(ErrorCode::InvalidPath)));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_frame_closes_only_that_connection() -> anyhow::Result<()> {
+    let (_dir, node) = start_node(&[])?;
+    let bystander = node.client().await?;
+    bystander_round_trip(&bystander, "before").await?;
+
+    let mut raw = Raw::connect(&node, None).await?;
+    // A header announcing 100 MiB: refused before any of it is read.
+    raw.send.write_all(&(100u32 << 20).to_be_bytes()).await?;
+    let reply = raw.response().await?;
+    assert_eq!((reply.id, error_code(&reply)), (0, Some(ErrorCode::RequestTooLarge)));
+    let closed = tokio::time::timeout(READ_DEADLINE, raw.connection.closed()).await?;
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code, CLOSE_PROTOCOL_VIOLATION.into());
+        }
+        other => panic!("expected an application close, got {other:?}"),
+    }
+
+    bystander_round_trip(&bystander, "after").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn truncated_frames_and_wrong_alpn_harm_no_one() -> anyhow::Result<()> {
+    let (_dir, node) = start_node(&[])?;
+    let bystander = node.client().await?;
+
+    // Half a frame, then the stream ends.
+    let mut raw = Raw::connect(&node, None).await?;
+    raw.send.write_all(&100u32.to_be_bytes()).await?;
+    raw.send.write_all(&[0x82; 10]).await?;
+    raw.send.finish()?;
+    // The connection itself is still fine: a new stream on it is served.
+    let (mut send, mut recv) = raw.connection.open_bi().await?;
+    send.write_all(&encode_frame(&RequestFrame { id: 1, request: Request::Sync {} })?).await?;
+    let mut header = [0u8; 4];
+    tokio::time::timeout(READ_DEADLINE, recv.read_exact(&mut header)).await??;
+    let mut body = vec![0; u32::from_be_bytes(header) as usize];
+    tokio::time::timeout(READ_DEADLINE, recv.read_exact(&mut body)).await??;
+    let reply: ResponseFrame = decode_body(&body)?;
+    assert_eq!((reply.id, error_code(&reply)), (1, None));
+
+    // A client speaking another protocol fails the handshake.
+    assert!(Raw::connect(&node, Some(b"not-cairn")).await.is_err());
+
+    bystander_round_trip(&bystander, "still").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_give_clear_errors() -> anyhow::Result<()> {
+    let (_dir, node) = start_node(&[])?;
+    let client = node.client().await?;
+
+    let over = client.create("/big", vec![0u8; ZNODE_DATA_BYTES_MAX + 1], CreateOptions::persistent()).await;
+    let error = over.expect_err("over the data limit");
+    assert_eq!(error.code(), Some(ErrorCode::TooLarge));
+    assert!(error.to_string().starts_with("too large: /big"), "{error}");
+    assert_eq!(client.exists("/big").await?, None);
+
+    // Exactly at the limit is fine.
+    client.create("/max", vec![7u8; ZNODE_DATA_BYTES_MAX], CreateOptions::persistent()).await?;
+    assert_eq!(client.get("/max").await?.0.len(), ZNODE_DATA_BYTES_MAX);
+
+    // A request over the frame limit is refused by the client before it is sent.
+    let huge = client.set("/max", vec![0u8; REQUEST_BYTES_MAX + 1], None).await;
+    assert_eq!(huge.expect_err("over the request limit").code(), Some(ErrorCode::RequestTooLarge));
+
+    for bad in ["relative", "/trailing/", "/a//b", "/dot/.", "/nul\0"] {
+        let error = client.create(bad, b"".to_vec(), CreateOptions::persistent()).await.expect_err(bad);
+        assert_eq!(error.code(), Some(ErrorCode::InvalidPath), "{bad}");
+    }
+    let error = client.create("/t", b"".to_vec(), CreateOptions::ttl(Duration::ZERO)).await.expect_err("ttl 0");
+    assert_eq!(error.code(), Some(ErrorCode::InvalidArgument));
+    // The connection is still good after all of that.
+    bystander_round_trip(&client, "limits").await?;
+    Ok(())
+}
