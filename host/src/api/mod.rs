@@ -86,10 +86,8 @@ impl Frontend {
             | Request::Children { local, .. } => *local,
             _ => false,
         };
-        if !local {
-            if let Err(error) = self.raft.ensure_linearizable().await {
-                return (self.state.read().applied_zxid(), Err(read_error(error)));
-            }
+        if !local && let Err(error) = self.raft.ensure_linearizable().await {
+            return (self.applied_zxid(), Err(read_error(error)));
         }
         let state = self.state.read();
         let zxid = state.applied_zxid();
