@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_client::{CreateOptions, ErrorCode};
+use cairn_tests::Server;
 use cairn_wire::{
     CLOSE_PROTOCOL_VIOLATION, REQUEST_BYTES_MAX, Request, RequestFrame, Response, ResponseFrame,
     ZNODE_DATA_BYTES_MAX, decode_body, encode_frame,
 };
-use cairn_tests::Server;
 
 use crate::start_node;
 
@@ -182,7 +182,9 @@ async fn limits_give_clear_errors() -> anyhow::Result<()> {
     let (_dir, node) = start_node(&[])?;
     let client = node.client().await?;
 
-    let over = client.create("/big", vec![0u8; ZNODE_DATA_BYTES_MAX + 1], CreateOptions::persistent()).await;
+    let over = client
+        .create("/big", vec![0u8; ZNODE_DATA_BYTES_MAX + 1], CreateOptions::persistent())
+        .await;
     let error = over.expect_err("over the data limit");
     assert_eq!(error.code(), Some(ErrorCode::TooLarge));
     assert!(error.to_string().starts_with("too large: /big"), "{error}");
@@ -197,10 +199,14 @@ async fn limits_give_clear_errors() -> anyhow::Result<()> {
     assert_eq!(huge.expect_err("over the request limit").code(), Some(ErrorCode::RequestTooLarge));
 
     for bad in ["relative", "/trailing/", "/a//b", "/dot/.", "/nul\0"] {
-        let error = client.create(bad, b"".to_vec(), CreateOptions::persistent()).await.expect_err(bad);
+        let error =
+            client.create(bad, b"".to_vec(), CreateOptions::persistent()).await.expect_err(bad);
         assert_eq!(error.code(), Some(ErrorCode::InvalidPath), "{bad}");
     }
-    let error = client.create("/t", b"".to_vec(), CreateOptions::ttl(Duration::ZERO)).await.expect_err("ttl 0");
+    let error = client
+        .create("/t", b"".to_vec(), CreateOptions::ttl(Duration::ZERO))
+        .await
+        .expect_err("ttl 0");
     assert_eq!(error.code(), Some(ErrorCode::InvalidArgument));
     // The connection is still good after all of that.
     bystander_round_trip(&client, "limits").await?;

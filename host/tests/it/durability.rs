@@ -21,7 +21,10 @@ async fn kill_9_keeps_every_acknowledged_write() -> anyhow::Result<()> {
         writers.push(tokio::spawn(async move {
             for i in 0.. {
                 let path = format!("/w/t{task}-{i}");
-                match client.create(&path, format!("{i}").into_bytes(), CreateOptions::persistent()).await {
+                match client
+                    .create(&path, format!("{i}").into_bytes(), CreateOptions::persistent())
+                    .await
+                {
                     Ok(_) => acknowledged.lock().expect("not poisoned").push((path, i)),
                     // The node was killed: whatever was in flight may or may not have landed.
                     Err(_) => return,
@@ -56,11 +59,16 @@ async fn snapshot_and_log_purge_then_crash_recovers_everything() -> anyhow::Resu
     client.create("/s", b"".to_vec(), CreateOptions::persistent()).await?;
     // One write at a time, so each is its own log entry and snapshots come every 50.
     for i in 0..300 {
-        client.create("/s/n-", format!("{i}").into_bytes(), CreateOptions::persistent().sequential()).await?;
+        client
+            .create("/s/n-", format!("{i}").into_bytes(), CreateOptions::persistent().sequential())
+            .await?;
     }
     client.set("/s", b"done".to_vec(), Some(0)).await?;
     wait_for("a snapshot and a log purge", Duration::from_secs(60), || async {
-        client.server_info().await.is_ok_and(|info| info.snapshot_zxid.is_some() && info.purged_zxid.is_some())
+        client
+            .server_info()
+            .await
+            .is_ok_and(|info| info.snapshot_zxid.is_some() && info.purged_zxid.is_some())
     })
     .await?;
     let before = client.server_info().await?;
@@ -79,7 +87,8 @@ async fn snapshot_and_log_purge_then_crash_recovers_everything() -> anyhow::Resu
         assert_eq!(client.get(&format!("/s/{name}")).await?.0, format!("{i}").into_bytes());
     }
     // The sequence counter was restored with the tree.
-    let next = client.create("/s/n-", b"".to_vec(), CreateOptions::persistent().sequential()).await?;
+    let next =
+        client.create("/s/n-", b"".to_vec(), CreateOptions::persistent().sequential()).await?;
     assert_eq!(next, "/s/n-0000000300");
     assert!(client.last_zxid() > before.applied_zxid);
     Ok(())
@@ -89,7 +98,8 @@ async fn snapshot_and_log_purge_then_crash_recovers_everything() -> anyhow::Resu
 async fn sigterm_stops_cleanly_and_restart_resumes() -> anyhow::Result<()> {
     let (_dir, mut node) = start_node(&[])?;
     let client = node.client().await?;
-    let (_, stat) = client.create_with_stat("/kept", b"x".to_vec(), CreateOptions::persistent()).await?;
+    let (_, stat) =
+        client.create_with_stat("/kept", b"x".to_vec(), CreateOptions::persistent()).await?;
     let status = node.terminate()?;
     assert!(status.success(), "exit status {status:?}; log:\n{}", node.log());
     assert!(node.log().contains("node stopped"), "{}", node.log());
@@ -97,7 +107,8 @@ async fn sigterm_stops_cleanly_and_restart_resumes() -> anyhow::Result<()> {
     node.restart()?;
     let client = node.client().await?;
     assert_eq!(client.get("/kept").await?.0, b"x");
-    let (_, later) = client.create_with_stat("/later", b"".to_vec(), CreateOptions::persistent()).await?;
+    let (_, later) =
+        client.create_with_stat("/later", b"".to_vec(), CreateOptions::persistent()).await?;
     assert!(later.czxid > stat.czxid, "zxids never go back across restarts");
     Ok(())
 }
