@@ -1,6 +1,7 @@
 //! One client connection and its request streams: framing in, dispatch, framing out.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use cairn_wire::{
     ApiError, CLOSE_PROTOCOL_VIOLATION, ErrorCode, FRAME_HEADER_BYTES, REQUEST_BYTES_MAX,
@@ -12,6 +13,10 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use super::{Frontend, REQUESTS_IN_FLIGHT_PER_STREAM_MAX};
 use crate::raft::ApplyReply;
 use crate::store::Action;
+
+/// How long a finished stream waits for the client to acknowledge its last responses, in
+/// milliseconds.
+const STREAM_FINISH_ACK_WAIT_MS: u64 = 2_000;
 
 /// Runs one connection: completes the handshake and serves every stream the client opens.
 pub(super) async fn serve_connection(incoming: Incoming, frontend: Arc<Frontend>) {
@@ -174,13 +179,19 @@ fn error_frame(id: u64, zxid: u64, error: ApiError) -> Vec<u8> {
     encode_frame(&frame).unwrap_or_default()
 }
 
+/// Writes response frames until the stream's reader is done, then finishes the stream and waits
+/// (boundedly) for the client to acknowledge the last of them, so closing the connection right
+/// after does not throw a final error reply away.
 async fn write_responses(mut send: SendStream, mut queue: mpsc::Receiver<Vec<u8>>) {
     while let Some(frame) = queue.recv().await {
         if send.write_all(&frame).await.is_err() {
             return;
         }
     }
-    let _ = send.finish();
+    if send.finish().is_ok() {
+        let acknowledged = Duration::from_millis(STREAM_FINISH_ACK_WAIT_MS);
+        let _ = tokio::time::timeout(acknowledged, send.stopped()).await;
+    }
 }
 
 enum FrameReadError {
