@@ -84,6 +84,8 @@ impl Frontend {
             Request::Get { local, .. }
             | Request::Exists { local, .. }
             | Request::Children { local, .. } => *local,
+            // A node describes itself even when it cannot reach a quorum.
+            Request::ServerInfo {} => true,
             _ => false,
         };
         if !local && let Err(error) = self.raft.ensure_linearizable().await {

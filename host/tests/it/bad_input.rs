@@ -64,15 +64,20 @@ impl Raw {
     }
 
     async fn response(&mut self) -> anyhow::Result<ResponseFrame> {
-        tokio::time::timeout(READ_DEADLINE, async {
-            let mut header = [0u8; 4];
-            self.recv.read_exact(&mut header).await?;
-            let mut body = vec![0; u32::from_be_bytes(header) as usize];
-            self.recv.read_exact(&mut body).await?;
-            Ok(decode_body(&body)?)
-        })
-        .await?
+        read_response(&mut self.recv).await
     }
+}
+
+/// Reads one response frame from any stream, within the deadline.
+async fn read_response(recv: &mut quinn::RecvStream) -> anyhow::Result<ResponseFrame> {
+    tokio::time::timeout(READ_DEADLINE, async {
+        let mut header = [0u8; 4];
+        recv.read_exact(&mut header).await?;
+        let mut body = vec![0; u32::from_be_bytes(header) as usize];
+        recv.read_exact(&mut body).await?;
+        Ok(decode_body(&body)?)
+    })
+    .await?
 }
 
 fn error_code(frame: &ResponseFrame) -> Option<ErrorCode> {
@@ -163,11 +168,7 @@ async fn truncated_frames_and_wrong_alpn_harm_no_one() -> anyhow::Result<()> {
     // The connection itself is still fine: a new stream on it is served.
     let (mut send, mut recv) = raw.connection.open_bi().await?;
     send.write_all(&encode_frame(&RequestFrame { id: 1, request: Request::Sync {} })?).await?;
-    let mut header = [0u8; 4];
-    tokio::time::timeout(READ_DEADLINE, recv.read_exact(&mut header)).await??;
-    let mut body = vec![0; u32::from_be_bytes(header) as usize];
-    tokio::time::timeout(READ_DEADLINE, recv.read_exact(&mut body)).await??;
-    let reply: ResponseFrame = decode_body(&body)?;
+    let reply = read_response(&mut recv).await?;
     assert_eq!((reply.id, error_code(&reply)), (1, None));
 
     // A client speaking another protocol fails the handshake.
