@@ -4,5 +4,7 @@ pub mod cli;
 pub mod config;
 pub mod node;
 pub mod raft;
+pub mod session;
 pub mod store;
 pub mod tls;
+pub mod watch;

@@ -18,7 +18,8 @@ use crate::raft::log_store::LogStore;
 use crate::raft::network::NoPeers;
 use crate::raft::state_machine::StateMachineStore;
 use crate::raft::{Member, Raft, Storage};
-use crate::store::Action;
+use crate::session;
+use crate::store::{Action, Write};
 use crate::tls;
 
 /// How long a starting node waits to become (or learn) the leader, in milliseconds.
@@ -84,6 +85,7 @@ impl RunningNode {
         let log_store = LogStore::new(storage.clone()).map_err(NodeError::Syncer)?;
         let state_machine = StateMachineStore::open(storage)?;
         let state = state_machine.state();
+        let watches = state_machine.watches();
 
         let raft_config = openraft::Config {
             cluster_name: "cairn".into(),
@@ -139,10 +141,13 @@ impl RunningNode {
             state: state.clone(),
             counters,
             proposer: Proposer::start(raft.clone(), state.clone()),
+            watches,
+            sessions: Arc::default(),
         });
         let tasks = vec![
             tokio::spawn(api::serve(endpoint.clone(), frontend.clone(), stopped.clone())),
-            tokio::spawn(reap_ttl_znodes(frontend, stopped)),
+            tokio::spawn(reap_ttl_znodes(frontend.clone(), stopped.clone())),
+            tokio::spawn(session::expire_sessions(frontend, stopped)),
         ];
         tracing::info!(addr = %client_addr, data_dir = %config.data_dir.display(), "serving clients");
         Ok(RunningNode {
@@ -219,7 +224,7 @@ async fn reap_ttl_znodes(frontend: Arc<Frontend>, mut stopped: watch::Receiver<b
         let now = api::now_ms();
         let due = leading && frontend.state.read().tree.ttl_due(now);
         if due {
-            match frontend.propose(Action::ReapTtl).await {
+            match frontend.propose(Write::sessionless(Action::ReapTtl)).await {
                 Ok(applied) => {
                     if let (_, Err(error)) = applied.await {
                         tracing::debug!(%error, "TTL reap not applied; retrying next tick");

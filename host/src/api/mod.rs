@@ -14,14 +14,19 @@ pub use proposer::Proposer;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cairn_wire::{ApiError, CLOSE_SHUTDOWN, ErrorCode, Reply, Request, ServerInfo};
+use cairn_wire::{
+    ApiError, CLOSE_SHUTDOWN, ErrorCode, Reply, Request, SET_WATCHES_BATCH_MAX, ServerInfo,
+    SessionInfo, WatchKind, WatchSpec,
+};
 use openraft::error::{CheckIsLeaderError, RaftError};
 use quinn::Endpoint;
 use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
 
 use crate::raft::{ApplyReply, Member, NodeId, Raft, SharedState, StorageCounters};
-use crate::store::Action;
+use crate::session::SessionTracker;
+use crate::store::{SessionId, Write};
+use crate::watch::{Outbox, WatchHub};
 
 /// Most client connections a node serves at once; more are refused at the handshake.
 pub const CONNECTIONS_MAX: usize = 10_000;
@@ -44,6 +49,8 @@ pub struct Frontend {
     pub state: SharedState,
     pub counters: Arc<StorageCounters>,
     pub proposer: Proposer,
+    pub watches: Arc<WatchHub>,
+    pub sessions: Arc<SessionTracker>,
 }
 
 impl std::fmt::Debug for Frontend {
@@ -65,9 +72,9 @@ impl Frontend {
     /// of writes, with a future that resolves when it is applied.
     pub(crate) async fn propose(
         &self,
-        action: Action,
+        write: Write,
     ) -> Result<impl Future<Output = Served> + use<>, ApiError> {
-        let outcome = self.proposer.submit(action).await?;
+        let outcome = self.proposer.submit(write).await?;
         let state = self.state.clone();
         Ok(async move {
             outcome.await.unwrap_or_else(|_| {
@@ -78,31 +85,119 @@ impl Frontend {
         })
     }
 
-    /// Serves a read (or `sync`), after the read-index check unless `local` was asked for.
-    pub(crate) async fn read(&self, request: &Request) -> Served {
+    /// Waits until this node has applied everything committed before now (read index).
+    pub(crate) async fn linearize(&self) -> Result<(), ApiError> {
+        self.raft.ensure_linearizable().await.map(|_| ()).map_err(read_error)
+    }
+
+    /// Serves a request that does not go through the log: reads, `sync`, and the node-local
+    /// watch requests. The reply is queued on `outbox` while the state is still read-locked,
+    /// so no event of a later change can overtake it.
+    pub(crate) async fn serve_local(
+        &self,
+        id: u64,
+        request: &Request,
+        session: Option<SessionId>,
+        outbox: &Outbox,
+    ) {
         let local = match request {
             Request::Get { local, .. }
             | Request::Exists { local, .. }
             | Request::Children { local, .. } => *local,
-            // A node describes itself even when it cannot reach a quorum.
-            Request::ServerInfo {} => true,
+            // Node-local bookkeeping: nothing to wait for.
+            Request::ServerInfo {}
+            | Request::Ping {}
+            | Request::AddWatch { .. }
+            | Request::RemoveWatches { .. } => true,
             _ => false,
         };
-        if !local && let Err(error) = self.raft.ensure_linearizable().await {
-            return (self.applied_zxid(), Err(read_error(error)));
+        if !local && let Err(error) = self.linearize().await {
+            outbox.send_frame(stream::respond(id, self.applied_zxid(), Err(error)));
+            return;
         }
         let state = self.state.read();
         let zxid = state.applied_zxid();
-        let tree = &state.tree;
-        let reply = match request {
-            Request::Get { path, .. } => {
-                tree.get(path).map(|(data, stat)| Reply::Data { data: data.to_vec(), stat })
+        let reply = self.local_reply(&state.tree, request, session, zxid);
+        outbox.send_frame(stream::respond(id, zxid, reply));
+    }
+
+    fn local_reply(
+        &self,
+        tree: &crate::store::DataTree,
+        request: &Request,
+        session: Option<SessionId>,
+        zxid: u64,
+    ) -> ApplyReply {
+        let needs_session = || {
+            session.ok_or_else(|| {
+                ApiError::new(ErrorCode::NoSession)
+                    .with_detail("open a session on this stream first")
+            })
+        };
+        let watch = |watch: bool, path: &str, kind: WatchKind| -> Result<(), ApiError> {
+            if watch {
+                self.watches
+                    .register(needs_session()?, WatchSpec { path: path.to_string(), kind })?;
             }
-            Request::Exists { path, .. } => tree.exists(path).map(|stat| Reply::Exists { stat }),
-            Request::Children { path, with_stats, .. } => tree
-                .children(path, *with_stats)
-                .map(|(stat, children)| Reply::Children { stat, children }),
+            Ok(())
+        };
+        match request {
+            Request::Get { path, watch: w, .. } => {
+                let (data, stat) = tree.get(path)?;
+                watch(*w, path, WatchKind::Data)?;
+                Ok(Reply::Data { data: data.to_vec(), stat })
+            }
+            Request::Exists { path, watch: w, .. } => {
+                let stat = tree.exists(path)?;
+                let kind = if stat.is_some() { WatchKind::Data } else { WatchKind::Exists };
+                watch(*w, path, kind)?;
+                Ok(Reply::Exists { stat })
+            }
+            Request::Children { path, with_stats, watch: w, .. } => {
+                let (stat, children) = tree.children(path, *with_stats)?;
+                watch(*w, path, WatchKind::Children)?;
+                Ok(Reply::Children { stat, children })
+            }
             Request::Sync {} => Ok(Reply::Synced {}),
+            Request::Ping {} => needs_session().map(|_| Reply::Pong {}),
+            Request::AddWatch { path, recursive } => {
+                cairn_wire::path::validate(path)?;
+                let kind =
+                    if *recursive { WatchKind::PersistentRecursive } else { WatchKind::Persistent };
+                watch(true, path, kind)?;
+                Ok(Reply::Watching {})
+            }
+            Request::RemoveWatches { path, kind } => {
+                let count = self.watches.remove(needs_session()?, path, *kind);
+                Ok(Reply::WatchesRemoved { count })
+            }
+            Request::SetWatches { since_zxid, watches } => {
+                if watches.len() > SET_WATCHES_BATCH_MAX {
+                    return Err(ApiError::new(ErrorCode::InvalidArgument).with_detail(format!(
+                        "{} watches in one set-watches, limit {SET_WATCHES_BATCH_MAX}",
+                        watches.len()
+                    )));
+                }
+                self.watches.set_watches(needs_session()?, *since_zxid, watches.clone(), tree)?;
+                Ok(Reply::Watching {})
+            }
+            Request::ListSessions {} => Ok(Reply::Sessions {
+                sessions: tree
+                    .sessions()
+                    .map(|(id, session)| SessionInfo {
+                        session_id: id.0,
+                        timeout_ms: session.timeout_ms,
+                        ephemerals: tree.ephemerals_of(id).count() as u32,
+                    })
+                    .collect(),
+            }),
+            Request::Ephemerals { session_id } => {
+                let id = match session_id {
+                    Some(id) => SessionId(*id),
+                    None => needs_session()?,
+                };
+                Ok(Reply::Paths { paths: tree.ephemerals_of(id).cloned().collect() })
+            }
             Request::ServerInfo {} => {
                 let metrics = self.raft.metrics().borrow().clone();
                 Ok(Reply::ServerInfo(ServerInfo {
@@ -116,12 +211,9 @@ impl Frontend {
                     purged_zxid: metrics.purged.map(|id| id.index),
                 }))
             }
-            other => {
-                Err(ApiError::new(ErrorCode::Internal)
-                    .with_detail(format!("{other:?} is not a read")))
-            }
-        };
-        (zxid, reply)
+            other => Err(ApiError::new(ErrorCode::Internal)
+                .with_detail(format!("{other:?} is not served locally"))),
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::Served;
 use crate::raft::{Member, NodeId, Raft, SharedState};
-use crate::store::{Action, Command};
+use crate::store::{Command, Write};
 
 /// Writes waiting for the proposer; submitters wait for room beyond this.
 pub const PROPOSER_QUEUE_WRITES_MAX: usize = 16_384;
@@ -27,7 +27,7 @@ pub const BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
 pub const PROPOSALS_IN_FLIGHT_MAX: usize = 2;
 
 struct Pending {
-    action: Action,
+    write: Write,
     reply: oneshot::Sender<Served>,
 }
 
@@ -39,7 +39,7 @@ pub struct Proposer {
 
 impl std::fmt::Debug for Pending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pending").field("action", &self.action).finish_non_exhaustive()
+        f.debug_struct("Pending").field("write", &self.write).finish_non_exhaustive()
     }
 }
 
@@ -53,9 +53,9 @@ impl Proposer {
 
     /// Queues a write; returns once it has its place in the order of writes, with a receiver of
     /// its outcome.
-    pub async fn submit(&self, action: Action) -> Result<oneshot::Receiver<Served>, ApiError> {
+    pub async fn submit(&self, write: Write) -> Result<oneshot::Receiver<Served>, ApiError> {
         let (reply, outcome) = oneshot::channel();
-        self.queue.send(Pending { action, reply }).await.map_err(|_| shutting_down())?;
+        self.queue.send(Pending { write, reply }).await.map_err(|_| shutting_down())?;
         Ok(outcome)
     }
 }
@@ -72,11 +72,11 @@ async fn run(raft: Raft, state: SharedState, mut pending: mpsc::Receiver<Pending
                 None => return,
             },
         };
-        let mut bytes = first.action.approximate_bytes();
+        let mut bytes = first.write.action.approximate_bytes();
         let mut batch = vec![first];
         while batch.len() < BATCH_ACTIONS_MAX {
             let Ok(write) = pending.try_recv() else { break };
-            let write_bytes = write.action.approximate_bytes();
+            let write_bytes = write.write.action.approximate_bytes();
             if bytes + write_bytes > BATCH_BYTES_MAX {
                 carried = Some(write);
                 break;
@@ -84,9 +84,9 @@ async fn run(raft: Raft, state: SharedState, mut pending: mpsc::Receiver<Pending
             bytes += write_bytes;
             batch.push(write);
         }
-        let (actions, replies): (Vec<Action>, Vec<oneshot::Sender<Served>>) =
-            batch.into_iter().map(|write| (write.action, write.reply)).unzip();
-        let command = Command { time_ms: super::now_ms(), actions };
+        let (writes, replies): (Vec<Write>, Vec<oneshot::Sender<Served>>) =
+            batch.into_iter().map(|pending| (pending.write, pending.reply)).unzip();
+        let command = Command { time_ms: super::now_ms(), writes };
         let receiver = match raft.client_write_ff(command).await {
             Ok(receiver) => receiver,
             Err(fatal) => {

@@ -1,18 +1,21 @@
 //! One client connection and its request streams: framing in, dispatch, framing out.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cairn_wire::{
     ApiError, CLOSE_PROTOCOL_VIOLATION, ErrorCode, FRAME_HEADER_BYTES, REQUEST_BYTES_MAX,
-    RESPONSE_BYTES_MAX, Request, RequestFrame, Response, ResponseFrame, encode_frame, frame_length,
+    RESPONSE_BYTES_MAX, Reply, Request, RequestFrame, Response, ResponseFrame, ServerFrame,
+    encode_frame, frame_length,
 };
 use quinn::{Connection, Incoming, ReadExactError, RecvStream, SendStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use super::{Frontend, REQUESTS_IN_FLIGHT_PER_STREAM_MAX};
+use super::{Frontend, REQUESTS_IN_FLIGHT_PER_STREAM_MAX, Served};
 use crate::raft::ApplyReply;
-use crate::store::Action;
+use crate::store::{Action, SessionId, Write};
+use crate::watch::{Outbox, Outgoing};
 
 /// How long a finished stream waits for the client to acknowledge its last responses, in
 /// milliseconds.
@@ -50,14 +53,16 @@ async fn serve_stream(
     mut recv: RecvStream,
     frontend: Arc<Frontend>,
 ) {
-    let (responses, queue) = mpsc::channel(REQUESTS_IN_FLIGHT_PER_STREAM_MAX);
-    let writer = tokio::spawn(write_responses(send, queue));
+    let (outbox, queue, queued_events) = Outbox::new();
+    let writer = tokio::spawn(write_outgoing(send, queue, queued_events));
     let in_flight = Arc::new(Semaphore::new(REQUESTS_IN_FLIGHT_PER_STREAM_MAX));
     // Writes of this stream proposed and completed: a read waits for the writes sent before it,
     // so a client always reads its own writes (ZooKeeper's FIFO client order).
     let mut writes_proposed: u64 = 0;
     let (writes_completed, writes_seen) = watch::channel(0u64);
     let writes_completed = Arc::new(writes_completed);
+    // The session this stream is bound to.
+    let mut session: Option<SessionId> = None;
 
     loop {
         let body = match read_frame(&mut recv).await {
@@ -67,8 +72,8 @@ async fn serve_stream(
                 tracing::warn!(%error, "closing connection: frame over the limit");
                 let error =
                     ApiError::new(ErrorCode::RequestTooLarge).with_detail(error.to_string());
-                let _ = responses.send(respond(0, frontend.applied_zxid(), Err(error))).await;
-                drop(responses);
+                outbox.send_frame(respond(0, frontend.applied_zxid(), Err(error)));
+                drop(outbox);
                 let _ = writer.await;
                 connection
                     .close(CLOSE_PROTOCOL_VIOLATION.into(), b"request frame over the size limit");
@@ -90,35 +95,81 @@ async fn serve_stream(
                 let error =
                     ApiError::new(ErrorCode::MalformedRequest).with_detail(malformed.reason);
                 let zxid = frontend.applied_zxid();
-                if responses
-                    .send(respond(malformed.id.unwrap_or(0), zxid, Err(error)))
-                    .await
-                    .is_err()
-                {
+                if !outbox.send_frame(respond(malformed.id.unwrap_or(0), zxid, Err(error))) {
                     break;
                 }
                 continue;
             }
         };
         let id = frame.id;
-        let responses = responses.clone();
-        match into_write(frame.request) {
+        if let Some(bound) = session {
+            if frontend.state.read().tree.session(bound).is_none()
+                && !matches!(frame.request, Request::OpenSession { .. })
+            {
+                let error = ApiError::new(ErrorCode::SessionExpired)
+                    .with_detail(format!("session {bound} has ended"));
+                outbox.send_frame(respond(id, frontend.applied_zxid(), Err(error)));
+                continue;
+            }
+            frontend.sessions.touch(bound);
+        }
+        let request = match frame.request {
+            // Session requests change what this loop knows, so each finishes before the next
+            // request is read.
+            Request::OpenSession { timeout_ms } => {
+                let (zxid, reply) = open_session(&frontend, session, timeout_ms, &outbox).await;
+                if let Ok(Reply::Session { session_id, .. }) = &reply {
+                    session = Some(SessionId(*session_id));
+                }
+                outbox.send_frame(respond(id, zxid, reply));
+                continue;
+            }
+            Request::ResumeSession { session_id, secret } => {
+                let (zxid, reply) =
+                    resume_session(&frontend, SessionId(session_id), secret, &outbox).await;
+                if reply.is_ok() {
+                    session = Some(SessionId(session_id));
+                }
+                outbox.send_frame(respond(id, zxid, reply));
+                continue;
+            }
+            Request::CloseSession {} => {
+                let Some(bound) = session else {
+                    let error = ApiError::new(ErrorCode::NoSession);
+                    outbox.send_frame(respond(id, frontend.applied_zxid(), Err(error)));
+                    continue;
+                };
+                let (zxid, reply) =
+                    match frontend.propose(Write { session, action: Action::CloseSession }).await {
+                        Ok(applied) => applied.await,
+                        Err(error) => (frontend.applied_zxid(), Err(error)),
+                    };
+                if reply.is_ok() {
+                    frontend.watches.unbind(bound, &outbox);
+                    session = None;
+                }
+                outbox.send_frame(respond(id, zxid, reply));
+                continue;
+            }
+            other => other,
+        };
+        let outbox = outbox.clone();
+        match into_write(request) {
             Ok(action) => {
                 writes_proposed += 1;
                 let writes_completed = writes_completed.clone();
-                match frontend.propose(action).await {
+                match frontend.propose(Write { session, action }).await {
                     Ok(applied) => {
                         tokio::spawn(async move {
                             let (zxid, reply) = applied.await;
                             writes_completed.send_modify(|done| *done += 1);
-                            let _ = responses.send(respond(id, zxid, reply)).await;
+                            outbox.send_frame(respond(id, zxid, reply));
                             drop(permit);
                         });
                     }
                     Err(error) => {
                         writes_completed.send_modify(|done| *done += 1);
-                        let zxid = frontend.applied_zxid();
-                        let _ = responses.send(respond(id, zxid, Err(error))).await;
+                        outbox.send_frame(respond(id, frontend.applied_zxid(), Err(error)));
                     }
                 }
             }
@@ -130,15 +181,84 @@ async fn serve_stream(
                     // The sender lives as long as the stream's reader loop; if it is gone, the
                     // stream is over and so is the wait.
                     let _ = writes_seen.wait_for(|done| *done >= writes_before).await;
-                    let (zxid, reply) = frontend.read(&read).await;
-                    let _ = responses.send(respond(id, zxid, reply)).await;
+                    frontend.serve_local(id, &read, session, &outbox).await;
                     drop(permit);
                 });
             }
         }
     }
-    drop(responses);
+    if let Some(bound) = session {
+        frontend.watches.unbind(bound, &outbox);
+    }
+    drop(outbox);
     let _ = writer.await;
+}
+
+/// Opens a session through the log and binds this stream to it.
+async fn open_session(
+    frontend: &Frontend,
+    bound: Option<SessionId>,
+    timeout_ms: u64,
+    outbox: &Outbox,
+) -> Served {
+    if let Some(bound) = bound
+        && frontend.state.read().tree.session(bound).is_some()
+    {
+        let error = ApiError::new(ErrorCode::InvalidArgument)
+            .with_detail(format!("this stream already has session {bound}"));
+        return (frontend.applied_zxid(), Err(error));
+    }
+    let secret = match random_u64() {
+        Ok(secret) => secret,
+        Err(error) => return (frontend.applied_zxid(), Err(error)),
+    };
+    let write = Write::sessionless(Action::OpenSession { timeout_ms, secret });
+    let (zxid, reply) = match frontend.propose(write).await {
+        Ok(applied) => applied.await,
+        Err(error) => return (frontend.applied_zxid(), Err(error)),
+    };
+    if let Ok(Reply::Session { session_id, .. }) = &reply {
+        let id = SessionId(*session_id);
+        frontend.watches.bind(id, outbox.clone());
+        frontend.sessions.touch(id);
+        tracing::info!(session = %id, timeout_ms, "session opened");
+    }
+    (zxid, reply)
+}
+
+/// Binds this stream to an existing session whose secret the client proves it knows.
+async fn resume_session(
+    frontend: &Frontend,
+    id: SessionId,
+    secret: u64,
+    outbox: &Outbox,
+) -> Served {
+    if let Err(error) = frontend.linearize().await {
+        return (frontend.applied_zxid(), Err(error));
+    }
+    let state = frontend.state.read();
+    let zxid = state.applied_zxid();
+    let reply = match state.tree.session(id) {
+        Some(session) if session.secret == secret => {
+            frontend.watches.bind(id, outbox.clone());
+            frontend.sessions.touch(id);
+            Ok(Reply::Session { session_id: id.0, secret, timeout_ms: session.timeout_ms })
+        }
+        // A wrong secret reads as an ended session: nothing tells a guesser which ids are live.
+        _ => Err(ApiError::new(ErrorCode::SessionExpired)
+            .with_detail(format!("session {id} has ended or the secret is wrong"))),
+    };
+    (zxid, reply)
+}
+
+/// A session secret from the operating system's random source.
+fn random_u64() -> Result<u64, ApiError> {
+    let mut bytes = [0u8; 8];
+    getrandom::getrandom(&mut bytes).map_err(|e| {
+        ApiError::new(ErrorCode::Internal)
+            .with_detail(format!("no randomness for a session secret: {e}"))
+    })?;
+    Ok(u64::from_le_bytes(bytes))
 }
 
 /// Splits writes (which go through Raft) from reads (which do not).
@@ -153,12 +273,12 @@ fn into_write(request: Request) -> Result<Action, Request> {
 }
 
 /// Encodes a response frame. A reply too large for a frame becomes a `too-large` error.
-fn respond(id: u64, zxid: u64, reply: ApplyReply) -> Vec<u8> {
+pub(super) fn respond(id: u64, zxid: u64, reply: ApplyReply) -> Vec<u8> {
     let response = match reply {
         Ok(reply) => Response::Ok(reply),
         Err(error) => Response::Error(error),
     };
-    let frame = ResponseFrame { id, zxid, response };
+    let frame = ServerFrame::Response(ResponseFrame { id, zxid, response });
     match encode_frame(&frame) {
         Ok(bytes) if bytes.len() - FRAME_HEADER_BYTES <= RESPONSE_BYTES_MAX => bytes,
         Ok(bytes) => error_frame(
@@ -174,16 +294,33 @@ fn respond(id: u64, zxid: u64, reply: ApplyReply) -> Vec<u8> {
 }
 
 fn error_frame(id: u64, zxid: u64, error: ApiError) -> Vec<u8> {
-    let frame = ResponseFrame { id, zxid, response: Response::Error(error) };
+    let frame = ServerFrame::Response(ResponseFrame { id, zxid, response: Response::Error(error) });
     // A frame of an id, a zxid and a short error always encodes.
     encode_frame(&frame).unwrap_or_default()
 }
 
-/// Writes response frames until the stream's reader is done, then finishes the stream and waits
-/// (boundedly) for the client to acknowledge the last of them, so closing the connection right
-/// after does not throw a final error reply away.
-async fn write_responses(mut send: SendStream, mut queue: mpsc::Receiver<Vec<u8>>) {
-    while let Some(frame) = queue.recv().await {
+/// Writes responses and events in the order they were queued until the stream's reader is
+/// done, then finishes the stream and waits (boundedly) for the client to acknowledge the last
+/// of them, so closing the connection right after does not throw a final error reply away.
+async fn write_outgoing(
+    mut send: SendStream,
+    mut queue: mpsc::UnboundedReceiver<Outgoing>,
+    queued_events: Arc<AtomicUsize>,
+) {
+    while let Some(outgoing) = queue.recv().await {
+        let frame = match outgoing {
+            Outgoing::Frame(frame) => frame,
+            Outgoing::Event(event) => {
+                queued_events.fetch_sub(1, Ordering::Relaxed);
+                match encode_frame(&ServerFrame::Event(event)) {
+                    Ok(frame) => frame,
+                    Err(error) => {
+                        tracing::error!(%error, "cannot encode an event");
+                        continue;
+                    }
+                }
+            }
+        };
         if send.write_all(&frame).await.is_err() {
             return;
         }

@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use super::storage::Storage;
 use super::{ApplyReply, Entry, LogId, Member, NodeId, StorageError, TypeConfig};
-use crate::store::DataTree;
+use crate::store::{DataTree, Effects};
+use crate::watch::WatchHub;
 
 /// The key of the one snapshot kept in the snapshot partition.
 const CURRENT_SNAPSHOT_KEY: &str = "current";
@@ -80,6 +81,8 @@ struct StoredSnapshot {
 #[derive(Debug, Clone)]
 pub struct StateMachineStore {
     state: SharedState,
+    /// Hears of every change as it is applied, for the watches of this node's clients.
+    watches: Arc<WatchHub>,
     storage: Storage,
     /// Distinguishes snapshots built at the same log id.
     snapshots_built: Arc<AtomicU64>,
@@ -88,14 +91,16 @@ pub struct StateMachineStore {
 impl StateMachineStore {
     /// Opens the state machine, loading the current snapshot if there is one.
     pub fn open(storage: Storage) -> Result<StateMachineStore, StorageError> {
-        let store = StateMachineStore {
+        let mut store = StateMachineStore {
             state: SharedState::default(),
+            watches: Arc::new(WatchHub::new(0)),
             storage,
             snapshots_built: Arc::new(AtomicU64::new(0)),
         };
         if let Some(stored) = store.read_stored_snapshot()? {
             let machine = decode_image(&stored.data)
                 .map_err(|e| StorageIOError::read_snapshot(Some(stored.meta.signature()), &e))?;
+            store.watches = Arc::new(WatchHub::new(machine.applied_zxid()));
             *store.state.write() = machine;
         }
         Ok(store)
@@ -103,6 +108,10 @@ impl StateMachineStore {
 
     pub fn state(&self) -> SharedState {
         self.state.clone()
+    }
+
+    pub fn watches(&self) -> Arc<WatchHub> {
+        self.watches.clone()
     }
 
     fn read_stored_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
@@ -208,7 +217,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             state.last_applied = Some(entry.log_id);
             let reply = match entry.payload {
                 EntryPayload::Normal(command) => {
-                    state.tree.apply_command(entry.log_id.index, &command)
+                    let mut effects = Effects::default();
+                    let replies =
+                        state.tree.apply_command(entry.log_id.index, &command, &mut effects);
+                    // Still under the write lock: no reply reflecting this entry is out yet.
+                    self.watches.publish(entry.log_id.index, &effects);
+                    replies
                 }
                 EntryPayload::Membership(membership) => {
                     state.last_membership = StoredMembership::new(Some(entry.log_id), membership);
@@ -238,7 +252,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let machine = decode_image(&data)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         self.save_snapshot(meta, &data)?;
-        *self.state.write() = machine;
+        let zxid = machine.applied_zxid();
+        let mut state = self.state.write();
+        *state = machine;
+        // The changes the snapshot skipped over are unknown: every watcher must read again.
+        self.watches.reset(zxid);
         Ok(())
     }
 

@@ -6,30 +6,56 @@
 //! the same entry, so every replica sees the same tree after every zxid.
 
 use cairn_wire::{
-    ApiError, CreateMode, CreateRequest, DeleteRequest, ErrorCode, MULTI_OPS_MAX, MultiOp,
-    MultiResult, OpResult, PATH_BYTES_MAX, Reply, SetRequest, TTL_MS_MAX, ZNODE_DATA_BYTES_MAX,
-    path,
+    ApiError, CreateMode, CreateRequest, DeleteRequest, ErrorCode, EventKind, MULTI_OPS_MAX,
+    MultiOp, MultiResult, OpResult, PATH_BYTES_MAX, Reply, SESSION_TIMEOUT_MS_MAX,
+    SESSION_TIMEOUT_MS_MIN, SESSIONS_MAX, SetRequest, TTL_MS_MAX, ZNODE_DATA_BYTES_MAX, path,
 };
 
-use super::{Action, Command, DataTree, NodeKind, Znode, ttl_expired};
+use super::{
+    Action, Command, DataTree, Effects, NodeKind, Session, SessionId, Write, Znode, ttl_expired,
+};
 
 impl DataTree {
-    /// Applies every action of the entry at `zxid`, in order, each all-or-nothing on its own.
-    pub fn apply_command(&mut self, zxid: u64, command: &Command) -> Vec<Result<Reply, ApiError>> {
-        command.actions.iter().map(|action| self.apply(zxid, command.time_ms, action)).collect()
+    /// Applies every write of the entry at `zxid`, in order, each all-or-nothing on its own, and
+    /// adds what they changed to `effects`.
+    pub fn apply_command(
+        &mut self,
+        zxid: u64,
+        command: &Command,
+        effects: &mut Effects,
+    ) -> Vec<Result<Reply, ApiError>> {
+        command
+            .writes
+            .iter()
+            .map(|write| self.apply(zxid, command.time_ms, write, effects))
+            .collect()
     }
 
-    /// Applies one action of the entry at `zxid`, stamped `time_ms` by its leader. A refused
-    /// action changes nothing but the tree's zxid and clock. Internal actions (the TTL reaper)
-    /// reply `synced`: no client waits for them.
-    pub fn apply(&mut self, zxid: u64, time_ms: u64, action: &Action) -> Result<Reply, ApiError> {
-        // Several actions of one entry share its zxid, as the operations of a multi do.
+    /// Applies one write of the entry at `zxid`, stamped `time_ms` by its leader. A refused
+    /// write changes nothing but the tree's zxid and clock. Internal actions (the TTL reaper,
+    /// session expiry) reply `synced`: no client waits for them.
+    pub fn apply(
+        &mut self,
+        zxid: u64,
+        time_ms: u64,
+        write: &Write,
+        effects: &mut Effects,
+    ) -> Result<Reply, ApiError> {
+        // Several writes of one entry share its zxid, as the operations of a multi do.
         debug_assert!(zxid >= self.last_zxid, "zxid {zxid} after {}", self.last_zxid);
         self.last_zxid = zxid;
         self.clock_ms = self.clock_ms.max(time_ms);
-        let mut txn =
-            Txn { zxid, time_ms: self.clock_ms, tree: self, undo: Vec::new(), emptied: Vec::new() };
-        let reply = match action {
+        let mut txn = Txn {
+            zxid,
+            time_ms: self.clock_ms,
+            session: write.session,
+            tree: self,
+            undo: Vec::new(),
+            emptied: Vec::new(),
+            changes: Vec::new(),
+            ended_sessions: Vec::new(),
+        };
+        let reply = match &write.action {
             Action::Create(request) => {
                 txn.create(request).map(|(path, stat)| Reply::Created { path, stat })
             }
@@ -40,8 +66,16 @@ impl DataTree {
                 txn.reap_ttl();
                 Ok(Reply::Synced {})
             }
+            Action::OpenSession { timeout_ms, secret } => txn.open_session(*timeout_ms, *secret),
+            Action::CloseSession => match write.session {
+                Some(session) => txn.end_session(session).map(|()| Reply::SessionClosed {}),
+                None => Err(ApiError::new(ErrorCode::NoSession)),
+            },
+            Action::ExpireSession { session } => {
+                txn.end_session(*session).map(|()| Reply::Synced {})
+            }
         };
-        match reply {
+        let reply = match reply {
             Ok(Reply::Multi { results })
                 if results.iter().any(|r| matches!(r, MultiResult::Error(_))) =>
             {
@@ -56,7 +90,10 @@ impl DataTree {
                 txn.rollback();
                 Err(error)
             }
-        }
+        };
+        effects.changes.append(&mut txn.changes);
+        effects.ended_sessions.append(&mut txn.ended_sessions);
+        reply
     }
 }
 
@@ -72,17 +109,55 @@ enum Undo {
     Child { parent: String, name: String, added: bool, cversion: u32, pzxid: u64 },
 }
 
-/// The mutations of one command, undoable until the command ends.
+/// The mutations of one write, undoable until the write ends.
 struct Txn<'a> {
     tree: &'a mut DataTree,
     zxid: u64,
     time_ms: u64,
+    /// The session of the stream that sent the write.
+    session: Option<SessionId>,
     undo: Vec<Undo>,
-    /// Containers that lost a child in this command: deleted at its end if they are empty.
+    /// Containers that lost a child in this write: deleted at its end if they are empty.
     emptied: Vec<String>,
+    /// What changed, for the watches; dropped if the write is undone.
+    changes: Vec<(EventKind, String)>,
+    /// Sessions this write ended. Session writes never fail after they start changing things.
+    ended_sessions: Vec<SessionId>,
 }
 
 impl Txn<'_> {
+    fn open_session(&mut self, timeout_ms: u64, secret: u64) -> Result<Reply, ApiError> {
+        if !(SESSION_TIMEOUT_MS_MIN..=SESSION_TIMEOUT_MS_MAX).contains(&timeout_ms) {
+            return Err(ApiError::new(ErrorCode::InvalidArgument).with_detail(format!(
+                "session timeout of {timeout_ms} ms is outside \
+                 {SESSION_TIMEOUT_MS_MIN}..={SESSION_TIMEOUT_MS_MAX}"
+            )));
+        }
+        if self.tree.sessions.len() >= SESSIONS_MAX {
+            return Err(ApiError::new(ErrorCode::TooManySessions)
+                .with_detail(format!("{SESSIONS_MAX} sessions are open")));
+        }
+        let id = SessionId(self.tree.next_session_id);
+        self.tree.next_session_id += 1;
+        self.tree.sessions.insert(id, Session { timeout_ms, secret });
+        Ok(Reply::Session { session_id: id.0, secret, timeout_ms })
+    }
+
+    /// Ends a session: deletes its ephemerals (and containers they leave empty), then the session.
+    fn end_session(&mut self, id: SessionId) -> Result<(), ApiError> {
+        if !self.tree.sessions.contains_key(&id) {
+            return Err(ApiError::new(ErrorCode::SessionExpired)
+                .with_detail(format!("session {id} has already ended")));
+        }
+        let owned: Vec<String> = self.tree.ephemerals_of(id).rev().cloned().collect();
+        for path in owned {
+            self.remove_node(&path);
+        }
+        self.tree.sessions.remove(&id);
+        self.ended_sessions.push(id);
+        Ok(())
+    }
+
     fn multi(&mut self, ops: &[MultiOp]) -> Result<Reply, ApiError> {
         if ops.len() > MULTI_OPS_MAX {
             return Err(ApiError::new(ErrorCode::InvalidArgument)
@@ -135,6 +210,24 @@ impl Txn<'_> {
         let parent = self.tree.nodes.get(parent_path).ok_or_else(|| {
             ApiError::at(ErrorCode::NoNode, parent_path).with_detail(format!("parent of {given}"))
         })?;
+        if parent.kind == NodeKind::Ephemeral {
+            return Err(ApiError::at(ErrorCode::NoChildrenForEphemerals, parent_path)
+                .with_detail(format!("parent of {given}")));
+        }
+        let owner = match kind {
+            NodeKind::Ephemeral => {
+                let session = self.session.ok_or_else(|| {
+                    ApiError::at(ErrorCode::NoSession, given)
+                        .with_detail("an ephemeral znode needs a session")
+                })?;
+                if !self.tree.sessions.contains_key(&session) {
+                    return Err(ApiError::at(ErrorCode::SessionExpired, given)
+                        .with_detail(format!("session {session} has ended")));
+                }
+                Some(session)
+            }
+            _ => None,
+        };
         // As ZooKeeper: the sequence number is the parent's cversion, which counts every child
         // ever added or removed, so a number is never reused under one parent.
         let name = if request.sequential {
@@ -156,13 +249,15 @@ impl Txn<'_> {
         }
 
         self.add_child(parent_path, &name, cversion);
-        let node = Znode::new(request.data.clone(), kind, self.zxid, self.time_ms);
-        let stat = node.stat();
-        if matches!(kind, NodeKind::Ttl { .. }) {
-            self.tree.ttl_nodes.insert(path.clone());
+        let mut node = Znode::new(request.data.clone(), kind, self.zxid, self.time_ms);
+        if let Some(owner) = owner {
+            node.ephemeral_owner = owner.0;
         }
+        let stat = node.stat();
+        self.tree.index(&path, &node);
         self.tree.nodes.insert(path.clone(), node);
         self.undo.push(Undo::Created { path: path.clone() });
+        self.changes.push((EventKind::Created, path.clone()));
         Ok((path, stat))
     }
 
@@ -185,7 +280,9 @@ impl Txn<'_> {
         node.version = node.version.wrapping_add(1);
         node.mzxid = self.zxid;
         node.mtime = self.time_ms;
-        Ok(node.stat())
+        let stat = node.stat();
+        self.changes.push((EventKind::DataChanged, path.to_string()));
+        Ok(stat)
     }
 
     fn delete(&mut self, request: &DeleteRequest) -> Result<(), ApiError> {
@@ -244,8 +341,9 @@ impl Txn<'_> {
             return;
         };
         debug_assert!(node.children.is_empty(), "removing {path} with children");
-        self.tree.ttl_nodes.remove(path);
+        self.tree.unindex(path, &node);
         self.undo.push(Undo::Deleted { path: path.to_string(), node });
+        self.changes.push((EventKind::Deleted, path.to_string()));
         let parent_path = path::parent(path);
         let name = path::name(path);
         if let Some(parent) = self.tree.nodes.get_mut(parent_path) {
@@ -262,6 +360,7 @@ impl Txn<'_> {
             if parent.kind == NodeKind::Container && parent.children.is_empty() {
                 self.emptied.push(parent_path.to_string());
             }
+            self.changes.push((EventKind::ChildrenChanged, parent_path.to_string()));
         }
     }
 
@@ -277,6 +376,7 @@ impl Txn<'_> {
             parent.children.insert(name.to_string());
             parent.cversion = cversion;
             parent.pzxid = self.zxid;
+            self.changes.push((EventKind::ChildrenChanged, parent_path.to_string()));
         }
     }
 
@@ -285,13 +385,12 @@ impl Txn<'_> {
         while let Some(undo) = self.undo.pop() {
             match undo {
                 Undo::Created { path } => {
-                    self.tree.nodes.remove(&path);
-                    self.tree.ttl_nodes.remove(&path);
+                    if let Some(node) = self.tree.nodes.remove(&path) {
+                        self.tree.unindex(&path, &node);
+                    }
                 }
                 Undo::Deleted { path, node } => {
-                    if matches!(node.kind, NodeKind::Ttl { .. }) {
-                        self.tree.ttl_nodes.insert(path.clone());
-                    }
+                    self.tree.index(&path, &node);
                     self.tree.nodes.insert(path, node);
                 }
                 Undo::Set { path, data, version, mzxid, mtime } => {
@@ -316,6 +415,42 @@ impl Txn<'_> {
             }
         }
         self.emptied.clear();
+        self.changes.clear();
+    }
+}
+
+impl DataTree {
+    /// Adds a znode to the derived indexes (TTL znodes, each session's ephemerals).
+    fn index(&mut self, path: &str, node: &Znode) {
+        match node.kind {
+            NodeKind::Ttl { .. } => {
+                self.ttl_nodes.insert(path.to_string());
+            }
+            NodeKind::Ephemeral => {
+                let owner = SessionId(node.ephemeral_owner);
+                self.ephemerals.entry(owner).or_default().insert(path.to_string());
+            }
+            NodeKind::Persistent | NodeKind::Container => {}
+        }
+    }
+
+    /// Removes a znode from the derived indexes.
+    fn unindex(&mut self, path: &str, node: &Znode) {
+        match node.kind {
+            NodeKind::Ttl { .. } => {
+                self.ttl_nodes.remove(path);
+            }
+            NodeKind::Ephemeral => {
+                let owner = SessionId(node.ephemeral_owner);
+                if let Some(paths) = self.ephemerals.get_mut(&owner) {
+                    paths.remove(path);
+                    if paths.is_empty() {
+                        self.ephemerals.remove(&owner);
+                    }
+                }
+            }
+            NodeKind::Persistent | NodeKind::Container => {}
+        }
     }
 }
 
@@ -335,6 +470,7 @@ fn node_kind(request: &CreateRequest) -> Result<NodeKind, ApiError> {
             Err(invalid(&format!("ttl of {ttl_ms} ms is outside 1..={TTL_MS_MAX}")))
         }
         (CreateMode::Ttl, None) => Err(invalid("a TTL znode needs ttl_ms")),
+        (CreateMode::Ephemeral, None) => Ok(NodeKind::Ephemeral),
         (_, Some(_)) => Err(invalid("ttl_ms is only for TTL znodes")),
     }
 }
@@ -414,7 +550,12 @@ mod tests {
         for (i, action) in actions.iter().enumerate() {
             let zxid = i as u64 + 1;
             let before = tree.clone();
-            last = tree.apply(zxid, zxid * 1000, action);
+            last = tree.apply(
+                zxid,
+                zxid * 1000,
+                &Write::sessionless(action.clone()),
+                &mut Effects::default(),
+            );
             tree.check_invariants().unwrap_or_else(|e| panic!("after {action:?}: {e}"));
             let failed = match &last {
                 Err(_) => true,
@@ -846,9 +987,10 @@ mod tests {
     #[test]
     fn time_never_goes_back() {
         let mut tree = DataTree::new();
-        tree.apply(1, 5000, &create("/a")).expect("create");
+        let mut effects = Effects::default();
+        tree.apply(1, 5000, &Write::sessionless(create("/a")), &mut effects).expect("create");
         // A new leader whose clock is behind stamps an earlier time.
-        tree.apply(2, 4000, &set("/a", "x", None)).expect("set");
+        tree.apply(2, 4000, &Write::sessionless(set("/a", "x", None)), &mut effects).expect("set");
         assert_eq!(stat(&tree, "/a").mtime, 5000);
         tree.check_invariants().expect("invariants");
     }
@@ -856,11 +998,10 @@ mod tests {
     #[test]
     fn actions_of_one_entry_share_its_zxid_and_stand_alone() {
         let mut tree = DataTree::new();
-        let command = Command {
-            time_ms: 1000,
-            actions: vec![create("/a"), create("/a"), create("/a/b"), set("/a", "x", Some(0))],
-        };
-        let replies = tree.apply_command(7, &command);
+        let writes = [create("/a"), create("/a"), create("/a/b"), set("/a", "x", Some(0))];
+        let command =
+            Command { time_ms: 1000, writes: writes.into_iter().map(Write::sessionless).collect() };
+        let replies = tree.apply_command(7, &command, &mut Effects::default());
         assert!(replies[0].is_ok());
         assert_eq!(replies[1].as_ref().err().map(|e| e.code), Some(ErrorCode::NodeExists));
         assert!(replies[2].is_ok() && replies[3].is_ok(), "a refused action undoes no other");

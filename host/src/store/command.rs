@@ -3,13 +3,31 @@
 use cairn_wire::{CreateRequest, DeleteRequest, MultiOp, SetRequest};
 use serde::{Deserialize, Serialize};
 
+use super::SessionId;
+
 /// The payload of a log entry: the actions of one group commit, applied in order, each on its
 /// own (one failing does not undo another), all under the entry's zxid; and the leader's
 /// wall-clock time when it proposed them, the only time `apply` ever sees.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
     pub time_ms: u64,
-    pub actions: Vec<Action>,
+    pub writes: Vec<Write>,
+}
+
+/// One client's write: the action, and the session of the stream that sent it (ephemeral
+/// creates belong to it; session actions act on it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Write {
+    #[serde(default)]
+    pub session: Option<SessionId>,
+    pub action: Action,
+}
+
+impl Write {
+    /// A write from no session (a sessionless stream, or the node itself).
+    pub fn sessionless(action: Action) -> Write {
+        Write { session: None, action }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +39,17 @@ pub enum Action {
     Multi(Vec<MultiOp>),
     /// Delete every TTL znode whose time has come, as of the entry's time.
     ReapTtl,
+    /// Open a session; the leader chose the secret.
+    OpenSession {
+        timeout_ms: u64,
+        secret: u64,
+    },
+    /// End the write's session at its client's request.
+    CloseSession,
+    /// End a session the leader has not heard from within its timeout.
+    ExpireSession {
+        session: SessionId,
+    },
 }
 
 impl Action {
@@ -39,7 +68,10 @@ impl Action {
                 Action::Set(set) => set.path.len() + set.data.len(),
                 Action::Delete(delete) => delete.path.len(),
                 Action::Multi(ops) => ops.iter().map(op_bytes).sum(),
-                Action::ReapTtl => 0,
+                Action::ReapTtl
+                | Action::OpenSession { .. }
+                | Action::CloseSession
+                | Action::ExpireSession { .. } => 0,
             }
     }
 }

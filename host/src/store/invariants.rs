@@ -3,7 +3,7 @@
 
 use cairn_wire::{ZNODE_DATA_BYTES_MAX, path};
 
-use super::{DataTree, NodeKind};
+use super::{DataTree, NodeKind, SessionId};
 
 impl DataTree {
     /// Checks every structural rule of the tree; the error names the first one broken.
@@ -43,6 +43,20 @@ impl DataTree {
             if node.data.len() > ZNODE_DATA_BYTES_MAX {
                 return Err(format!("{node_path}: data over the limit"));
             }
+            if node.kind == NodeKind::Ephemeral {
+                let owner = SessionId(node.ephemeral_owner);
+                if !self.sessions.contains_key(&owner) {
+                    return Err(format!("{node_path}: owned by session {owner}, which is gone"));
+                }
+                if !node.children.is_empty() {
+                    return Err(format!("{node_path}: an ephemeral with children"));
+                }
+                if !self.ephemerals.get(&owner).is_some_and(|paths| paths.contains(node_path)) {
+                    return Err(format!("{node_path}: missing from its session's ephemerals"));
+                }
+            } else if node.ephemeral_owner != 0 {
+                return Err(format!("{node_path}: an owner but not ephemeral"));
+            }
             let is_ttl = matches!(node.kind, NodeKind::Ttl { .. });
             if is_ttl != self.ttl_nodes.contains(node_path) {
                 return Err(format!("{node_path}: TTL index out of step"));
@@ -50,6 +64,21 @@ impl DataTree {
         }
         if let Some(stray) = self.ttl_nodes.iter().find(|p| !self.nodes.contains_key(*p)) {
             return Err(format!("TTL index names {stray}, which does not exist"));
+        }
+        for (owner, paths) in &self.ephemerals {
+            if paths.is_empty() {
+                return Err(format!("session {owner} has an empty ephemerals entry"));
+            }
+            for path in paths {
+                let owned =
+                    self.nodes.get(path).is_some_and(|node| node.ephemeral_owner == owner.0);
+                if !owned {
+                    return Err(format!("session {owner} lists {path}, which it does not own"));
+                }
+            }
+        }
+        if self.sessions.keys().any(|id| id.0 >= self.next_session_id) {
+            return Err("a session id at or above the next one".into());
         }
         Ok(())
     }

@@ -12,10 +12,39 @@ mod invariants;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use cairn_wire::{ApiError, ChildEntry, ErrorCode, Stat, path};
+use cairn_wire::{ApiError, ChildEntry, ErrorCode, EventKind, Stat, path};
 use serde::{Deserialize, Serialize};
 
-pub use command::{Action, Command};
+pub use command::{Action, Command, Write};
+
+/// A session's id: a counter in the replicated state, never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SessionId(pub u64);
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+
+/// A live session, as the replicated state knows it. Liveness (when the session was last heard
+/// from) is not here: only the leader tracks it, and expiry arrives as an entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub timeout_ms: u64,
+    /// Chosen at random by the leader that proposed the open; proves a reconnecting client owns
+    /// the session.
+    pub secret: u64,
+}
+
+/// What applying an entry did that someone outside the tree must hear of: changes for the
+/// watches, sessions ended for their connections.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Effects {
+    pub changes: Vec<(EventKind, String)>,
+    pub ended_sessions: Vec<SessionId>,
+}
 
 /// What kind of znode this is, for the rules that delete znodes on their own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +57,8 @@ pub enum NodeKind {
     Ttl {
         ttl_ms: u64,
     },
+    /// Deleted with its owner session (`Znode::ephemeral_owner`); never has children.
+    Ephemeral,
 }
 
 /// One znode: its data, the stat fields that are not derived, and its children's names.
@@ -98,6 +129,12 @@ pub struct DataTree {
     /// Paths of TTL znodes, so the reaper does not scan the tree. Derived from `nodes`; not
     /// part of the snapshot.
     ttl_nodes: BTreeSet<String>,
+    /// Live sessions.
+    sessions: BTreeMap<SessionId, Session>,
+    /// The id the next session opened gets.
+    next_session_id: u64,
+    /// Each session's ephemeral znodes. Derived from `nodes`; not part of the snapshot.
+    ephemerals: BTreeMap<SessionId, BTreeSet<String>>,
     /// The zxid of the last entry applied.
     last_zxid: u64,
     /// The latest leader timestamp applied: entries from a leader whose clock is behind never
@@ -109,6 +146,8 @@ pub struct DataTree {
 #[derive(Serialize, Deserialize)]
 struct TreeImage {
     nodes: BTreeMap<String, Znode>,
+    sessions: BTreeMap<SessionId, Session>,
+    next_session_id: u64,
     last_zxid: u64,
     clock_ms: u64,
 }
@@ -124,7 +163,15 @@ impl DataTree {
     pub fn new() -> DataTree {
         let mut nodes = BTreeMap::new();
         nodes.insert("/".to_string(), Znode::new(Vec::new(), NodeKind::Persistent, 0, 0));
-        DataTree { nodes, ttl_nodes: BTreeSet::new(), last_zxid: 0, clock_ms: 0 }
+        DataTree {
+            nodes,
+            ttl_nodes: BTreeSet::new(),
+            sessions: BTreeMap::new(),
+            next_session_id: 1,
+            ephemerals: BTreeMap::new(),
+            last_zxid: 0,
+            clock_ms: 0,
+        }
     }
 
     pub fn last_zxid(&self) -> u64 {
@@ -178,6 +225,20 @@ impl DataTree {
         Ok((node.stat(), children))
     }
 
+    /// The live sessions in id order.
+    pub fn sessions(&self) -> impl Iterator<Item = (SessionId, &Session)> {
+        self.sessions.iter().map(|(id, session)| (*id, session))
+    }
+
+    pub fn session(&self, id: SessionId) -> Option<&Session> {
+        self.sessions.get(&id)
+    }
+
+    /// A session's ephemeral znodes in path order.
+    pub fn ephemerals_of(&self, id: SessionId) -> impl DoubleEndedIterator<Item = &String> {
+        self.ephemerals.get(&id).into_iter().flatten()
+    }
+
     /// Whether a reap entry applied at `now_ms` would delete a TTL znode. The leader asks this
     /// of its own state to decide when to propose one.
     pub fn ttl_due(&self, now_ms: u64) -> bool {
@@ -191,11 +252,15 @@ impl DataTree {
         #[derive(Serialize)]
         struct ImageRef<'a> {
             nodes: &'a BTreeMap<String, Znode>,
+            sessions: &'a BTreeMap<SessionId, Session>,
+            next_session_id: u64,
             last_zxid: u64,
             clock_ms: u64,
         }
         rmp_serde::to_vec_named(&ImageRef {
             nodes: &self.nodes,
+            sessions: &self.sessions,
+            next_session_id: self.next_session_id,
             last_zxid: self.last_zxid,
             clock_ms: self.clock_ms,
         })
@@ -210,9 +275,18 @@ impl DataTree {
             .filter(|(_, node)| matches!(node.kind, NodeKind::Ttl { .. }))
             .map(|(path, _)| path.clone())
             .collect();
+        let mut ephemerals: BTreeMap<SessionId, BTreeSet<String>> = BTreeMap::new();
+        for (path, node) in &image.nodes {
+            if node.kind == NodeKind::Ephemeral {
+                ephemerals.entry(SessionId(node.ephemeral_owner)).or_default().insert(path.clone());
+            }
+        }
         let tree = DataTree {
             nodes: image.nodes,
             ttl_nodes,
+            sessions: image.sessions,
+            next_session_id: image.next_session_id,
+            ephemerals,
             last_zxid: image.last_zxid,
             clock_ms: image.clock_ms,
         };

@@ -8,7 +8,7 @@ use cairn_client::{CreateOptions, ErrorCode};
 use cairn_tests::Server;
 use cairn_wire::{
     CLOSE_PROTOCOL_VIOLATION, REQUEST_BYTES_MAX, Request, RequestFrame, Response, ResponseFrame,
-    ZNODE_DATA_BYTES_MAX, decode_body, encode_frame,
+    ServerFrame, ZNODE_DATA_BYTES_MAX, decode_body, encode_frame,
 };
 
 use crate::start_node;
@@ -75,7 +75,10 @@ async fn read_response(recv: &mut quinn::RecvStream) -> anyhow::Result<ResponseF
         recv.read_exact(&mut header).await?;
         let mut body = vec![0; u32::from_be_bytes(header) as usize];
         recv.read_exact(&mut body).await?;
-        Ok(decode_body(&body)?)
+        match decode_body(&body)? {
+            ServerFrame::Response(frame) => Ok(frame),
+            ServerFrame::Event(event) => anyhow::bail!("unexpected event {event:?}"),
+        }
     })
     .await?
 }
@@ -123,10 +126,10 @@ async fn malformed_frames_get_errors_and_the_stream_goes_on() -> anyhow::Result<
     assert_eq!(error_code(&raw.response().await?), Some(ErrorCode::MalformedRequest));
 
     // The same stream still serves good requests, and refuses bad paths clearly.
-    raw.send_request(11, Request::Get { path: "/".into(), local: false }).await?;
+    raw.send_request(11, Request::Get { path: "/".into(), local: false, watch: false }).await?;
     let reply = raw.response().await?;
     assert_eq!((reply.id, error_code(&reply)), (11, None));
-    raw.send_request(12, Request::Get { path: "/a//b".into(), local: false }).await?;
+    raw.send_request(12, Request::Get { path: "/a//b".into(), local: false, watch: false }).await?;
     let reply = raw.response().await?;
     assert_eq!((reply.id, error_code(&reply)), (12, Some(ErrorCode::InvalidPath)));
     Ok(())

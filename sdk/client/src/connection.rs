@@ -1,6 +1,6 @@
-//! The QUIC connection under a [`Client`](crate::Client): one request stream, a writer task
+//! One QUIC connection under a [`Client`](crate::Client): one request stream, a writer task
 //! that sends frames in the order requests were made, and a reader task that matches each
-//! response to its waiting request by id.
+//! response to its waiting request by id and hands events to the session's supervisor.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use cairn_wire::{
-    ALPN, ApiError, CLOSE_CLIENT_DONE, ErrorCode, FRAME_HEADER_BYTES, REQUEST_BYTES_MAX,
-    RESPONSE_BYTES_MAX, Reply, Request, RequestFrame, Response, ResponseFrame, decode_body,
-    encode_frame, frame_length,
+    ALPN, ApiError, CLOSE_CLIENT_DONE, ErrorCode, EventFrame, FRAME_HEADER_BYTES,
+    REQUEST_BYTES_MAX, RESPONSE_BYTES_MAX, Reply, Request, RequestFrame, Response, ResponseFrame,
+    ServerFrame, decode_body, encode_frame, frame_length,
 };
 use quinn::crypto::rustls::QuicClientConfig;
 use rustls_pki_types::pem::PemObject;
@@ -25,7 +25,7 @@ const OUTGOING_FRAMES_MAX: usize = 1024;
 type Waiters = HashMap<u64, oneshot::Sender<ResponseFrame>>;
 
 #[derive(Debug, Clone)]
-pub(crate) struct Connection {
+pub(crate) struct Link {
     inner: Arc<Inner>,
 }
 
@@ -38,7 +38,8 @@ struct Inner {
     /// Requests sent and not yet answered. `None` once the connection is gone.
     waiting: Arc<Mutex<Option<Waiters>>>,
     next_id: AtomicU64,
-    last_zxid: Arc<AtomicU64>,
+    /// Resolves when the reader task ends: the connection is gone.
+    reader_done: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Drop for Inner {
@@ -47,8 +48,15 @@ impl Drop for Inner {
     }
 }
 
-impl Connection {
-    pub(crate) async fn open(server: &str, ca_pem: &[u8]) -> Result<Connection, Error> {
+impl Link {
+    /// Connects and opens the request stream. Events go to `events`; every zxid seen raises
+    /// `last_zxid`.
+    pub(crate) async fn open(
+        server: &str,
+        ca_pem: &[u8],
+        events: mpsc::UnboundedSender<EventFrame>,
+        last_zxid: Arc<AtomicU64>,
+    ) -> Result<Link, Error> {
         let connect_error = |reason: String| Error::Connect { server: server.to_string(), reason };
         let (host, addr) = resolve(server).await.map_err(connect_error)?;
         let client_config = quic_client_config(ca_pem)?;
@@ -67,17 +75,21 @@ impl Connection {
 
         let (outgoing, queue) = mpsc::channel(OUTGOING_FRAMES_MAX);
         let waiting = Arc::new(Mutex::new(Some(HashMap::new())));
-        let last_zxid = Arc::new(AtomicU64::new(0));
+        let (done, reader_done) = tokio::sync::watch::channel(false);
         tokio::spawn(write_frames(send, queue));
-        tokio::spawn(read_frames(recv, waiting.clone(), last_zxid.clone()));
-        Ok(Connection {
+        let reader = Reader { waiting: waiting.clone(), last_zxid, events };
+        tokio::spawn(async move {
+            reader.run(recv).await;
+            let _ = done.send(true);
+        });
+        Ok(Link {
             inner: Arc::new(Inner {
                 connection,
                 _endpoint: endpoint,
                 outgoing,
                 waiting,
                 next_id: AtomicU64::new(1),
-                last_zxid,
+                reader_done,
             }),
         })
     }
@@ -111,8 +123,10 @@ impl Connection {
         }
     }
 
-    pub(crate) fn last_zxid(&self) -> u64 {
-        self.inner.last_zxid.load(Ordering::Relaxed)
+    /// Resolves once the connection is gone.
+    pub(crate) async fn closed(&self) {
+        let mut done = self.inner.reader_done.clone();
+        let _ = done.wait_for(|done| *done).await;
     }
 
     pub(crate) fn close(&self) {
@@ -178,33 +192,48 @@ async fn write_frames(mut send: quinn::SendStream, mut queue: mpsc::Receiver<Vec
     let _ = send.finish();
 }
 
-async fn read_frames(
-    mut recv: quinn::RecvStream,
+/// Reads the node's frames: responses to their waiting requests, events to the supervisor.
+struct Reader {
     waiting: Arc<Mutex<Option<Waiters>>>,
     last_zxid: Arc<AtomicU64>,
-) {
-    loop {
-        let mut header = [0u8; FRAME_HEADER_BYTES];
-        if recv.read_exact(&mut header).await.is_err() {
-            break;
-        }
-        let Ok(length) = frame_length(header, RESPONSE_BYTES_MAX) else {
-            tracing::warn!("response frame over the limit; dropping the connection");
-            break;
-        };
-        let mut body = vec![0; length];
-        if recv.read_exact(&mut body).await.is_err() {
-            break;
-        }
-        let frame: ResponseFrame = match decode_body(&body) {
-            Ok(frame) => frame,
-            Err(error) => {
-                tracing::warn!(%error, "undecodable response; dropping the connection");
+    events: mpsc::UnboundedSender<EventFrame>,
+}
+
+impl Reader {
+    async fn run(self, mut recv: quinn::RecvStream) {
+        loop {
+            let mut header = [0u8; FRAME_HEADER_BYTES];
+            if recv.read_exact(&mut header).await.is_err() {
                 break;
             }
-        };
-        last_zxid.fetch_max(frame.zxid, Ordering::Relaxed);
-        let waiter = waiting
+            let Ok(length) = frame_length(header, RESPONSE_BYTES_MAX) else {
+                tracing::warn!("frame over the limit; dropping the connection");
+                break;
+            };
+            let mut body = vec![0; length];
+            if recv.read_exact(&mut body).await.is_err() {
+                break;
+            }
+            match decode_body::<ServerFrame>(&body) {
+                Ok(ServerFrame::Response(frame)) => self.answer(frame),
+                Ok(ServerFrame::Event(event)) => {
+                    self.last_zxid.fetch_max(event.zxid, Ordering::Relaxed);
+                    let _ = self.events.send(event);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "undecodable frame; dropping the connection");
+                    break;
+                }
+            }
+        }
+        // Dropping the senders fails every request still waiting with "connection lost".
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner).take();
+    }
+
+    fn answer(&self, frame: ResponseFrame) {
+        self.last_zxid.fetch_max(frame.zxid, Ordering::Relaxed);
+        let waiter = self
+            .waiting
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .as_mut()
@@ -218,6 +247,4 @@ async fn read_frames(
             }
         }
     }
-    // Dropping the senders fails every request still waiting with "connection lost".
-    waiting.lock().unwrap_or_else(PoisonError::into_inner).take();
 }

@@ -1,9 +1,15 @@
 //! The Rust client library for Cairn: async, typed, pipelined, over QUIC.
 //!
-//! A [`Client`] holds one QUIC connection to a node and one request stream on it. Any number of
-//! tasks may call it at once: each request gets an id, goes out at once, and its reply is
-//! matched by id, so requests are pipelined rather than taking turns. The node applies one
-//! client's writes in the order they were sent, and a read sees every write sent before it.
+//! A [`Client`] holds a session and one QUIC connection to a node with one request stream on
+//! it. Any number of tasks may call it at once: each request gets an id, goes out at once, and
+//! its reply is matched by id, so requests are pipelined rather than taking turns. The node
+//! applies one client's writes in the order they were sent, and a read sees every write sent
+//! before it.
+//!
+//! The session keeps the client's ephemeral znodes and watches. The client pings on its own,
+//! and when the connection drops it reconnects and resumes the session, registering its watches
+//! again from the last zxid it saw; [`Client::session_state`] tells the application where the
+//! session stands.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), cairn_client::Error> {
@@ -19,23 +25,33 @@
 mod connection;
 mod error;
 pub mod op;
+mod session;
+mod watches;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use cairn_wire::{
-    ApiError, ChildEntry, CreateMode, ErrorCode, MultiOp, OpResult, ServerInfo, Stat,
+    ApiError, ChildEntry, CreateMode, ErrorCode, EventKind, MultiOp, OpResult, RemoveKind,
+    ServerInfo, SessionInfo, Stat,
 };
-use cairn_wire::{CreateRequest, DeleteRequest, MultiResult, Reply, Request, SetRequest};
-
-use connection::Connection;
+use cairn_wire::{
+    CreateRequest, DeleteRequest, MultiResult, Reply, Request, SetRequest, WatchKind, WatchSpec,
+};
 pub use connection::quic_client_config;
 pub use error::Error;
+pub use session::SessionState;
+use session::Shared;
+pub use watches::{OneShotWatch, WatchEvent, WatchStream};
 
-/// A connection to a Cairn node. Cheap to clone: clones share the connection.
+/// Session timeout a client asks for unless told otherwise.
+pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A session with a Cairn node. Cheap to clone: clones share the session and its connection.
 #[derive(Debug, Clone)]
 pub struct Client {
-    connection: Connection,
+    shared: Arc<Shared>,
 }
 
 /// How [`Client::create`] makes a znode.
@@ -62,6 +78,11 @@ impl CreateOptions {
         CreateOptions { mode: CreateMode::Ttl, ttl: Some(ttl), ..CreateOptions::default() }
     }
 
+    /// A znode owned by this client's session, deleted when the session ends.
+    pub fn ephemeral() -> CreateOptions {
+        CreateOptions { mode: CreateMode::Ephemeral, ..CreateOptions::default() }
+    }
+
     /// Append the parent's 10-digit sequence number to the name.
     pub fn sequential(self) -> CreateOptions {
         CreateOptions { sequential: true, ..self }
@@ -81,17 +102,45 @@ impl CreateOptions {
 
 impl Client {
     /// Connects to the node at `server` (`host:port`), trusting the CA certificates in the PEM
-    /// file `ca_file`.
+    /// file `ca_file`, and opens a session with the default timeout.
     pub async fn connect(server: &str, ca_file: impl AsRef<Path>) -> Result<Client, Error> {
+        Client::connect_with_timeout(server, ca_file, DEFAULT_SESSION_TIMEOUT).await
+    }
+
+    /// Connects like [`Client::connect`], asking for a session timeout of `session_timeout`.
+    pub async fn connect_with_timeout(
+        server: &str,
+        ca_file: impl AsRef<Path>,
+        session_timeout: Duration,
+    ) -> Result<Client, Error> {
         let ca_pem = std::fs::read(ca_file.as_ref()).map_err(|e| {
             Error::Tls(format!("cannot read CA file {}: {e}", ca_file.as_ref().display()))
         })?;
-        Client::connect_with_ca_pem(server, &ca_pem).await
+        Client::connect_with_ca_pem(server, &ca_pem, session_timeout).await
     }
 
-    /// Connects like [`Client::connect`], with the CA certificates given as PEM text.
-    pub async fn connect_with_ca_pem(server: &str, ca_pem: &[u8]) -> Result<Client, Error> {
-        Ok(Client { connection: Connection::open(server, ca_pem).await? })
+    /// Connects with the CA certificates given as PEM text.
+    pub async fn connect_with_ca_pem(
+        server: &str,
+        ca_pem: &[u8],
+        session_timeout: Duration,
+    ) -> Result<Client, Error> {
+        Ok(Client { shared: Shared::connect(server, ca_pem, session_timeout).await? })
+    }
+
+    /// This client's session id.
+    pub fn session_id(&self) -> u64 {
+        self.shared.keys.id
+    }
+
+    /// The session timeout the node granted.
+    pub fn session_timeout(&self) -> Duration {
+        Duration::from_millis(self.shared.keys.timeout_ms)
+    }
+
+    /// Where the session stands now; `changed().await` on it to hear of every change.
+    pub fn session_state(&self) -> tokio::sync::watch::Receiver<SessionState> {
+        self.shared.state.subscribe()
     }
 
     /// Creates a znode and returns the path it got (with its sequence number, if sequential).
@@ -192,7 +241,7 @@ impl Client {
     /// Waits until the connected node has applied every write committed before this call;
     /// returns the zxid it has reached.
     pub async fn sync(&self) -> Result<u64, Error> {
-        let (zxid, reply) = self.connection.call(Request::Sync {}).await?;
+        let (zxid, reply) = self.shared.call(Request::Sync {}).await?;
         match reply {
             Reply::Synced {} => Ok(zxid),
             other => Err(unexpected("synced", &other)),
@@ -207,29 +256,133 @@ impl Client {
         }
     }
 
-    /// The highest zxid any reply on this connection has carried.
+    /// The highest zxid any reply or event has carried.
     pub fn last_zxid(&self) -> u64 {
-        self.connection.last_zxid()
+        self.shared.last_zxid.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Closes the connection, failing requests still in flight.
-    pub fn close(&self) {
-        self.connection.close();
+    /// Closes the session (its ephemerals are deleted at once) and the connection.
+    pub async fn close(&self) -> Result<(), Error> {
+        self.shared.close().await
+    }
+
+    /// A znode's data and stat, with a one-shot watch for its next data change or deletion.
+    pub async fn get_watch(&self, path: &str) -> Result<(Vec<u8>, Stat, OneShotWatch), Error> {
+        let spec = WatchSpec { path: path.to_string(), kind: WatchKind::Data };
+        let watch = self.shared.watchers().add_one_shot(spec.clone());
+        let request = Request::Get { path: path.to_string(), local: false, watch: true };
+        match self.watched_call(request, &[&spec]).await? {
+            Reply::Data { data, stat } => Ok((data, stat, watch)),
+            other => Err(unexpected("data", &other)),
+        }
+    }
+
+    /// A znode's stat or `None`, with a one-shot watch: for its creation if it does not exist,
+    /// else for its next data change or deletion.
+    pub async fn exists_watch(&self, path: &str) -> Result<(Option<Stat>, OneShotWatch), Error> {
+        // Which watch the node sets depends on what it finds; listen for both, keep one.
+        let data = WatchSpec { path: path.to_string(), kind: WatchKind::Data };
+        let exists = WatchSpec { path: path.to_string(), kind: WatchKind::Exists };
+        let (data_watch, exists_watch) = {
+            let mut watchers = self.shared.watchers();
+            (watchers.add_one_shot(data.clone()), watchers.add_one_shot(exists.clone()))
+        };
+        let request = Request::Exists { path: path.to_string(), local: false, watch: true };
+        let stat = match self.watched_call(request, &[&data, &exists]).await? {
+            Reply::Exists { stat } => stat,
+            other => return Err(unexpected("exists", &other)),
+        };
+        if stat.is_some() {
+            self.shared.watchers().forget(&exists);
+            Ok((stat, data_watch))
+        } else {
+            self.shared.watchers().forget(&data);
+            Ok((stat, exists_watch))
+        }
+    }
+
+    /// A znode's children, with a one-shot watch for the next child added or removed (or the
+    /// znode's deletion).
+    pub async fn children_watch(&self, path: &str) -> Result<(Vec<String>, OneShotWatch), Error> {
+        let spec = WatchSpec { path: path.to_string(), kind: WatchKind::Children };
+        let watch = self.shared.watchers().add_one_shot(spec.clone());
+        let request = Request::Children {
+            path: path.to_string(),
+            with_stats: false,
+            local: false,
+            watch: true,
+        };
+        match self.watched_call(request, &[&spec]).await? {
+            Reply::Children { children, .. } => {
+                Ok((children.into_iter().map(|child| child.name).collect(), watch))
+            }
+            other => Err(unexpected("children", &other)),
+        }
+    }
+
+    /// A persistent watch on `path` (and, if `recursive`, every path below it): every change in
+    /// zxid order, kept across reconnects.
+    pub async fn watch(&self, path: &str, recursive: bool) -> Result<WatchStream, Error> {
+        let kind = if recursive { WatchKind::PersistentRecursive } else { WatchKind::Persistent };
+        let spec = WatchSpec { path: path.to_string(), kind };
+        let stream = self.shared.watchers().add_persistent(spec.clone());
+        let request = Request::AddWatch { path: path.to_string(), recursive };
+        match self.watched_call(request, &[&spec]).await? {
+            Reply::Watching {} => Ok(stream),
+            other => Err(unexpected("watching", &other)),
+        }
+    }
+
+    /// Removes this session's watches of `kind` on `path`; returns how many the node removed.
+    pub async fn remove_watches(&self, path: &str, kind: RemoveKind) -> Result<u32, Error> {
+        match self.call(Request::RemoveWatches { path: path.to_string(), kind }).await? {
+            Reply::WatchesRemoved { count } => Ok(count),
+            other => Err(unexpected("watches-removed", &other)),
+        }
+    }
+
+    /// The live sessions of the cluster.
+    pub async fn sessions(&self) -> Result<Vec<SessionInfo>, Error> {
+        match self.call(Request::ListSessions {}).await? {
+            Reply::Sessions { sessions } => Ok(sessions),
+            other => Err(unexpected("sessions", &other)),
+        }
+    }
+
+    /// The ephemeral znodes of a session (this client's when `session_id` is `None`).
+    pub async fn ephemerals(&self, session_id: Option<u64>) -> Result<Vec<String>, Error> {
+        match self.call(Request::Ephemerals { session_id }).await? {
+            Reply::Paths { paths } => Ok(paths),
+            other => Err(unexpected("paths", &other)),
+        }
     }
 
     async fn call(&self, request: Request) -> Result<Reply, Error> {
-        self.connection.call(request).await.map(|(_, reply)| reply)
+        self.shared.call(request).await.map(|(_, reply)| reply)
+    }
+
+    /// A call that sets a watch whose waiters are already registered (so an event that comes
+    /// before the reply is not lost); they are forgotten if the call fails.
+    async fn watched_call(&self, request: Request, specs: &[&WatchSpec]) -> Result<Reply, Error> {
+        let result = self.call(request).await;
+        if result.is_err() {
+            let mut watchers = self.shared.watchers();
+            for spec in specs {
+                watchers.forget(spec);
+            }
+        }
+        result
     }
 
     async fn read_get(&self, path: &str, local: bool) -> Result<(Vec<u8>, Stat), Error> {
-        match self.call(Request::Get { path: path.to_string(), local }).await? {
+        match self.call(Request::Get { path: path.to_string(), local, watch: false }).await? {
             Reply::Data { data, stat } => Ok((data, stat)),
             other => Err(unexpected("data", &other)),
         }
     }
 
     async fn read_exists(&self, path: &str, local: bool) -> Result<Option<Stat>, Error> {
-        match self.call(Request::Exists { path: path.to_string(), local }).await? {
+        match self.call(Request::Exists { path: path.to_string(), local, watch: false }).await? {
             Reply::Exists { stat } => Ok(stat),
             other => Err(unexpected("exists", &other)),
         }
@@ -241,7 +394,10 @@ impl Client {
         with_stats: bool,
         local: bool,
     ) -> Result<(Stat, Vec<ChildEntry>), Error> {
-        match self.call(Request::Children { path: path.to_string(), with_stats, local }).await? {
+        match self
+            .call(Request::Children { path: path.to_string(), with_stats, local, watch: false })
+            .await?
+        {
             Reply::Children { stat, children } => Ok((stat, children)),
             other => Err(unexpected("children", &other)),
         }

@@ -29,13 +29,21 @@ pub enum ErrorCode {
     SequenceOverflow,
     /// `rolled-back`: in a failed `multi`, an operation that was undone because another failed.
     RolledBack,
+    /// `session-expired`: the session has ended (timed out or closed); its ephemerals are gone.
+    SessionExpired,
+    /// `no-session`: the request needs a session and this stream has none.
+    NoSession,
+    /// `no-children-for-ephemerals`: a create under an ephemeral znode.
+    NoChildrenForEphemerals,
+    /// `too-many-watches`: the session holds the most watches allowed.
+    TooManyWatches,
+    /// `too-many-sessions`: the cluster holds the most sessions allowed.
+    TooManySessions,
     /// `malformed-request`: the frame's body is not a valid request (bad encoding, unknown kind,
     /// missing field). The connection stays usable.
     MalformedRequest,
     /// `request-too-large`: a frame over the request size limit. The node closes the connection.
     RequestTooLarge,
-    /// `too-many-requests`: more requests in flight on one connection than the node allows.
-    TooManyRequests,
     /// `not-leader`: this node cannot serve the request because it is not the leader and could
     /// not forward it. Retry, on this node or another.
     NotLeader,
@@ -59,9 +67,13 @@ impl ErrorCode {
             ErrorCode::InvalidArgument => "invalid-argument",
             ErrorCode::SequenceOverflow => "sequence-overflow",
             ErrorCode::RolledBack => "rolled-back",
+            ErrorCode::SessionExpired => "session-expired",
+            ErrorCode::NoSession => "no-session",
+            ErrorCode::NoChildrenForEphemerals => "no-children-for-ephemerals",
+            ErrorCode::TooManyWatches => "too-many-watches",
+            ErrorCode::TooManySessions => "too-many-sessions",
             ErrorCode::MalformedRequest => "malformed-request",
             ErrorCode::RequestTooLarge => "request-too-large",
-            ErrorCode::TooManyRequests => "too-many-requests",
             ErrorCode::NotLeader => "not-leader",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
@@ -80,9 +92,13 @@ impl ErrorCode {
             ErrorCode::InvalidArgument => "invalid argument",
             ErrorCode::SequenceOverflow => "sequence overflow",
             ErrorCode::RolledBack => "rolled back",
+            ErrorCode::SessionExpired => "session expired",
+            ErrorCode::NoSession => "no session",
+            ErrorCode::NoChildrenForEphemerals => "no children for ephemerals",
+            ErrorCode::TooManyWatches => "too many watches",
+            ErrorCode::TooManySessions => "too many sessions",
             ErrorCode::MalformedRequest => "malformed request",
             ErrorCode::RequestTooLarge => "request too large",
-            ErrorCode::TooManyRequests => "too many requests",
             ErrorCode::NotLeader => "not leader",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal error",
@@ -171,9 +187,13 @@ mod tests {
             ErrorCode::InvalidArgument,
             ErrorCode::SequenceOverflow,
             ErrorCode::RolledBack,
+            ErrorCode::SessionExpired,
+            ErrorCode::NoSession,
+            ErrorCode::NoChildrenForEphemerals,
+            ErrorCode::TooManyWatches,
+            ErrorCode::TooManySessions,
             ErrorCode::MalformedRequest,
             ErrorCode::RequestTooLarge,
-            ErrorCode::TooManyRequests,
             ErrorCode::NotLeader,
             ErrorCode::Unavailable,
             ErrorCode::Internal,

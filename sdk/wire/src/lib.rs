@@ -15,8 +15,9 @@ pub mod path;
 pub use error::{ApiError, ErrorCode};
 pub use frame::{FRAME_HEADER_BYTES, FrameError, decode_body, encode_frame, frame_length};
 pub use message::{
-    ChildEntry, CreateMode, CreateRequest, DeleteRequest, MalformedRequest, MultiOp, MultiResult,
-    OpResult, Reply, Request, RequestFrame, Response, ResponseFrame, ServerInfo, SetRequest, Stat,
+    ChildEntry, CreateMode, CreateRequest, DeleteRequest, EventFrame, EventKind, MalformedRequest,
+    MultiOp, MultiResult, OpResult, RemoveKind, Reply, Request, RequestFrame, Response,
+    ResponseFrame, ServerFrame, ServerInfo, SessionInfo, SetRequest, Stat, WatchKind, WatchSpec,
 };
 
 /// The ALPN protocol name a client offers on the QUIC handshake.
@@ -48,6 +49,21 @@ pub const CLOSE_PROTOCOL_VIOLATION: u32 = 1;
 
 /// The QUIC application error code a node closes connections with when it shuts down.
 pub const CLOSE_SHUTDOWN: u32 = 2;
+
+/// Shortest session timeout a node grants, in milliseconds.
+pub const SESSION_TIMEOUT_MS_MIN: u64 = 500;
+
+/// Longest session timeout a node grants, in milliseconds.
+pub const SESSION_TIMEOUT_MS_MAX: u64 = 600_000;
+
+/// Most watches one session may hold.
+pub const WATCHES_PER_SESSION_MAX: usize = 65_536;
+
+/// Most watches in one `set-watches` request; clients re-register more in several.
+pub const SET_WATCHES_BATCH_MAX: usize = 1_024;
+
+/// Most live sessions a cluster holds.
+pub const SESSIONS_MAX: usize = 100_000;
 
 /// The QUIC application error code a client closes its connection with when it is done.
 pub const CLOSE_CLIENT_DONE: u32 = 0;

@@ -28,12 +28,18 @@ pub enum Request {
         /// stale; ZooKeeper's sequential consistency).
         #[serde(default)]
         local: bool,
+        /// Also set a one-shot data watch on the path (needs a session).
+        #[serde(default)]
+        watch: bool,
     },
     /// Read a znode's stat, or learn that it does not exist (not an error).
     Exists {
         path: String,
         #[serde(default)]
         local: bool,
+        /// Also set a one-shot data watch, which a create fires too (needs a session).
+        #[serde(default)]
+        watch: bool,
     },
     /// List a znode's children in name order, optionally with each child's stat.
     Children {
@@ -42,6 +48,9 @@ pub enum Request {
         with_stats: bool,
         #[serde(default)]
         local: bool,
+        /// Also set a one-shot children watch on the path (needs a session).
+        #[serde(default)]
+        watch: bool,
     },
     /// Replace a znode's data.
     Set(SetRequest),
@@ -53,6 +62,71 @@ pub enum Request {
     Sync {},
     /// Describe the node: its id, applied zxid and storage counters.
     ServerInfo {},
+    /// Open a session and bind this stream to it.
+    OpenSession {
+        /// Wanted timeout: the session ends this long after the node last heard from it.
+        timeout_ms: u64,
+    },
+    /// Bind this stream to an existing session (after a reconnect, to any node).
+    ResumeSession { session_id: u64, secret: u64 },
+    /// End this stream's session now: its ephemeral znodes are deleted at once.
+    CloseSession {},
+    /// Keep this stream's session alive (any request does; this one does nothing else).
+    Ping {},
+    /// Set a persistent watch on a path, or on a path and everything below it.
+    AddWatch {
+        path: String,
+        #[serde(default)]
+        recursive: bool,
+    },
+    /// Remove this session's watches of `kind` on `path`.
+    RemoveWatches { path: String, kind: RemoveKind },
+    /// Register watches again after a reconnect. Each fires at once if the watched znode
+    /// changed after `since_zxid`; persistent watches get every change after it replayed, or
+    /// a `resync-needed` event when the node no longer has them.
+    SetWatches { since_zxid: u64, watches: Vec<WatchSpec> },
+    /// List the live sessions.
+    ListSessions {},
+    /// List the ephemeral znodes of a session (this stream's when `session_id` is absent).
+    Ephemerals {
+        #[serde(default)]
+        session_id: Option<u64>,
+    },
+}
+
+/// Which watch: what a client registers, and what each event says it fired for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct WatchSpec {
+    pub path: String,
+    pub kind: WatchKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WatchKind {
+    /// One-shot: the znode's data change or deletion (set by `get`, and by `exists` on a
+    /// znode that exists).
+    Data,
+    /// One-shot: the znode's creation (set by `exists` on a znode that does not exist).
+    Exists,
+    /// One-shot: a child added or removed, or the znode deleted (set by `children`).
+    Children,
+    /// Every creation, data change, deletion and children change of the path.
+    Persistent,
+    /// Every creation, data change and deletion of the path and every path below it.
+    PersistentRecursive,
+}
+
+/// What `remove-watches` removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RemoveKind {
+    /// Data and exists watches.
+    Data,
+    Children,
+    Persistent,
+    PersistentRecursive,
+    Any,
 }
 
 /// The kind of znode a create makes.
@@ -66,6 +140,8 @@ pub enum CreateMode {
     Container,
     /// Deleted by the node once it has had no children and no change for `ttl_ms`.
     Ttl,
+    /// Owned by the creating stream's session and deleted when it ends; cannot have children.
+    Ephemeral,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,6 +234,62 @@ pub enum Reply {
     Synced {},
     /// To `server-info`.
     ServerInfo(ServerInfo),
+    /// To `open-session` and `resume-session`: the session this stream is now bound to.
+    Session { session_id: u64, secret: u64, timeout_ms: u64 },
+    /// To `close-session`.
+    SessionClosed {},
+    /// To `ping`.
+    Pong {},
+    /// To `add-watch` and `set-watches`.
+    Watching {},
+    /// To `remove-watches`: how many were removed.
+    WatchesRemoved { count: u32 },
+    /// To `list-sessions`.
+    Sessions { sessions: Vec<SessionInfo> },
+    /// To `ephemerals`.
+    Paths { paths: Vec<String> },
+}
+
+/// A live session, as `list-sessions` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub session_id: u64,
+    pub timeout_ms: u64,
+    pub ephemerals: u32,
+}
+
+/// What a node sends on a stream: a response to a request, or an event nobody asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerFrame {
+    Response(ResponseFrame),
+    Event(EventFrame),
+}
+
+/// A watch event, or news of the stream's session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventFrame {
+    pub kind: EventKind,
+    /// The znode that changed (for session events, empty).
+    pub path: String,
+    /// The zxid of the change (for `resync-needed`, the zxid the node had reached).
+    pub zxid: u64,
+    /// The watch that fired; absent for session events.
+    #[serde(default)]
+    pub watch: Option<WatchSpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventKind {
+    Created,
+    Deleted,
+    DataChanged,
+    ChildrenChanged,
+    /// The node cannot tell what this watch missed: read the state again.
+    ResyncNeeded,
+    /// The stream's session has ended.
+    SessionExpired,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,7 +421,7 @@ mod tests {
         body.extend_from_slice(b"path");
         body.extend_from_slice(&[0xa2, b'/', b'x']);
         let frame = RequestFrame::decode(&body).expect("decodes");
-        assert_eq!(frame.request, Request::Get { path: "/x".into(), local: false });
+        assert_eq!(frame.request, Request::Get { path: "/x".into(), local: false, watch: false });
     }
 
     #[test]

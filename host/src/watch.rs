@@ -1,0 +1,427 @@
+//! Watches: which session wants to hear of which change, and the delivery of what they hear.
+//!
+//! Request path: reads with `watch`, `add-watch` and `set-watches` register here (under the
+//! state's read lock, so no change slips between the read and the registration). When
+//! `raft::state_machine` applies an entry it calls [`WatchHub::publish`] under the state's write
+//! lock, before any reply reflecting that entry can be sent; the events go into the bound
+//! stream's outbox, the same ordered queue its replies take. So a client sees an event before
+//! any reply reflecting a later zxid, and its events arrive in zxid order.
+//!
+//! Watches are node-local and never logged. They belong to a session while a stream is bound to
+//! it; when the stream ends they are dropped, and the client library registers them again on
+//! its next stream with `set-watches` and the last zxid it saw.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use cairn_wire::{
+    ApiError, ErrorCode, EventFrame, EventKind, RemoveKind, WATCHES_PER_SESSION_MAX, WatchKind,
+    WatchSpec, path,
+};
+use tokio::sync::mpsc;
+
+use crate::store::{DataTree, Effects, SessionId};
+
+/// Changes kept for replay to persistent watches after a reconnect.
+pub const CHANGE_HISTORY_MAX: usize = 100_000;
+
+/// Events queued for one stream and not yet written; beyond this the session's watches are
+/// dropped and it is told `resync-needed`.
+pub const EVENTS_QUEUED_PER_STREAM_MAX: usize = 10_000;
+
+/// What a stream's writer sends, in order.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// An encoded response frame.
+    Frame(Vec<u8>),
+    Event(EventFrame),
+}
+
+/// A stream's queue of outgoing frames, shared by its replies and its session's events.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    /// Tells bindings of different streams apart.
+    id: u64,
+    sender: mpsc::UnboundedSender<Outgoing>,
+    /// Events queued and not yet written.
+    queued_events: Arc<AtomicUsize>,
+}
+
+static NEXT_OUTBOX_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Outbox {
+    pub fn new() -> (Outbox, mpsc::UnboundedReceiver<Outgoing>, Arc<AtomicUsize>) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let queued_events = Arc::new(AtomicUsize::new(0));
+        let id = NEXT_OUTBOX_ID.fetch_add(1, Ordering::Relaxed);
+        (Outbox { id, sender, queued_events: queued_events.clone() }, receiver, queued_events)
+    }
+
+    /// Queues a response frame; false once the stream is gone.
+    pub fn send_frame(&self, frame: Vec<u8>) -> bool {
+        self.sender.send(Outgoing::Frame(frame)).is_ok()
+    }
+
+    /// Queues an event; false when the stream is gone or too far behind.
+    fn send_event(&self, event: EventFrame) -> bool {
+        if self.queued_events.load(Ordering::Relaxed) >= EVENTS_QUEUED_PER_STREAM_MAX {
+            return false;
+        }
+        self.queued_events.fetch_add(1, Ordering::Relaxed);
+        self.sender.send(Outgoing::Event(event)).is_ok()
+    }
+}
+
+/// One session's watches and the stream they are delivered to.
+#[derive(Debug)]
+struct Binding {
+    outbox: Outbox,
+    watches: BTreeSet<WatchSpec>,
+}
+
+#[derive(Debug, Default)]
+struct Hub {
+    bindings: HashMap<SessionId, Binding>,
+    /// Who watches each (path, kind).
+    index: BTreeMap<WatchSpec, BTreeSet<SessionId>>,
+    /// Recent changes, oldest first.
+    history: VecDeque<(u64, EventKind, String)>,
+    /// Every change after this zxid is in `history`.
+    history_since: u64,
+}
+
+/// The node's watch registry. Cheap to share.
+#[derive(Debug, Default)]
+pub struct WatchHub {
+    hub: Mutex<Hub>,
+}
+
+impl WatchHub {
+    /// A hub whose history starts at `zxid`: the state it begins with needs no replay.
+    pub fn new(zxid: u64) -> WatchHub {
+        WatchHub { hub: Mutex::new(Hub { history_since: zxid, ..Hub::default() }) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Hub> {
+        self.hub.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Binds a session to a stream's outbox, dropping the watches of any stream bound before.
+    pub fn bind(&self, session: SessionId, outbox: Outbox) {
+        let mut hub = self.lock();
+        hub.unbind(session);
+        hub.bindings.insert(session, Binding { outbox, watches: BTreeSet::new() });
+    }
+
+    /// Unbinds a session from a stream that has ended, if that stream is still the bound one.
+    pub fn unbind(&self, session: SessionId, outbox: &Outbox) {
+        let mut hub = self.lock();
+        if hub.bindings.get(&session).is_some_and(|binding| binding.outbox.id == outbox.id) {
+            hub.unbind(session);
+        }
+    }
+
+    /// Registers a watch for a bound session.
+    pub fn register(&self, session: SessionId, spec: WatchSpec) -> Result<(), ApiError> {
+        self.lock().register(session, spec)
+    }
+
+    /// Removes a session's watches of `kind` on `path`; returns how many.
+    pub fn remove(&self, session: SessionId, watch_path: &str, kind: RemoveKind) -> u32 {
+        let mut hub = self.lock();
+        let Some(binding) = hub.bindings.get_mut(&session) else { return 0 };
+        let removed: Vec<WatchSpec> = binding
+            .watches
+            .iter()
+            .filter(|spec| spec.path == watch_path && matches_remove(spec.kind, kind))
+            .cloned()
+            .collect();
+        for spec in &removed {
+            binding.watches.remove(spec);
+        }
+        for spec in &removed {
+            hub.unindex(session, spec);
+        }
+        removed.len() as u32
+    }
+
+    /// The watches a session holds.
+    pub fn watches(&self, session: SessionId) -> Vec<WatchSpec> {
+        self.lock()
+            .bindings
+            .get(&session)
+            .map(|binding| binding.watches.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Registers watches again after a reconnect, against `tree` (the caller holds the state's
+    /// read lock, so nothing is applied meanwhile). A one-shot watch whose znode changed after
+    /// `since` fires at once, as ZooKeeper's SetWatches does; a persistent watch gets every
+    /// change after `since` replayed from the history, or `resync-needed` if the history no
+    /// longer reaches back that far.
+    pub fn set_watches(
+        &self,
+        session: SessionId,
+        since: u64,
+        specs: Vec<WatchSpec>,
+        tree: &DataTree,
+    ) -> Result<(), ApiError> {
+        let mut hub = self.lock();
+        let zxid = tree.last_zxid();
+        for spec in specs {
+            path::validate(&spec.path)?;
+            let stat = tree.node(&spec.path).map(|node| node.stat());
+            let fired = match (spec.kind, stat) {
+                (WatchKind::Exists, Some(_)) => Some(EventKind::Created),
+                (WatchKind::Data, None) => Some(EventKind::Deleted),
+                (WatchKind::Data, Some(stat)) if stat.mzxid > since => Some(EventKind::DataChanged),
+                (WatchKind::Children, None) => Some(EventKind::Deleted),
+                (WatchKind::Children, Some(stat)) if stat.pzxid > since => {
+                    Some(EventKind::ChildrenChanged)
+                }
+                (WatchKind::Persistent | WatchKind::PersistentRecursive, _) => {
+                    hub.replay(session, &spec, since, zxid);
+                    hub.register(session, spec)?;
+                    continue;
+                }
+                _ => None,
+            };
+            match fired {
+                Some(kind) => {
+                    let event =
+                        EventFrame { kind, path: spec.path.clone(), zxid, watch: Some(spec) };
+                    hub.deliver(session, event);
+                }
+                None => hub.register(session, spec)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the history and every watch after the state jumped to `zxid` (a snapshot was
+    /// installed), telling every bound stream `resync-needed`.
+    pub fn reset(&self, zxid: u64) {
+        let mut hub = self.lock();
+        hub.history.clear();
+        hub.history_since = zxid;
+        hub.index.clear();
+        for binding in hub.bindings.values_mut() {
+            binding.watches.clear();
+            let event =
+                EventFrame { kind: EventKind::ResyncNeeded, path: "/".into(), zxid, watch: None };
+            binding.outbox.send_event(event);
+        }
+    }
+
+    /// Delivers the changes of the entry at `zxid` to the watches they fire, and tells the
+    /// streams of ended sessions. Called under the state's write lock.
+    pub fn publish(&self, zxid: u64, effects: &Effects) {
+        if effects.changes.is_empty() && effects.ended_sessions.is_empty() {
+            return;
+        }
+        let mut hub = self.lock();
+        for (kind, changed) in &effects.changes {
+            hub.record(zxid, *kind, changed);
+            for (spec, session) in hub.watchers(*kind, changed) {
+                let event = EventFrame {
+                    kind: *kind,
+                    path: changed.clone(),
+                    zxid,
+                    watch: Some(spec.clone()),
+                };
+                if matches!(spec.kind, WatchKind::Data | WatchKind::Exists | WatchKind::Children) {
+                    hub.unregister(session, &spec);
+                }
+                hub.deliver(session, event);
+            }
+        }
+        for session in &effects.ended_sessions {
+            if let Some(binding) = hub.bindings.get(session) {
+                let event = EventFrame {
+                    kind: EventKind::SessionExpired,
+                    path: String::new(),
+                    zxid,
+                    watch: None,
+                };
+                binding.outbox.send_event(event);
+            }
+            hub.unbind(*session);
+        }
+    }
+}
+
+fn matches_remove(kind: WatchKind, remove: RemoveKind) -> bool {
+    matches!(
+        (kind, remove),
+        (_, RemoveKind::Any)
+            | (WatchKind::Data | WatchKind::Exists, RemoveKind::Data)
+            | (WatchKind::Children, RemoveKind::Children)
+            | (WatchKind::Persistent, RemoveKind::Persistent)
+            | (WatchKind::PersistentRecursive, RemoveKind::PersistentRecursive)
+    )
+}
+
+impl Hub {
+    fn register(&mut self, session: SessionId, spec: WatchSpec) -> Result<(), ApiError> {
+        let Some(binding) = self.bindings.get_mut(&session) else {
+            return Err(ApiError::new(ErrorCode::NoSession).with_detail("no stream bound"));
+        };
+        if binding.watches.contains(&spec) {
+            return Ok(());
+        }
+        if binding.watches.len() >= WATCHES_PER_SESSION_MAX {
+            return Err(ApiError::at(ErrorCode::TooManyWatches, spec.path.clone())
+                .with_detail(format!("{WATCHES_PER_SESSION_MAX} watches held")));
+        }
+        binding.watches.insert(spec.clone());
+        self.index.entry(spec).or_default().insert(session);
+        Ok(())
+    }
+
+    fn unregister(&mut self, session: SessionId, spec: &WatchSpec) {
+        if let Some(binding) = self.bindings.get_mut(&session) {
+            binding.watches.remove(spec);
+        }
+        self.unindex(session, spec);
+    }
+
+    fn unindex(&mut self, session: SessionId, spec: &WatchSpec) {
+        if let Some(sessions) = self.index.get_mut(spec) {
+            sessions.remove(&session);
+            if sessions.is_empty() {
+                self.index.remove(spec);
+            }
+        }
+    }
+
+    fn unbind(&mut self, session: SessionId) {
+        if let Some(binding) = self.bindings.remove(&session) {
+            for spec in &binding.watches {
+                self.unindex(session, spec);
+            }
+        }
+    }
+
+    /// The watches a change of `kind` at `changed` fires, with their sessions.
+    fn watchers(&self, kind: EventKind, changed: &str) -> Vec<(WatchSpec, SessionId)> {
+        let mut kinds = Vec::with_capacity(3);
+        match kind {
+            EventKind::Created => kinds.extend([WatchKind::Exists, WatchKind::Persistent]),
+            EventKind::DataChanged => kinds.extend([WatchKind::Data, WatchKind::Persistent]),
+            EventKind::Deleted => {
+                kinds.extend([WatchKind::Data, WatchKind::Children, WatchKind::Persistent]);
+            }
+            EventKind::ChildrenChanged => {
+                kinds.push(WatchKind::Children);
+                kinds.push(WatchKind::Persistent);
+            }
+            EventKind::ResyncNeeded | EventKind::SessionExpired => {}
+        }
+        let mut found = Vec::new();
+        for watch_kind in kinds {
+            let spec = WatchSpec { path: changed.to_string(), kind: watch_kind };
+            if let Some(sessions) = self.index.get(&spec) {
+                found.extend(sessions.iter().map(|session| (spec.clone(), *session)));
+            }
+        }
+        // Recursive watches hear of creations, data changes and deletions at or below them.
+        if kind != EventKind::ChildrenChanged {
+            let mut ancestor = changed;
+            loop {
+                let spec =
+                    WatchSpec { path: ancestor.to_string(), kind: WatchKind::PersistentRecursive };
+                if let Some(sessions) = self.index.get(&spec) {
+                    found.extend(sessions.iter().map(|session| (spec.clone(), *session)));
+                }
+                if ancestor == "/" {
+                    break;
+                }
+                ancestor = path::parent(ancestor);
+            }
+        }
+        found
+    }
+
+    fn record(&mut self, zxid: u64, kind: EventKind, changed: &str) {
+        if self.history.len() >= CHANGE_HISTORY_MAX
+            && let Some((dropped, _, _)) = self.history.pop_front()
+        {
+            // Changes at the dropped zxid may remain; replay from it is no longer whole.
+            self.history_since = dropped;
+        }
+        self.history.push_back((zxid, kind, changed.to_string()));
+    }
+
+    /// Sends a persistent watch every change after `since` it would have fired for, or
+    /// `resync-needed` when the history does not reach back that far.
+    fn replay(&mut self, session: SessionId, spec: &WatchSpec, since: u64, zxid: u64) {
+        if since >= zxid {
+            return;
+        }
+        if since < self.history_since {
+            let event = EventFrame {
+                kind: EventKind::ResyncNeeded,
+                path: spec.path.clone(),
+                zxid,
+                watch: Some(spec.clone()),
+            };
+            self.deliver(session, event);
+            return;
+        }
+        let missed: Vec<EventFrame> = self
+            .history
+            .iter()
+            .filter(|(change_zxid, kind, changed)| {
+                *change_zxid > since && fires(spec, *kind, changed)
+            })
+            .map(|(change_zxid, kind, changed)| EventFrame {
+                kind: *kind,
+                path: changed.clone(),
+                zxid: *change_zxid,
+                watch: Some(spec.clone()),
+            })
+            .collect();
+        for event in missed {
+            self.deliver(session, event);
+        }
+    }
+
+    /// Queues an event for a session's stream. A stream too far behind loses all its watches
+    /// and is told `resync-needed` (with no watch: all of them) after what is queued.
+    fn deliver(&mut self, session: SessionId, event: EventFrame) {
+        let Some(binding) = self.bindings.get_mut(&session) else { return };
+        if binding.outbox.send_event(event.clone()) {
+            return;
+        }
+        tracing::warn!(%session, "event queue full; dropping the session's watches");
+        let dropped = std::mem::take(&mut binding.watches);
+        // Past the limit by one: the client must learn its watches are gone.
+        binding.outbox.queued_events.fetch_add(1, Ordering::Relaxed);
+        let _ = binding.outbox.sender.send(Outgoing::Event(EventFrame {
+            kind: EventKind::ResyncNeeded,
+            path: "/".into(),
+            zxid: event.zxid,
+            watch: None,
+        }));
+        for spec in &dropped {
+            self.unindex(session, spec);
+        }
+    }
+}
+
+/// Whether a persistent watch fires for a change.
+fn fires(spec: &WatchSpec, kind: EventKind, changed: &str) -> bool {
+    match spec.kind {
+        WatchKind::Persistent => changed == spec.path,
+        WatchKind::PersistentRecursive => {
+            kind != EventKind::ChildrenChanged
+                && (changed == spec.path
+                    || spec.path == "/"
+                    || changed
+                        .strip_prefix(spec.path.as_str())
+                        .is_some_and(|rest| rest.starts_with('/')))
+        }
+        WatchKind::Data | WatchKind::Exists | WatchKind::Children => false,
+    }
+}
