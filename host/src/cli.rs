@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cairn_client::{Client, CreateOptions, ErrorCode, Stat};
+use cairn_client::{Client, CreateOptions, ErrorCode, EventKind, SessionState, Stat, WatchEvent};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
@@ -42,6 +42,10 @@ pub enum Command {
     Ls(LsArgs),
     /// Print a znode's stat.
     Stat(StatArgs),
+    /// Print every change of a znode (or of everything below it) as it happens.
+    Watch(WatchArgs),
+    /// List the live sessions.
+    Sessions(SessionsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -75,6 +79,9 @@ pub struct ClientArgs {
     /// Print JSON for programs instead of text for people.
     #[arg(long)]
     pub json: bool,
+    /// Session timeout to ask for: ephemerals of a command killed without warning last this long.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub session_timeout: u64,
 }
 
 #[derive(Debug, Args)]
@@ -90,8 +97,11 @@ pub struct CreateArgs {
     #[arg(long, conflicts_with = "ttl")]
     pub container: bool,
     /// Delete the znode after this many milliseconds with no change and no children.
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", conflicts_with = "ephemeral")]
     pub ttl: Option<u64>,
+    /// Make the znode ephemeral: it lives while this command runs, until SIGINT or SIGTERM.
+    #[arg(long, conflicts_with = "container")]
+    pub ephemeral: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -102,6 +112,9 @@ pub struct GetArgs {
     /// Print the stat after the data.
     #[arg(long)]
     pub stat: bool,
+    /// Then wait for the znode's next change and print it.
+    #[arg(long)]
+    pub watch: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -136,6 +149,9 @@ pub struct LsArgs {
     /// Show each child's stat.
     #[arg(long)]
     pub stat: bool,
+    /// Then wait for the next child added or removed and print it.
+    #[arg(long)]
+    pub watch: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -143,6 +159,28 @@ pub struct LsArgs {
 #[derive(Debug, Args)]
 pub struct StatArgs {
     pub path: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    pub path: String,
+    /// Watch every znode below PATH too.
+    #[arg(long, conflicts_with = "children")]
+    pub recursive: bool,
+    /// Report only children added to or removed from PATH.
+    #[arg(long)]
+    pub children: bool,
+    /// Stop after this many events.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SessionsArgs {
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -161,14 +199,38 @@ impl Cli {
 
 /// Runs a command to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
-        Command::Serve(args) => serve(args).await,
+    let client_args = match &cli.command {
+        Command::Serve(_) => None,
+        Command::Create(args) => Some(&args.client),
+        Command::Get(args) => Some(&args.client),
+        Command::Set(args) => Some(&args.client),
+        Command::Rm(args) => Some(&args.client),
+        Command::Ls(args) => Some(&args.client),
+        Command::Stat(args) => Some(&args.client),
+        Command::Watch(args) => Some(&args.client),
+        Command::Sessions(args) => Some(&args.client),
+    };
+    let Some(client_args) = client_args else {
+        let Command::Serve(args) = cli.command else { unreachable!("only serve has no client") };
+        return serve(args).await;
+    };
+    let client = connect(client_args).await?;
+    let result = run_client_command(&client, cli.command).await;
+    // Ends the session now rather than at its timeout; a failure here changes nothing for
+    // the command, whose own outcome is what matters.
+    let _ = client.close().await;
+    result
+}
+
+async fn run_client_command(client: &Client, command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve(_) => unreachable!("serve is not a client command"),
         Command::Create(args) => {
-            let client = connect(&args.client).await?;
-            let options = match (args.container, args.ttl) {
-                (true, _) => CreateOptions::container(),
-                (false, Some(ms)) => CreateOptions::ttl(Duration::from_millis(ms)),
-                (false, None) => CreateOptions::persistent(),
+            let options = match (args.container, args.ttl, args.ephemeral) {
+                (true, _, _) => CreateOptions::container(),
+                (false, Some(ms), _) => CreateOptions::ttl(Duration::from_millis(ms)),
+                (false, None, true) => CreateOptions::ephemeral(),
+                (false, None, false) => CreateOptions::persistent(),
             };
             let options = if args.sequential { options.sequential() } else { options };
             let path = client.create(&args.path, args.data.into_bytes(), options).await?;
@@ -177,11 +239,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 println!("{path}");
             }
+            if args.ephemeral {
+                std::io::stdout().flush()?;
+                // The znode lives as long as this session: hold it until told to stop.
+                let mut state = client.session_state();
+                tokio::select! {
+                    signal = shutdown_signal() => tracing::debug!(%signal, "releasing the ephemeral znode"),
+                    _ = state.wait_for(|state| *state == SessionState::Expired) => {
+                        anyhow::bail!("session expired: {path} is gone");
+                    }
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Get(args) => {
-            let client = connect(&args.client).await?;
-            let (data, stat) = client.get(&args.path).await?;
+            let (data, stat, watch) = if args.watch {
+                let (data, stat, watch) = client.get_watch(&args.path).await?;
+                (data, stat, Some(watch))
+            } else {
+                let (data, stat) = client.get(&args.path).await?;
+                (data, stat, None)
+            };
             if args.client.json {
                 print_json(&json!({
                     "path": args.path,
@@ -196,10 +274,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     write_stat(&mut out, &stat)?;
                 }
             }
+            if let Some(watch) = watch {
+                print_event(&watch_or_signal(watch).await?, args.client.json)?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Set(args) => {
-            let client = connect(&args.client).await?;
             let stat = client.set(&args.path, args.data.into_bytes(), args.version).await?;
             if args.client.json {
                 print_json(&json!({ "path": args.path, "stat": stat }))?;
@@ -207,47 +287,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Rm(args) => {
-            let client = connect(&args.client).await?;
             if args.recursive {
-                remove_recursive(&client, &args.path).await?;
+                remove_recursive(client, &args.path).await?;
             } else {
                 client.delete(&args.path, args.version).await?;
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Ls(args) => {
-            let client = connect(&args.client).await?;
-            let (_, children) = client.children_with_stats(&args.path).await?;
-            if args.client.json {
-                let children: Vec<_> = children
-                    .iter()
-                    .map(|child| match (&child.stat, args.stat) {
-                        (Some(stat), true) => json!({ "name": child.name, "stat": stat }),
-                        _ => json!({ "name": child.name }),
-                    })
-                    .collect();
-                print_json(&json!({ "path": args.path, "children": children }))?;
-            } else if args.stat {
-                println!(
-                    "{:<32} {:>8} {:>10} {:>9} {:>12}",
-                    "NAME", "VERSION", "DATA_BYTES", "CHILDREN", "MZXID"
-                );
-                for child in &children {
-                    let stat = child.stat.unwrap_or_default();
-                    println!(
-                        "{:<32} {:>8} {:>10} {:>9} {:>12}",
-                        child.name, stat.version, stat.data_length, stat.num_children, stat.mzxid
-                    );
-                }
+            let watch = if args.watch {
+                let (_, watch) = client.children_watch(&args.path).await?;
+                Some(watch)
             } else {
-                for child in &children {
-                    println!("{}", child.name);
-                }
+                None
+            };
+            let (_, children) = client.children_with_stats(&args.path).await?;
+            print_children(&args, &children)?;
+            if let Some(watch) = watch {
+                print_event(&watch_or_signal(watch).await?, args.client.json)?;
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Stat(args) => {
-            let client = connect(&args.client).await?;
             let (_, stat) = client.get(&args.path).await?;
             if args.client.json {
                 print_json(&json!({ "path": args.path, "stat": stat }))?;
@@ -256,6 +317,102 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Watch(args) => {
+            let mut events = client.watch(&args.path, args.recursive).await?;
+            let mut seen = 0u64;
+            let mut state = client.session_state();
+            while args.count.is_none_or(|count| seen < count) {
+                let event = tokio::select! {
+                    event = events.next() => event,
+                    _ = shutdown_signal() => return Ok(ExitCode::SUCCESS),
+                    _ = state.wait_for(|state| *state == SessionState::Expired) => None,
+                };
+                let Some(event) = event else { anyhow::bail!("session expired; the watch ended") };
+                if args.children && event.kind != EventKind::ChildrenChanged {
+                    continue;
+                }
+                print_event(&event, args.client.json)?;
+                std::io::stdout().flush()?;
+                seen += 1;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sessions(args) => {
+            let sessions = client.sessions().await?;
+            if args.client.json {
+                let sessions: Vec<_> = sessions
+                    .iter()
+                    .map(|s| json!({ "session_id": format!("{:#x}", s.session_id), "timeout_ms": s.timeout_ms, "ephemerals": s.ephemerals }))
+                    .collect();
+                print_json(&json!({ "sessions": sessions }))?;
+            } else {
+                println!("{:<20} {:>10} {:>10}", "SESSION", "TIMEOUT_MS", "EPHEMERALS");
+                for session in &sessions {
+                    let this = if session.session_id == client.session_id() {
+                        "  (this command)"
+                    } else {
+                        ""
+                    };
+                    println!(
+                        "{:<20} {:>10} {:>10}{this}",
+                        format!("{:#x}", session.session_id),
+                        session.timeout_ms,
+                        session.ephemerals
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_children(args: &LsArgs, children: &[cairn_client::ChildEntry]) -> anyhow::Result<()> {
+    if args.client.json {
+        let children: Vec<_> = children
+            .iter()
+            .map(|child| match (&child.stat, args.stat) {
+                (Some(stat), true) => json!({ "name": child.name, "stat": stat }),
+                _ => json!({ "name": child.name }),
+            })
+            .collect();
+        print_json(&json!({ "path": args.path, "children": children }))?;
+    } else if args.stat {
+        println!(
+            "{:<32} {:>8} {:>10} {:>9} {:>12}",
+            "NAME", "VERSION", "DATA_BYTES", "CHILDREN", "MZXID"
+        );
+        for child in children {
+            let stat = child.stat.unwrap_or_default();
+            println!(
+                "{:<32} {:>8} {:>10} {:>9} {:>12}",
+                child.name, stat.version, stat.data_length, stat.num_children, stat.mzxid
+            );
+        }
+    } else {
+        for child in children {
+            println!("{}", child.name);
+        }
+    }
+    Ok(())
+}
+
+/// Waits for a one-shot watch to fire, or for SIGINT/SIGTERM.
+async fn watch_or_signal(watch: cairn_client::OneShotWatch) -> anyhow::Result<WatchEvent> {
+    tokio::select! {
+        event = watch.fired() => Ok(event?),
+        signal = shutdown_signal() => anyhow::bail!("interrupted by {signal} before the watch fired"),
+    }
+}
+
+/// One event, one line: `KIND PATH ZXID`, or a JSON object per line.
+fn print_event(event: &WatchEvent, json: bool) -> anyhow::Result<()> {
+    let kind = serde_json::to_value(event.kind)?;
+    let kind = kind.as_str().unwrap_or_default();
+    if json {
+        print_json(&json!({ "kind": kind, "path": event.path, "zxid": event.zxid }))
+    } else {
+        println!("{kind} {} {}", event.path, event.zxid);
+        Ok(())
     }
 }
 
@@ -321,7 +478,8 @@ async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
             args.ca.display()
         );
     }
-    Ok(Client::connect(&args.server, &args.ca).await?)
+    let timeout = Duration::from_millis(args.session_timeout);
+    Ok(Client::connect_with_timeout(&args.server, &args.ca, timeout).await?)
 }
 
 /// Deletes `path` and everything under it, children first. Znodes deleted meanwhile by someone

@@ -201,3 +201,69 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A UDP relay between clients and a node that can cut the link, to break a connection without
+/// stopping either end.
+#[derive(Debug)]
+pub struct Relay {
+    addr: SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    /// Relays datagrams between one client (the last to send) and `target`.
+    pub async fn start(target: SocketAddr) -> anyhow::Result<Relay> {
+        use std::sync::atomic::Ordering;
+        let front = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+        let back = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+        back.connect(target).await?;
+        let addr = front.local_addr()?;
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let is_cut = cut.clone();
+        let task = tokio::spawn(async move {
+            let mut client: Option<SocketAddr> = None;
+            let mut from_client = vec![0u8; 65_536];
+            let mut from_node = vec![0u8; 65_536];
+            loop {
+                tokio::select! {
+                    received = front.recv_from(&mut from_client) => {
+                        let Ok((length, sender)) = received else { return };
+                        client = Some(sender);
+                        if !is_cut.load(Ordering::Relaxed) {
+                            let _ = back.send(&from_client[..length]).await;
+                        }
+                    }
+                    received = back.recv(&mut from_node) => {
+                        // The node may be down for a moment (ICMP refusals): keep relaying.
+                        let Ok(length) = received else { continue };
+                        if let (Some(client), false) = (client, is_cut.load(Ordering::Relaxed)) {
+                            let _ = front.send_to(&from_node[..length], client).await;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Relay { addr, cut, task })
+    }
+
+    /// Where clients connect to reach the node through the relay.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Drops every datagram in both directions until [`Relay::heal`].
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn heal(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

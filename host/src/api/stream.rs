@@ -139,13 +139,14 @@ async fn serve_stream(
                     outbox.send_frame(respond(id, frontend.applied_zxid(), Err(error)));
                     continue;
                 };
-                let (zxid, reply) =
-                    match frontend.propose(Write { session, action: Action::CloseSession }).await {
-                        Ok(applied) => applied.await,
-                        Err(error) => (frontend.applied_zxid(), Err(error)),
-                    };
+                // Unbound first: the client asked for the end, it needs no news of it.
+                frontend.watches.unbind(bound, &outbox);
+                let write = Write { session, action: Action::CloseSession };
+                let (zxid, reply) = match frontend.propose(write).await {
+                    Ok(applied) => applied.await,
+                    Err(error) => (frontend.applied_zxid(), Err(error)),
+                };
                 if reply.is_ok() {
-                    frontend.watches.unbind(bound, &outbox);
                     session = None;
                 }
                 outbox.send_frame(respond(id, zxid, reply));
@@ -221,7 +222,7 @@ async fn open_session(
         let id = SessionId(*session_id);
         frontend.watches.bind(id, outbox.clone());
         frontend.sessions.touch(id);
-        tracing::info!(session = %id, timeout_ms, "session opened");
+        tracing::debug!(session = %id, timeout_ms, "session opened");
     }
     (zxid, reply)
 }

@@ -4,6 +4,7 @@
 mod bad_input;
 mod cli;
 mod durability;
+mod sessions;
 mod znodes;
 
 use std::path::Path;

@@ -18,6 +18,7 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::Error;
+use crate::watches::Watchers;
 
 /// Request frames waiting for the writer task; callers wait for room beyond this.
 const OUTGOING_FRAMES_MAX: usize = 1024;
@@ -54,12 +55,18 @@ impl Link {
     pub(crate) async fn open(
         server: &str,
         ca_pem: &[u8],
-        events: mpsc::UnboundedSender<EventFrame>,
+        events: EventRoute,
         last_zxid: Arc<AtomicU64>,
+        idle_timeout: std::time::Duration,
     ) -> Result<Link, Error> {
         let connect_error = |reason: String| Error::Connect { server: server.to_string(), reason };
         let (host, addr) = resolve(server).await.map_err(connect_error)?;
-        let client_config = quic_client_config(ca_pem)?;
+        let mut client_config = quic_client_config(ca_pem)?;
+        // A connection silent this long is dead: give up on it while the session can still be
+        // resumed elsewhere.
+        let mut transport = quinn::TransportConfig::default();
+        transport.max_idle_timeout(quinn::IdleTimeout::try_from(idle_timeout).ok());
+        client_config.transport_config(Arc::new(transport));
         let bind: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
             .parse()
             .map_err(|e| connect_error(format!("{e}")))?;
@@ -192,11 +199,30 @@ async fn write_frames(mut send: quinn::SendStream, mut queue: mpsc::Receiver<Vec
     let _ = send.finish();
 }
 
-/// Reads the node's frames: responses to their waiting requests, events to the supervisor.
+/// Where a connection's events go: watch events straight to their watchers, before the reader
+/// looks at the next frame (so the application sees an event before any later reply); session
+/// news to the supervisor.
+#[derive(Debug, Clone)]
+pub(crate) struct EventRoute {
+    pub(crate) watchers: Arc<Mutex<Watchers>>,
+    pub(crate) supervisor: mpsc::UnboundedSender<EventFrame>,
+}
+
+impl EventRoute {
+    fn route(&self, event: EventFrame) {
+        if event.watch.is_some() {
+            self.watchers.lock().unwrap_or_else(PoisonError::into_inner).dispatch(event);
+        } else {
+            let _ = self.supervisor.send(event);
+        }
+    }
+}
+
+/// Reads the node's frames: responses to their waiting requests, events to their route.
 struct Reader {
     waiting: Arc<Mutex<Option<Waiters>>>,
     last_zxid: Arc<AtomicU64>,
-    events: mpsc::UnboundedSender<EventFrame>,
+    events: EventRoute,
 }
 
 impl Reader {
@@ -218,7 +244,7 @@ impl Reader {
                 Ok(ServerFrame::Response(frame)) => self.answer(frame),
                 Ok(ServerFrame::Event(event)) => {
                     self.last_zxid.fetch_max(event.zxid, Ordering::Relaxed);
-                    let _ = self.events.send(event);
+                    self.events.route(event);
                 }
                 Err(error) => {
                     tracing::warn!(%error, "undecodable frame; dropping the connection");

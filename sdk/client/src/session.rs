@@ -19,7 +19,7 @@ use cairn_wire::{
 use tokio::sync::{mpsc, watch};
 
 use crate::Error;
-use crate::connection::Link;
+use crate::connection::{EventRoute, Link};
 use crate::watches::Watchers;
 
 /// Shortest wait between reconnect attempts, in milliseconds.
@@ -60,8 +60,7 @@ pub(crate) struct Shared {
     pub(crate) keys: SessionKeys,
     pub(crate) state: watch::Sender<SessionState>,
     pub(crate) last_zxid: Arc<AtomicU64>,
-    pub(crate) watchers: Mutex<Watchers>,
-    events: mpsc::UnboundedSender<EventFrame>,
+    events: EventRoute,
 }
 
 impl Drop for Shared {
@@ -79,9 +78,11 @@ impl Shared {
         ca_pem: &[u8],
         timeout: Duration,
     ) -> Result<Arc<Shared>, Error> {
-        let (events, incoming) = mpsc::unbounded_channel();
+        let (supervisor, incoming) = mpsc::unbounded_channel();
+        let events = EventRoute { watchers: Arc::default(), supervisor };
         let last_zxid = Arc::new(AtomicU64::new(0));
-        let link = Link::open(server, ca_pem, events.clone(), last_zxid.clone()).await?;
+        let link =
+            Link::open(server, ca_pem, events.clone(), last_zxid.clone(), timeout / 2).await?;
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         let keys = match link.call(Request::OpenSession { timeout_ms }).await? {
             (_, Reply::Session { session_id, secret, timeout_ms }) => {
@@ -98,7 +99,6 @@ impl Shared {
             keys,
             state: watch::channel(SessionState::Connected).0,
             last_zxid,
-            watchers: Mutex::default(),
             events,
         });
         tokio::spawn(supervise(Arc::downgrade(&shared), incoming));
@@ -110,7 +110,7 @@ impl Shared {
     }
 
     pub(crate) fn watchers(&self) -> std::sync::MutexGuard<'_, Watchers> {
-        self.watchers.lock().unwrap_or_else(PoisonError::into_inner)
+        self.events.watchers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Sends a request on the current connection.
@@ -161,16 +161,19 @@ impl Shared {
         }
     }
 
-    /// Reconnects and resumes the session; `Ok(false)` when the node says it has ended.
+    /// Reconnects and resumes the session; false when the node says it has ended or the timeout
+    /// has passed.
     async fn resume(&self, deadline: Instant) -> bool {
         let mut backoff = Duration::from_millis(RECONNECT_BACKOFF_MS_MIN);
         while Instant::now() < deadline {
             let attempt = async {
+                let idle_timeout = Duration::from_millis(self.keys.timeout_ms / 2);
                 let link = Link::open(
                     &self.server,
                     &self.ca_pem,
                     self.events.clone(),
                     self.last_zxid.clone(),
+                    idle_timeout,
                 )
                 .await?;
                 let request =
@@ -211,7 +214,9 @@ async fn register_again(link: &Link, since: u64, specs: Vec<WatchSpec>) -> Resul
 /// Ends when the client is dropped or the session ends.
 async fn supervise(shared: Weak<Shared>, mut incoming: mpsc::UnboundedReceiver<EventFrame>) {
     let Some(timeout_ms) = shared.upgrade().map(|shared| shared.keys.timeout_ms) else { return };
-    let mut pings = tokio::time::interval(Duration::from_millis((timeout_ms / 3).max(1)));
+    // Four pings per timeout: the node hears from a live client well within it, and the
+    // connection is never idle for the half timeout after which it is given up.
+    let mut pings = tokio::time::interval(Duration::from_millis((timeout_ms / 4).max(1)));
     pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let Some(link) = shared.upgrade().and_then(|shared| shared.link()) else { return };

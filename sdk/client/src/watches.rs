@@ -45,6 +45,11 @@ impl WatchStream {
         self.receiver.recv().await
     }
 
+    /// The next event if one has already arrived.
+    pub fn try_next(&mut self) -> Option<WatchEvent> {
+        self.receiver.try_recv().ok()
+    }
+
     /// The watched path.
     pub fn path(&self) -> &str {
         &self.spec.path
