@@ -5,6 +5,7 @@ mod bad_input;
 mod cli;
 mod durability;
 mod sessions;
+mod watches;
 mod znodes;
 
 use std::path::Path;

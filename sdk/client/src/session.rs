@@ -165,6 +165,9 @@ impl Shared {
     /// has passed.
     async fn resume(&self, deadline: Instant) -> bool {
         let mut backoff = Duration::from_millis(RECONNECT_BACKOFF_MS_MIN);
+        // What the watches have seen: fixed before the resume, whose own reply already carries
+        // the node's latest zxid although none of the missed events came with it.
+        let since = self.last_zxid.load(Ordering::Relaxed);
         while Instant::now() < deadline {
             let attempt = async {
                 let idle_timeout = Duration::from_millis(self.keys.timeout_ms / 2);
@@ -183,7 +186,6 @@ impl Shared {
             };
             match attempt.await {
                 Ok(link) => {
-                    let since = self.last_zxid.load(Ordering::Relaxed);
                     let specs = self.watchers().specs();
                     if let Err(error) = register_again(&link, since, specs).await {
                         tracing::warn!(%error, "cannot register watches again");
