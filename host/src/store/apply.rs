@@ -496,6 +496,7 @@ mod tests {
     use cairn_wire::Stat;
 
     use super::*;
+    use crate::store::SessionId;
 
     fn create(path: &str) -> Action {
         Action::Create(CreateRequest {
@@ -1015,6 +1016,120 @@ mod tests {
         let (tree, _) = run(&[create_as("/t", CreateMode::Ttl, false, Some(500))]);
         assert!(!tree.ttl_due(1499));
         assert!(tree.ttl_due(1500));
+    }
+
+    #[test]
+    fn sessions_own_their_ephemerals() {
+        let mut tree = DataTree::new();
+        let mut zxid = 0;
+        let mut effects = Effects::default();
+        let mut apply =
+            |tree: &mut DataTree, session: Option<u64>, action: Action, effects: &mut Effects| {
+                zxid += 1;
+                let write = Write { session: session.map(SessionId), action };
+                let reply = tree.apply(zxid, zxid * 1000, &write, effects);
+                tree.check_invariants().unwrap_or_else(|e| panic!("after {write:?}: {e}"));
+                reply
+            };
+        let ephemeral = |path: &str| create_as(path, CreateMode::Ephemeral, false, None);
+        let open = Action::OpenSession { timeout_ms: 1000, secret: 7 };
+        let reply = apply(&mut tree, None, open, &mut effects);
+        assert_eq!(reply, Ok(Reply::Session { session_id: 1, secret: 7, timeout_ms: 1000 }));
+
+        assert!(
+            apply(
+                &mut tree,
+                None,
+                create_as("/c", CreateMode::Container, false, None),
+                &mut effects
+            )
+            .is_ok()
+        );
+        assert!(apply(&mut tree, Some(1), ephemeral("/c/e"), &mut effects).is_ok());
+        assert!(apply(&mut tree, Some(1), ephemeral("/e"), &mut effects).is_ok());
+        assert_eq!(stat(&tree, "/e").ephemeral_owner, 1);
+        let code_of = |reply: Result<Reply, ApiError>| reply.err().map(|e| e.code);
+        assert_eq!(
+            code_of(apply(&mut tree, None, ephemeral("/x"), &mut effects)),
+            Some(ErrorCode::NoSession)
+        );
+        assert_eq!(
+            code_of(apply(&mut tree, Some(9), ephemeral("/x"), &mut effects)),
+            Some(ErrorCode::SessionExpired)
+        );
+        assert_eq!(
+            code_of(apply(&mut tree, Some(1), create("/e/child"), &mut effects)),
+            Some(ErrorCode::NoChildrenForEphemerals)
+        );
+        assert_eq!(tree.ephemerals_of(SessionId(1)).cloned().collect::<Vec<_>>(), ["/c/e", "/e"]);
+
+        // A snapshot keeps the session and rebuilds its index of ephemerals.
+        let image = tree.to_image().expect("encodes");
+        assert_eq!(DataTree::from_image(&image).expect("loads"), tree);
+
+        let mut ended = Effects::default();
+        let expire = Action::ExpireSession { session: SessionId(1) };
+        assert_eq!(apply(&mut tree, None, expire.clone(), &mut ended), Ok(Reply::Synced {}));
+        assert_eq!(ended.ended_sessions, vec![SessionId(1)]);
+        for path in ["/e", "/c/e", "/c"] {
+            assert!(tree.exists(path).expect("valid").is_none(), "{path} outlived its session");
+            assert!(ended.changes.contains(&(EventKind::Deleted, path.to_string())), "{path}");
+        }
+        assert!(tree.session(SessionId(1)).is_none());
+        assert_eq!(
+            code_of(apply(&mut tree, None, expire, &mut effects)),
+            Some(ErrorCode::SessionExpired)
+        );
+        assert_eq!(
+            code_of(apply(&mut tree, Some(1), Action::CloseSession, &mut effects)),
+            Some(ErrorCode::SessionExpired)
+        );
+
+        let too_short = Action::OpenSession { timeout_ms: 1, secret: 0 };
+        assert_eq!(
+            code_of(apply(&mut tree, None, too_short, &mut effects)),
+            Some(ErrorCode::InvalidArgument)
+        );
+        // Ids are never reused.
+        let reply = apply(
+            &mut tree,
+            None,
+            Action::OpenSession { timeout_ms: 1000, secret: 1 },
+            &mut effects,
+        );
+        assert!(matches!(reply, Ok(Reply::Session { session_id: 2, .. })));
+    }
+
+    #[test]
+    fn changes_name_what_watches_hear_of() {
+        let mut tree = DataTree::new();
+        let mut effects = Effects::default();
+        for (zxid, action) in
+            [create("/a"), set("/a", "x", None), create("/a/b"), delete("/a/b", None)]
+                .into_iter()
+                .enumerate()
+        {
+            tree.apply(zxid as u64 + 1, 0, &Write::sessionless(action), &mut effects)
+                .expect("applies");
+        }
+        let expected = [
+            (EventKind::ChildrenChanged, "/"),
+            (EventKind::Created, "/a"),
+            (EventKind::DataChanged, "/a"),
+            (EventKind::ChildrenChanged, "/a"),
+            (EventKind::Created, "/a/b"),
+            (EventKind::Deleted, "/a/b"),
+            (EventKind::ChildrenChanged, "/a"),
+        ];
+        let got: Vec<(EventKind, &str)> =
+            effects.changes.iter().map(|(k, p)| (*k, p.as_str())).collect();
+        assert_eq!(got, expected);
+
+        // A refused multi reports no change at all.
+        let mut refused = Effects::default();
+        let failing = multi(vec![create("/z"), delete("/missing", None)]);
+        tree.apply(9, 0, &Write::sessionless(failing), &mut refused).expect("answers");
+        assert!(refused.changes.is_empty(), "{refused:?}");
     }
 
     /// Random commands against the tree: invariants hold after each, refused commands change
