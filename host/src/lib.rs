@@ -1,4 +1,25 @@
-//! Cairn node.
+//! The Cairn node: a replicated tree of znodes with sessions and watches, served over QUIC.
+//!
+//! The modules follow the path of a request:
+//!
+//! ```text
+//! client ──QUIC──▶ api (stream: frames in, session bound, requests dispatched)
+//!                   │
+//!        writes ────┤ api::proposer: every write waiting → one log entry (group commit)
+//!                   ▼
+//!                  raft (openraft) ── log_store: fjall, fsync before the entry counts
+//!                   │                   (a single node needs no peers: raft::network)
+//!                   ▼ committed
+//!                  raft::state_machine ──▶ store::apply(entry) → replies + effects
+//!                   │                         (deterministic: no clock, no I/O)
+//!                   ├─ watch: effects → events, queued on each watcher's stream
+//!                   └─ replies → back to the proposing stream
+//!
+//!        reads ─────┴─▶ read index (raft) ─▶ store (DataTree) ─▶ reply, + watch registration
+//!
+//! session: the leader's liveness tracker proposes expiry entries; tls: certificates;
+//! node: starts and stops all of it; config and cli: how people run it.
+//! ```
 pub mod api;
 pub mod cli;
 pub mod config;

@@ -1,7 +1,7 @@
 //! The client front end: QUIC connections from clients, requests in, responses out.
 //!
 //! Request path: [`serve`] accepts connections; each bidirectional stream a client opens is run
-//! by [`stream::serve_stream`], which reads frames, decodes them (`cairn_wire`), and hands
+//! by `stream::serve_stream`, which reads frames, decodes them (`cairn_wire`), and hands
 //! each request to [`Frontend`]: writes go to Raft in the order they arrived (`raft`, then
 //! `store::apply` on commit), reads wait for the read-index check and then read the state
 //! machine. Responses go back on the same stream as their requests complete.
@@ -29,7 +29,7 @@ use crate::store::{SessionId, Write};
 use crate::watch::{Outbox, WatchHub};
 
 /// Most client connections a node serves at once; more are refused at the handshake.
-pub const CONNECTIONS_MAX: usize = 10_000;
+pub const CONNECTIONS_MAX: usize = 20_000;
 
 /// Most bidirectional streams one connection may have open (each is an independent request
 /// channel; the client library uses one).
