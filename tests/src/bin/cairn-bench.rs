@@ -19,6 +19,9 @@ enum Workload {
     Write,
     /// Each client reads its own znode, linearizably.
     Read,
+    /// Open `--clients` sessions that do nothing but ping; report the node's memory per session
+    /// and its CPU while they idle (needs `--server-pid`).
+    IdleSessions,
 }
 
 /// Load a Cairn node and report operations per second and latency.
@@ -38,11 +41,83 @@ struct Args {
     seconds: u64,
     #[arg(long, default_value_t = 2)]
     warmup_seconds: u64,
+    /// Process id of the node, to read its memory and CPU from /proc (idle-sessions).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Session timeout of each client, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    session_timeout_ms: u64,
+}
+
+/// Resident memory (KiB) and CPU time used so far (seconds) of a process, from /proc.
+fn process_usage(pid: u32) -> anyhow::Result<(u64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss_kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .context("no VmRSS")?
+        .parse()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').context("bad stat")?.1.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    // SAFETY: sysconf has no preconditions.
+    #[allow(unsafe_code)]
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Ok((rss_kib, ticks as f64 / per_second))
+}
+
+/// Opens `count` idle sessions and measures the node while they ping.
+async fn idle_sessions(args: &Args) -> anyhow::Result<()> {
+    let pid = args.server_pid.context("idle-sessions needs --server-pid")?;
+    let timeout = Duration::from_millis(args.session_timeout_ms);
+    let (rss_before, _) = process_usage(pid)?;
+    let mut clients = Vec::with_capacity(args.clients);
+    let opening = Instant::now();
+    for chunk in (0..args.clients).collect::<Vec<_>>().chunks(64) {
+        let mut connecting = Vec::new();
+        for _ in chunk {
+            let (server, ca) = (args.server.clone(), args.ca.clone());
+            connecting.push(tokio::spawn(async move {
+                Client::connect_with_timeout(&server, &ca, timeout).await
+            }));
+        }
+        for task in connecting {
+            clients.push(task.await??);
+        }
+    }
+    let opened_in = opening.elapsed();
+    // Let the opening burst settle before measuring the idle cost.
+    tokio::time::sleep(Duration::from_secs(args.warmup_seconds)).await;
+    let (rss_after, cpu_before) = process_usage(pid)?;
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    let (_, cpu_after) = process_usage(pid)?;
+    let report = serde_json::json!({
+        "system": "cairn",
+        "workload": "idle-sessions",
+        "sessions": clients.len(),
+        "open_sessions_per_sec": (clients.len() as f64 / opened_in.as_secs_f64()).round(),
+        "rss_before_kib": rss_before,
+        "rss_after_kib": rss_after,
+        "bytes_per_session": ((rss_after.saturating_sub(rss_before)) * 1024) / clients.len().max(1) as u64,
+        "pings_per_sec": (clients.len() as f64 * 4.0 / timeout.as_secs_f64()).round(),
+        "node_cpu_percent_idle": ((cpu_after - cpu_before) / args.seconds as f64 * 100.0 * 10.0).round() / 10.0,
+    });
+    println!("{report}");
+    for client in &clients {
+        let _ = client.close().await;
+    }
+    Ok(())
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Workload::IdleSessions = args.workload {
+        return idle_sessions(&args).await;
+    }
     let setup = Client::connect(&args.server, &args.ca).await.context("connecting")?;
     let root = format!("/bench-{}", std::process::id());
     setup.create(&root, Vec::new(), CreateOptions::persistent()).await?;
@@ -68,6 +143,7 @@ async fn main() -> anyhow::Result<()> {
                 match workload {
                     Workload::Write => drop(client.set(&path, value.clone(), None).await?),
                     Workload::Read => drop(client.get(&path).await?),
+                    Workload::IdleSessions => unreachable!("measured apart"),
                 }
                 if began >= measure_from {
                     latencies_us.push(began.elapsed().as_micros() as u64);
