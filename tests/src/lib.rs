@@ -77,6 +77,34 @@ impl Server {
         Ok(output)
     }
 
+    /// Starts `cairn ARGS --server ADDR --ca CA` without waiting for it: for commands that run
+    /// until stopped (`create --ephemeral`, `watch`) or that wait (`get --watch`).
+    pub fn spawn_cli(&self, args: &[&str]) -> anyhow::Result<CliProcess> {
+        let mut child = Command::new(&self.binary)
+            .args(args)
+            .arg("--server")
+            .arg(self.addr.to_string())
+            .arg("--ca")
+            .arg(self.ca_file())
+            .env_remove("CAIRN_SERVER")
+            .env_remove("CAIRN_CA")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (sender, lines) = mpsc::channel();
+        // Reads the command's stdout until it ends.
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(CliProcess { child, lines })
+    }
+
     /// Kills the node with SIGKILL: no shutdown, no flush, as a crash or power cut would.
     pub fn kill(&mut self) -> anyhow::Result<()> {
         if let Some(mut child) = self.child.take() {
@@ -161,6 +189,38 @@ impl Server {
         self.addr = addr.parse()?;
         self.child = Some(child);
         Ok(())
+    }
+}
+
+/// A running `cairn` client command, its stdout a line at a time.
+#[derive(Debug)]
+pub struct CliProcess {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl CliProcess {
+    /// The next line the command prints, waiting up to [`START_DEADLINE`].
+    pub fn line(&self) -> anyhow::Result<String> {
+        self.lines.recv_timeout(START_DEADLINE).context("no line from the command")
+    }
+
+    /// The next line, if the command prints one within `wait`.
+    pub fn line_within(&self, wait: Duration) -> Option<String> {
+        self.lines.recv_timeout(wait).ok()
+    }
+
+    /// Sends SIGINT and waits for the command to exit.
+    pub fn interrupt(&mut self) -> anyhow::Result<ExitStatus> {
+        signal(libc::pid_t::try_from(self.child.id())?, libc::SIGINT)?;
+        Ok(self.child.wait()?)
+    }
+}
+
+impl Drop for CliProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -171,60 +171,16 @@ fn defaults_and_environment() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A child `cairn` process whose stdout lines arrive on a channel.
-struct Running {
-    child: std::process::Child,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl Running {
-    fn start(node: &cairn_tests::Server, args: &[&str]) -> anyhow::Result<Running> {
-        let mut child = Command::new(binary())
-            .args(args)
-            .arg("--server")
-            .arg(node.addr().to_string())
-            .arg("--ca")
-            .arg(node.ca_file())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let stdout = child.stdout.take().expect("piped");
-        let (sender, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                if sender.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(Running { child, lines })
-    }
-
-    fn line(&self) -> anyhow::Result<String> {
-        Ok(self.lines.recv_timeout(std::time::Duration::from_secs(60))?)
-    }
-
-    fn interrupt(&mut self) -> anyhow::Result<std::process::ExitStatus> {
-        // SAFETY: kill(2) on a child this test started and has not reaped.
-        #[allow(unsafe_code)]
-        let sent = unsafe { libc::kill(libc::pid_t::try_from(self.child.id())?, libc::SIGINT) };
-        anyhow::ensure!(sent == 0, "kill failed");
-        Ok(self.child.wait()?)
-    }
-}
-
 #[test]
 fn ephemeral_watch_and_sessions() -> anyhow::Result<()> {
     let (_dir, node) = start_node(&[])?;
     ok(node.cli(&["create", "/svc"])?);
-    let mut watch = Running::start(&node, &["watch", "/svc", "--recursive", "--json"])?;
+    let mut watch = node.spawn_cli(&["watch", "/svc", "--recursive", "--json"])?;
     // The watch is live once it reports a probe.
     let mut probe = 0;
     let first = loop {
         ok(node.cli(&["create", &format!("/svc/probe-{probe}")])?);
-        if let Ok(line) = watch.lines.recv_timeout(std::time::Duration::from_millis(500)) {
+        if let Some(line) = watch.line_within(std::time::Duration::from_millis(500)) {
             break line;
         }
         probe += 1;
@@ -233,10 +189,10 @@ fn ephemeral_watch_and_sessions() -> anyhow::Result<()> {
     let event: Value = serde_json::from_str(&first)?;
     assert_eq!(event["kind"], "created");
     assert!(event["zxid"].as_u64().is_some_and(|zxid| zxid > 0));
-    while watch.lines.recv_timeout(std::time::Duration::from_millis(200)).is_ok() {}
+    while watch.line_within(std::time::Duration::from_millis(200)).is_some() {}
 
     let mut holder =
-        Running::start(&node, &["create", "/svc/worker-", "w", "--ephemeral", "--sequential"])?;
+        node.spawn_cli(&["create", "/svc/worker-", "w", "--ephemeral", "--sequential"])?;
     let worker = holder.line()?;
     assert!(
         worker.starts_with("/svc/worker-") && worker.len() == "/svc/worker-".len() + 10,
@@ -268,12 +224,11 @@ fn ephemeral_watch_and_sessions() -> anyhow::Result<()> {
     assert!(watch.interrupt()?.success());
 
     // get --watch prints the data, then the change.
-    let getter = Running::start(&node, &["get", "/svc", "--watch"])?;
+    let mut getter = node.spawn_cli(&["get", "/svc", "--watch"])?;
     assert_eq!(getter.line()?, "");
     ok(node.cli(&["set", "/svc", "new"])?);
     let event = getter.line()?;
     assert!(event.starts_with("data-changed /svc "), "{event}");
-    let mut getter = getter;
     assert!(getter.child.wait()?.success());
     Ok(())
 }

@@ -1,14 +1,12 @@
 //! Sessions and ephemeral znodes: what a crashed, closed, disconnected or restarted client's
 //! session does to its znodes.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cairn_client::{Client, CreateOptions, ErrorCode, SessionState};
 use cairn_tests::{Relay, wait_for};
 
-use crate::{binary, start_node};
+use crate::start_node;
 
 /// Generous bound on every wait for something that must happen.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -32,26 +30,23 @@ async fn sigkilled_holder_loses_its_ephemerals_after_the_timeout_not_before() ->
     observer.create("/svc", b"".to_vec(), CreateOptions::persistent()).await?;
 
     let timeout_ms: u64 = 3_000;
-    let mut holder = Command::new(binary())
-        .args(["create", "/svc/worker-", "w", "--ephemeral", "--sequential"])
-        .args(["--session-timeout", &timeout_ms.to_string()])
-        .arg("--server")
-        .arg(node.addr().to_string())
-        .arg("--ca")
-        .arg(node.ca_file())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut line = String::new();
-    BufReader::new(holder.stdout.take().expect("piped")).read_line(&mut line)?;
-    let path = line.trim().to_string();
+    let timeout = timeout_ms.to_string();
+    let mut holder = node.spawn_cli(&[
+        "create",
+        "/svc/worker-",
+        "w",
+        "--ephemeral",
+        "--sequential",
+        "--session-timeout",
+        &timeout,
+    ])?;
+    let path = holder.line()?;
     assert_eq!(path, "/svc/worker-0000000000");
     assert!(exists(&observer, &path).await);
 
-    holder.kill()?;
+    holder.child.kill()?;
     let killed = Instant::now();
-    holder.wait()?;
+    holder.child.wait()?;
     wait_for("the ephemeral to go", DEADLINE, || async { !exists(&observer, &path).await }).await?;
     // The holder pinged a quarter timeout before it died at the latest (give or take its
     // scheduling), so the node must not delete the znode within half the timeout of the kill.
