@@ -1,0 +1,165 @@
+//! The guest SDK for Cairn recipes.
+//!
+//! A recipe is a type implementing [`Recipe`], exported with one line:
+//!
+//! ```ignore
+//! struct Counter;
+//!
+//! impl cairn_recipe::Recipe for Counter {
+//!     fn invoke(host: &mut dyn cairn_recipe::Host, op: &str, args: &[u8]) -> Result<Vec<u8>, String> {
+//!         match op {
+//!             "add" => {
+//!                 let value = match host.get("/n") {
+//!                     Ok((data, _)) => String::from_utf8_lossy(&data).parse::<i64>().unwrap_or(0),
+//!                     Err(_) => 0,
+//!                 };
+//!                 let next = (value + 1).to_string();
+//!                 host.put("/n", next.as_bytes()).map_err(|e| e.to_string())?;
+//!                 Ok(next.into_bytes())
+//!             }
+//!             other => Err(format!("unknown op {other}")),
+//!         }
+//!     }
+//! }
+//!
+//! cairn_recipe::export!(Counter);
+//! ```
+//!
+//! Built for `wasm32-wasip2`, the crate is a component of the `cairn:recipe` world in `wit/`.
+//! Built natively, `export!` expands to nothing and the recipe's logic can be tested against
+//! [`testing::MemoryHost`], an in-memory store, without a node.
+
+pub mod testing;
+
+use std::fmt;
+
+/// How a znode is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Persistent,
+    /// Deleted when the calling session ends.
+    Ephemeral,
+}
+
+/// A znode's metadata, as a recipe sees it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stat {
+    pub version: u32,
+    pub cversion: u32,
+    pub czxid: u64,
+    pub mzxid: u64,
+    pub ephemeral_owner: u64,
+    pub num_children: u32,
+}
+
+/// Why a store call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreError {
+    NoNode,
+    NodeExists,
+    BadVersion,
+    NotEmpty,
+    InvalidPath,
+    TooLarge,
+    NoSession,
+    NoChildrenForEphemerals,
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StoreError::NoNode => "no node",
+            StoreError::NodeExists => "node exists",
+            StoreError::BadVersion => "bad version",
+            StoreError::NotEmpty => "not empty",
+            StoreError::InvalidPath => "invalid path",
+            StoreError::TooLarge => "too large",
+            StoreError::NoSession => "no session",
+            StoreError::NoChildrenForEphemerals => "no children for ephemerals",
+        })
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Everything a recipe can reach: its namespace of znodes (paths relative to it, "/" its root),
+/// the call's context, and notifications to sessions.
+pub trait Host {
+    fn get(&mut self, path: &str) -> Result<(Vec<u8>, Stat), StoreError>;
+    fn children(&mut self, path: &str) -> Result<Vec<String>, StoreError>;
+    fn create(
+        &mut self,
+        path: &str,
+        data: &[u8],
+        mode: Mode,
+        sequential: bool,
+    ) -> Result<String, StoreError>;
+    fn set(&mut self, path: &str, data: &[u8], version: Option<u32>) -> Result<Stat, StoreError>;
+    fn delete(&mut self, path: &str, version: Option<u32>) -> Result<(), StoreError>;
+    /// The session that sent the invocation (0 for the host's own calls).
+    fn session(&self) -> u64;
+    /// The zxid of the entry being applied.
+    fn zxid(&self) -> u64;
+    /// The leader's timestamp on the entry, ms since the Unix epoch.
+    fn time_ms(&self) -> u64;
+    fn session_live(&self, session: u64) -> bool;
+    /// Queues a message for a session, delivered after the entry commits.
+    fn notify(&mut self, session: u64, message: &[u8]);
+
+    /// Creates or replaces a persistent znode's data.
+    fn put(&mut self, path: &str, data: &[u8]) -> Result<(), StoreError> {
+        match self.set(path, data, None) {
+            Err(StoreError::NoNode) => self.create(path, data, Mode::Persistent, false).map(|_| ()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// Data of a znode, or `None` when it does not exist.
+    fn read(&mut self, path: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.get(path) {
+            Ok((data, _)) => Ok(Some(data)),
+            Err(StoreError::NoNode) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// A coordination recipe.
+pub trait Recipe {
+    /// Runs one operation. An error undoes every write of the call.
+    fn invoke(host: &mut dyn Host, op: &str, args: &[u8]) -> Result<Vec<u8>, String>;
+
+    /// The host deleted `deleted` (ephemerals of this namespace) because `session` ended.
+    fn on_session_ended(host: &mut dyn Host, session: u64, deleted: Vec<String>) {
+        let _ = (host, session, deleted);
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub mod wasm;
+
+/// Exports a [`Recipe`] type as the component's `cairn:recipe/recipe` world. On other targets
+/// it expands to nothing, so the same crate builds natively for tests.
+#[macro_export]
+macro_rules! export {
+    ($recipe:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct CairnRecipeExport;
+            impl $crate::wasm::bindings::Guest for CairnRecipeExport {
+                fn invoke(op: String, args: Vec<u8>) -> Result<Vec<u8>, String> {
+                    <$recipe as $crate::Recipe>::invoke(&mut $crate::wasm::WasmHost, &op, &args)
+                }
+                fn on_session_ended(session: u64, deleted: Vec<String>) {
+                    <$recipe as $crate::Recipe>::on_session_ended(
+                        &mut $crate::wasm::WasmHost,
+                        session,
+                deleted,
+                    )
+                }
+            }
+            $crate::wasm::bindings::export!(CairnRecipeExport with_types_in $crate::wasm::bindings);
+        };
+    };
+}
