@@ -25,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod node;
 pub mod raft;
+pub mod recipe;
 pub mod session;
 pub mod store;
 pub mod tls;

@@ -18,6 +18,7 @@ use crate::raft::log_store::LogStore;
 use crate::raft::network::NoPeers;
 use crate::raft::state_machine::StateMachineStore;
 use crate::raft::{Member, Raft, Storage};
+use crate::recipe::RecipeRuntime;
 use crate::session;
 use crate::store::{Action, Write};
 use crate::tls;
@@ -47,6 +48,8 @@ pub enum NodeError {
     Tls(#[from] tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Recipes(#[from] crate::recipe::RuntimeError),
     #[error("no leader after {STARTUP_LEADER_WAIT_MS} ms")]
     NoLeader,
     #[error("the node stopped on a fatal error: {0}")]
@@ -83,7 +86,8 @@ impl RunningNode {
         let storage = Storage::open(&config.data_dir.join("store"))?;
         let counters = storage.counters.clone();
         let log_store = LogStore::new(storage.clone()).map_err(NodeError::Syncer)?;
-        let state_machine = StateMachineStore::open(storage)?;
+        let recipes = Arc::new(RecipeRuntime::new()?);
+        let state_machine = StateMachineStore::open(storage, recipes)?;
         let state = state_machine.state();
         let watches = state_machine.watches();
 

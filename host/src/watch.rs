@@ -189,8 +189,13 @@ impl WatchHub {
             };
             match fired {
                 Some(kind) => {
-                    let event =
-                        EventFrame { kind, path: spec.path.clone(), zxid, watch: Some(spec) };
+                    let event = EventFrame {
+                        kind,
+                        path: spec.path.clone(),
+                        zxid,
+                        watch: Some(spec),
+                        message: None,
+                    };
                     hub.deliver(session, event);
                 }
                 None => hub.register(session, spec)?,
@@ -208,8 +213,13 @@ impl WatchHub {
         hub.index.clear();
         for binding in hub.bindings.values_mut() {
             binding.watches.clear();
-            let event =
-                EventFrame { kind: EventKind::ResyncNeeded, path: "/".into(), zxid, watch: None };
+            let event = EventFrame {
+                kind: EventKind::ResyncNeeded,
+                path: "/".into(),
+                zxid,
+                watch: None,
+                message: None,
+            };
             binding.outbox.send_event(event);
         }
     }
@@ -217,7 +227,10 @@ impl WatchHub {
     /// Delivers the changes of the entry at `zxid` to the watches they fire, and tells the
     /// streams of ended sessions. Called under the state's write lock.
     pub fn publish(&self, zxid: u64, effects: &Effects) {
-        if effects.changes.is_empty() && effects.ended_sessions.is_empty() {
+        if effects.changes.is_empty()
+            && effects.ended_sessions.is_empty()
+            && effects.notifications.is_empty()
+        {
             return;
         }
         let mut hub = self.lock();
@@ -229,11 +242,23 @@ impl WatchHub {
                     path: changed.clone(),
                     zxid,
                     watch: Some(spec.clone()),
+                    message: None,
                 };
                 if matches!(spec.kind, WatchKind::Data | WatchKind::Exists | WatchKind::Children) {
                     hub.unregister(session, &spec);
                 }
                 hub.deliver(session, event);
+            }
+        }
+        for (session, message) in &effects.notifications {
+            if let Some(binding) = hub.bindings.get(session) {
+                binding.outbox.send_event(EventFrame {
+                    kind: EventKind::Notification,
+                    path: String::new(),
+                    zxid,
+                    watch: None,
+                    message: Some(message.clone()),
+                });
             }
         }
         for session in &effects.ended_sessions {
@@ -243,6 +268,7 @@ impl WatchHub {
                     path: String::new(),
                     zxid,
                     watch: None,
+                    message: None,
                 };
                 binding.outbox.send_event(event);
             }
@@ -316,7 +342,7 @@ impl Hub {
                 kinds.push(WatchKind::Children);
                 kinds.push(WatchKind::Persistent);
             }
-            EventKind::ResyncNeeded | EventKind::SessionExpired => {}
+            EventKind::ResyncNeeded | EventKind::SessionExpired | EventKind::Notification => {}
         }
         let mut found = Vec::new();
         for watch_kind in kinds {
@@ -365,6 +391,7 @@ impl Hub {
                 path: spec.path.clone(),
                 zxid,
                 watch: Some(spec.clone()),
+                message: None,
             };
             self.deliver(session, event);
             return;
@@ -380,6 +407,7 @@ impl Hub {
                 path: changed.clone(),
                 zxid: *change_zxid,
                 watch: Some(spec.clone()),
+                message: None,
             })
             .collect();
         for event in missed {
@@ -403,6 +431,7 @@ impl Hub {
             path: "/".into(),
             zxid: event.zxid,
             watch: None,
+            message: None,
         }));
         for spec in &dropped {
             self.unindex(session, spec);

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cairn_wire::{
-    ApiError, CLOSE_SHUTDOWN, ErrorCode, Reply, Request, SET_WATCHES_BATCH_MAX, ServerInfo,
-    SessionInfo, WatchKind, WatchSpec,
+    ApiError, CLOSE_SHUTDOWN, ErrorCode, RecipeInfo, Reply, Request, SET_WATCHES_BATCH_MAX,
+    ServerInfo, SessionInfo, WatchKind, WatchSpec,
 };
 use openraft::error::{CheckIsLeaderError, RaftError};
 use quinn::Endpoint;
@@ -188,6 +188,21 @@ impl Frontend {
                         session_id: id.0,
                         timeout_ms: session.timeout_ms,
                         ephemerals: tree.ephemerals_of(id).count() as u32,
+                    })
+                    .collect(),
+            }),
+            Request::ListRecipes {} => Ok(Reply::Recipes {
+                recipes: tree
+                    .recipes()
+                    .deployed
+                    .iter()
+                    .flat_map(|(name, versions)| {
+                        versions.iter().map(move |(version, deployed)| RecipeInfo {
+                            name: name.clone(),
+                            version: *version,
+                            hash: deployed.hash.clone(),
+                            bytes: deployed.component.len() as u64,
+                        })
                     })
                     .collect(),
             }),

@@ -269,6 +269,13 @@ fn into_write(request: Request) -> Result<Action, Request> {
         Request::Set(set) => Ok(Action::Set(set)),
         Request::Delete(delete) => Ok(Action::Delete(delete)),
         Request::Multi { ops } => Ok(Action::Multi(ops)),
+        Request::DeployRecipe { name, version, component } => {
+            Ok(Action::DeployRecipe { name, version, component })
+        }
+        Request::RetireRecipe { name, version } => Ok(Action::RetireRecipe { name, version }),
+        Request::Invoke { name, version, op, args } => {
+            Ok(Action::InvokeRecipe { name, version, op, args })
+        }
         read => Err(read),
     }
 }

@@ -233,7 +233,8 @@ mod tests {
             let dir = tempfile::tempdir().map_err(|e| StorageIOError::write(&e))?;
             let storage = Storage::open(dir.path()).map_err(|e| StorageIOError::write(&e))?;
             let log = LogStore::new(storage.clone()).map_err(|e| StorageIOError::write(&e))?;
-            let state_machine = StateMachineStore::open(storage)?;
+            let recipes = std::sync::Arc::new(crate::store::recipes::NoRecipes);
+            let state_machine = StateMachineStore::open(storage, recipes)?;
             Ok((dir, log, state_machine))
         }
     }

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::storage::Storage;
 use super::{ApplyReply, Entry, LogId, Member, NodeId, StorageError, TypeConfig};
+use crate::store::recipes::RecipeRunner;
 use crate::store::{DataTree, Effects};
 use crate::watch::WatchHub;
 
@@ -60,6 +61,12 @@ impl SharedState {
     }
 }
 
+impl std::fmt::Debug for StateMachineStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateMachineStore").field("state", &self.state).finish_non_exhaustive()
+    }
+}
+
 /// A snapshot's content: the state machine, encoded.
 #[derive(Serialize, Deserialize)]
 struct SnapshotImage {
@@ -78,11 +85,13 @@ struct StoredSnapshot {
 }
 
 /// openraft's state machine storage. Clones share the state.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StateMachineStore {
     state: SharedState,
     /// Hears of every change as it is applied, for the watches of this node's clients.
     watches: Arc<WatchHub>,
+    /// Runs the recipes that invoke entries name.
+    recipes: Arc<dyn RecipeRunner + Send + Sync>,
     storage: Storage,
     /// Distinguishes snapshots built at the same log id.
     snapshots_built: Arc<AtomicU64>,
@@ -90,10 +99,14 @@ pub struct StateMachineStore {
 
 impl StateMachineStore {
     /// Opens the state machine, loading the current snapshot if there is one.
-    pub fn open(storage: Storage) -> Result<StateMachineStore, StorageError> {
+    pub fn open(
+        storage: Storage,
+        recipes: Arc<dyn RecipeRunner + Send + Sync>,
+    ) -> Result<StateMachineStore, StorageError> {
         let mut store = StateMachineStore {
             state: SharedState::default(),
             watches: Arc::new(WatchHub::new(0)),
+            recipes,
             storage,
             snapshots_built: Arc::new(AtomicU64::new(0)),
         };
@@ -218,8 +231,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let reply = match entry.payload {
                 EntryPayload::Normal(command) => {
                     let mut effects = Effects::default();
-                    let replies =
-                        state.tree.apply_command(entry.log_id.index, &command, &mut effects);
+                    let replies = state.tree.apply_command(
+                        entry.log_id.index,
+                        &command,
+                        &mut effects,
+                        &*self.recipes,
+                    );
                     // Still under the write lock: no reply reflecting this entry is out yet.
                     self.watches.publish(entry.log_id.index, &effects);
                     replies

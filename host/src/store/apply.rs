@@ -11,6 +11,12 @@ use cairn_wire::{
     SESSION_TIMEOUT_MS_MIN, SESSIONS_MAX, SetRequest, TTL_MS_MAX, ZNODE_DATA_BYTES_MAX, path,
 };
 
+use std::sync::Arc;
+
+use super::recipes::{
+    Deployed, RECIPE_COMPONENT_BYTES_MAX, RECIPES_ROOT, RESERVED_ROOT, RecipeCall, RecipeRunner,
+    RecipeTxn, is_reserved, namespace, validate_name,
+};
 use super::{
     Action, Command, DataTree, Effects, NodeKind, Session, SessionId, Write, Znode, ttl_expired,
 };
@@ -23,12 +29,119 @@ impl DataTree {
         zxid: u64,
         command: &Command,
         effects: &mut Effects,
+        recipes: &dyn RecipeRunner,
     ) -> Vec<Result<Reply, ApiError>> {
         command
             .writes
             .iter()
-            .map(|write| self.apply(zxid, command.time_ms, write, effects))
+            .map(|write| self.apply_with(zxid, command.time_ms, write, effects, recipes))
             .collect()
+    }
+
+    /// Applies one write, running recipes with `recipes`.
+    pub fn apply_with(
+        &mut self,
+        zxid: u64,
+        time_ms: u64,
+        write: &Write,
+        effects: &mut Effects,
+        recipes: &dyn RecipeRunner,
+    ) -> Result<Reply, ApiError> {
+        match &write.action {
+            Action::DeployRecipe { name, version, component } => {
+                self.advance(zxid, time_ms);
+                self.deploy_recipe(name, *version, component, recipes, effects)
+            }
+            Action::RetireRecipe { name, version } => {
+                self.advance(zxid, time_ms);
+                self.retire_recipe(name, *version)
+            }
+            Action::InvokeRecipe { name, version, op, args } => {
+                self.advance(zxid, time_ms);
+                if let Some(runtime) = &self.recipes.runtime
+                    && runtime != recipes.runtime_version()
+                {
+                    // Running another engine's fuel accounting could make replicas disagree.
+                    return Err(ApiError::new(ErrorCode::Internal).with_detail(format!(
+                        "recipes were deployed for runtime {runtime}; this node runs {}",
+                        recipes.runtime_version()
+                    )));
+                }
+                let (version, deployed) = self.recipes.resolve(name, *version)?;
+                let deployed = deployed.clone();
+                let call = RecipeCall {
+                    name,
+                    version,
+                    deployed: &deployed,
+                    session: write.session,
+                    zxid,
+                    time_ms: self.clock_ms,
+                    op,
+                    args,
+                };
+                recipes.invoke(self, call, effects).map(|result| Reply::Invoked { result })
+            }
+            _ => self.apply(zxid, time_ms, write, effects),
+        }
+    }
+
+    fn advance(&mut self, zxid: u64, time_ms: u64) {
+        debug_assert!(zxid >= self.last_zxid, "zxid {zxid} after {}", self.last_zxid);
+        self.last_zxid = zxid;
+        self.clock_ms = self.clock_ms.max(time_ms);
+    }
+
+    fn deploy_recipe(
+        &mut self,
+        name: &str,
+        version: Option<u32>,
+        component: &[u8],
+        recipes: &dyn RecipeRunner,
+        effects: &mut Effects,
+    ) -> Result<Reply, ApiError> {
+        validate_name(name)?;
+        if component.len() > RECIPE_COMPONENT_BYTES_MAX {
+            return Err(ApiError::new(ErrorCode::TooLarge).with_detail(format!(
+                "component of {} bytes, limit {RECIPE_COMPONENT_BYTES_MAX}",
+                component.len()
+            )));
+        }
+        let versions = self.recipes.deployed.get(name);
+        let version = match version {
+            Some(version) if versions.is_some_and(|v| v.contains_key(&version)) => {
+                return Err(ApiError::new(ErrorCode::InvalidArgument)
+                    .with_detail(format!("{name}@{version} is already deployed")));
+            }
+            Some(version) => version,
+            None => versions.and_then(|v| v.keys().next_back()).map_or(1, |newest| newest + 1),
+        };
+        recipes.validate(component).map_err(|why| {
+            ApiError::new(ErrorCode::InvalidRecipe).with_detail(format!("{name}@{version}: {why}"))
+        })?;
+        // The namespace exists from the first deploy on, so a recipe can write at its root.
+        let mut txn = RecipeTxn::new(self.last_zxid, self.clock_ms, None);
+        for path in [RESERVED_ROOT.to_string(), RECIPES_ROOT.to_string(), namespace(name)] {
+            if !self.nodes.contains_key(&path) {
+                txn.create(self, &path, Vec::new(), false, false)?;
+            }
+        }
+        txn.commit(self, effects);
+        let hash = sha256_hex(component);
+        let deployed = Deployed { hash: hash.clone(), component: Arc::new(component.to_vec()) };
+        self.recipes.deployed.entry(name.to_string()).or_default().insert(version, deployed);
+        self.recipes.runtime.get_or_insert_with(|| recipes.runtime_version().to_string());
+        Ok(Reply::RecipeDeployed { name: name.to_string(), version, hash })
+    }
+
+    fn retire_recipe(&mut self, name: &str, version: u32) -> Result<Reply, ApiError> {
+        self.recipes.resolve(name, Some(version))?;
+        if let Some(versions) = self.recipes.deployed.get_mut(name) {
+            versions.remove(&version);
+            if versions.is_empty() {
+                self.recipes.deployed.remove(name);
+            }
+        }
+        Ok(Reply::RecipeRetired {})
     }
 
     /// Applies one write of the entry at `zxid`, stamped `time_ms` by its leader. A refused
@@ -49,6 +162,7 @@ impl DataTree {
             zxid,
             time_ms: self.clock_ms,
             session: write.session,
+            privileged: false,
             tree: self,
             undo: Vec::new(),
             emptied: Vec::new(),
@@ -56,6 +170,11 @@ impl DataTree {
             ended_sessions: Vec::new(),
         };
         let reply = match &write.action {
+            Action::DeployRecipe { .. }
+            | Action::RetireRecipe { .. }
+            | Action::InvokeRecipe { .. } => {
+                Err(ApiError::new(ErrorCode::Internal).with_detail("a recipe write needs a runner"))
+            }
             Action::Create(request) => {
                 txn.create(request).map(|(path, stat)| Reply::Created { path, stat })
             }
@@ -97,7 +216,61 @@ impl DataTree {
     }
 }
 
+/// A transaction's state without the tree: what a recipe invocation carries between its
+/// host calls, each of which borrows the tree afresh.
+#[derive(Debug)]
+pub(super) struct TxnParts {
+    zxid: u64,
+    time_ms: u64,
+    session: Option<SessionId>,
+    undo: Vec<Undo>,
+    emptied: Vec<String>,
+    changes: Vec<(EventKind, String)>,
+    ended_sessions: Vec<SessionId>,
+}
+
+impl TxnParts {
+    pub(super) fn new(zxid: u64, time_ms: u64, session: Option<SessionId>) -> TxnParts {
+        TxnParts {
+            zxid,
+            time_ms,
+            session,
+            undo: Vec::new(),
+            emptied: Vec::new(),
+            changes: Vec::new(),
+            ended_sessions: Vec::new(),
+        }
+    }
+
+    /// Runs `f` on a privileged transaction over `tree` that continues this one.
+    pub(super) fn with<R>(&mut self, tree: &mut DataTree, f: impl FnOnce(&mut Txn<'_>) -> R) -> R {
+        let mut txn = Txn {
+            tree,
+            zxid: self.zxid,
+            time_ms: self.time_ms,
+            session: self.session,
+            privileged: true,
+            undo: std::mem::take(&mut self.undo),
+            emptied: std::mem::take(&mut self.emptied),
+            changes: std::mem::take(&mut self.changes),
+            ended_sessions: std::mem::take(&mut self.ended_sessions),
+        };
+        let result = f(&mut txn);
+        self.undo = txn.undo;
+        self.emptied = txn.emptied;
+        self.changes = txn.changes;
+        self.ended_sessions = txn.ended_sessions;
+        result
+    }
+
+    pub(super) fn finish(&mut self, effects: &mut Effects) {
+        effects.changes.append(&mut self.changes);
+        effects.ended_sessions.append(&mut self.ended_sessions);
+    }
+}
+
 /// How to undo one mutation.
+#[derive(Debug)]
 enum Undo {
     /// A znode was created: remove it.
     Created { path: String },
@@ -110,12 +283,14 @@ enum Undo {
 }
 
 /// The mutations of one write, undoable until the write ends.
-struct Txn<'a> {
+pub(super) struct Txn<'a> {
     tree: &'a mut DataTree,
     zxid: u64,
     time_ms: u64,
     /// The session of the stream that sent the write.
     session: Option<SessionId>,
+    /// Whether the write may touch the reserved namespace (a recipe's or the node's own).
+    privileged: bool,
     undo: Vec<Undo>,
     /// Containers that lost a child in this write: deleted at its end if they are empty.
     emptied: Vec<String>,
@@ -126,6 +301,16 @@ struct Txn<'a> {
 }
 
 impl Txn<'_> {
+    /// Clients may read the recipes' namespaces but not write them: a forged lock holder or
+    /// fencing token would break every recipe's promises.
+    fn check_reserved(&self, path: &str) -> Result<(), ApiError> {
+        if !self.privileged && is_reserved(path) {
+            return Err(ApiError::at(ErrorCode::InvalidArgument, path)
+                .with_detail("reserved for recipes: invoke the recipe instead"));
+        }
+        Ok(())
+    }
+
     fn open_session(&mut self, timeout_ms: u64, secret: u64) -> Result<Reply, ApiError> {
         if !(SESSION_TIMEOUT_MS_MIN..=SESSION_TIMEOUT_MS_MAX).contains(&timeout_ms) {
             return Err(ApiError::new(ErrorCode::InvalidArgument).with_detail(format!(
@@ -189,7 +374,10 @@ impl Txn<'_> {
         Ok(Reply::Multi { results })
     }
 
-    fn create(&mut self, request: &CreateRequest) -> Result<(String, cairn_wire::Stat), ApiError> {
+    pub(super) fn create(
+        &mut self,
+        request: &CreateRequest,
+    ) -> Result<(String, cairn_wire::Stat), ApiError> {
         let given = request.path.as_str();
         if request.sequential {
             path::validate_sequential_prefix(given)?;
@@ -197,6 +385,7 @@ impl Txn<'_> {
             path::validate(given)?;
         }
         check_data_size(given, &request.data)?;
+        self.check_reserved(given)?;
         let kind = node_kind(request)?;
         // A sequential prefix ending in '/' makes the counter the whole name.
         let (parent_path, name_prefix) = match given.strip_suffix('/') {
@@ -261,10 +450,11 @@ impl Txn<'_> {
         Ok((path, stat))
     }
 
-    fn set(&mut self, request: &SetRequest) -> Result<cairn_wire::Stat, ApiError> {
+    pub(super) fn set(&mut self, request: &SetRequest) -> Result<cairn_wire::Stat, ApiError> {
         let path = request.path.as_str();
         path::validate(path)?;
         check_data_size(path, &request.data)?;
+        self.check_reserved(path)?;
         let node =
             self.tree.nodes.get_mut(path).ok_or_else(|| ApiError::at(ErrorCode::NoNode, path))?;
         check_version(path, node, request.version)?;
@@ -285,13 +475,14 @@ impl Txn<'_> {
         Ok(stat)
     }
 
-    fn delete(&mut self, request: &DeleteRequest) -> Result<(), ApiError> {
+    pub(super) fn delete(&mut self, request: &DeleteRequest) -> Result<(), ApiError> {
         let path = request.path.as_str();
         path::validate(path)?;
         if path == "/" {
             return Err(ApiError::at(ErrorCode::InvalidArgument, path)
                 .with_detail("the root cannot be deleted"));
         }
+        self.check_reserved(path)?;
         let node =
             self.tree.nodes.get(path).ok_or_else(|| ApiError::at(ErrorCode::NoNode, path))?;
         check_version(path, node, request.version)?;
@@ -323,7 +514,7 @@ impl Txn<'_> {
 
     /// Deletes the containers that lost their last child in this command, and their container
     /// parents that become empty in turn.
-    fn delete_emptied_containers(&mut self) {
+    pub(super) fn delete_emptied_containers(&mut self) {
         while let Some(path) = self.emptied.pop() {
             let empty_container =
                 self.tree.nodes.get(&path).is_some_and(|node| {
@@ -381,7 +572,7 @@ impl Txn<'_> {
     }
 
     /// Undoes every mutation of this command, newest first.
-    fn rollback(&mut self) {
+    pub(super) fn rollback(&mut self) {
         while let Some(undo) = self.undo.pop() {
             match undo {
                 Undo::Created { path } => {
@@ -473,6 +664,11 @@ fn node_kind(request: &CreateRequest) -> Result<NodeKind, ApiError> {
         (CreateMode::Ephemeral, None) => Ok(NodeKind::Ephemeral),
         (_, Some(_)) => Err(invalid("ttl_ms is only for TTL znodes")),
     }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 fn check_data_size(path: &str, data: &[u8]) -> Result<(), ApiError> {
@@ -1002,7 +1198,12 @@ mod tests {
         let writes = [create("/a"), create("/a"), create("/a/b"), set("/a", "x", Some(0))];
         let command =
             Command { time_ms: 1000, writes: writes.into_iter().map(Write::sessionless).collect() };
-        let replies = tree.apply_command(7, &command, &mut Effects::default());
+        let replies = tree.apply_command(
+            7,
+            &command,
+            &mut Effects::default(),
+            &crate::store::recipes::NoRecipes,
+        );
         assert!(replies[0].is_ok());
         assert_eq!(replies[1].as_ref().err().map(|e| e.code), Some(ErrorCode::NodeExists));
         assert!(replies[2].is_ok() && replies[3].is_ok(), "a refused action undoes no other");

@@ -50,6 +50,25 @@ pub enum Action {
     ExpireSession {
         session: SessionId,
     },
+    /// Deploy a recipe component under a name; the next version when none is given.
+    DeployRecipe {
+        name: String,
+        version: Option<u32>,
+        #[serde(with = "serde_bytes")]
+        component: Vec<u8>,
+    },
+    RetireRecipe {
+        name: String,
+        version: u32,
+    },
+    /// Run one operation of a recipe (the named version, or the newest).
+    InvokeRecipe {
+        name: String,
+        version: Option<u32>,
+        op: String,
+        #[serde(with = "serde_bytes")]
+        args: Vec<u8>,
+    },
 }
 
 impl Action {
@@ -68,6 +87,9 @@ impl Action {
                 Action::Set(set) => set.path.len() + set.data.len(),
                 Action::Delete(delete) => delete.path.len(),
                 Action::Multi(ops) => ops.iter().map(op_bytes).sum(),
+                Action::DeployRecipe { name, component, .. } => name.len() + component.len(),
+                Action::InvokeRecipe { name, op, args, .. } => name.len() + op.len() + args.len(),
+                Action::RetireRecipe { name, .. } => name.len(),
                 Action::ReapTtl
                 | Action::OpenSession { .. }
                 | Action::CloseSession

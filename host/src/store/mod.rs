@@ -9,6 +9,7 @@
 mod apply;
 mod command;
 mod invariants;
+pub mod recipes;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,6 +17,7 @@ use cairn_wire::{ApiError, ChildEntry, ErrorCode, EventKind, Stat, path};
 use serde::{Deserialize, Serialize};
 
 pub use command::{Action, Command, Write};
+use recipes::RecipeTable;
 
 /// A session's id: a counter in the replicated state, never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -44,6 +46,8 @@ pub struct Session {
 pub struct Effects {
     pub changes: Vec<(EventKind, String)>,
     pub ended_sessions: Vec<SessionId>,
+    /// Messages recipes addressed to sessions, delivered after commit.
+    pub notifications: Vec<(SessionId, Vec<u8>)>,
 }
 
 /// What kind of znode this is, for the rules that delete znodes on their own.
@@ -135,6 +139,8 @@ pub struct DataTree {
     next_session_id: u64,
     /// Each session's ephemeral znodes. Derived from `nodes`; not part of the snapshot.
     ephemerals: BTreeMap<SessionId, BTreeSet<String>>,
+    /// Deployed recipes.
+    recipes: RecipeTable,
     /// The zxid of the last entry applied.
     last_zxid: u64,
     /// The latest leader timestamp applied: entries from a leader whose clock is behind never
@@ -148,6 +154,7 @@ struct TreeImage {
     nodes: BTreeMap<String, Znode>,
     sessions: BTreeMap<SessionId, Session>,
     next_session_id: u64,
+    recipes: RecipeTable,
     last_zxid: u64,
     clock_ms: u64,
 }
@@ -169,6 +176,7 @@ impl DataTree {
             sessions: BTreeMap::new(),
             next_session_id: 1,
             ephemerals: BTreeMap::new(),
+            recipes: RecipeTable::default(),
             last_zxid: 0,
             clock_ms: 0,
         }
@@ -234,6 +242,11 @@ impl DataTree {
         self.sessions.get(&id)
     }
 
+    /// Deployed recipes.
+    pub fn recipes(&self) -> &RecipeTable {
+        &self.recipes
+    }
+
     /// A session's ephemeral znodes in path order.
     pub fn ephemerals_of(&self, id: SessionId) -> impl DoubleEndedIterator<Item = &String> {
         self.ephemerals.get(&id).into_iter().flatten()
@@ -254,6 +267,7 @@ impl DataTree {
             nodes: &'a BTreeMap<String, Znode>,
             sessions: &'a BTreeMap<SessionId, Session>,
             next_session_id: u64,
+            recipes: &'a RecipeTable,
             last_zxid: u64,
             clock_ms: u64,
         }
@@ -261,6 +275,7 @@ impl DataTree {
             nodes: &self.nodes,
             sessions: &self.sessions,
             next_session_id: self.next_session_id,
+            recipes: &self.recipes,
             last_zxid: self.last_zxid,
             clock_ms: self.clock_ms,
         })
@@ -287,6 +302,7 @@ impl DataTree {
             sessions: image.sessions,
             next_session_id: image.next_session_id,
             ephemerals,
+            recipes: image.recipes,
             last_zxid: image.last_zxid,
             clock_ms: image.clock_ms,
         };

@@ -33,16 +33,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use cairn_wire::{
-    ApiError, ChildEntry, CreateMode, ErrorCode, EventKind, MultiOp, OpResult, RemoveKind,
-    ServerInfo, SessionInfo, Stat,
+    ApiError, ChildEntry, CreateMode, ErrorCode, EventKind, MultiOp, OpResult, RecipeInfo,
+    RemoveKind, ServerInfo, SessionInfo, Stat,
 };
 use cairn_wire::{
     CreateRequest, DeleteRequest, MultiResult, Reply, Request, SetRequest, WatchKind, WatchSpec,
 };
 pub use connection::quic_client_config;
 pub use error::Error;
-pub use session::SessionState;
 use session::Shared;
+pub use session::{Notification, SessionState};
 pub use watches::{OneShotWatch, WatchEvent, WatchStream};
 
 /// Session timeout a client asks for unless told otherwise.
@@ -355,6 +355,63 @@ impl Client {
             Reply::Paths { paths } => Ok(paths),
             other => Err(unexpected("paths", &other)),
         }
+    }
+
+    /// Deploys a recipe component under `name` (as the next version unless `version` is given);
+    /// returns the version and the component's hash.
+    pub async fn deploy_recipe(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        component: Vec<u8>,
+    ) -> Result<(u32, String), Error> {
+        let request = Request::DeployRecipe { name: name.to_string(), version, component };
+        match self.call(request).await? {
+            Reply::RecipeDeployed { version, hash, .. } => Ok((version, hash)),
+            other => Err(unexpected("recipe-deployed", &other)),
+        }
+    }
+
+    /// Retires one version of a recipe.
+    pub async fn retire_recipe(&self, name: &str, version: u32) -> Result<(), Error> {
+        match self.call(Request::RetireRecipe { name: name.to_string(), version }).await? {
+            Reply::RecipeRetired {} => Ok(()),
+            other => Err(unexpected("recipe-retired", &other)),
+        }
+    }
+
+    /// The deployed recipes, by name then version.
+    pub async fn recipes(&self) -> Result<Vec<RecipeInfo>, Error> {
+        match self.call(Request::ListRecipes {}).await? {
+            Reply::Recipes { recipes } => Ok(recipes),
+            other => Err(unexpected("recipes", &other)),
+        }
+    }
+
+    /// Runs one operation of a recipe (the newest version unless `version` is given),
+    /// atomically against the replicated state; returns the recipe's result.
+    pub async fn invoke(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        op: &str,
+        args: impl Into<Vec<u8>>,
+    ) -> Result<Vec<u8>, Error> {
+        let request = Request::Invoke {
+            name: name.to_string(),
+            version,
+            op: op.to_string(),
+            args: args.into(),
+        };
+        match self.call(request).await? {
+            Reply::Invoked { result } => Ok(result),
+            other => Err(unexpected("invoked", &other)),
+        }
+    }
+
+    /// Messages recipes send this session, from now on.
+    pub fn notifications(&self) -> tokio::sync::broadcast::Receiver<Notification> {
+        self.shared.notifications.subscribe()
     }
 
     async fn call(&self, request: Request) -> Result<Reply, Error> {

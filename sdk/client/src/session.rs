@@ -24,6 +24,8 @@ use crate::watches::Watchers;
 
 /// Shortest wait between reconnect attempts, in milliseconds.
 const RECONNECT_BACKOFF_MS_MIN: u64 = 50;
+/// Notifications kept for a slow listener before the oldest are dropped.
+const NOTIFICATIONS_QUEUED_MAX: usize = 1_024;
 /// Longest wait between reconnect attempts, in milliseconds.
 const RECONNECT_BACKOFF_MS_MAX: u64 = 1_000;
 
@@ -61,6 +63,16 @@ pub(crate) struct Shared {
     pub(crate) state: watch::Sender<SessionState>,
     pub(crate) last_zxid: Arc<AtomicU64>,
     events: EventRoute,
+    /// Messages recipes sent this session.
+    pub(crate) notifications: tokio::sync::broadcast::Sender<Notification>,
+}
+
+/// A message a recipe sent this client's session (a lock granted, say). A hint: re-check the
+/// state after a reconnect, since notifications sent while disconnected are not replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    pub zxid: u64,
+    pub message: Vec<u8>,
 }
 
 impl Drop for Shared {
@@ -100,6 +112,7 @@ impl Shared {
             state: watch::channel(SessionState::Connected).0,
             last_zxid,
             events,
+            notifications: tokio::sync::broadcast::channel(NOTIFICATIONS_QUEUED_MAX).0,
         });
         tokio::spawn(supervise(Arc::downgrade(&shared), incoming));
         Ok(shared)
@@ -157,6 +170,10 @@ impl Shared {
     fn event(&self, event: EventFrame) {
         match event.kind {
             EventKind::SessionExpired => self.finish(SessionState::Expired),
+            EventKind::Notification => {
+                let message = event.message.unwrap_or_default();
+                let _ = self.notifications.send(Notification { zxid: event.zxid, message });
+            }
             _ => self.watchers().dispatch(event),
         }
     }

@@ -155,11 +155,11 @@ macro_rules! export {
                     <$recipe as $crate::Recipe>::on_session_ended(
                         &mut $crate::wasm::WasmHost,
                         session,
-                deleted,
+                        deleted,
                     )
                 }
             }
-            $crate::wasm::bindings::export!(CairnRecipeExport with_types_in $crate::wasm::bindings);
+    $crate::wasm::bindings::export!(CairnRecipeExport with_types_in $crate::wasm::bindings);
         };
     };
 }

@@ -39,6 +39,21 @@ pub enum ErrorCode {
     TooManyWatches,
     /// `too-many-sessions`: the cluster holds the most sessions allowed.
     TooManySessions,
+    /// `no-recipe`: no such recipe (or version) is deployed.
+    NoRecipe,
+    /// `invalid-recipe`: a deploy's component is not a recipe (wrong world, does not compile,
+    /// imports what the host does not serve).
+    InvalidRecipe,
+    /// `recipe-error`: the recipe refused the operation; `detail` is its message. Nothing it
+    /// wrote was kept.
+    RecipeError,
+    /// `out-of-fuel`: the recipe ran past its instruction budget. Nothing it wrote was kept.
+    OutOfFuel,
+    /// `out-of-memory`: the recipe grew past its memory limit. Nothing it wrote was kept.
+    OutOfMemory,
+    /// `recipe-trap`: the recipe trapped (a panic, an unreachable, a bad access). Nothing it
+    /// wrote was kept.
+    RecipeTrap,
     /// `malformed-request`: the frame's body is not a valid request (bad encoding, unknown kind,
     /// missing field). The connection stays usable.
     MalformedRequest,
@@ -72,6 +87,12 @@ impl ErrorCode {
             ErrorCode::NoChildrenForEphemerals => "no-children-for-ephemerals",
             ErrorCode::TooManyWatches => "too-many-watches",
             ErrorCode::TooManySessions => "too-many-sessions",
+            ErrorCode::NoRecipe => "no-recipe",
+            ErrorCode::InvalidRecipe => "invalid-recipe",
+            ErrorCode::RecipeError => "recipe-error",
+            ErrorCode::OutOfFuel => "out-of-fuel",
+            ErrorCode::OutOfMemory => "out-of-memory",
+            ErrorCode::RecipeTrap => "recipe-trap",
             ErrorCode::MalformedRequest => "malformed-request",
             ErrorCode::RequestTooLarge => "request-too-large",
             ErrorCode::NotLeader => "not-leader",
@@ -97,6 +118,12 @@ impl ErrorCode {
             ErrorCode::NoChildrenForEphemerals => "no children for ephemerals",
             ErrorCode::TooManyWatches => "too many watches",
             ErrorCode::TooManySessions => "too many sessions",
+            ErrorCode::NoRecipe => "no recipe",
+            ErrorCode::InvalidRecipe => "invalid recipe",
+            ErrorCode::RecipeError => "recipe error",
+            ErrorCode::OutOfFuel => "out of fuel",
+            ErrorCode::OutOfMemory => "out of memory",
+            ErrorCode::RecipeTrap => "recipe trap",
             ErrorCode::MalformedRequest => "malformed request",
             ErrorCode::RequestTooLarge => "request too large",
             ErrorCode::NotLeader => "not leader",
@@ -192,6 +219,12 @@ mod tests {
             ErrorCode::NoChildrenForEphemerals,
             ErrorCode::TooManyWatches,
             ErrorCode::TooManySessions,
+            ErrorCode::NoRecipe,
+            ErrorCode::InvalidRecipe,
+            ErrorCode::RecipeError,
+            ErrorCode::OutOfFuel,
+            ErrorCode::OutOfMemory,
+            ErrorCode::RecipeTrap,
             ErrorCode::MalformedRequest,
             ErrorCode::RequestTooLarge,
             ErrorCode::NotLeader,

@@ -16,7 +16,7 @@ pub use error::{ApiError, ErrorCode};
 pub use frame::{FRAME_HEADER_BYTES, FrameError, decode_body, encode_frame, frame_length};
 pub use message::{
     ChildEntry, CreateMode, CreateRequest, DeleteRequest, EventFrame, EventKind, MalformedRequest,
-    MultiOp, MultiResult, OpResult, RemoveKind, Reply, Request, RequestFrame, Response,
+    MultiOp, MultiResult, OpResult, RecipeInfo, RemoveKind, Reply, Request, RequestFrame, Response,
     ResponseFrame, ServerFrame, ServerInfo, SessionInfo, SetRequest, Stat, WatchKind, WatchSpec,
 };
 

@@ -92,6 +92,39 @@ pub enum Request {
         #[serde(default)]
         session_id: Option<u64>,
     },
+    /// Deploy a recipe component (a `cairn:recipe` world component) under `name`; as the next
+    /// version when `version` is absent.
+    DeployRecipe {
+        name: String,
+        #[serde(default)]
+        version: Option<u32>,
+        #[serde(with = "serde_bytes")]
+        component: Vec<u8>,
+    },
+    /// Retire one version of a recipe.
+    RetireRecipe { name: String, version: u32 },
+    /// List the deployed recipes.
+    ListRecipes {},
+    /// Run one operation of a recipe, atomically against the replicated state.
+    Invoke {
+        name: String,
+        /// The newest version when absent.
+        #[serde(default)]
+        version: Option<u32>,
+        op: String,
+        #[serde(with = "serde_bytes", default)]
+        args: Vec<u8>,
+    },
+}
+
+/// A deployed recipe version, as `list-recipes` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecipeInfo {
+    pub name: String,
+    pub version: u32,
+    /// SHA-256 of the component, hex.
+    pub hash: String,
+    pub bytes: u64,
 }
 
 /// Which watch: what a client registers, and what each event says it fired for.
@@ -248,6 +281,17 @@ pub enum Reply {
     Sessions { sessions: Vec<SessionInfo> },
     /// To `ephemerals`.
     Paths { paths: Vec<String> },
+    /// To `deploy-recipe`.
+    RecipeDeployed { name: String, version: u32, hash: String },
+    /// To `retire-recipe`.
+    RecipeRetired {},
+    /// To `list-recipes`, by name then version.
+    Recipes { recipes: Vec<RecipeInfo> },
+    /// To `invoke`: the recipe's result, in its own encoding.
+    Invoked {
+        #[serde(with = "serde_bytes")]
+        result: Vec<u8>,
+    },
 }
 
 /// A live session, as `list-sessions` shows it.
@@ -274,9 +318,12 @@ pub struct EventFrame {
     pub path: String,
     /// The zxid of the change (for `resync-needed`, the zxid the node had reached).
     pub zxid: u64,
-    /// The watch that fired; absent for session events.
+    /// The watch that fired; absent for session events and notifications.
     #[serde(default)]
     pub watch: Option<WatchSpec>,
+    /// For `notification`: the message a recipe addressed to this stream's session.
+    #[serde(default, with = "serde_bytes")]
+    pub message: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -290,6 +337,9 @@ pub enum EventKind {
     ResyncNeeded,
     /// The stream's session has ended.
     SessionExpired,
+    /// A recipe sent this session a message (a lock granted, an item for a waiting taker).
+    /// A hint: the state is the truth.
+    Notification,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

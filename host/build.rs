@@ -1,0 +1,58 @@
+//! Builds the built-in recipes for wasm32-wasip2 with the same cargo, so the node can embed
+//! and deploy them. A separate target directory keeps the nested build off the outer build's
+//! lock.
+
+use std::env;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The recipe crates to build, by recipe name: the built-ins, and `hostile` for the runtime's
+/// tests.
+const RECIPES: &[&str] = &["counter", "hostile"];
+
+fn main() {
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let workspace = manifest_dir.parent().expect("host/ sits in the workspace").to_path_buf();
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let target_dir = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"))
+        .join("recipes");
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+
+    for watched in ["recipes", "sdk/recipe", "wit"] {
+        println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
+    }
+
+    let mut build = Command::new(cargo);
+    build
+        .current_dir(&workspace)
+        .args(["build", "--release", "--locked", "--target", "wasm32-wasip2", "--target-dir"])
+        .arg(&target_dir);
+    for recipe in RECIPES {
+        build.args(["-p", &format!("cairn-recipe-{recipe}")]);
+    }
+    // The outer build's settings are for the host, not for the recipes.
+    for variable in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
+        build.env_remove(variable);
+    }
+    let status = build.status().expect("cannot run cargo to build the built-in recipes");
+    assert!(
+        status.success(),
+        "building the built-in recipes for wasm32-wasip2 failed; is the target installed? \
+         (rustup target add wasm32-wasip2)"
+    );
+    for recipe in RECIPES {
+        let file = format!("cairn_recipe_{}.wasm", recipe.replace('-', "_"));
+        let built = target_dir.join("wasm32-wasip2/release").join(&file);
+        std::fs::copy(&built, out_dir.join(&file))
+            .unwrap_or_else(|e| panic!("cannot copy {}: {e}", built.display()));
+    }
+}

@@ -1,0 +1,7 @@
+//! The built-in recipes, built from `recipes/` by `host/build.rs` and embedded in the binary.
+//! They are ordinary recipes: deployed through the log when a cluster is created, with no
+//! powers a user's recipe lacks.
+
+/// (name, component) of every built-in recipe.
+pub const BUILTIN_RECIPES: &[(&str, &[u8])] =
+    &[("counter", include_bytes!(concat!(env!("OUT_DIR"), "/cairn_recipe_counter.wasm")))];

@@ -1,0 +1,446 @@
+//! The recipe runtime: wasmtime components of the `cairn:recipe` world, run inside `apply`.
+//!
+//! Request path: `store::apply` meets an invoke entry and calls [`RecipeRuntime::invoke`]
+//! (through `store::recipes::RecipeRunner`). The runtime takes the tree into a wasmtime store
+//! for the duration of the call, instantiates the component from its pre-instantiated form
+//! (compiled once per node per content hash, instances from the pooling allocator), gives it a
+//! fixed fuel budget and memory limit, and lets it read and write its own namespace through a
+//! `store::recipes::RecipeTxn`. On success the writes commit; on an error, a trap, running out
+//! of fuel or memory, they are all undone. Nothing a recipe can call differs between replicas:
+//! no clock but the entry's timestamp, no randomness but a fixed seed, no files or sockets.
+
+pub mod builtin;
+mod host;
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use cairn_wire::{ApiError, ErrorCode};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+    Trap,
+};
+use wasmtime_wasi::{
+    Deterministic, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView,
+    WasiView,
+};
+
+use crate::store::recipes::{RecipeCall, RecipeRunner, RecipeTxn, namespace};
+use crate::store::{DataTree, Effects, SessionId};
+
+wasmtime::component::bindgen!({
+    world: "recipe",
+    path: "../wit",
+});
+
+/// Instructions (fuel units) one invocation may run.
+pub const RECIPE_FUEL_PER_CALL: u64 = 100_000_000;
+/// Linear memory one invocation may grow to, in bytes.
+pub const RECIPE_MEMORY_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Table elements one invocation may grow to.
+pub const RECIPE_TABLE_ELEMENTS_MAX: usize = 100_000;
+/// Component instances the pooling allocator keeps room for at once.
+pub const RECIPE_INSTANCES_MAX: u32 = 8;
+/// Compiled components kept per node.
+pub const RECIPE_COMPILED_CACHE_MAX: usize = 64;
+/// Notifications one invocation may send.
+pub const RECIPE_NOTIFICATIONS_PER_CALL_MAX: usize = 1_024;
+/// Names the engine and its fuel accounting; recorded in the replicated state at the first
+/// deploy, and a node running another refuses to apply recipe entries.
+pub const RUNTIME_VERSION: &str = "wasmtime-48.0.8/fuel-1";
+
+/// Compiles, caches and runs recipe components.
+pub struct RecipeRuntime {
+    engine: Engine,
+    linker: Linker<CallState>,
+    /// Pre-instantiated components by content hash.
+    compiled: Mutex<HashMap<String, RecipePre<CallState>>>,
+}
+
+impl std::fmt::Debug for RecipeRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecipeRuntime").finish_non_exhaustive()
+    }
+}
+
+/// Everything an invocation's host calls reach.
+pub(crate) struct CallState {
+    tree: DataTree,
+    txn: Option<RecipeTxn>,
+    namespace: String,
+    session: u64,
+    zxid: u64,
+    time_ms: u64,
+    notifications: Vec<(SessionId, Vec<u8>)>,
+    /// Set when the recipe asked for more memory than allowed, to tell that trap apart.
+    memory_refused: bool,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl ResourceLimiter for CallState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > RECIPE_MEMORY_BYTES_MAX {
+            self.memory_refused = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= RECIPE_TABLE_ELEMENTS_MAX)
+    }
+}
+
+/// The only clock a recipe sees: the entry's leader timestamp, standing still.
+struct EntryClock(u64);
+
+impl HostWallClock for EntryClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+
+    fn now(&self) -> Duration {
+        Duration::from_millis(self.0)
+    }
+}
+
+impl HostMonotonicClock for EntryClock {
+    fn resolution(&self) -> u64 {
+        1_000_000
+    }
+
+    fn now(&self) -> u64 {
+        self.0.saturating_mul(1_000_000)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the recipe runtime: {0}")]
+pub struct RuntimeError(String);
+
+impl RecipeRuntime {
+    /// An engine configured for determinism, fuel and the pooling allocator.
+    pub fn new() -> Result<RecipeRuntime, RuntimeError> {
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .consume_fuel(true)
+            .cranelift_nan_canonicalization(true)
+            // Threads are not compiled into this engine at all.
+            .wasm_relaxed_simd(false)
+            .memory_reservation(RECIPE_MEMORY_BYTES_MAX as u64)
+            .memory_guard_size(64 * 1024);
+        let mut pooling = PoolingAllocationConfig::default();
+        pooling
+            .total_component_instances(RECIPE_INSTANCES_MAX)
+            .total_core_instances(RECIPE_INSTANCES_MAX * 16)
+            .total_memories(RECIPE_INSTANCES_MAX * 4)
+            .total_tables(RECIPE_INSTANCES_MAX * 8)
+            .total_stacks(RECIPE_INSTANCES_MAX)
+            .max_memory_size(RECIPE_MEMORY_BYTES_MAX);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        let engine = Engine::new(&config).map_err(|e| RuntimeError(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        Recipe::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |state| state)
+            .map_err(|e| RuntimeError(e.to_string()))?;
+        // What a Rust guest's std imports. Served deterministically: no files (no preopens), no
+        // network, the entry's time, a fixed random seed, stdout and stderr discarded.
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| RuntimeError(e.to_string()))?;
+        Ok(RecipeRuntime { engine, linker, compiled: Mutex::new(HashMap::new()) })
+    }
+
+    /// The pre-instantiated component for a content hash, compiling it on first use.
+    fn prepare(&self, hash: &str, component: &[u8]) -> Result<RecipePre<CallState>, String> {
+        let mut compiled = self.compiled.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(pre) = compiled.get(hash) {
+            return Ok(pre.clone());
+        }
+        let component = Component::new(&self.engine, component)
+            .map_err(|e| format!("not a component: {e:#}"))?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| format!("imports what the host does not serve: {e:#}"))?;
+        let pre = RecipePre::new(instance_pre)
+            .map_err(|e| format!("not a cairn:recipe component: {e:#}"))?;
+        if compiled.len() >= RECIPE_COMPILED_CACHE_MAX {
+            compiled.clear();
+        }
+        compiled.insert(hash.to_string(), pre.clone());
+        Ok(pre)
+    }
+}
+
+fn fault(code: ErrorCode, name: &str, detail: impl std::fmt::Display) -> ApiError {
+    ApiError::new(code).with_detail(format!("{name}: {detail}"))
+}
+
+impl RecipeRunner for RecipeRuntime {
+    fn runtime_version(&self) -> &str {
+        RUNTIME_VERSION
+    }
+
+    fn validate(&self, component: &[u8]) -> Result<(), String> {
+        use sha2::Digest;
+        let hash: String =
+            sha2::Sha256::digest(component).iter().map(|b| format!("{b:02x}")).collect();
+        self.prepare(&hash, component).map(|_| ())
+    }
+
+    fn invoke(
+        &self,
+        tree: &mut DataTree,
+        call: RecipeCall<'_>,
+        effects: &mut Effects,
+    ) -> Result<Vec<u8>, ApiError> {
+        let name = format!("{}@{}", call.name, call.version);
+        let pre = self
+            .prepare(&call.deployed.hash, &call.deployed.component)
+            .map_err(|why| fault(ErrorCode::InvalidRecipe, &name, why))?;
+        let wasi = WasiCtxBuilder::new()
+            .insecure_random_seed(0)
+            .insecure_random(Deterministic::new(vec![0x5a; 32]))
+            .secure_random(Deterministic::new(vec![0xa5; 32]))
+            .wall_clock(EntryClock(call.time_ms))
+            .monotonic_clock(EntryClock(call.time_ms))
+            .build();
+        let state = CallState {
+            tree: std::mem::take(tree),
+            txn: Some(RecipeTxn::new(call.zxid, call.time_ms, call.session)),
+            namespace: namespace(call.name),
+            session: call.session.map_or(0, |session| session.0),
+            zxid: call.zxid,
+            time_ms: call.time_ms,
+            notifications: Vec::new(),
+            memory_refused: false,
+            wasi,
+            table: ResourceTable::new(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| state);
+        let outcome = store
+            .set_fuel(RECIPE_FUEL_PER_CALL)
+            .and_then(|()| pre.instantiate(&mut store))
+            .and_then(|recipe| recipe.call_invoke(&mut store, call.op, call.args));
+        let mut state = store.into_data();
+        let result = match outcome {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(message)) => Err(fault(ErrorCode::RecipeError, &name, message)),
+            Err(error) if error.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) => Err(fault(
+                ErrorCode::OutOfFuel,
+                &name,
+                format!("ran past {RECIPE_FUEL_PER_CALL} units of fuel"),
+            )),
+            Err(_) if state.memory_refused => Err(fault(
+                ErrorCode::OutOfMemory,
+                &name,
+                format!("grew past {RECIPE_MEMORY_BYTES_MAX} bytes of memory"),
+            )),
+            Err(error) => Err(fault(ErrorCode::RecipeTrap, &name, format!("{error:#}"))),
+        };
+        if let Some(txn) = state.txn.take() {
+            match &result {
+                Ok(_) => {
+                    txn.commit(&mut state.tree, effects);
+                    effects.notifications.append(&mut state.notifications);
+                }
+                Err(_) => txn.rollback(&mut state.tree),
+            }
+        }
+        *tree = state.tree;
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_wire::Reply;
+
+    use super::*;
+    use crate::store::{Action, Write};
+
+    const HOSTILE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cairn_recipe_hostile.wasm"));
+
+    struct Node {
+        tree: DataTree,
+        runtime: RecipeRuntime,
+        zxid: u64,
+    }
+
+    impl Node {
+        fn new() -> Node {
+            Node { tree: DataTree::new(), runtime: RecipeRuntime::new().expect("engine"), zxid: 0 }
+        }
+
+        fn apply(
+            &mut self,
+            session: Option<u64>,
+            action: Action,
+        ) -> (Result<Reply, ApiError>, Effects) {
+            self.zxid += 1;
+            let mut effects = Effects::default();
+            let write = Write { session: session.map(SessionId), action };
+            let reply = self.tree.apply_with(
+                self.zxid,
+                self.zxid * 10,
+                &write,
+                &mut effects,
+                &self.runtime,
+            );
+            self.tree
+                .check_invariants()
+                .unwrap_or_else(|e| panic!("after {:?}: {e}", write.action));
+            (reply, effects)
+        }
+
+        fn deploy(&mut self, name: &str, component: &[u8]) -> Result<Reply, ApiError> {
+            let action = Action::DeployRecipe {
+                name: name.into(),
+                version: None,
+                component: component.to_vec(),
+            };
+            self.apply(None, action).0
+        }
+
+        fn invoke(&mut self, name: &str, op: &str, args: &[u8]) -> Result<Vec<u8>, ApiError> {
+            let action = Action::InvokeRecipe {
+                name: name.into(),
+                version: None,
+                op: op.into(),
+                args: args.to_vec(),
+            };
+            match self.apply(None, action).0? {
+                Reply::Invoked { result } => Ok(result),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    fn counter() -> &'static [u8] {
+        builtin::BUILTIN_RECIPES.iter().find(|(name, _)| *name == "counter").expect("built in").1
+    }
+
+    #[test]
+    fn deploy_and_invoke_the_counter() {
+        let mut node = Node::new();
+        let deployed = node.deploy("counter", counter()).expect("deploys");
+        assert!(matches!(deployed, Reply::RecipeDeployed { version: 1, .. }), "{deployed:?}");
+        let result = node.invoke("counter", "add", br#"{"name":"hits","delta":5}"#).expect("adds");
+        assert_eq!(result, br#"{"value":5}"#);
+        let result = node.invoke("counter", "add", br#"{"name":"hits","delta":2}"#).expect("adds");
+        assert_eq!(result, br#"{"value":7}"#);
+        // The recipe's writes land in its namespace.
+        let (data, _) = node.tree.get("/cairn/recipes/counter/hits").expect("written");
+        assert_eq!(data, b"7");
+        let error = node.invoke("counter", "frob", br#"{"name":"hits"}"#).expect_err("unknown op");
+        assert_eq!(error.code, ErrorCode::RecipeError);
+        assert_eq!(
+            node.invoke("nothing", "get", b"{}").expect_err("absent").code,
+            ErrorCode::NoRecipe
+        );
+
+        // A second version goes live beside the first; the newest is the default.
+        let second = node.deploy("counter", counter()).expect("deploys again");
+        assert!(matches!(second, Reply::RecipeDeployed { version: 2, .. }));
+        assert_eq!(node.tree.recipes().deployed["counter"].len(), 2);
+        assert_eq!(
+            node.apply(None, Action::RetireRecipe { name: "counter".into(), version: 1 }).0,
+            Ok(Reply::RecipeRetired {})
+        );
+        assert_eq!(
+            node.invoke("counter", "get", br#"{"name":"hits"}"#).expect("gets"),
+            br#"{"value":7}"#
+        );
+    }
+
+    #[test]
+    fn deploy_refuses_what_is_not_a_recipe() {
+        let mut node = Node::new();
+        let error = node.deploy("junk", b"\0asm not really").expect_err("refused");
+        assert_eq!(error.code, ErrorCode::InvalidRecipe);
+        let error = node.deploy("Bad Name", counter()).expect_err("refused");
+        assert_eq!(error.code, ErrorCode::InvalidArgument);
+        assert!(node.tree.recipes().deployed.is_empty());
+    }
+
+    #[test]
+    fn misbehaving_recipes_end_with_clear_errors_and_write_nothing() {
+        let mut node = Node::new();
+        node.deploy("hostile", HOSTILE).expect("deploys");
+        assert_eq!(node.invoke("hostile", "ok", b"").expect("runs"), b"fine");
+        let before = node.tree.get("/cairn/recipes/hostile/written").expect("written").0.to_vec();
+        for (op, code) in [
+            ("fail", ErrorCode::RecipeError),
+            ("spin", ErrorCode::OutOfFuel),
+            ("bomb", ErrorCode::OutOfMemory),
+            ("trap", ErrorCode::RecipeTrap),
+        ] {
+            let error = node.invoke("hostile", op, b"").expect_err(op);
+            assert_eq!(error.code, code, "{op}: {error}");
+            let after = node.tree.get("/cairn/recipes/hostile/written").expect("still there").0;
+            assert_eq!(after, before.as_slice(), "{op} left a write behind");
+        }
+        // A recipe cannot reach outside its namespace.
+        for path in ["/../../../escaped", "relative", "/a//b"] {
+            let error = node.invoke("hostile", "escape", path.as_bytes()).expect_err(path);
+            assert_eq!(error.code, ErrorCode::RecipeError, "{path}");
+        }
+        assert!(node.tree.exists("/escaped").expect("valid").is_none());
+        // And it still runs after all of that.
+        assert_eq!(node.invoke("hostile", "ok", b"").expect("runs"), b"fine");
+    }
+
+    #[test]
+    fn same_log_same_state_on_every_replica() {
+        let mut one = Node::new();
+        let mut two = Node::new();
+        for node in [&mut one, &mut two] {
+            node.deploy("counter", counter()).expect("deploys");
+            node.deploy("hostile", HOSTILE).expect("deploys");
+            for i in 0..5 {
+                let _ = node.invoke(
+                    "counter",
+                    "add",
+                    format!(r#"{{"name":"c","delta":{i}}}"#).as_bytes(),
+                );
+                let _ = node.invoke("hostile", "spin", b"");
+            }
+        }
+        assert_eq!(one.tree.to_image().expect("encodes"), two.tree.to_image().expect("encodes"));
+    }
+
+    #[test]
+    fn clients_cannot_write_a_recipe_namespace() {
+        let mut node = Node::new();
+        node.deploy("counter", counter()).expect("deploys");
+        let forged = Action::Create(cairn_wire::CreateRequest {
+            path: "/cairn/recipes/counter/hits".into(),
+            data: b"1000".to_vec(),
+            mode: cairn_wire::CreateMode::Persistent,
+            sequential: false,
+            ttl_ms: None,
+        });
+        let error = node.apply(Some(1), forged).0.expect_err("reserved");
+        assert_eq!(error.code, ErrorCode::InvalidArgument);
+    }
+}

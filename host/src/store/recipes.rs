@@ -1,0 +1,222 @@
+//! Recipes in the replicated state: which components are deployed under which name and
+//! version, and the seam through which `apply` runs them.
+//!
+//! Request path: deploy, retire and invoke are log entries. `apply` checks them here and hands
+//! an invocation to a [`RecipeRunner`] (the node's is `crate::recipe::RecipeRuntime`), which
+//! runs the component against a [`RecipeTxn`] on the recipe's own namespace: its writes commit
+//! together or not at all.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use cairn_wire::{ApiError, CreateMode, CreateRequest, DeleteRequest, ErrorCode, SetRequest, Stat};
+use serde::{Deserialize, Serialize};
+
+use super::{DataTree, Effects, SessionId};
+
+/// Where every recipe's namespace lives; clients may read below it but not write.
+pub const RESERVED_ROOT: &str = "/cairn";
+/// The parent of the recipes' namespaces.
+pub const RECIPES_ROOT: &str = "/cairn/recipes";
+/// Longest recipe name, in bytes.
+pub const RECIPE_NAME_BYTES_MAX: usize = 64;
+/// Largest component a deploy accepts, in bytes.
+pub const RECIPE_COMPONENT_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// The namespace root of recipe `name`.
+pub fn namespace(name: &str) -> String {
+    format!("{RECIPES_ROOT}/{name}")
+}
+
+/// Whether a path is reserved for recipes.
+pub fn is_reserved(path: &str) -> bool {
+    path == RESERVED_ROOT || path.starts_with("/cairn/")
+}
+
+/// One deployed version of a recipe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployed {
+    /// SHA-256 of the component, hex: what nodes cache its compiled form under.
+    pub hash: String,
+    #[serde(with = "shared_bytes")]
+    pub component: Arc<Vec<u8>>,
+}
+
+/// Every deployed recipe, and the runtime version that runs them on every replica.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecipeTable {
+    pub deployed: BTreeMap<String, BTreeMap<u32, Deployed>>,
+    /// Set by the first deploy. Fuel counts may differ between runtimes, so a node whose
+    /// runtime differs must not apply recipe entries.
+    pub runtime: Option<String>,
+}
+
+impl RecipeTable {
+    /// The named version, or the newest.
+    pub fn resolve(&self, name: &str, version: Option<u32>) -> Result<(u32, &Deployed), ApiError> {
+        let versions = self.deployed.get(name).ok_or_else(|| no_recipe(name, version))?;
+        let found = match version {
+            Some(version) => versions.get_key_value(&version),
+            None => versions.iter().next_back(),
+        };
+        found
+            .map(|(version, deployed)| (*version, deployed))
+            .ok_or_else(|| no_recipe(name, version))
+    }
+}
+
+fn no_recipe(name: &str, version: Option<u32>) -> ApiError {
+    let what = match version {
+        Some(version) => format!("{name}@{version}"),
+        None => name.to_string(),
+    };
+    ApiError::new(ErrorCode::NoRecipe).with_detail(format!("{what} is not deployed"))
+}
+
+/// Checks a recipe name: lowercase letters, digits and dashes.
+pub fn validate_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= RECIPE_NAME_BYTES_MAX
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(ErrorCode::InvalidArgument).with_detail(format!(
+            "recipe name {name:?}: use 1 to {RECIPE_NAME_BYTES_MAX} lowercase letters, digits or dashes"
+        )))
+    }
+}
+
+/// One invocation, as `apply` hands it to the runner.
+#[derive(Debug, Clone, Copy)]
+pub struct RecipeCall<'a> {
+    pub name: &'a str,
+    pub version: u32,
+    pub deployed: &'a Deployed,
+    pub session: Option<SessionId>,
+    pub zxid: u64,
+    pub time_ms: u64,
+    pub op: &'a str,
+    pub args: &'a [u8],
+}
+
+/// What runs recipe components for `apply`. Deterministic: the same tree and call give the
+/// same result and writes on every replica.
+pub trait RecipeRunner {
+    /// Names the runtime (engine version and fuel accounting), recorded in the state.
+    fn runtime_version(&self) -> &str;
+
+    /// Checks that a component can be run: compiles, and has exactly the recipe world's
+    /// imports and exports.
+    fn validate(&self, component: &[u8]) -> Result<(), String>;
+
+    /// Runs `call` against the recipe's namespace in `tree`: its writes are applied if it
+    /// returns ok and undone otherwise; what they changed goes to `effects`.
+    fn invoke(
+        &self,
+        tree: &mut DataTree,
+        call: RecipeCall<'_>,
+        effects: &mut Effects,
+    ) -> Result<Vec<u8>, ApiError>;
+}
+
+/// A runner for trees that never run recipes (tests of the store alone).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoRecipes;
+
+impl RecipeRunner for NoRecipes {
+    fn runtime_version(&self) -> &str {
+        "none"
+    }
+
+    fn validate(&self, _component: &[u8]) -> Result<(), String> {
+        Err("this node cannot run recipes".into())
+    }
+
+    fn invoke(
+        &self,
+        _: &mut DataTree,
+        call: RecipeCall<'_>,
+        _: &mut Effects,
+    ) -> Result<Vec<u8>, ApiError> {
+        Err(ApiError::new(ErrorCode::Internal).with_detail(format!("cannot run {}", call.name)))
+    }
+}
+
+/// The writes of one recipe invocation on its namespace: paths here are absolute; the runtime
+/// maps the recipe's relative paths onto its namespace before calling.
+#[derive(Debug)]
+pub struct RecipeTxn {
+    pub(super) parts: super::apply::TxnParts,
+}
+
+impl RecipeTxn {
+    pub fn new(zxid: u64, time_ms: u64, session: Option<SessionId>) -> RecipeTxn {
+        RecipeTxn { parts: super::apply::TxnParts::new(zxid, time_ms, session) }
+    }
+
+    pub fn create(
+        &mut self,
+        tree: &mut DataTree,
+        path: &str,
+        data: Vec<u8>,
+        ephemeral: bool,
+        sequential: bool,
+    ) -> Result<String, ApiError> {
+        let mode = if ephemeral { CreateMode::Ephemeral } else { CreateMode::Persistent };
+        let request =
+            CreateRequest { path: path.to_string(), data, mode, sequential, ttl_ms: None };
+        self.parts.with(tree, |txn| txn.create(&request)).map(|(path, _)| path)
+    }
+
+    pub fn set(
+        &mut self,
+        tree: &mut DataTree,
+        path: &str,
+        data: Vec<u8>,
+        version: Option<u32>,
+    ) -> Result<Stat, ApiError> {
+        let request = SetRequest { path: path.to_string(), data, version };
+        self.parts.with(tree, |txn| txn.set(&request))
+    }
+
+    pub fn delete(
+        &mut self,
+        tree: &mut DataTree,
+        path: &str,
+        version: Option<u32>,
+    ) -> Result<(), ApiError> {
+        let request = DeleteRequest { path: path.to_string(), version };
+        self.parts.with(tree, |txn| txn.delete(&request))
+    }
+
+    /// Keeps the writes: deletes containers they emptied and reports what changed.
+    pub fn commit(mut self, tree: &mut DataTree, effects: &mut Effects) {
+        self.parts.with(tree, |txn| txn.delete_emptied_containers());
+        self.parts.finish(effects);
+    }
+
+    /// Undoes every write.
+    pub fn rollback(mut self, tree: &mut DataTree) {
+        self.parts.with(tree, |txn| txn.rollback());
+    }
+}
+
+mod shared_bytes {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        bytes: &Arc<Vec<u8>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Arc<Vec<u8>>, D::Error> {
+        Ok(Arc::new(serde_bytes::ByteBuf::deserialize(deserializer)?.into_vec()))
+    }
+}
