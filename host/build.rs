@@ -49,6 +49,11 @@ fn main() {
         "building the built-in recipes for wasm32-wasip2 failed; is the target installed? \
          (rustup target add wasm32-wasip2)"
     );
+    // Where the components are, for the integration tests that deploy them over the wire.
+    println!(
+        "cargo:rustc-env=CAIRN_RECIPES_DIR={}",
+        target_dir.join("wasm32-wasip2/release").display()
+    );
     for recipe in RECIPES {
         let file = format!("cairn_recipe_{}.wasm", recipe.replace('-', "_"));
         let built = target_dir.join("wasm32-wasip2/release").join(&file);

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
+
 use cairn_client::{Client, CreateOptions, ErrorCode, EventKind, SessionState, Stat, WatchEvent};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
@@ -46,6 +48,87 @@ pub enum Command {
     Watch(WatchArgs),
     /// List the live sessions.
     Sessions(SessionsArgs),
+    /// Deploy, list, retire and invoke recipes.
+    Recipe(RecipeArgs),
+    /// Named counters (the built-in counter recipe).
+    Counter(CounterArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RecipeArgs {
+    #[command(subcommand)]
+    pub command: RecipeCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecipeCommand {
+    /// Deploy a component (FILE.wasm, a `cairn:recipe` world) under a name.
+    Deploy {
+        file: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// The version number; the next one when absent.
+        #[arg(long)]
+        version: Option<u32>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the deployed recipes.
+    Ls {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Retire one version: NAME@VERSION.
+    Retire {
+        recipe: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Run one operation: NAME or NAME@VERSION, the op, and its arguments (the recipe's own
+    /// encoding, JSON for the built-ins).
+    Invoke {
+        recipe: String,
+        op: String,
+        #[arg(default_value = "")]
+        args: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+impl RecipeCommand {
+    fn client(&self) -> &ClientArgs {
+        match self {
+            RecipeCommand::Deploy { client, .. }
+            | RecipeCommand::Ls { client }
+            | RecipeCommand::Retire { client, .. }
+            | RecipeCommand::Invoke { client, .. } => client,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CounterArgs {
+    #[command(subcommand)]
+    pub command: CounterCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CounterCommand {
+    /// Add N (default 1, may be negative) and print the new value.
+    Add {
+        name: String,
+        #[arg(default_value_t = 1, allow_negative_numbers = true)]
+        n: i64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print the value.
+    Get {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -209,6 +292,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stat(args) => Some(&args.client),
         Command::Watch(args) => Some(&args.client),
         Command::Sessions(args) => Some(&args.client),
+        Command::Recipe(args) => Some(args.command.client()),
+        Command::Counter(args) => Some(match &args.command {
+            CounterCommand::Add { client, .. } | CounterCommand::Get { client, .. } => client,
+        }),
     };
     let Some(client_args) = client_args else {
         let Command::Serve(args) = cli.command else { unreachable!("only serve has no client") };
@@ -337,6 +424,8 @@ async fn run_client_command(client: &Client, command: Command) -> anyhow::Result
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Recipe(args) => run_recipe_command(client, args).await,
+        Command::Counter(args) => run_counter_command(client, args).await,
         Command::Sessions(args) => {
             let sessions = client.sessions().await?;
             if args.client.json {
@@ -364,6 +453,83 @@ async fn run_client_command(client: &Client, command: Command) -> anyhow::Result
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Splits `NAME@VERSION` (the version optional unless `required`).
+fn recipe_spec(spec: &str, required: bool) -> anyhow::Result<(&str, Option<u32>)> {
+    match spec.split_once('@') {
+        Some((name, version)) => {
+            let version = version.parse().with_context(|| format!("bad version in {spec:?}"))?;
+            Ok((name, Some(version)))
+        }
+        None if required => anyhow::bail!("name the version: {spec}@VERSION"),
+        None => Ok((spec, None)),
+    }
+}
+
+async fn run_recipe_command(client: &Client, args: RecipeArgs) -> anyhow::Result<ExitCode> {
+    let json_out = args.command.client().json;
+    match args.command {
+        RecipeCommand::Deploy { file, name, version, .. } => {
+            let component =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let (version, hash) = client.deploy_recipe(&name, version, component).await?;
+            if json_out {
+                print_json(&json!({ "name": name, "version": version, "hash": hash }))?;
+            } else {
+                println!("{name}@{version} sha256:{hash}");
+            }
+        }
+        RecipeCommand::Ls { .. } => {
+            let recipes = client.recipes().await?;
+            if json_out {
+                print_json(&json!({ "recipes": recipes.iter().map(|r| json!({
+                    "name": r.name, "version": r.version, "hash": r.hash, "bytes": r.bytes,
+                })).collect::<Vec<_>>() }))?;
+            } else {
+                println!("{:<24} {:>8} {:>10}  SHA256", "NAME", "VERSION", "BYTES");
+                for r in &recipes {
+                    println!(
+                        "{:<24} {:>8} {:>10}  {}",
+                        r.name,
+                        r.version,
+                        r.bytes,
+                        &r.hash[..16.min(r.hash.len())]
+                    );
+                }
+            }
+        }
+        RecipeCommand::Retire { recipe, .. } => {
+            let (name, version) = recipe_spec(&recipe, true)?;
+            client.retire_recipe(name, version.unwrap_or_default()).await?;
+        }
+        RecipeCommand::Invoke { recipe, op, args, .. } => {
+            let (name, version) = recipe_spec(&recipe, false)?;
+            let result = client.invoke(name, version, &op, args.into_bytes()).await?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&result)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_counter_command(client: &Client, args: CounterArgs) -> anyhow::Result<ExitCode> {
+    let (op, request, client_args) = match &args.command {
+        CounterCommand::Add { name, n, client } => {
+            ("add", json!({ "name": name, "delta": n }), client)
+        }
+        CounterCommand::Get { name, client } => ("get", json!({ "name": name }), client),
+    };
+    let result = client.invoke("counter", None, op, request.to_string().into_bytes()).await?;
+    let reply: serde_json::Value = serde_json::from_slice(&result)
+        .context("the counter recipe answered something else than JSON")?;
+    if client_args.json {
+        print_json(&reply)?;
+    } else {
+        println!("{}", reply["value"]);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_children(args: &LsArgs, children: &[cairn_client::ChildEntry]) -> anyhow::Result<()> {

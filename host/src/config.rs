@@ -43,9 +43,9 @@ impl Default for ServeConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("config file {path}: {source}")]
+    #[error("config file {path}")]
     Parse { path: PathBuf, source: Box<toml::de::Error> },
     #[error("{0}")]
     Invalid(String),
@@ -94,7 +94,8 @@ mod tests {
 
         std::fs::write(&path, "lisen = \"127.0.0.1:9000\"\n").expect("write");
         let error = ServeConfig::from_file(&path).expect_err("typo refused");
-        assert!(error.to_string().contains("lisen"), "{error}");
+        let chain = format!("{:#}", anyhow::Error::new(error));
+        assert!(chain.contains("lisen"), "{chain}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::raft::network::NoPeers;
 use crate::raft::state_machine::StateMachineStore;
 use crate::raft::{Member, Raft, Storage};
 use crate::recipe::RecipeRuntime;
+use crate::recipe::builtin::BUILTIN_RECIPES;
 use crate::session;
 use crate::store::{Action, Write};
 use crate::tls;
@@ -34,7 +35,7 @@ pub const SHUTDOWN_DRAIN_MS: u64 = 3_000;
 pub enum NodeError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    #[error("cannot create data dir {path}: {source}")]
+    #[error("cannot create data dir {path}")]
     DataDir { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     StorageOpen(#[from] crate::raft::StorageOpenError),
@@ -46,10 +47,12 @@ pub enum NodeError {
     Raft(String),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Recipes(#[from] crate::recipe::RuntimeError),
+    #[error("cannot deploy built-in recipe {0}: {1}")]
+    Builtin(String, String),
     #[error("no leader after {STARTUP_LEADER_WAIT_MS} ms")]
     NoLeader,
     #[error("the node stopped on a fatal error: {0}")]
@@ -148,6 +151,11 @@ impl RunningNode {
             watches,
             sessions: Arc::default(),
         });
+        // A cluster gets the built-ins when it is created: before anything was ever deployed.
+        let never_deployed = state.read().tree.recipes().runtime.is_none();
+        if never_deployed {
+            deploy_builtin_recipes(&frontend).await?;
+        }
         let tasks = vec![
             tokio::spawn(api::serve(endpoint.clone(), frontend.clone(), stopped.clone())),
             tokio::spawn(reap_ttl_znodes(frontend.clone(), stopped.clone())),
@@ -212,6 +220,26 @@ impl RunningNode {
         }
         tracing::info!("node stopped");
     }
+}
+
+/// Deploys the built-in recipes through the log, as any recipe is deployed.
+async fn deploy_builtin_recipes(frontend: &Frontend) -> Result<(), NodeError> {
+    for (name, component) in BUILTIN_RECIPES {
+        let action = Action::DeployRecipe {
+            name: name.to_string(),
+            version: None,
+            component: component.to_vec(),
+        };
+        let applied = frontend
+            .propose(Write::sessionless(action))
+            .await
+            .map_err(|e| NodeError::Builtin(name.to_string(), e.to_string()))?;
+        match applied.await {
+            (_, Ok(_)) => tracing::info!(recipe = %name, "deployed built-in recipe"),
+            (_, Err(error)) => return Err(NodeError::Builtin(name.to_string(), error.to_string())),
+        }
+    }
+    Ok(())
 }
 
 /// While this node leads, proposes a reap entry whenever a TTL znode's time has come by the

@@ -47,7 +47,7 @@ impl StorageCounters {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot open storage in {dir}: {source}")]
+#[error("cannot open storage in {dir}")]
 pub struct StorageOpenError {
     dir: String,
     source: fjall::Error,

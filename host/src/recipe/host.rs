@@ -3,9 +3,9 @@
 
 use cairn_wire::{ApiError, ErrorCode, path};
 
-use super::CallState;
 use super::RECIPE_NOTIFICATIONS_PER_CALL_MAX;
 use super::cairn::recipe::{context, notify, store};
+use super::{CallState, Shared};
 use crate::store::SessionId;
 
 impl CallState {
@@ -27,6 +27,10 @@ impl CallState {
             Some("") | None => "/".to_string(),
             Some(rest) => rest.to_string(),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn txn_error() -> store::Error {
@@ -62,13 +66,14 @@ fn stat(stat: cairn_wire::Stat) -> store::Stat {
 impl store::Host for CallState {
     fn get(&mut self, relative: String) -> Result<(Vec<u8>, store::Stat), store::Error> {
         let absolute = self.absolute(&relative)?;
-        let (data, found) = self.tree.get(&absolute).map_err(error)?;
+        let shared = self.lock();
+        let (data, found) = shared.tree.get(&absolute).map_err(error)?;
         Ok((data.to_vec(), stat(found)))
     }
 
     fn children(&mut self, relative: String) -> Result<Vec<String>, store::Error> {
         let absolute = self.absolute(&relative)?;
-        let (_, children) = self.tree.children(&absolute, false).map_err(error)?;
+        let (_, children) = self.lock().tree.children(&absolute, false).map_err(error)?;
         Ok(children.into_iter().map(|child| child.name).collect())
     }
 
@@ -84,9 +89,12 @@ impl store::Host for CallState {
             path::validate_sequential_prefix(&absolute).map_err(error)?;
         }
         let ephemeral = matches!(mode, store::Mode::Ephemeral);
-        let txn = self.txn.as_mut().ok_or_else(CallState::txn_error)?;
-        let created =
-            txn.create(&mut self.tree, &absolute, data, ephemeral, sequential).map_err(error)?;
+        let created = {
+            let mut shared = self.lock();
+            let Shared { tree, txn } = &mut *shared;
+            let txn = txn.as_mut().ok_or_else(CallState::txn_error)?;
+            txn.create(tree, &absolute, data, ephemeral, sequential).map_err(error)?
+        };
         Ok(self.relative(&created))
     }
 
@@ -97,8 +105,10 @@ impl store::Host for CallState {
         version: Option<u32>,
     ) -> Result<store::Stat, store::Error> {
         let absolute = self.absolute(&relative)?;
-        let txn = self.txn.as_mut().ok_or_else(CallState::txn_error)?;
-        txn.set(&mut self.tree, &absolute, data, version).map(stat).map_err(error)
+        let mut shared = self.lock();
+        let Shared { tree, txn } = &mut *shared;
+        let txn = txn.as_mut().ok_or_else(CallState::txn_error)?;
+        txn.set(tree, &absolute, data, version).map(stat).map_err(error)
     }
 
     fn delete(&mut self, relative: String, version: Option<u32>) -> Result<(), store::Error> {
@@ -106,8 +116,10 @@ impl store::Host for CallState {
             return Err(store::Error::InvalidPath);
         }
         let absolute = self.absolute(&relative)?;
-        let txn = self.txn.as_mut().ok_or_else(CallState::txn_error)?;
-        txn.delete(&mut self.tree, &absolute, version).map_err(error)
+        let mut shared = self.lock();
+        let Shared { tree, txn } = &mut *shared;
+        let txn = txn.as_mut().ok_or_else(CallState::txn_error)?;
+        txn.delete(tree, &absolute, version).map_err(error)
     }
 }
 
@@ -125,7 +137,7 @@ impl context::Host for CallState {
     }
 
     fn session_live(&mut self, session: u64) -> bool {
-        self.tree.session(SessionId(session)).is_some()
+        self.lock().tree.session(SessionId(session)).is_some()
     }
 }
 

@@ -13,7 +13,7 @@ pub mod builtin;
 mod host;
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use cairn_wire::{ApiError, ErrorCode};
@@ -45,6 +45,8 @@ pub const RECIPE_TABLE_ELEMENTS_MAX: usize = 100_000;
 pub const RECIPE_INSTANCES_MAX: u32 = 8;
 /// Compiled components kept per node.
 pub const RECIPE_COMPILED_CACHE_MAX: usize = 64;
+/// Stack of the thread a component runs on, in bytes.
+pub const RECIPE_THREAD_STACK_BYTES: usize = 8 * 1024 * 1024;
 /// Notifications one invocation may send.
 pub const RECIPE_NOTIFICATIONS_PER_CALL_MAX: usize = 1_024;
 /// Names the engine and its fuel accounting; recorded in the replicated state at the first
@@ -65,10 +67,16 @@ impl std::fmt::Debug for RecipeRuntime {
     }
 }
 
-/// Everything an invocation's host calls reach.
-pub(crate) struct CallState {
+/// The tree and the invocation's writes, shared between the thread that runs the component and
+/// the apply that called it, so that neither is lost if the run panics.
+struct Shared {
     tree: DataTree,
     txn: Option<RecipeTxn>,
+}
+
+/// Everything an invocation's host calls reach.
+pub(crate) struct CallState {
+    shared: Arc<Mutex<Shared>>,
     namespace: String,
     session: u64,
     zxid: u64,
@@ -145,6 +153,8 @@ impl RecipeRuntime {
             .wasm_component_model(true)
             .consume_fuel(true)
             .cranelift_nan_canonicalization(true)
+            // The caller gets one line; a wasm backtrace helps nobody there and costs time.
+            .wasm_backtrace_max_frames(None)
             // Threads are not compiled into this engine at all.
             .wasm_relaxed_simd(false)
             .memory_reservation(RECIPE_MEMORY_BYTES_MAX as u64)
@@ -191,6 +201,53 @@ impl RecipeRuntime {
     }
 }
 
+type RunOutcome = wasmtime::Result<Result<Vec<u8>, String>>;
+
+impl RecipeRuntime {
+    /// Instantiates and calls the component; returns its outcome, whether memory was refused,
+    /// and the notifications it sent.
+    fn run(
+        &self,
+        pre: &RecipePre<CallState>,
+        state: CallState,
+        call: &RecipeCall<'_>,
+    ) -> (RunOutcome, bool, Vec<(SessionId, Vec<u8>)>) {
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| state);
+        let outcome = store
+            .set_fuel(RECIPE_FUEL_PER_CALL)
+            .and_then(|()| pre.instantiate(&mut store))
+            .and_then(|recipe| recipe.call_invoke(&mut store, call.op, call.args));
+        let state = store.into_data();
+        (outcome, state.memory_refused, state.notifications)
+    }
+}
+
+/// Turns a run's outcome into the recipe's result or the error its caller gets.
+fn classify(name: &str, outcome: RunOutcome, memory_refused: bool) -> Result<Vec<u8>, ApiError> {
+    match outcome {
+        Ok(Ok(result)) => Ok(result),
+        Ok(Err(message)) => Err(fault(ErrorCode::RecipeError, name, message)),
+        Err(error) if error.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) => Err(fault(
+            ErrorCode::OutOfFuel,
+            name,
+            format!("ran past {RECIPE_FUEL_PER_CALL} units of fuel"),
+        )),
+        Err(_) if memory_refused => Err(fault(
+            ErrorCode::OutOfMemory,
+            name,
+            format!("grew past {RECIPE_MEMORY_BYTES_MAX} bytes of memory"),
+        )),
+        Err(error) => {
+            let why = match error.downcast_ref::<Trap>() {
+                Some(trap) => trap.to_string(),
+                None => error.root_cause().to_string(),
+            };
+            Err(fault(ErrorCode::RecipeTrap, name, why))
+        }
+    }
+}
+
 fn fault(code: ErrorCode, name: &str, detail: impl std::fmt::Display) -> ApiError {
     ApiError::new(code).with_detail(format!("{name}: {detail}"))
 }
@@ -224,9 +281,12 @@ impl RecipeRunner for RecipeRuntime {
             .wall_clock(EntryClock(call.time_ms))
             .monotonic_clock(EntryClock(call.time_ms))
             .build();
-        let state = CallState {
+        let shared = Arc::new(Mutex::new(Shared {
             tree: std::mem::take(tree),
             txn: Some(RecipeTxn::new(call.zxid, call.time_ms, call.session)),
+        }));
+        let state = CallState {
+            shared: shared.clone(),
             namespace: namespace(call.name),
             session: call.session.map_or(0, |session| session.0),
             zxid: call.zxid,
@@ -236,38 +296,40 @@ impl RecipeRunner for RecipeRuntime {
             wasi,
             table: ResourceTable::new(),
         };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| state);
-        let outcome = store
-            .set_fuel(RECIPE_FUEL_PER_CALL)
-            .and_then(|()| pre.instantiate(&mut store))
-            .and_then(|recipe| recipe.call_invoke(&mut store, call.op, call.args));
-        let mut state = store.into_data();
-        let result = match outcome {
-            Ok(Ok(result)) => Ok(result),
-            Ok(Err(message)) => Err(fault(ErrorCode::RecipeError, &name, message)),
-            Err(error) if error.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) => Err(fault(
-                ErrorCode::OutOfFuel,
-                &name,
-                format!("ran past {RECIPE_FUEL_PER_CALL} units of fuel"),
-            )),
-            Err(_) if state.memory_refused => Err(fault(
-                ErrorCode::OutOfMemory,
-                &name,
-                format!("grew past {RECIPE_MEMORY_BYTES_MAX} bytes of memory"),
-            )),
-            Err(error) => Err(fault(ErrorCode::RecipeTrap, &name, format!("{error:#}"))),
-        };
-        if let Some(txn) = state.txn.take() {
-            match &result {
-                Ok(_) => {
-                    txn.commit(&mut state.tree, effects);
-                    effects.notifications.append(&mut state.notifications);
-                }
-                Err(_) => txn.rollback(&mut state.tree),
+        // The component runs on a thread of its own, outside the async runtime: WASI's
+        // synchronous streams (a guest's panic message to stderr) block on a runtime of their
+        // own, which they may not do from inside ours.
+        let run = std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("cairn-recipe".into())
+                .stack_size(RECIPE_THREAD_STACK_BYTES)
+                .spawn_scoped(scope, || self.run(&pre, state, &call))
+                .map(|handle| handle.join())
+        });
+        let result = match run {
+            Ok(Ok((outcome, memory_refused, notifications))) => {
+                classify(&name, outcome, memory_refused).map(|result| (result, notifications))
             }
-        }
-        *tree = state.tree;
+            Ok(Err(_)) => Err(fault(ErrorCode::RecipeTrap, &name, "the runtime panicked")),
+            Err(error) => {
+                Err(fault(ErrorCode::Internal, &name, format!("no thread to run on: {error}")))
+            }
+        };
+        let mut shared = shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut owned = std::mem::take(&mut shared.tree);
+        let result = match (shared.txn.take(), result) {
+            (Some(txn), Ok((result, mut notifications))) => {
+                txn.commit(&mut owned, effects);
+                effects.notifications.append(&mut notifications);
+                Ok(result)
+            }
+            (Some(txn), Err(error)) => {
+                txn.rollback(&mut owned);
+                Err(error)
+            }
+            (None, result) => result.map(|(result, _)| result),
+        };
+        *tree = owned;
         result
     }
 }
@@ -407,6 +469,23 @@ mod tests {
         }
         assert!(node.tree.exists("/escaped").expect("valid").is_none());
         // And it still runs after all of that.
+        assert_eq!(node.invoke("hostile", "ok", b"").expect("runs"), b"fine");
+    }
+
+    /// Apply runs inside the node's async runtime; a guest writing to stderr (a panic message)
+    /// must not take it down.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn runs_inside_an_async_runtime() {
+        let mut node = Node::new();
+        node.deploy("hostile", HOSTILE).expect("deploys");
+        assert_eq!(
+            node.invoke("hostile", "trap", b"").expect_err("traps").code,
+            ErrorCode::RecipeTrap
+        );
+        assert_eq!(
+            node.invoke("hostile", "bomb", b"").expect_err("bombs").code,
+            ErrorCode::OutOfMemory
+        );
         assert_eq!(node.invoke("hostile", "ok", b"").expect("runs"), b"fine");
     }
 

@@ -4,6 +4,7 @@
 mod bad_input;
 mod cli;
 mod durability;
+mod recipes;
 mod sessions;
 mod watches;
 mod znodes;

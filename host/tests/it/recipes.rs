@@ -1,0 +1,145 @@
+//! Recipes over the wire: the built-ins a new cluster gets, deploying and invoking from the CLI
+//! and the client, misbehaving recipes contained, notifications to sessions.
+
+use std::time::Duration;
+
+use cairn_client::ErrorCode;
+
+use crate::start_node;
+
+fn component(name: &str) -> Vec<u8> {
+    let path = format!("{}/cairn_recipe_{name}.wasm", env!("CAIRN_RECIPES_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn counter_and_recipe_commands() -> anyhow::Result<()> {
+    let (dir, node) = start_node(&[])?;
+    let ls = node.cli(&["recipe", "ls"])?;
+    assert!(stdout(&ls).contains("counter"), "built-in counter deployed: {}", stdout(&ls));
+
+    assert_eq!(stdout(&node.cli(&["counter", "add", "hits"])?), "1\n");
+    assert_eq!(stdout(&node.cli(&["counter", "add", "hits", "41"])?), "42\n");
+    assert_eq!(stdout(&node.cli(&["counter", "add", "hits", "-2"])?), "40\n");
+    assert_eq!(stdout(&node.cli(&["counter", "get", "hits", "--json"])?), "{\"value\":40}\n");
+    let cas = node.cli(&[
+        "recipe",
+        "invoke",
+        "counter",
+        "cas",
+        r#"{"name":"hits","expected":40,"value":0}"#,
+    ])?;
+    assert_eq!(stdout(&cas), "{\"swapped\":true,\"value\":0}\n");
+
+    let file = dir.path().join("hostile.wasm");
+    std::fs::write(&file, component("hostile"))?;
+    let deployed =
+        node.cli(&["recipe", "deploy", file.to_str().expect("utf-8"), "--name", "hostile"])?;
+    assert!(stdout(&deployed).starts_with("hostile@1 sha256:"), "{}", stderr(&deployed));
+    let spin = node.cli(&["recipe", "invoke", "hostile", "spin"])?;
+    assert_eq!(spin.status.code(), Some(1));
+    assert!(stderr(&spin).starts_with("error: out of fuel: hostile@1"), "{}", stderr(&spin));
+    assert_eq!(stderr(&spin).lines().count(), 1, "one clear line");
+    let trap = node.cli(&["recipe", "invoke", "hostile", "trap"])?;
+    assert!(stderr(&trap).starts_with("error: recipe trap: hostile@1"), "{}", stderr(&trap));
+    assert_eq!(stdout(&node.cli(&["recipe", "invoke", "hostile@1", "ok"])?), "fine\n");
+
+    // Clients may read a recipe's namespace but not forge its state.
+    let forged = node.cli(&["set", "/cairn/recipes/counter/hits", "1000"])?;
+    assert!(
+        stderr(&forged).starts_with("error: invalid argument: /cairn/recipes/counter/hits"),
+        "{}",
+        stderr(&forged)
+    );
+    assert_eq!(stdout(&node.cli(&["get", "/cairn/recipes/counter/hits"])?), "0\n");
+
+    assert!(node.cli(&["recipe", "retire", "hostile@1"])?.status.success());
+    let gone = node.cli(&["recipe", "invoke", "hostile", "ok"])?;
+    assert_eq!(stderr(&gone), "error: no recipe: hostile is not deployed\n");
+    let junk = node.cli(&[
+        "recipe",
+        "deploy",
+        file.with_extension("missing").to_str().expect("utf-8"),
+        "--name",
+        "x",
+    ])?;
+    assert!(stderr(&junk).starts_with("error: cannot read"), "{}", stderr(&junk));
+    std::fs::write(&file, b"not a component")?;
+    let invalid =
+        node.cli(&["recipe", "deploy", file.to_str().expect("utf-8"), "--name", "junk"])?;
+    assert!(stderr(&invalid).starts_with("error: invalid recipe: junk@1"), "{}", stderr(&invalid));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn misbehaving_recipes_do_not_hold_others_up() -> anyhow::Result<()> {
+    let (_dir, node) = start_node(&[])?;
+    let client = node.client().await?;
+    client.deploy_recipe("hostile", None, component("hostile")).await?;
+    let bystander = node.client().await?;
+    let mut misbehaving = Vec::new();
+    for op in ["spin", "bomb", "trap", "spin"] {
+        let client = client.clone();
+        misbehaving.push(tokio::spawn(async move {
+            client.invoke("hostile", None, op, Vec::new()).await
+        }));
+    }
+    // Meanwhile others are served.
+    for i in 0..20 {
+        let value =
+            bystander.invoke("counter", None, "add", br#"{"name":"n","delta":1}"#.to_vec()).await?;
+        assert_eq!(value, format!("{{\"value\":{}}}", i + 1).into_bytes());
+    }
+    let mut codes = Vec::new();
+    for call in misbehaving {
+        codes.push(call.await?.expect_err("misbehaves").code());
+    }
+    assert_eq!(
+        codes,
+        [
+            Some(ErrorCode::OutOfFuel),
+            Some(ErrorCode::OutOfMemory),
+            Some(ErrorCode::RecipeTrap),
+            Some(ErrorCode::OutOfFuel)
+        ]
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn notifications_reach_the_addressed_session() -> anyhow::Result<()> {
+    let (_dir, node) = start_node(&[])?;
+    let client = node.client().await?;
+    client.deploy_recipe("hostile", None, component("hostile")).await?;
+    let mut notifications = client.notifications();
+    client.invoke("hostile", None, "notify", Vec::new()).await?;
+    let note = tokio::time::timeout(Duration::from_secs(30), notifications.recv()).await??;
+    assert_eq!(note.message, b"hello");
+    assert!(note.zxid > 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recipes_and_their_state_survive_a_restart() -> anyhow::Result<()> {
+    let (_dir, mut node) = start_node(&["--snapshot-every", "10"])?;
+    let client = node.client().await?;
+    for _ in 0..30 {
+        client.invoke("counter", None, "add", br#"{"name":"n","delta":2}"#.to_vec()).await?;
+    }
+    drop(client);
+    node.kill()?;
+    node.restart()?;
+    let client = node.client().await?;
+    assert_eq!(client.recipes().await?.len(), 1, "the built-in once, not again on restart");
+    let value = client.invoke("counter", None, "get", br#"{"name":"n"}"#.to_vec()).await?;
+    assert_eq!(value, b"{\"value\":60}");
+    Ok(())
+}
