@@ -10,6 +10,31 @@ use std::process::Command;
 /// tests.
 const RECIPES: &[&str] = &["counter", "hostile"];
 
+/// The target recipes are built for.
+const WASM_TARGET: &str = "wasm32-wasip2";
+
+/// Installs the wasm target with rustup when the toolchain lacks it, as a fresh machine does:
+/// `rust-toolchain.toml` names it, but rustup adds a target only when it installs the toolchain.
+fn ensure_wasm_target() {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()));
+    let installed = sysroot.is_some_and(|root| root.join("lib/rustlib").join(WASM_TARGET).exists());
+    if installed {
+        return;
+    }
+    println!("cargo:warning=installing the {WASM_TARGET} target with rustup, to build the recipes");
+    let added = Command::new("rustup").args(["target", "add", WASM_TARGET]).status();
+    assert!(
+        added.is_ok_and(|status| status.success()),
+        "the {WASM_TARGET} target is missing and rustup could not add it: run `rustup target add {WASM_TARGET}`"
+    );
+}
+
 fn main() {
     let manifest_dir =
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
@@ -25,10 +50,11 @@ fn main() {
         println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
     }
 
+    ensure_wasm_target();
     let mut build = Command::new(cargo);
     build
         .current_dir(&workspace)
-        .args(["build", "--release", "--locked", "--target", "wasm32-wasip2", "--target-dir"])
+        .args(["build", "--release", "--locked", "--target", WASM_TARGET, "--target-dir"])
         .arg(&target_dir);
     for recipe in RECIPES {
         build.args(["-p", &format!("cairn-recipe-{recipe}")]);

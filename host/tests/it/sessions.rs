@@ -64,8 +64,9 @@ async fn explicit_close_removes_ephemerals_at_once() -> anyhow::Result<()> {
     let observer = node.client().await?;
     let holder = node.client().await?;
     holder.create("/lock", b"".to_vec(), CreateOptions::ephemeral()).await?;
-    holder.create("/held-", b"".to_vec(), CreateOptions::ephemeral().sequential()).await?;
-    assert_eq!(holder.ephemerals(None).await?, vec!["/held-0000000001", "/lock"]);
+    let held =
+        holder.create("/held-", b"".to_vec(), CreateOptions::ephemeral().sequential()).await?;
+    assert_eq!(holder.ephemerals(None).await?, vec![held.clone(), "/lock".to_string()]);
     let listed = observer.sessions().await?;
     let mine = listed.iter().find(|s| s.session_id == holder.session_id()).expect("listed");
     assert_eq!(mine.ephemerals, 2);
@@ -74,7 +75,7 @@ async fn explicit_close_removes_ephemerals_at_once() -> anyhow::Result<()> {
     holder.close().await?;
     // The close was applied before its reply: a linearizable read sees the znodes gone.
     assert!(!exists(&observer, "/lock").await);
-    assert!(!exists(&observer, "/held-0000000001").await);
+    assert!(!exists(&observer, &held).await);
     assert!(!observer.sessions().await?.iter().any(|s| s.session_id == holder.session_id()));
     assert_eq!(*holder.session_state().borrow(), SessionState::Closed);
     assert!(holder.get("/").await.is_err(), "a closed client refuses requests");
