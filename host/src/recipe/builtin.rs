@@ -3,5 +3,7 @@
 //! powers a user's recipe lacks.
 
 /// (name, component) of every built-in recipe.
-pub const BUILTIN_RECIPES: &[(&str, &[u8])] =
-    &[("counter", include_bytes!(concat!(env!("OUT_DIR"), "/cairn_recipe_counter.wasm")))];
+pub const BUILTIN_RECIPES: &[(&str, &[u8])] = &[
+    ("counter", include_bytes!(concat!(env!("OUT_DIR"), "/cairn_recipe_counter.wasm"))),
+    ("fair-lock", include_bytes!(concat!(env!("OUT_DIR"), "/cairn_recipe_fair_lock.wasm"))),
+];

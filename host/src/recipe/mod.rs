@@ -27,7 +27,7 @@ use wasmtime_wasi::{
     WasiView,
 };
 
-use crate::store::recipes::{RecipeCall, RecipeRunner, RecipeTxn, namespace};
+use crate::store::recipes::{Entry, RecipeCall, RecipeRunner, RecipeTxn, namespace};
 use crate::store::{DataTree, Effects, SessionId};
 
 wasmtime::component::bindgen!({
@@ -217,7 +217,12 @@ impl RecipeRuntime {
         let outcome = store
             .set_fuel(RECIPE_FUEL_PER_CALL)
             .and_then(|()| pre.instantiate(&mut store))
-            .and_then(|recipe| recipe.call_invoke(&mut store, call.op, call.args));
+            .and_then(|recipe| match call.entry {
+                Entry::Invoke { op, args } => recipe.call_invoke(&mut store, op, args),
+                Entry::SessionEnded { session, deleted } => recipe
+                    .call_on_session_ended(&mut store, session.0, deleted)
+                    .map(|()| Ok(Vec::new())),
+            });
         let state = store.into_data();
         (outcome, state.memory_refused, state.notifications)
     }

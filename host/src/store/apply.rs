@@ -11,11 +11,12 @@ use cairn_wire::{
     SESSION_TIMEOUT_MS_MIN, SESSIONS_MAX, SetRequest, TTL_MS_MAX, ZNODE_DATA_BYTES_MAX, path,
 };
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::recipes::{
-    Deployed, RECIPE_COMPONENT_BYTES_MAX, RECIPES_ROOT, RESERVED_ROOT, RecipeCall, RecipeRunner,
-    RecipeTxn, is_reserved, namespace, validate_name,
+    Deployed, Entry, RECIPE_COMPONENT_BYTES_MAX, RECIPES_ROOT, RESERVED_ROOT, RecipeCall,
+    RecipeRunner, RecipeTxn, is_reserved, namespace, recipe_path, validate_name,
 };
 use super::{
     Action, Command, DataTree, Effects, NodeKind, Session, SessionId, Write, Znode, ttl_expired,
@@ -76,12 +77,65 @@ impl DataTree {
                     session: write.session,
                     zxid,
                     time_ms: self.clock_ms,
-                    op,
-                    args,
+                    entry: Entry::Invoke { op, args },
                 };
                 recipes.invoke(self, call, effects).map(|result| Reply::Invoked { result })
             }
+            Action::CloseSession | Action::ExpireSession { .. } => {
+                let ending = match &write.action {
+                    Action::ExpireSession { session } => Some(*session),
+                    _ => write.session,
+                };
+                // The session's ephemerals in recipe namespaces, by recipe: each recipe hears of
+                // its own in this same entry, so a lock passes on as its holder's session ends.
+                let mut by_recipe: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                if let Some(session) = ending {
+                    for path in self.ephemerals_of(session) {
+                        if let Some((name, relative)) = recipe_path(path) {
+                            by_recipe
+                                .entry(name.to_string())
+                                .or_default()
+                                .push(relative.to_string());
+                        }
+                    }
+                }
+                let reply = self.apply(zxid, time_ms, write, effects)?;
+                if let Some(session) = ending {
+                    for (name, deleted) in by_recipe {
+                        self.run_session_hook(&name, session, &deleted, recipes, effects);
+                    }
+                }
+                Ok(reply)
+            }
             _ => self.apply(zxid, time_ms, write, effects),
+        }
+    }
+
+    /// Tells a recipe which of its znodes went with a session. A failing hook is undone on its
+    /// own; the session's end stands.
+    fn run_session_hook(
+        &mut self,
+        name: &str,
+        session: SessionId,
+        deleted: &[String],
+        recipes: &dyn RecipeRunner,
+        effects: &mut Effects,
+    ) {
+        let Ok((version, deployed)) = self.recipes.resolve(name, None) else { return };
+        let deployed = deployed.clone();
+        let call = RecipeCall {
+            name,
+            version,
+            deployed: &deployed,
+            session: None,
+            zxid: self.last_zxid,
+            time_ms: self.clock_ms,
+            entry: Entry::SessionEnded { session, deleted },
+        };
+        // Deterministic like everything in apply: every replica fails the same way, so the
+        // error is the same everywhere and only worth a log line.
+        if let Err(error) = recipes.invoke(self, call, effects) {
+            tracing::warn!(recipe = %name, %session, %error, "session hook failed");
         }
     }
 

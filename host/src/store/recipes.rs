@@ -28,6 +28,15 @@ pub fn namespace(name: &str) -> String {
     format!("{RECIPES_ROOT}/{name}")
 }
 
+/// The recipe a path belongs to and the path relative to its namespace, if it is in one.
+pub fn recipe_path(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix(RECIPES_ROOT)?.strip_prefix('/')?;
+    match rest.split_once('/') {
+        Some((name, _)) => Some((name, &rest[name.len()..])),
+        None => Some((rest, "/")),
+    }
+}
+
 /// Whether a path is reserved for recipes.
 pub fn is_reserved(path: &str) -> bool {
     path == RESERVED_ROOT || path.starts_with("/cairn/")
@@ -87,17 +96,27 @@ pub fn validate_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
-/// One invocation, as `apply` hands it to the runner.
+/// One call into a recipe, as `apply` hands it to the runner.
 #[derive(Debug, Clone, Copy)]
 pub struct RecipeCall<'a> {
     pub name: &'a str,
     pub version: u32,
     pub deployed: &'a Deployed,
+    /// The session the call comes from (none for the host's own calls).
     pub session: Option<SessionId>,
     pub zxid: u64,
     pub time_ms: u64,
-    pub op: &'a str,
-    pub args: &'a [u8],
+    pub entry: Entry<'a>,
+}
+
+/// Which export a call runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Entry<'a> {
+    /// `invoke(op, args)`, for a client.
+    Invoke { op: &'a str, args: &'a [u8] },
+    /// `on-session-ended(session, deleted)`, by the host, after it deleted the session's
+    /// ephemerals in this recipe's namespace (paths relative to it).
+    SessionEnded { session: SessionId, deleted: &'a [String] },
 }
 
 /// What runs recipe components for `apply`. Deterministic: the same tree and call give the

@@ -24,3 +24,25 @@ pub fn start_node(extra_args: &[&str]) -> anyhow::Result<(tempfile::TempDir, Ser
     let server = Server::start(binary(), &dir.path().join("cairn-data"), extra_args)?;
     Ok((dir, server))
 }
+
+/// Waits until fair lock `lock` has `waiting` sessions queued behind its holder.
+pub async fn wait_for_status(
+    client: &cairn_client::Client,
+    lock: &str,
+    waiting: usize,
+) -> anyhow::Result<()> {
+    let args = serde_json::json!({ "lock": lock }).to_string().into_bytes();
+    cairn_tests::wait_for("the lock's queue", std::time::Duration::from_secs(60), || {
+        let args = args.clone();
+        async move {
+            let Ok(reply) = client.invoke("fair-lock", None, "status", args).await else {
+                return false;
+            };
+            let Ok(status) = serde_json::from_slice::<serde_json::Value>(&reply) else {
+                return false;
+            };
+            status["queue"].as_array().is_some_and(|queue| queue.len() == waiting)
+        }
+    })
+    .await
+}

@@ -138,8 +138,103 @@ async fn recipes_and_their_state_survive_a_restart() -> anyhow::Result<()> {
     node.kill()?;
     node.restart()?;
     let client = node.client().await?;
-    assert_eq!(client.recipes().await?.len(), 1, "the built-in once, not again on restart");
+    let builtins = cairn::recipe::builtin::BUILTIN_RECIPES.len();
+    assert_eq!(client.recipes().await?.len(), builtins, "the built-ins once, not again on restart");
     let value = client.invoke("counter", None, "get", br#"{"name":"n"}"#.to_vec()).await?;
     assert_eq!(value, b"{\"value\":60}");
+    Ok(())
+}
+
+/// Acquires `lock` for `client`, waiting for the grant notification when queued; returns the
+/// fencing token.
+async fn acquire(client: &cairn_client::Client, lock: &str) -> anyhow::Result<u64> {
+    let mut notifications = client.notifications();
+    let args = serde_json::json!({ "lock": lock }).to_string();
+    let reply: serde_json::Value = serde_json::from_slice(
+        &client.invoke("fair-lock", None, "acquire", args.into_bytes()).await?,
+    )?;
+    if reply["granted"] == true {
+        return reply["token"].as_u64().ok_or_else(|| anyhow::anyhow!("no token in {reply}"));
+    }
+    loop {
+        let note = tokio::time::timeout(Duration::from_secs(60), notifications.recv()).await??;
+        let note: serde_json::Value = serde_json::from_slice(&note.message)?;
+        if note["lock"] == lock {
+            return note["token"].as_u64().ok_or_else(|| anyhow::anyhow!("no token in {note}"));
+        }
+    }
+}
+
+async fn release(client: &cairn_client::Client, lock: &str) -> anyhow::Result<()> {
+    let args = serde_json::json!({ "lock": lock }).to_string();
+    client.invoke("fair-lock", None, "release", args.into_bytes()).await?;
+    Ok(())
+}
+
+/// Many clients take one lock in turn: never two holders at once, every token larger than the
+/// one before.
+#[tokio::test(flavor = "multi_thread")]
+async fn fair_lock_excludes_and_fences() -> anyhow::Result<()> {
+    let (_dir, node) = start_node(&[])?;
+    let holder = std::sync::Arc::new(std::sync::Mutex::new(None::<u64>));
+    let tokens = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut workers = Vec::new();
+    for worker in 0..6u64 {
+        let client = node.client().await?;
+        let (holder, tokens) = (holder.clone(), tokens.clone());
+        workers.push(tokio::spawn(async move {
+            for _ in 0..5 {
+                let token = acquire(&client, "shared").await?;
+                {
+                    let mut held = holder.lock().expect("not poisoned");
+                    anyhow::ensure!(held.is_none(), "worker {worker} granted while {held:?} holds");
+                    *held = Some(worker);
+                    tokens.lock().expect("not poisoned").push(token);
+                }
+                tokio::task::yield_now().await;
+                *holder.lock().expect("not poisoned") = None;
+                release(&client, "shared").await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for worker in workers {
+        worker.await??;
+    }
+    let tokens = tokens.lock().expect("not poisoned").clone();
+    assert_eq!(tokens.len(), 30);
+    assert!(tokens.windows(2).all(|pair| pair[0] < pair[1]), "tokens not increasing: {tokens:?}");
+    Ok(())
+}
+
+/// The holder's session ends without a release (its client died): the next waiter is granted
+/// in the expiry entry, once the timeout has passed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_holders_lock_passes_to_the_next_waiter() -> anyhow::Result<()> {
+    let (_dir, node) = start_node(&[])?;
+    let timeout = Duration::from_secs(2);
+    let doomed = cairn_client::Client::connect_with_timeout(
+        &node.addr().to_string(),
+        node.ca_file(),
+        timeout,
+    )
+    .await?;
+    let next = node.client().await?;
+    let first = acquire(&doomed, "l").await?;
+    let waiting = tokio::spawn(async move {
+        let token = acquire(&next, "l").await;
+        (token, next)
+    });
+    // The waiter is queued behind the holder before the holder dies.
+    let observer = node.client().await?;
+    crate::wait_for_status(&observer, "l", 1).await?;
+    drop(doomed); // no close: the session lingers until its timeout
+    let (token, next) = tokio::time::timeout(Duration::from_secs(60), waiting).await??;
+    let token = token?;
+    assert!(token > first, "{token} after {first}");
+    let status: serde_json::Value = serde_json::from_slice(
+        &observer.invoke("fair-lock", None, "status", br#"{"lock":"l"}"#.to_vec()).await?,
+    )?;
+    assert_eq!(status["holder"], next.session_id());
     Ok(())
 }
