@@ -48,10 +48,40 @@ pub enum Command {
     Watch(WatchArgs),
     /// List the live sessions.
     Sessions(SessionsArgs),
+    /// Run a command while holding a fair lock; its fencing token is in CAIRN_FENCING_TOKEN.
+    Lock(LockArgs),
     /// Deploy, list, retire and invoke recipes.
     Recipe(RecipeArgs),
     /// Named counters (the built-in counter recipe).
     Counter(CounterArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// The lock's name.
+    pub name: String,
+    /// Give up when the lock is not granted within this long: 500ms, 10s, 2m.
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// The command to run, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Parses `500ms`, `10s`, `2m` (a bare number is seconds).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) =
+        text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let number: u64 =
+        number.parse().map_err(|_| format!("{text:?} is not a duration like 500ms, 10s or 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "" | "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number * 60)),
+        _ => Err(format!("{text:?}: the unit is ms, s or m")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -292,6 +322,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stat(args) => Some(&args.client),
         Command::Watch(args) => Some(&args.client),
         Command::Sessions(args) => Some(&args.client),
+        Command::Lock(args) => Some(&args.client),
         Command::Recipe(args) => Some(args.command.client()),
         Command::Counter(args) => Some(match &args.command {
             CounterCommand::Add { client, .. } | CounterCommand::Get { client, .. } => client,
@@ -424,6 +455,7 @@ async fn run_client_command(client: &Client, command: Command) -> anyhow::Result
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Lock(args) => run_locked(client, args).await,
         Command::Recipe(args) => run_recipe_command(client, args).await,
         Command::Counter(args) => run_counter_command(client, args).await,
         Command::Sessions(args) => {
@@ -451,6 +483,46 @@ async fn run_client_command(client: &Client, command: Command) -> anyhow::Result
                 }
             }
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Runs a command holding a lock; stops it if the session can no longer prove the lock is held.
+async fn run_locked(client: &Client, args: LockArgs) -> anyhow::Result<ExitCode> {
+    let lock = client.lock(&args.name);
+    let guard = match args.timeout {
+        Some(limit) => tokio::time::timeout(limit, lock.acquire())
+            .await
+            .map_err(|_| anyhow::anyhow!("lock {} not granted within {limit:?}", args.name))??,
+        None => lock.acquire().await?,
+    };
+    let (program, program_args) = args.command.split_first().context("no command to run")?;
+    let mut child = tokio::process::Command::new(program)
+        .args(program_args)
+        .env("CAIRN_FENCING_TOKEN", guard.token().to_string())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot run {program}"))?;
+    let mut state = client.session_state();
+    let lost = |state: &SessionState| {
+        !matches!(state, SessionState::Connected | SessionState::Reconnected)
+    };
+    tokio::select! {
+        status = child.wait() => {
+            let status = status?;
+            guard.release().await?;
+            // A command killed by a signal has no code: report failure.
+            Ok(ExitCode::from(status.code().map_or(1, |code| u8::try_from(code).unwrap_or(1))))
+        }
+        now = state.wait_for(lost) => {
+            let now = now.map(|state| *state).unwrap_or(SessionState::Closed);
+            let _ = child.kill().await;
+            anyhow::bail!("lock {} lost (session {now:?}): stopped {program}", args.name)
+        }
+        signal = shutdown_signal() => {
+            let _ = child.kill().await;
+            guard.release().await?;
+            anyhow::bail!("interrupted by {signal}: stopped {program}")
         }
     }
 }

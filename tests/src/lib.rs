@@ -62,14 +62,24 @@ impl Server {
         Ok(Client::connect(&self.addr.to_string(), self.ca_file()).await?)
     }
 
+    /// `ARGS` with `--server ADDR --ca CA` added, before a `--` if there is one.
+    fn connected_args(&self, args: &[&str]) -> Vec<std::ffi::OsString> {
+        let split = args.iter().position(|arg| *arg == "--").unwrap_or(args.len());
+        let mut all: Vec<std::ffi::OsString> = args[..split].iter().map(Into::into).collect();
+        all.extend([
+            "--server".into(),
+            self.addr.to_string().into(),
+            "--ca".into(),
+            self.ca_file().into(),
+        ]);
+        all.extend(args[split..].iter().map(Into::into));
+        all
+    }
+
     /// Runs `cairn ARGS --server ADDR --ca CA` to completion.
     pub fn cli(&self, args: &[&str]) -> anyhow::Result<Output> {
         let output = Command::new(&self.binary)
-            .args(args)
-            .arg("--server")
-            .arg(self.addr.to_string())
-            .arg("--ca")
-            .arg(self.ca_file())
+            .args(self.connected_args(args))
             .env_remove("CAIRN_SERVER")
             .env_remove("CAIRN_CA")
             .stdin(Stdio::null())
@@ -81,11 +91,7 @@ impl Server {
     /// until stopped (`create --ephemeral`, `watch`) or that wait (`get --watch`).
     pub fn spawn_cli(&self, args: &[&str]) -> anyhow::Result<CliProcess> {
         let mut child = Command::new(&self.binary)
-            .args(args)
-            .arg("--server")
-            .arg(self.addr.to_string())
-            .arg("--ca")
-            .arg(self.ca_file())
+            .args(self.connected_args(args))
             .env_remove("CAIRN_SERVER")
             .env_remove("CAIRN_CA")
             .stdin(Stdio::null())

@@ -145,32 +145,6 @@ async fn recipes_and_their_state_survive_a_restart() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Acquires `lock` for `client`, waiting for the grant notification when queued; returns the
-/// fencing token.
-async fn acquire(client: &cairn_client::Client, lock: &str) -> anyhow::Result<u64> {
-    let mut notifications = client.notifications();
-    let args = serde_json::json!({ "lock": lock }).to_string();
-    let reply: serde_json::Value = serde_json::from_slice(
-        &client.invoke("fair-lock", None, "acquire", args.into_bytes()).await?,
-    )?;
-    if reply["granted"] == true {
-        return reply["token"].as_u64().ok_or_else(|| anyhow::anyhow!("no token in {reply}"));
-    }
-    loop {
-        let note = tokio::time::timeout(Duration::from_secs(60), notifications.recv()).await??;
-        let note: serde_json::Value = serde_json::from_slice(&note.message)?;
-        if note["lock"] == lock {
-            return note["token"].as_u64().ok_or_else(|| anyhow::anyhow!("no token in {note}"));
-        }
-    }
-}
-
-async fn release(client: &cairn_client::Client, lock: &str) -> anyhow::Result<()> {
-    let args = serde_json::json!({ "lock": lock }).to_string();
-    client.invoke("fair-lock", None, "release", args.into_bytes()).await?;
-    Ok(())
-}
-
 /// Many clients take one lock in turn: never two holders at once, every token larger than the
 /// one before.
 #[tokio::test(flavor = "multi_thread")]
@@ -184,7 +158,8 @@ async fn fair_lock_excludes_and_fences() -> anyhow::Result<()> {
         let (holder, tokens) = (holder.clone(), tokens.clone());
         workers.push(tokio::spawn(async move {
             for _ in 0..5 {
-                let token = acquire(&client, "shared").await?;
+                let guard = client.lock("shared").acquire().await?;
+                let token = guard.token();
                 {
                     let mut held = holder.lock().expect("not poisoned");
                     anyhow::ensure!(held.is_none(), "worker {worker} granted while {held:?} holds");
@@ -193,7 +168,7 @@ async fn fair_lock_excludes_and_fences() -> anyhow::Result<()> {
                 }
                 tokio::task::yield_now().await;
                 *holder.lock().expect("not poisoned") = None;
-                release(&client, "shared").await?;
+                guard.release().await?;
             }
             anyhow::Ok(())
         }));
@@ -220,21 +195,69 @@ async fn a_dead_holders_lock_passes_to_the_next_waiter() -> anyhow::Result<()> {
     )
     .await?;
     let next = node.client().await?;
-    let first = acquire(&doomed, "l").await?;
+    // Taken without a guard: the holder dies holding it, with nothing to release it.
+    let reply: serde_json::Value = serde_json::from_slice(
+        &doomed.invoke("fair-lock", None, "acquire", br#"{"lock":"l"}"#.to_vec()).await?,
+    )?;
+    let first_token = reply["token"].as_u64().expect("granted");
     let waiting = tokio::spawn(async move {
-        let token = acquire(&next, "l").await;
-        (token, next)
+        let guard = next.lock("l").acquire().await;
+        (guard, next)
     });
     // The waiter is queued behind the holder before the holder dies.
     let observer = node.client().await?;
     crate::wait_for_status(&observer, "l", 1).await?;
     drop(doomed); // no close: the session lingers until its timeout
-    let (token, next) = tokio::time::timeout(Duration::from_secs(60), waiting).await??;
-    let token = token?;
-    assert!(token > first, "{token} after {first}");
-    let status: serde_json::Value = serde_json::from_slice(
-        &observer.invoke("fair-lock", None, "status", br#"{"lock":"l"}"#.to_vec()).await?,
-    )?;
-    assert_eq!(status["holder"], next.session_id());
+    let (guard, next) = tokio::time::timeout(Duration::from_secs(60), waiting).await??;
+    let guard = guard?;
+    let token = guard.token();
+    assert!(token > first_token, "{token} after {first_token}");
+    let status = observer.lock("l").status().await?;
+    assert_eq!(status.holder, Some(next.session_id()));
+    assert_eq!(status.token, token);
+    guard.release().await?;
+    Ok(())
+}
+
+#[test]
+fn cairn_lock_runs_the_command_with_a_fencing_token() -> anyhow::Result<()> {
+    let (_dir, node) = start_node(&[])?;
+    let first =
+        node.cli(&["lock", "job", "--", "sh", "-c", "echo token=$CAIRN_FENCING_TOKEN; exit 3"])?;
+    assert_eq!(stdout(&first), "token=1\n");
+    assert_eq!(first.status.code(), Some(3), "the command's exit status");
+    let second = node.cli(&["lock", "job", "--", "sh", "-c", "echo token=$CAIRN_FENCING_TOKEN"])?;
+    assert_eq!(stdout(&second), "token=2\n");
+    assert!(second.status.success());
+    Ok(())
+}
+
+/// A `cairn lock` holder is killed with SIGKILL: the waiting `cairn lock` runs its command only
+/// after the holder's session times out, with a larger token.
+#[test]
+fn a_sigkilled_holder_hands_the_lock_on_after_its_timeout() -> anyhow::Result<()> {
+    let (_dir, node) = start_node(&[])?;
+    // The holder's command lives as long as the holder itself.
+    let mut holder = node.spawn_cli(&[
+        "lock",
+        "job",
+        "--session-timeout",
+        "2000",
+        "--",
+        "sh",
+        "-c",
+        "echo token=$CAIRN_FENCING_TOKEN; while kill -0 $PPID 2>/dev/null; do sleep 0.1; done",
+    ])?;
+    assert_eq!(holder.line()?, "token=1");
+    let waiter =
+        node.spawn_cli(&["lock", "job", "--", "sh", "-c", "echo token=$CAIRN_FENCING_TOKEN"])?;
+    assert_eq!(
+        waiter.line_within(Duration::from_millis(1500)),
+        None,
+        "granted while the holder lives"
+    );
+    holder.child.kill()?;
+    holder.child.wait()?;
+    assert_eq!(waiter.line()?, "token=2");
     Ok(())
 }

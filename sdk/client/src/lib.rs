@@ -24,6 +24,7 @@
 
 mod connection;
 mod error;
+mod lock;
 pub mod op;
 mod session;
 mod watches;
@@ -41,6 +42,7 @@ use cairn_wire::{
 };
 pub use connection::quic_client_config;
 pub use error::Error;
+pub use lock::{Lock, LockGuard, LockStatus};
 use session::Shared;
 pub use session::{Notification, SessionState};
 pub use watches::{OneShotWatch, WatchEvent, WatchStream};
