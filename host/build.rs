@@ -8,7 +8,7 @@ use std::process::Command;
 
 /// The recipe crates to build, by recipe name: the built-ins, and `hostile` for the runtime's
 /// tests.
-const RECIPES: &[&str] = &["counter", "fair-lock", "hostile"];
+const RECIPES: &[&str] = &["counter", "election", "fair-lock", "hostile", "semaphore"];
 
 /// The target recipes are built for.
 const WASM_TARGET: &str = "wasm32-wasip2";

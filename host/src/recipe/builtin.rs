@@ -5,5 +5,7 @@
 /// (name, component) of every built-in recipe.
 pub const BUILTIN_RECIPES: &[(&str, &[u8])] = &[
     ("counter", include_bytes!(concat!(env!("OUT_DIR"), "/cairn_recipe_counter.wasm"))),
+    ("election", include_bytes!(concat!(env!("OUT_DIR"), "/cairn_recipe_election.wasm"))),
     ("fair-lock", include_bytes!(concat!(env!("OUT_DIR"), "/cairn_recipe_fair_lock.wasm"))),
+    ("semaphore", include_bytes!(concat!(env!("OUT_DIR"), "/cairn_recipe_semaphore.wasm"))),
 ];

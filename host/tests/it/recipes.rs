@@ -261,3 +261,83 @@ fn a_sigkilled_holder_hands_the_lock_on_after_its_timeout() -> anyhow::Result<()
     assert_eq!(waiter.line()?, "token=2");
     Ok(())
 }
+
+async fn invoke_json(
+    client: &cairn_client::Client,
+    recipe: &str,
+    op: &str,
+    args: serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let reply = client.invoke(recipe, None, op, args.to_string().into_bytes()).await?;
+    Ok(serde_json::from_slice(&reply)?)
+}
+
+/// The leader's client dies: the next candidate is elected with a larger term, and told.
+#[tokio::test(flavor = "multi_thread")]
+async fn election_moves_on_when_the_leader_dies() -> anyhow::Result<()> {
+    let (_dir, node) = start_node(&[])?;
+    let short = Duration::from_secs(2);
+    let leader =
+        cairn_client::Client::connect_with_timeout(&node.addr().to_string(), node.ca_file(), short)
+            .await?;
+    let follower = node.client().await?;
+    let mut told = follower.notifications();
+    let first = invoke_json(
+        &leader,
+        "election",
+        "campaign",
+        serde_json::json!({"election": "e", "data": "a"}),
+    )
+    .await?;
+    assert_eq!(first, serde_json::json!({"leader": true, "term": 1}));
+    let second = invoke_json(
+        &follower,
+        "election",
+        "campaign",
+        serde_json::json!({"election": "e", "data": "b"}),
+    )
+    .await?;
+    assert_eq!(second, serde_json::json!({"leader": false, "position": 1}));
+    drop(leader);
+    let note = tokio::time::timeout(Duration::from_secs(60), told.recv()).await??;
+    let note: serde_json::Value = serde_json::from_slice(&note.message)?;
+    assert_eq!(note, serde_json::json!({"election": "e", "term": 2}));
+    let now =
+        invoke_json(&follower, "election", "leader", serde_json::json!({"election": "e"})).await?;
+    assert_eq!(
+        (now["leader"].as_u64(), now["term"].as_u64(), now["data"].as_str()),
+        (Some(follower.session_id()), Some(2), Some("b"))
+    );
+    Ok(())
+}
+
+/// Two permits, three takers: the third gets one when a holder's session ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn semaphore_permits_return_with_their_session() -> anyhow::Result<()> {
+    let (_dir, node) = start_node(&[])?;
+    let short = Duration::from_secs(2);
+    let doomed =
+        cairn_client::Client::connect_with_timeout(&node.addr().to_string(), node.ca_file(), short)
+            .await?;
+    let steady = node.client().await?;
+    let waiting = node.client().await?;
+    let mut told = waiting.notifications();
+    let take = serde_json::json!({"sem": "s", "permits": 2});
+    assert_eq!(invoke_json(&doomed, "semaphore", "acquire", take.clone()).await?["granted"], true);
+    assert_eq!(invoke_json(&steady, "semaphore", "acquire", take.clone()).await?["granted"], true);
+    assert_eq!(
+        invoke_json(&waiting, "semaphore", "acquire", take.clone()).await?["granted"],
+        false
+    );
+    drop(doomed);
+    let note = tokio::time::timeout(Duration::from_secs(60), told.recv()).await??;
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&note.message)?,
+        serde_json::json!({"sem": "s"})
+    );
+    let status =
+        invoke_json(&steady, "semaphore", "status", serde_json::json!({"sem": "s"})).await?;
+    assert_eq!(status["used"], 2);
+    assert_eq!(status["holders"], serde_json::json!([steady.session_id(), waiting.session_id()]));
+    Ok(())
+}
