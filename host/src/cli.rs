@@ -50,6 +50,10 @@ pub enum Command {
     Sessions(SessionsArgs),
     /// Run a command while holding a fair lock; its fencing token is in CAIRN_FENCING_TOKEN.
     Lock(LockArgs),
+    /// Run a command while this process leads an election; the term is in CAIRN_FENCING_TOKEN.
+    Elect(ElectArgs),
+    /// Run a command while holding permits of a counting semaphore.
+    Sem(SemArgs),
     /// Deploy, list, retire and invoke recipes.
     Recipe(RecipeArgs),
     /// Named counters (the built-in counter recipe).
@@ -61,6 +65,40 @@ pub struct LockArgs {
     /// The lock's name.
     pub name: String,
     /// Give up when the lock is not granted within this long: 500ms, 10s, 2m.
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// The command to run, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ElectArgs {
+    /// The election's name.
+    pub name: String,
+    /// This candidate's id, shown to others as the leader's data (default: the session id).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// The command to run while leader, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SemArgs {
+    /// The semaphore's name.
+    pub name: String,
+    /// How many permits the semaphore has (fixed by its first user).
+    #[arg(long)]
+    pub permits: u64,
+    /// How many permits to take.
+    #[arg(long, default_value_t = 1)]
+    pub count: u64,
+    /// Give up when the permits are not granted within this long: 500ms, 10s, 2m.
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
     /// The command to run, after `--`.
@@ -323,6 +361,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Watch(args) => Some(&args.client),
         Command::Sessions(args) => Some(&args.client),
         Command::Lock(args) => Some(&args.client),
+        Command::Elect(args) => Some(&args.client),
+        Command::Sem(args) => Some(&args.client),
         Command::Recipe(args) => Some(args.command.client()),
         Command::Counter(args) => Some(match &args.command {
             CounterCommand::Add { client, .. } | CounterCommand::Get { client, .. } => client,
@@ -456,6 +496,8 @@ async fn run_client_command(client: &Client, command: Command) -> anyhow::Result
             Ok(ExitCode::SUCCESS)
         }
         Command::Lock(args) => run_locked(client, args).await,
+        Command::Elect(args) => run_elected(client, args).await,
+        Command::Sem(args) => run_with_permits(client, args).await,
         Command::Recipe(args) => run_recipe_command(client, args).await,
         Command::Counter(args) => run_counter_command(client, args).await,
         Command::Sessions(args) => {
@@ -490,16 +532,60 @@ async fn run_client_command(client: &Client, command: Command) -> anyhow::Result
 /// Runs a command holding a lock; stops it if the session can no longer prove the lock is held.
 async fn run_locked(client: &Client, args: LockArgs) -> anyhow::Result<ExitCode> {
     let lock = client.lock(&args.name);
-    let guard = match args.timeout {
-        Some(limit) => tokio::time::timeout(limit, lock.acquire())
+    let guard = within(args.timeout, &format!("lock {}", args.name), lock.acquire()).await?;
+    let env = [("CAIRN_FENCING_TOKEN", guard.token().to_string())];
+    let status = run_holding(client, &format!("lock {}", args.name), &env, &args.command).await;
+    guard.release().await?;
+    exit_code(status?)
+}
+
+/// Runs a command while this session leads an election.
+async fn run_elected(client: &Client, args: ElectArgs) -> anyhow::Result<ExitCode> {
+    let id = args.id.clone().unwrap_or_else(|| format!("session-{:#x}", client.session_id()));
+    let leadership = client.election(&args.name).campaign(&id).await?;
+    let env = [("CAIRN_FENCING_TOKEN", leadership.term().to_string()), ("CAIRN_LEADER_ID", id)];
+    let status =
+        run_holding(client, &format!("leadership of {}", args.name), &env, &args.command).await;
+    leadership.resign().await?;
+    exit_code(status?)
+}
+
+/// Runs a command holding semaphore permits.
+async fn run_with_permits(client: &Client, args: SemArgs) -> anyhow::Result<ExitCode> {
+    let semaphore = client.semaphore(&args.name, args.permits);
+    let what = format!("{} permit(s) of {}", args.count, args.name);
+    let permits = within(args.timeout, &what, semaphore.acquire(args.count)).await?;
+    let status = run_holding(client, &what, &[], &args.command).await;
+    permits.release().await?;
+    exit_code(status?)
+}
+
+async fn within<T>(
+    limit: Option<Duration>,
+    what: &str,
+    wait: impl Future<Output = Result<T, cairn_client::Error>>,
+) -> anyhow::Result<T> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, wait)
             .await
-            .map_err(|_| anyhow::anyhow!("lock {} not granted within {limit:?}", args.name))??,
-        None => lock.acquire().await?,
-    };
-    let (program, program_args) = args.command.split_first().context("no command to run")?;
+            .map_err(|_| anyhow::anyhow!("{what} not granted within {limit:?}"))?
+            .map_err(Into::into),
+        None => Ok(wait.await?),
+    }
+}
+
+/// Runs `command` with `env` while the session lasts; kills it as soon as the session is
+/// suspended or ends (what it holds can no longer be proven), or on SIGINT/SIGTERM.
+async fn run_holding(
+    client: &Client,
+    what: &str,
+    env: &[(&str, String)],
+    command: &[String],
+) -> anyhow::Result<std::process::ExitStatus> {
+    let (program, program_args) = command.split_first().context("no command to run")?;
     let mut child = tokio::process::Command::new(program)
         .args(program_args)
-        .env("CAIRN_FENCING_TOKEN", guard.token().to_string())
+        .envs(env.iter().map(|(key, value)| (*key, value)))
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("cannot run {program}"))?;
@@ -508,23 +594,22 @@ async fn run_locked(client: &Client, args: LockArgs) -> anyhow::Result<ExitCode>
         !matches!(state, SessionState::Connected | SessionState::Reconnected)
     };
     tokio::select! {
-        status = child.wait() => {
-            let status = status?;
-            guard.release().await?;
-            // A command killed by a signal has no code: report failure.
-            Ok(ExitCode::from(status.code().map_or(1, |code| u8::try_from(code).unwrap_or(1))))
-        }
+        status = child.wait() => Ok(status?),
         now = state.wait_for(lost) => {
             let now = now.map(|state| *state).unwrap_or(SessionState::Closed);
             let _ = child.kill().await;
-            anyhow::bail!("lock {} lost (session {now:?}): stopped {program}", args.name)
+            anyhow::bail!("{what} lost (session {now:?}): stopped {program}")
         }
         signal = shutdown_signal() => {
             let _ = child.kill().await;
-            guard.release().await?;
             anyhow::bail!("interrupted by {signal}: stopped {program}")
         }
     }
+}
+
+/// The command's exit status as ours; a command killed by a signal has no code: failure.
+fn exit_code(status: std::process::ExitStatus) -> anyhow::Result<ExitCode> {
+    Ok(ExitCode::from(status.code().map_or(1, |code| u8::try_from(code).unwrap_or(1))))
 }
 
 /// Splits `NAME@VERSION` (the version optional unless `required`).

@@ -341,3 +341,49 @@ async fn semaphore_permits_return_with_their_session() -> anyhow::Result<()> {
     assert_eq!(status["holders"], serde_json::json!([steady.session_id(), waiting.session_id()]));
     Ok(())
 }
+
+/// `cairn elect`: the first process leads; killed with SIGKILL, the second takes over after
+/// the first's session times out, with the next term.
+#[test]
+fn cairn_elect_fails_over_to_the_next_candidate() -> anyhow::Result<()> {
+    let (_dir, node) = start_node(&[])?;
+    let stay = "echo term=$CAIRN_FENCING_TOKEN id=$CAIRN_LEADER_ID; while kill -0 $PPID 2>/dev/null; do sleep 0.1; done";
+    let mut first = node.spawn_cli(&[
+        "elect",
+        "svc",
+        "--id",
+        "a",
+        "--session-timeout",
+        "2000",
+        "--",
+        "sh",
+        "-c",
+        stay,
+    ])?;
+    assert_eq!(first.line()?, "term=1 id=a");
+    let mut second = node.spawn_cli(&["elect", "svc", "--id", "b", "--", "sh", "-c", stay])?;
+    assert_eq!(second.line_within(Duration::from_millis(1500)), None, "two leaders");
+    first.child.kill()?;
+    first.child.wait()?;
+    assert_eq!(second.line()?, "term=2 id=b");
+    assert!(second.interrupt().is_ok());
+    Ok(())
+}
+
+/// `cairn sem`: two permits, three commands; the third runs once one of the first two ends.
+#[test]
+fn cairn_sem_runs_at_most_n_at_once() -> anyhow::Result<()> {
+    let (_dir, node) = start_node(&[])?;
+    let stay = "echo running; while kill -0 $PPID 2>/dev/null; do sleep 0.1; done";
+    let mut one = node.spawn_cli(&["sem", "pool", "--permits", "2", "--", "sh", "-c", stay])?;
+    let mut two = node.spawn_cli(&["sem", "pool", "--permits", "2", "--", "sh", "-c", stay])?;
+    assert_eq!(one.line()?, "running");
+    assert_eq!(two.line()?, "running");
+    let third =
+        node.spawn_cli(&["sem", "pool", "--permits", "2", "--", "sh", "-c", "echo third"])?;
+    assert_eq!(third.line_within(Duration::from_millis(1500)), None, "three at once");
+    assert!(one.interrupt().is_ok());
+    assert_eq!(third.line()?, "third");
+    assert!(two.interrupt().is_ok());
+    Ok(())
+}

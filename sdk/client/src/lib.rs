@@ -24,6 +24,7 @@
 
 mod connection;
 mod error;
+mod handles;
 mod lock;
 pub mod op;
 mod session;
@@ -42,6 +43,7 @@ use cairn_wire::{
 };
 pub use connection::quic_client_config;
 pub use error::Error;
+pub use handles::{Election, Leadership, Permits, Semaphore};
 pub use lock::{Lock, LockGuard, LockStatus};
 use session::Shared;
 pub use session::{Notification, SessionState};
