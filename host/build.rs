@@ -54,7 +54,7 @@ fn main() {
     let mut build = Command::new(cargo);
     build
         .current_dir(&workspace)
-        .args(["build", "--release", "--locked", "--target", WASM_TARGET, "--target-dir"])
+        .args(["build", "--profile", "recipe", "--locked", "--target", WASM_TARGET, "--target-dir"])
         .arg(&target_dir);
     for recipe in RECIPES {
         build.args(["-p", &format!("cairn-recipe-{recipe}")]);
@@ -82,7 +82,7 @@ fn main() {
     );
     for recipe in RECIPES {
         let file = format!("cairn_recipe_{}.wasm", recipe.replace('-', "_"));
-        let built = target_dir.join("wasm32-wasip2/release").join(&file);
+        let built = target_dir.join("wasm32-wasip2/recipe").join(&file);
         std::fs::copy(&built, out_dir.join(&file))
             .unwrap_or_else(|e| panic!("cannot copy {}: {e}", built.display()));
     }
