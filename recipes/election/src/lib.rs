@@ -12,7 +12,7 @@
 //! `leader {"election": E}` → `{"leader": S or null, "term": T, "data": D}`;
 //! `resign {"election": E}` → `{"resigned": true}`.
 
-use cairn_recipe::{Host, Mode, Recipe, StoreError};
+use cairn_recipe::{Host, Mode, Recipe, StoreError, records};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -37,26 +37,11 @@ fn error(e: StoreError) -> String {
 }
 
 fn election_path(name: &str) -> Result<String, String> {
-    if name.is_empty() || name.contains('/') || name.len() > 256 {
-        return Err(format!("invalid election name {name:?}"));
-    }
-    Ok(format!("/{name}"))
+    records::entity_path("election", name)
 }
 
 fn candidates(host: &mut dyn Host, election: &str) -> Result<Vec<(String, Candidate)>, String> {
-    let mut names = match host.children(election) {
-        Ok(names) => names,
-        Err(StoreError::NoNode) => return Ok(Vec::new()),
-        Err(e) => return Err(error(e)),
-    };
-    names.sort();
-    let mut found = Vec::with_capacity(names.len());
-    for name in names {
-        let path = format!("{election}/{name}");
-        let (data, _) = host.get(&path).map_err(error)?;
-        found.push((path, serde_json::from_slice(&data).map_err(|e| e.to_string())?));
-    }
-    Ok(found)
+    records::children(host, election)
 }
 
 fn state(host: &mut dyn Host, election: &str) -> Result<Value, String> {
@@ -146,10 +131,7 @@ impl Recipe for Election {
     }
 
     fn on_session_ended(host: &mut dyn Host, _session: u64, deleted: Vec<String>) {
-        let mut elections: Vec<String> =
-            deleted.iter().filter_map(|p| p.rsplit_once('/').map(|(e, _)| e.to_string())).collect();
-        elections.dedup();
-        for election in elections {
+        for election in records::parents(&deleted) {
             let name = election.trim_start_matches('/').to_string();
             let _ = elect(host, &name, &election);
         }

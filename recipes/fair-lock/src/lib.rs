@@ -15,7 +15,7 @@
 //!   grants the next waiter.
 //! - `status {"lock": L}` → `{"holder": S or null, "token": T, "queue": [S...]}`.
 
-use cairn_recipe::{Host, Mode, Recipe, StoreError};
+use cairn_recipe::{Host, Mode, Recipe, StoreError, records};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -48,29 +48,12 @@ fn error(e: StoreError) -> String {
 }
 
 fn lock_path(lock: &str) -> Result<String, String> {
-    if lock.is_empty() || lock.contains('/') || lock.len() > 256 {
-        return Err(format!("invalid lock name {lock:?}"));
-    }
-    Ok(format!("/{lock}"))
+    records::entity_path("lock", lock)
 }
 
 /// The queue: (path, waiter) in arrival order.
 fn queue(host: &mut dyn Host, lock: &str) -> Result<Vec<(String, Waiter)>, String> {
-    let mut names = match host.children(lock) {
-        Ok(names) => names,
-        Err(StoreError::NoNode) => return Ok(Vec::new()),
-        Err(e) => return Err(error(e)),
-    };
-    names.sort();
-    let mut waiters = Vec::with_capacity(names.len());
-    for name in names {
-        let path = format!("{lock}/{name}");
-        let (data, _) = host.get(&path).map_err(error)?;
-        let waiter: Waiter =
-            serde_json::from_slice(&data).map_err(|e| format!("corrupt waiter {path}: {e}"))?;
-        waiters.push((path, waiter));
-    }
-    Ok(waiters)
+    records::children(host, lock)
 }
 
 fn last_token(host: &mut dyn Host, lock: &str) -> Result<u64, String> {
@@ -192,12 +175,7 @@ impl Recipe for FairLock {
 
     fn on_session_ended(host: &mut dyn Host, _session: u64, deleted: Vec<String>) {
         // Each lock that lost a waiter may have lost its holder: grant whoever is first now.
-        let mut locks: Vec<String> = deleted
-            .iter()
-            .filter_map(|path| path.rsplit_once('/').map(|(lock, _)| lock.to_string()))
-            .collect();
-        locks.dedup();
-        for lock in locks {
+        for lock in records::parents(&deleted) {
             let name = lock.trim_start_matches('/').to_string();
             let _ = grant_head(host, &name, &lock);
         }

@@ -11,7 +11,7 @@
 //! granted); `release {"sem": S}` → `{"released": k}`; `status {"sem": S}` →
 //! `{"permits": N, "used": U, "holders": [S...], "queue": [S...]}`.
 
-use cairn_recipe::{Host, Mode, Recipe, StoreError};
+use cairn_recipe::{Host, Mode, Recipe, StoreError, records};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -49,26 +49,11 @@ fn error(e: StoreError) -> String {
 }
 
 fn sem_path(name: &str) -> Result<String, String> {
-    if name.is_empty() || name.contains('/') || name.len() > 256 {
-        return Err(format!("invalid semaphore name {name:?}"));
-    }
-    Ok(format!("/{name}"))
+    records::entity_path("semaphore", name)
 }
 
 fn requests(host: &mut dyn Host, sem: &str) -> Result<Vec<(String, Request)>, String> {
-    let mut names = match host.children(sem) {
-        Ok(names) => names,
-        Err(StoreError::NoNode) => return Ok(Vec::new()),
-        Err(e) => return Err(error(e)),
-    };
-    names.sort();
-    let mut found = Vec::new();
-    for name in names {
-        let path = format!("{sem}/{name}");
-        let (data, _) = host.get(&path).map_err(error)?;
-        found.push((path, serde_json::from_slice(&data).map_err(|e| e.to_string())?));
-    }
-    Ok(found)
+    records::children(host, sem)
 }
 
 fn permits(host: &mut dyn Host, sem: &str) -> Result<Option<u64>, String> {
@@ -184,10 +169,7 @@ impl Recipe for Semaphore {
     }
 
     fn on_session_ended(host: &mut dyn Host, _session: u64, deleted: Vec<String>) {
-        let mut sems: Vec<String> =
-            deleted.iter().filter_map(|p| p.rsplit_once('/').map(|(s, _)| s.to_string())).collect();
-        sems.dedup();
-        for sem in sems {
+        for sem in records::parents(&deleted) {
             let name = sem.trim_start_matches('/').to_string();
             let _ = grant(host, &name, &sem);
         }

@@ -163,3 +163,52 @@ macro_rules! export {
         };
     };
 }
+
+/// Typed helpers over the store for recipes that keep JSON records, as the built-ins do.
+pub mod records {
+    use serde::de::DeserializeOwned;
+
+    use crate::{Host, StoreError};
+
+    /// The path of entity `name` (a lock, an election...) at the namespace root, refusing names
+    /// that are empty, too long or would reach elsewhere.
+    pub fn entity_path(kind: &str, name: &str) -> Result<String, String> {
+        if name.is_empty() || name.contains('/') || name.len() > 256 {
+            return Err(format!("invalid {kind} name {name:?}"));
+        }
+        Ok(format!("/{name}"))
+    }
+
+    /// The children of `parent` in name order (arrival order for sequential children), each
+    /// decoded from JSON; none when `parent` does not exist.
+    pub fn children<T: DeserializeOwned>(
+        host: &mut dyn Host,
+        parent: &str,
+    ) -> Result<Vec<(String, T)>, String> {
+        let mut names = match host.children(parent) {
+            Ok(names) => names,
+            Err(StoreError::NoNode) => return Ok(Vec::new()),
+            Err(error) => return Err(error.to_string()),
+        };
+        names.sort();
+        let mut records = Vec::with_capacity(names.len());
+        for name in names {
+            let path = format!("{parent}/{name}");
+            let (data, _) = host.get(&path).map_err(|e| e.to_string())?;
+            let record =
+                serde_json::from_slice(&data).map_err(|e| format!("corrupt record {path}: {e}"))?;
+            records.push((path, record));
+        }
+        Ok(records)
+    }
+
+    /// The distinct parents of deleted paths, in order: the entities a session's end touched.
+    pub fn parents(deleted: &[String]) -> Vec<String> {
+        let mut parents: Vec<String> = deleted
+            .iter()
+            .filter_map(|path| path.rsplit_once('/').map(|(parent, _)| parent.to_string()))
+            .collect();
+        parents.dedup();
+        parents
+    }
+}
