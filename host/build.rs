@@ -75,14 +75,12 @@ fn main() {
         "building the built-in recipes for wasm32-wasip2 failed; is the target installed? \
          (rustup target add wasm32-wasip2)"
     );
-    // Where the components are, for the integration tests that deploy them over the wire.
-    println!(
-        "cargo:rustc-env=CAIRN_RECIPES_DIR={}",
-        target_dir.join("wasm32-wasip2/release").display()
-    );
+    // The `recipe` profile's output; the integration tests deploy components from there.
+    let built_dir = target_dir.join(WASM_TARGET).join("recipe");
+    println!("cargo:rustc-env=CAIRN_RECIPES_DIR={}", built_dir.display());
     for recipe in RECIPES {
         let file = format!("cairn_recipe_{}.wasm", recipe.replace('-', "_"));
-        let built = target_dir.join("wasm32-wasip2/recipe").join(&file);
+        let built = built_dir.join(&file);
         std::fs::copy(&built, out_dir.join(&file))
             .unwrap_or_else(|e| panic!("cannot copy {}: {e}", built.display()));
     }
