@@ -20,8 +20,7 @@ pub const RESERVED_ROOT: &str = "/cairn";
 pub const RECIPES_ROOT: &str = "/cairn/recipes";
 /// Longest recipe name, in bytes.
 pub const RECIPE_NAME_BYTES_MAX: usize = 64;
-/// Largest component a deploy accepts, in bytes.
-pub const RECIPE_COMPONENT_BYTES_MAX: usize = 4 * 1024 * 1024;
+pub use cairn_wire::RECIPE_COMPONENT_BYTES_MAX;
 
 /// The namespace root of recipe `name`.
 pub fn namespace(name: &str) -> String {

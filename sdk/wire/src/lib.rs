@@ -29,9 +29,12 @@ pub const ZNODE_DATA_BYTES_MAX: usize = 1024 * 1024;
 /// Longest znode path, in bytes.
 pub const PATH_BYTES_MAX: usize = 4096;
 
-/// Largest request frame body, in bytes: room for one maximal znode plus the rest of a request.
-/// A `multi` that writes several large znodes must fit in this too.
-pub const REQUEST_BYTES_MAX: usize = ZNODE_DATA_BYTES_MAX + 64 * 1024;
+/// Largest recipe component a deploy accepts, in bytes.
+pub const RECIPE_COMPONENT_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Largest request frame body, in bytes: room for the largest payload (a recipe component)
+/// plus the rest of a request. A `multi` that writes several large znodes must fit in this too.
+pub const REQUEST_BYTES_MAX: usize = RECIPE_COMPONENT_BYTES_MAX + 64 * 1024;
 
 /// Largest response frame body, in bytes: a `children` listing of a very wide znode with stats
 /// is the biggest reply there is.
