@@ -146,15 +146,6 @@ impl WatchHub {
         removed.len() as u32
     }
 
-    /// The watches a session holds.
-    pub fn watches(&self, session: SessionId) -> Vec<WatchSpec> {
-        self.lock()
-            .bindings
-            .get(&session)
-            .map(|binding| binding.watches.iter().cloned().collect())
-            .unwrap_or_default()
-    }
-
     /// Registers watches again after a reconnect, against `tree` (the caller holds the state's
     /// read lock, so nothing is applied meanwhile). A one-shot watch whose znode changed after
     /// `since` fires at once, as ZooKeeper's SetWatches does; a persistent watch gets every

@@ -62,7 +62,18 @@ impl Server {
         Ok(Client::connect(&self.addr.to_string(), self.ca_file()).await?)
     }
 
-    /// `ARGS` with `--server ADDR --ca CA` added, before a `--` if there is one.
+    /// `cairn ARGS` connected to this node: `--server ADDR --ca CA` added before a `--` if
+    /// there is one, and no connection settings taken from the environment.
+    fn client_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.binary);
+        command
+            .args(self.connected_args(args))
+            .env_remove("CAIRN_SERVER")
+            .env_remove("CAIRN_CA")
+            .stdin(Stdio::null());
+        command
+    }
+
     fn connected_args(&self, args: &[&str]) -> Vec<std::ffi::OsString> {
         let split = args.iter().position(|arg| *arg == "--").unwrap_or(args.len());
         let mut all: Vec<std::ffi::OsString> = args[..split].iter().map(Into::into).collect();
@@ -78,26 +89,14 @@ impl Server {
 
     /// Runs `cairn ARGS --server ADDR --ca CA` to completion.
     pub fn cli(&self, args: &[&str]) -> anyhow::Result<Output> {
-        let output = Command::new(&self.binary)
-            .args(self.connected_args(args))
-            .env_remove("CAIRN_SERVER")
-            .env_remove("CAIRN_CA")
-            .stdin(Stdio::null())
-            .output()?;
-        Ok(output)
+        Ok(self.client_command(args).output()?)
     }
 
     /// Starts `cairn ARGS --server ADDR --ca CA` without waiting for it: for commands that run
     /// until stopped (`create --ephemeral`, `watch`) or that wait (`get --watch`).
     pub fn spawn_cli(&self, args: &[&str]) -> anyhow::Result<CliProcess> {
-        let mut child = Command::new(&self.binary)
-            .args(self.connected_args(args))
-            .env_remove("CAIRN_SERVER")
-            .env_remove("CAIRN_CA")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
+        let mut child =
+            self.client_command(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
         let stdout = child.stdout.take().context("no stdout")?;
         let (sender, lines) = mpsc::channel();
         // Reads the command's stdout until it ends.

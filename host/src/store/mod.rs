@@ -186,15 +186,6 @@ impl DataTree {
         self.last_zxid
     }
 
-    pub fn len(&self) -> usize {
-        self.nodes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        // The root is always there.
-        false
-    }
-
     pub fn node(&self, path: &str) -> Option<&Znode> {
         self.nodes.get(path)
     }

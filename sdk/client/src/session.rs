@@ -145,10 +145,7 @@ impl Shared {
 
     /// Closes the session (its ephemerals go at once) and the connection.
     pub(crate) async fn close(&self) -> Result<(), Error> {
-        let result = match self.call(Request::CloseSession {}).await {
-            Ok(_) => Ok(()),
-            Err(error) => Err(error),
-        };
+        let result = self.call(Request::CloseSession {}).await.map(|_| ());
         self.finish(SessionState::Closed);
         result
     }
