@@ -6,9 +6,19 @@ use std::env;
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The recipe crates to build, by recipe name: the built-ins, and `hostile` for the runtime's
-/// tests.
-const RECIPES: &[&str] = &["counter", "election", "fair-lock", "hostile", "semaphore"];
+/// The recipe crates to build, by recipe name: the built-ins, `hostile` for the runtime's tests
+/// and the `token-bucket` example (`examples/`), which the tests deploy as a user would.
+const RECIPES: &[&str] = &[
+    "barrier",
+    "counter",
+    "election",
+    "fair-lock",
+    "hostile",
+    "queue",
+    "rw-lock",
+    "semaphore",
+    "token-bucket",
+];
 
 /// The target recipes are built for.
 const WASM_TARGET: &str = "wasm32-wasip2";
@@ -46,7 +56,7 @@ fn main() {
         .join("recipes");
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
 
-    for watched in ["recipes", "sdk/recipe", "wit"] {
+    for watched in ["recipes", "examples", "sdk/recipe", "wit"] {
         println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
     }
 

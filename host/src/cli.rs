@@ -54,6 +54,13 @@ pub enum Command {
     Elect(ElectArgs),
     /// Run a command while holding permits of a counting semaphore.
     Sem(SemArgs),
+    /// Run a command holding a read-write lock, shared (--read) or exclusive (--write).
+    Rwlock(RwlockArgs),
+    /// Run a command inside a double barrier: it starts when N have entered, and this exits
+    /// when all N are done.
+    Barrier(BarrierArgs),
+    /// Put items on a work queue and take them off.
+    Queue(QueueArgs),
     /// Deploy, list, retire and invoke recipes.
     Recipe(RecipeArgs),
     /// Named counters (the built-in counter recipe).
@@ -106,6 +113,79 @@ pub struct SemArgs {
     pub command: Vec<String>,
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+#[group(id = "access", required = true, multiple = false)]
+pub struct RwlockArgs {
+    /// The lock's name.
+    pub name: String,
+    /// Share the lock with other readers.
+    #[arg(long, group = "access")]
+    pub read: bool,
+    /// Hold the lock alone.
+    #[arg(long, group = "access")]
+    pub write: bool,
+    /// Give up when the lock is not granted within this long: 500ms, 10s, 2m.
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// The command to run, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BarrierArgs {
+    /// The barrier's name.
+    pub name: String,
+    /// How many members the barrier waits for (fixed by its first user).
+    #[arg(long)]
+    pub count: u32,
+    /// Give up when the others have not entered within this long: 500ms, 10s, 2m.
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// The command to run, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct QueueArgs {
+    #[command(subcommand)]
+    pub command: QueueCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Add an item and print its id.
+    Put {
+        name: String,
+        data: String,
+        /// Lower priorities are taken first.
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        priority: i32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Take the next item (waiting for one), print its data and ack it.
+    Take {
+        name: String,
+        /// Give up when no item comes within this long: 500ms, 10s, 2m.
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<Duration>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print how many items are ready and taken, and how many consumers wait.
+    Status {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 /// Parses `500ms`, `10s`, `2m` (a bare number is seconds).
@@ -363,6 +443,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Lock(args) => Some(&args.client),
         Command::Elect(args) => Some(&args.client),
         Command::Sem(args) => Some(&args.client),
+        Command::Rwlock(args) => Some(&args.client),
+        Command::Barrier(args) => Some(&args.client),
+        Command::Queue(args) => Some(match &args.command {
+            QueueCommand::Put { client, .. }
+            | QueueCommand::Take { client, .. }
+            | QueueCommand::Status { client, .. } => client,
+        }),
         Command::Recipe(args) => Some(args.command.client()),
         Command::Counter(args) => Some(match &args.command {
             CounterCommand::Add { client, .. } | CounterCommand::Get { client, .. } => client,
@@ -498,6 +585,9 @@ async fn run_client_command(client: &Client, command: Command) -> anyhow::Result
         Command::Lock(args) => run_locked(client, args).await,
         Command::Elect(args) => run_elected(client, args).await,
         Command::Sem(args) => run_with_permits(client, args).await,
+        Command::Rwlock(args) => run_rw_locked(client, args).await,
+        Command::Barrier(args) => run_in_barrier(client, args).await,
+        Command::Queue(args) => run_queue_command(client, args).await,
         Command::Recipe(args) => run_recipe_command(client, args).await,
         Command::Counter(args) => run_counter_command(client, args).await,
         Command::Sessions(args) => {
@@ -558,6 +648,71 @@ async fn run_with_permits(client: &Client, args: SemArgs) -> anyhow::Result<Exit
     let status = run_holding(client, &what, &[], &args.command).await;
     permits.release().await?;
     exit_code(status?)
+}
+
+/// Runs a command holding a read-write lock.
+async fn run_rw_locked(client: &Client, args: RwlockArgs) -> anyhow::Result<ExitCode> {
+    let lock = client.rw_lock(&args.name);
+    let what = format!("{} lock {}", if args.write { "write" } else { "read" }, args.name);
+    let guard = if args.write {
+        within(args.timeout, &what, lock.write()).await?
+    } else {
+        within(args.timeout, &what, lock.read()).await?
+    };
+    let env = [("CAIRN_FENCING_TOKEN", guard.token().to_string())];
+    let status = run_holding(client, &what, &env, &args.command).await;
+    guard.release().await?;
+    exit_code(status?)
+}
+
+/// Runs a command inside a double barrier: after all have entered; leaves and waits for the
+/// others to finish.
+async fn run_in_barrier(client: &Client, args: BarrierArgs) -> anyhow::Result<ExitCode> {
+    let barrier = client.barrier(&args.name, args.count);
+    let what = format!("barrier {} of {}", args.name, args.count);
+    let round = within(args.timeout, &what, barrier.enter()).await?;
+    let env = [("CAIRN_BARRIER_ROUND", round.round().to_string())];
+    let status = run_holding(client, &what, &env, &args.command).await;
+    round.leave().await?;
+    exit_code(status?)
+}
+
+async fn run_queue_command(client: &Client, args: QueueArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        QueueCommand::Put { name, data, priority, client: client_args } => {
+            let id = client.queue(&name).put_with_priority(&data, priority).await?;
+            if client_args.json {
+                print_json(&json!({ "id": id }))?;
+            } else {
+                println!("{id}");
+            }
+        }
+        QueueCommand::Take { name, timeout, client: client_args } => {
+            let queue = client.queue(&name);
+            let item = within(timeout, &format!("an item of {name}"), queue.take()).await?;
+            if client_args.json {
+                print_json(&json!({ "id": item.id(), "data": item.data() }))?;
+            } else {
+                println!("{}", item.data());
+            }
+            std::io::stdout().flush()?;
+            item.ack().await?;
+        }
+        QueueCommand::Status { name, client: client_args } => {
+            let status = client.queue(&name).status().await?;
+            if client_args.json {
+                print_json(
+                    &json!({ "ready": status.ready, "taken": status.taken, "waiting": status.waiting }),
+                )?;
+            } else {
+                println!(
+                    "ready {} taken {} waiting {}",
+                    status.ready, status.taken, status.waiting
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn within<T>(

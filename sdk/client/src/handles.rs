@@ -4,34 +4,60 @@ use serde_json::{Value, json};
 
 use crate::{Client, Error, SessionState};
 
-fn parse(reply: &[u8]) -> Result<Value, Error> {
+pub(crate) fn parse(reply: &[u8]) -> Result<Value, Error> {
     serde_json::from_slice(reply).map_err(|e| Error::Protocol(format!("recipe answered {e}")))
 }
 
-async fn call(client: &Client, recipe: &str, op: &str, args: Value) -> Result<Value, Error> {
+pub(crate) async fn call(
+    client: &Client,
+    recipe: &str,
+    op: &str,
+    args: Value,
+) -> Result<Value, Error> {
     parse(&client.invoke(recipe, None, op, args.to_string().into_bytes()).await?)
 }
 
-/// Waits for a notification from `recipe` whose `key` is `name`, re-checking with `check` after
-/// reconnects (notifications are hints); fails when the session ends.
+/// Waits for a notification whose `key` is `name`, re-checking with `check` after reconnects
+/// (notifications are hints); fails when the session ends.
 async fn wait_for_grant<F, Fut>(
     client: &Client,
+    notifications: Notifications,
     key: &str,
     name: &str,
-    mut check: F,
+    check: F,
 ) -> Result<Value, Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<Value>, Error>>,
 {
-    let mut notifications = client.notifications();
+    wait_for_note(client, notifications, name, |note| note[key] == name, check).await
+}
+
+/// Notifications, subscribed to before the call whose grant they may bring.
+pub(crate) type Notifications = tokio::sync::broadcast::Receiver<crate::Notification>;
+
+/// Waits for a notification that `matches`, re-checking with `check` after every other
+/// notification and after reconnects (notifications are hints: what the state says is the
+/// truth); fails when the session ends. `what` names the wait in that error.
+pub(crate) async fn wait_for_note<M, F, Fut>(
+    client: &Client,
+    mut notifications: Notifications,
+    what: &str,
+    matches: M,
+    mut check: F,
+) -> Result<Value, Error>
+where
+    M: Fn(&Value) -> bool,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<Value>, Error>>,
+{
     let mut state = client.session_state();
     loop {
         tokio::select! {
             note = notifications.recv() => {
                 if let Ok(note) = note
                     && let Ok(note) = parse(&note.message)
-                    && note[key] == name
+                    && matches(&note)
                 {
                     return Ok(note);
                 }
@@ -40,7 +66,7 @@ where
                 let now = *state.borrow();
                 if changed.is_err() || matches!(now, SessionState::Expired | SessionState::Closed) {
                     return Err(Error::Api(cairn_wire::ApiError::new(cairn_wire::ErrorCode::SessionExpired)
-                        .with_detail(format!("the session ended waiting for {name}"))));
+                        .with_detail(format!("the session ended waiting for {what}"))));
                 }
                 if now == SessionState::Suspended {
                     continue;
@@ -83,6 +109,7 @@ impl Client {
 impl Election {
     /// Stands as a candidate with `data` (an address, say) and waits until elected.
     pub async fn campaign(&self, data: &str) -> Result<Leadership, Error> {
+        let notifications = self.client.notifications();
         let reply = call(
             &self.client,
             "election",
@@ -97,7 +124,7 @@ impl Election {
             });
         }
         let me = self.client.session_id();
-        let note = wait_for_grant(&self.client, "election", &self.name, || async {
+        let note = wait_for_grant(&self.client, notifications, "election", &self.name, || async {
             let now = self.leader().await?;
             Ok((now.0 == Some(me)).then(|| json!({ "term": now.1 })))
         })
@@ -145,10 +172,11 @@ impl Semaphore {
     /// Waits in line for `count` permits.
     pub async fn acquire(&self, count: u64) -> Result<Permits, Error> {
         let args = json!({ "sem": self.name, "permits": self.permits, "count": count });
+        let notifications = self.client.notifications();
         let reply = call(&self.client, "semaphore", "acquire", args).await?;
         if reply["granted"] != true {
             let me = self.client.session_id();
-            wait_for_grant(&self.client, "sem", &self.name, || async {
+            wait_for_grant(&self.client, notifications, "sem", &self.name, || async {
                 let status =
                     call(&self.client, "semaphore", "status", json!({ "sem": self.name })).await?;
                 let holders = status["holders"].as_array().cloned().unwrap_or_default();

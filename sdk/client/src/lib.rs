@@ -27,6 +27,8 @@ mod error;
 mod handles;
 mod lock;
 pub mod op;
+mod queue;
+mod rwlock;
 mod session;
 mod watches;
 
@@ -45,6 +47,8 @@ pub use connection::quic_client_config;
 pub use error::Error;
 pub use handles::{Election, Leadership, Permits, Semaphore};
 pub use lock::{Lock, LockGuard, LockStatus};
+pub use queue::{Barrier, BarrierRound, Queue, QueueItem, QueueStatus};
+pub use rwlock::{Access, RwLock, RwLockGuard, RwLockStatus};
 use session::Shared;
 pub use session::{Notification, SessionState};
 pub use watches::{OneShotWatch, WatchEvent, WatchStream};

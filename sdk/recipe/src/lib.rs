@@ -166,9 +166,50 @@ macro_rules! export {
 
 /// Typed helpers over the store for recipes that keep JSON records, as the built-ins do.
 pub mod records {
+    use serde::Serialize;
     use serde::de::DeserializeOwned;
 
-    use crate::{Host, StoreError};
+    use crate::{Host, Mode, StoreError};
+
+    /// A record as JSON bytes.
+    pub fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, String> {
+        serde_json::to_vec(record).map_err(|e| format!("cannot encode a record: {e}"))
+    }
+
+    /// The JSON record at `path`, or `None` when the znode does not exist.
+    pub fn read<T: DeserializeOwned>(host: &mut dyn Host, path: &str) -> Result<Option<T>, String> {
+        match host.read(path).map_err(|e| e.to_string())? {
+            Some(data) => serde_json::from_slice(&data)
+                .map(Some)
+                .map_err(|e| format!("corrupt record {path}: {e}")),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes a JSON record over an existing znode.
+    pub fn write<T: Serialize>(host: &mut dyn Host, path: &str, record: &T) -> Result<(), String> {
+        host.set(path, &encode(record)?, None).map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    /// Creates a znode holding a JSON record; returns its path (with the sequence number when
+    /// `sequential`).
+    pub fn create<T: Serialize>(
+        host: &mut dyn Host,
+        path: &str,
+        record: &T,
+        mode: Mode,
+        sequential: bool,
+    ) -> Result<String, String> {
+        host.create(path, &encode(record)?, mode, sequential).map_err(|e| e.to_string())
+    }
+
+    /// Creates the persistent znode `path` (empty) unless it exists.
+    pub fn ensure(host: &mut dyn Host, path: &str) -> Result<(), String> {
+        match host.create(path, &[], Mode::Persistent, false) {
+            Ok(_) | Err(StoreError::NodeExists) => Ok(()),
+            Err(error) => Err(error.to_string()),
+        }
+    }
 
     /// The path of entity `name` (a lock, an election...) at the namespace root, refusing names
     /// that are empty, too long or would reach elsewhere.
