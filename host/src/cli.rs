@@ -287,7 +287,8 @@ pub struct ServeArgs {
     /// Client address (QUIC over UDP); port 0 picks a free one [default: 127.0.0.1:7181].
     #[arg(long)]
     pub listen: Option<SocketAddr>,
-    /// A TOML file with any of: data_dir, listen, node_id, snapshot_every_entries. Flags win.
+    /// A TOML file with any of: data_dir, listen, node_id, snapshot_every_entries,
+    /// compiled_dir. Flags win.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// This node's Raft id [default: 1].
@@ -296,6 +297,9 @@ pub struct ServeArgs {
     /// Build a snapshot and purge the log every this many entries [default: 10000].
     #[arg(long)]
     pub snapshot_every: Option<u64>,
+    /// Keep compiled recipes here between starts [default: DATA_DIR/compiled].
+    #[arg(long)]
+    pub compiled_dir: Option<PathBuf>,
 }
 
 /// How a client command reaches a node.
@@ -910,6 +914,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(entries) = args.snapshot_every {
         config.snapshot_every_entries = entries;
+    }
+    if let Some(dir) = args.compiled_dir {
+        config.compiled_dir = Some(dir);
     }
     let node = RunningNode::start(&config).await?;
     if node.generated_certificates() {

@@ -27,6 +27,9 @@ pub struct ServeConfig {
     pub node_id: u64,
     /// Build a snapshot (and purge the log before it) every this many entries.
     pub snapshot_every_entries: u64,
+    /// Where compiled recipe components are kept between starts (default: `compiled` in the
+    /// data directory). Nodes on one machine may share it.
+    pub compiled_dir: Option<PathBuf>,
 }
 
 impl Default for ServeConfig {
@@ -37,6 +40,7 @@ impl Default for ServeConfig {
             listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| unreachable!()),
             node_id: 1,
             snapshot_every_entries: DEFAULT_SNAPSHOT_EVERY_ENTRIES,
+            compiled_dir: None,
         }
     }
 }

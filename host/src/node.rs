@@ -89,7 +89,9 @@ impl RunningNode {
         let storage = Storage::open(&config.data_dir.join("store"))?;
         let counters = storage.counters.clone();
         let log_store = LogStore::new(storage.clone()).map_err(NodeError::Syncer)?;
-        let recipes = Arc::new(RecipeRuntime::new()?);
+        let compiled_dir =
+            config.compiled_dir.clone().unwrap_or_else(|| config.data_dir.join("compiled"));
+        let recipes = Arc::new(RecipeRuntime::new()?.with_compiled_dir(&compiled_dir)?);
         let state_machine = StateMachineStore::open(storage, recipes)?;
         let state = state_machine.state();
         let watches = state_machine.watches();

@@ -13,6 +13,8 @@ pub mod builtin;
 mod host;
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -59,6 +61,8 @@ pub struct RecipeRuntime {
     linker: Linker<CallState>,
     /// Pre-instantiated components by content hash.
     compiled: Mutex<HashMap<String, RecipePre<CallState>>>,
+    /// Where compiled components are kept between starts, if anywhere.
+    compiled_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for RecipeRuntime {
@@ -176,7 +180,65 @@ impl RecipeRuntime {
         // network, the entry's time, a fixed random seed, stdout and stderr discarded.
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| RuntimeError(e.to_string()))?;
-        Ok(RecipeRuntime { engine, linker, compiled: Mutex::new(HashMap::new()) })
+        Ok(RecipeRuntime {
+            engine,
+            linker,
+            compiled: Mutex::new(HashMap::new()),
+            compiled_dir: None,
+        })
+    }
+
+    /// The same runtime, keeping compiled components in `dir` so that a restarted node (or
+    /// another node sharing the directory) loads them instead of compiling again. The directory
+    /// must be as private as the data directory: the node runs the machine code it finds there
+    /// (each file carries a SHA-256 of its contents, so a torn write is recompiled, not run).
+    pub fn with_compiled_dir(mut self, dir: &Path) -> Result<RecipeRuntime, RuntimeError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| RuntimeError(format!("cannot create {}: {e}", dir.display())))?;
+        self.compiled_dir = Some(dir.to_path_buf());
+        Ok(self)
+    }
+
+    /// The file a component compiled by this engine is kept in: named by the component's hash
+    /// and by what the compiled code depends on (wasmtime version, target, settings).
+    fn compiled_file(&self, hash: &str) -> Option<PathBuf> {
+        let dir = self.compiled_dir.as_ref()?;
+        let mut engine = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut engine);
+        Some(dir.join(format!("{hash}-{:016x}.cwasm", engine.finish())))
+    }
+
+    /// A component compiled earlier, if its file is there and intact. The one `unsafe` in Cairn:
+    /// loading machine code is trusting it.
+    #[allow(unsafe_code)]
+    fn load_compiled(&self, hash: &str) -> Option<Component> {
+        use sha2::Digest;
+        let bytes = std::fs::read(self.compiled_file(hash)?).ok()?;
+        let (digest, code) = bytes.split_at_checked(32)?;
+        if sha2::Sha256::digest(code).as_slice() != digest {
+            return None;
+        }
+        // SAFETY: the bytes are what `Component::serialize` wrote for this engine's settings
+        // (checked by their digest and, inside wasmtime, by version and settings) into a
+        // directory only this node writes.
+        unsafe { Component::deserialize(&self.engine, code) }.ok()
+    }
+
+    /// Keeps a compiled component for the next start; failing to is only slower.
+    fn store_compiled(&self, hash: &str, component: &Component) {
+        use sha2::Digest;
+        let (Some(file), Ok(code)) = (self.compiled_file(hash), component.serialize()) else {
+            return;
+        };
+        let mut bytes = sha2::Sha256::digest(&code).to_vec();
+        bytes.extend_from_slice(&code);
+        let partial = file.with_extension(format!("partial-{}", std::process::id()));
+        let written =
+            std::fs::write(&partial, &bytes).and_then(|()| std::fs::rename(&partial, &file));
+        if let Err(error) = written {
+            tracing::warn!(file = %file.display(), %error, "cannot keep a compiled recipe");
+            let _ = std::fs::remove_file(&partial);
+        }
     }
 
     /// The pre-instantiated component for a content hash, compiling it on first use.
@@ -185,8 +247,15 @@ impl RecipeRuntime {
         if let Some(pre) = compiled.get(hash) {
             return Ok(pre.clone());
         }
-        let component = Component::new(&self.engine, component)
-            .map_err(|e| format!("not a component: {e:#}"))?;
+        let component = match self.load_compiled(hash) {
+            Some(component) => component,
+            None => {
+                let component = Component::new(&self.engine, component)
+                    .map_err(|e| format!("not a component: {e:#}"))?;
+                self.store_compiled(hash, &component);
+                component
+            }
+        };
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
@@ -438,6 +507,39 @@ mod tests {
             node.invoke("counter", "get", br#"{"name":"hits"}"#).expect("gets"),
             br#"{"value":7}"#
         );
+    }
+
+    #[test]
+    fn compiled_components_are_kept_and_a_torn_file_is_compiled_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let runtime = || RecipeRuntime::new().expect("engine").with_compiled_dir(dir.path());
+        runtime().expect("runtime").validate(counter()).expect("compiles");
+        let files: Vec<PathBuf> = std::fs::read_dir(dir.path())
+            .expect("listed")
+            .map(|entry| entry.expect("entry").path())
+            .collect();
+        assert_eq!(files.len(), 1, "one compiled component kept: {files:?}");
+        let kept = std::fs::read(&files[0]).expect("read");
+
+        // Another runtime loads it instead of compiling.
+        let second = runtime().expect("runtime");
+        let hash = files[0].file_name().and_then(|n| n.to_str()).expect("name")[..64].to_string();
+        assert!(second.load_compiled(&hash).is_some(), "loads what the first one kept");
+
+        // Torn or tampered bytes are not run: the digest no longer matches, so it compiles.
+        let mut torn = kept.clone();
+        let last = torn.len() - 1;
+        torn[last] ^= 0xff;
+        std::fs::write(&files[0], &torn).expect("write");
+        assert!(second.load_compiled(&hash).is_none(), "a damaged file is refused");
+        std::fs::write(&files[0], &kept[..kept.len() / 2]).expect("write");
+        let mut node = Node { runtime: runtime().expect("runtime"), ..Node::new() };
+        node.deploy("counter", counter()).expect("compiles again");
+        assert_eq!(
+            node.invoke("counter", "add", br#"{"name":"n","delta":2}"#).expect("runs"),
+            br#"{"value":2}"#
+        );
+        assert_eq!(std::fs::read(&files[0]).expect("read"), kept, "and kept again");
     }
 
     #[test]

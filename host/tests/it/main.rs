@@ -18,10 +18,14 @@ pub fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_cairn"))
 }
 
-/// A node in a fresh temporary directory, kept alive as long as the returned guard.
+/// A node in a fresh temporary directory, kept alive as long as the returned guard. The nodes
+/// share one directory of compiled recipes, so only the first compiles the built-ins.
 pub fn start_node(extra_args: &[&str]) -> anyhow::Result<(tempfile::TempDir, Server)> {
     let dir = tempfile::tempdir()?;
-    let server = Server::start(binary(), &dir.path().join("cairn-data"), extra_args)?;
+    let compiled = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compiled-recipes");
+    let mut args = vec!["--compiled-dir", compiled.to_str().unwrap_or_default()];
+    args.extend_from_slice(extra_args);
+    let server = Server::start(binary(), &dir.path().join("cairn-data"), &args)?;
     Ok((dir, server))
 }
 
