@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cli;
+mod coordination;
 mod durability;
 mod recipes;
 mod sessions;

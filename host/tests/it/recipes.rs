@@ -387,3 +387,160 @@ fn cairn_sem_runs_at_most_n_at_once() -> anyhow::Result<()> {
     assert!(two.interrupt().is_ok());
     Ok(())
 }
+
+/// The same component with a custom section appended: another version, another hash, the same
+/// logic.
+fn rebuilt(component: &[u8]) -> Vec<u8> {
+    let name = b"cairn-test-build";
+    let payload = b"2";
+    let mut bytes = component.to_vec();
+    bytes.push(0); // custom section
+    bytes.push(u8::try_from(1 + name.len() + payload.len()).expect("short"));
+    bytes.push(u8::try_from(name.len()).expect("short"));
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+/// Version 2 of a lock recipe is deployed while clients hold and wait on version 1: they go on
+/// undisturbed, both versions share the lock's state, and retiring version 1 leaves version 2.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_upgrade_while_clients_use_the_old_version() -> anyhow::Result<()> {
+    let (_dir, node) = start_node(&[])?;
+    let (admin, holder, waiter, newcomer) =
+        (node.client().await?, node.client().await?, node.client().await?, node.client().await?);
+    let v1 = component("fair_lock");
+    assert_eq!(admin.deploy_recipe("gate", None, v1.clone()).await?.0, 1);
+    let call = |client: &cairn_client::Client, version: Option<u32>, op: &str| {
+        let (client, op) = (client.clone(), op.to_string());
+        async move {
+            let reply = client.invoke("gate", version, &op, br#"{"lock":"g"}"#.to_vec()).await?;
+            anyhow::Ok(serde_json::from_slice::<serde_json::Value>(&reply)?)
+        }
+    };
+    assert_eq!(call(&holder, Some(1), "acquire").await?["token"], 1);
+    let mut told = waiter.notifications();
+    assert_eq!(call(&waiter, Some(1), "acquire").await?["granted"], false);
+
+    // Old-version traffic keeps flowing while the new version is deployed.
+    let busy = {
+        let holder = holder.clone();
+        tokio::spawn(async move {
+            for _ in 0..50 {
+                call(&holder, Some(1), "status").await?;
+            }
+            anyhow::Ok(())
+        })
+    };
+    let (version, hash) = admin.deploy_recipe("gate", None, rebuilt(&v1)).await?;
+    assert_eq!(version, 2);
+    busy.await??;
+    let listed: Vec<(String, u32)> =
+        admin.recipes().await?.into_iter().map(|r| (r.name, r.version)).collect();
+    assert!(listed.contains(&("gate".into(), 1)) && listed.contains(&("gate".into(), 2)));
+    let newest = admin.recipes().await?.into_iter().find(|r| r.name == "gate" && r.version == 2);
+    assert_eq!(newest.map(|r| r.hash), Some(hash));
+
+    // The newest version sees the same queue.
+    assert_eq!(call(&newcomer, None, "acquire").await?["position"], 2);
+    call(&holder, Some(1), "release").await?;
+    let note = tokio::time::timeout(Duration::from_secs(60), told.recv()).await??;
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&note.message)?["token"], 2);
+    call(&waiter, None, "release").await?;
+    assert_eq!(call(&admin, Some(2), "status").await?["holder"], newcomer.session_id());
+
+    admin.retire_recipe("gate", 1).await?;
+    let retired = call(&holder, Some(1), "status").await.expect_err("version 1 is retired");
+    assert!(retired.to_string().contains("no recipe"), "{retired}");
+    assert_eq!(call(&holder, None, "status").await?["token"], 3);
+    Ok(())
+}
+
+/// The example recipe, deployed as the README does: a token bucket shared by every client.
+#[test]
+fn the_token_bucket_example_deploys_and_limits() -> anyhow::Result<()> {
+    let (_dir, node) = start_node(&[])?;
+    let file = format!("{}/cairn_recipe_token_bucket.wasm", env!("CAIRN_RECIPES_DIR"));
+    let deployed = node.cli(&["recipe", "deploy", &file, "--name", "token-bucket"])?;
+    assert!(stdout(&deployed).starts_with("token-bucket@1 sha256:"), "{}", stderr(&deployed));
+    let invoke = |args: &str| -> anyhow::Result<serde_json::Value> {
+        let output = node.cli(&["recipe", "invoke", "token-bucket", "take", args])?;
+        anyhow::ensure!(output.status.success(), "{}", stderr(&output));
+        Ok(serde_json::from_str(&stdout(&output))?)
+    };
+    // A bucket of 2 that never refills: two grants, then a refusal with no time to come back.
+    let fixed = r#"{"bucket":"fixed","capacity":2,"rate":0}"#;
+    assert_eq!(invoke(fixed)?, serde_json::json!({"granted": true, "remaining": 1}));
+    assert_eq!(invoke(fixed)?, serde_json::json!({"granted": true, "remaining": 0}));
+    assert_eq!(
+        invoke(fixed)?,
+        serde_json::json!({"granted": false, "remaining": 0, "retry_after_ms": null})
+    );
+    // One that refills a token a second grants again once time has passed.
+    let refilling = r#"{"bucket":"refilling","capacity":1,"rate":1}"#;
+    assert_eq!(invoke(refilling)?["granted"], true);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let reply = invoke(refilling)?;
+        if reply["granted"] == true {
+            break;
+        }
+        let wait = reply["retry_after_ms"].as_u64().expect("a time to come back");
+        assert!((1..=1000).contains(&wait), "{reply}");
+        anyhow::ensure!(std::time::Instant::now() < deadline, "no token back within 60 s");
+        std::thread::sleep(Duration::from_millis(wait));
+    }
+    Ok(())
+}
+
+/// `cairn queue`, `cairn rwlock` and `cairn barrier` as a shell script would use them.
+#[test]
+fn queue_rwlock_and_barrier_commands() -> anyhow::Result<()> {
+    let (_dir, node) = start_node(&[])?;
+    assert!(node.cli(&["queue", "put", "jobs", "second"])?.status.success());
+    assert!(node.cli(&["queue", "put", "jobs", "first", "--priority", "-1"])?.status.success());
+    assert_eq!(stdout(&node.cli(&["queue", "status", "jobs"])?), "ready 2 taken 0 waiting 0\n");
+    assert_eq!(stdout(&node.cli(&["queue", "take", "jobs"])?), "first\n");
+    let taken: serde_json::Value =
+        serde_json::from_str(&stdout(&node.cli(&["queue", "take", "jobs", "--json"])?))?;
+    assert_eq!(taken["data"], "second");
+    let empty = node.cli(&["queue", "take", "jobs", "--timeout", "200ms"])?;
+    assert_eq!(empty.status.code(), Some(1));
+    assert_eq!(stderr(&empty), "error: an item of jobs not granted within 200ms\n");
+    // A waiting taker gets the next item put, and acks it: the queue ends empty.
+    let taker = node.spawn_cli(&["queue", "take", "jobs"])?;
+    let status = |want: &str| Ok(stdout(&node.cli(&["queue", "status", "jobs"])?) == want);
+    wait_until(|| status("ready 0 taken 0 waiting 1\n"))?;
+    assert!(node.cli(&["queue", "put", "jobs", "late"])?.status.success());
+    assert_eq!(taker.line()?, "late");
+    wait_until(|| status("ready 0 taken 0 waiting 0\n"))?;
+
+    let write = node.cli(&[
+        "rwlock",
+        "doc",
+        "--write",
+        "--",
+        "sh",
+        "-c",
+        "echo $CAIRN_FENCING_TOKEN; exit 3",
+    ])?;
+    assert_eq!((stdout(&write).as_str(), write.status.code()), ("1\n", Some(3)));
+    let neither = node.cli(&["rwlock", "doc", "--", "true"])?;
+    assert!(!neither.status.success(), "--read or --write is required");
+
+    let first = node.spawn_cli(&["barrier", "b", "--count", "2", "--", "echo", "in"])?;
+    let second = node.cli(&["barrier", "b", "--count", "2", "--", "echo", "in"])?;
+    assert_eq!(stdout(&second), "in\n");
+    assert_eq!(first.line()?, "in");
+    Ok(())
+}
+
+/// Polls `done` until it holds, for a minute at most.
+fn wait_until(mut done: impl FnMut() -> anyhow::Result<bool>) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !done()? {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "condition not met within 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
