@@ -14,8 +14,9 @@ mod host;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Duration;
 
 use cairn_wire::{ApiError, ErrorCode};
@@ -43,6 +44,9 @@ pub const RECIPE_FUEL_PER_CALL: u64 = 100_000_000;
 pub const RECIPE_MEMORY_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Table elements one invocation may grow to.
 pub const RECIPE_TABLE_ELEMENTS_MAX: usize = 100_000;
+/// Linear memory kept mapped between calls, reset with `memset` rather than given back to the
+/// kernel and faulted in again: covers what a typical call touches (stack, data, some heap).
+pub const RECIPE_MEMORY_KEEP_RESIDENT_BYTES: usize = 512 * 1024;
 /// Component instances the pooling allocator keeps room for at once.
 pub const RECIPE_INSTANCES_MAX: u32 = 8;
 /// Compiled components kept per node.
@@ -63,6 +67,17 @@ pub struct RecipeRuntime {
     compiled: Mutex<HashMap<String, RecipePre<CallState>>>,
     /// Where compiled components are kept between starts, if anywhere.
     compiled_dir: Option<PathBuf>,
+    /// The thread components run on, started at the first call.
+    worker: Mutex<Option<mpsc::Sender<Job>>>,
+}
+
+/// A call handed to the worker thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Which export a call runs, with everything it needs owned, to cross to the worker thread.
+enum OwnedEntry {
+    Invoke { op: String, args: Vec<u8> },
+    SessionEnded { session: u64, deleted: Vec<String> },
 }
 
 impl std::fmt::Debug for RecipeRuntime {
@@ -170,7 +185,9 @@ impl RecipeRuntime {
             .total_memories(RECIPE_INSTANCES_MAX * 4)
             .total_tables(RECIPE_INSTANCES_MAX * 8)
             .total_stacks(RECIPE_INSTANCES_MAX)
-            .max_memory_size(RECIPE_MEMORY_BYTES_MAX);
+            .max_memory_size(RECIPE_MEMORY_BYTES_MAX)
+            .linear_memory_keep_resident(RECIPE_MEMORY_KEEP_RESIDENT_BYTES)
+            .table_keep_resident(64 * 1024);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
         let engine = Engine::new(&config).map_err(|e| RuntimeError(e.to_string()))?;
         let mut linker = Linker::new(&engine);
@@ -185,6 +202,7 @@ impl RecipeRuntime {
             linker,
             compiled: Mutex::new(HashMap::new()),
             compiled_dir: None,
+            worker: Mutex::new(None),
         })
     }
 
@@ -272,28 +290,95 @@ impl RecipeRuntime {
 
 type RunOutcome = wasmtime::Result<Result<Vec<u8>, String>>;
 
+/// Instantiates and calls the component; returns its outcome, whether memory was refused, and
+/// the notifications it sent.
+fn run(
+    engine: &Engine,
+    pre: &RecipePre<CallState>,
+    state: CallState,
+    entry: &OwnedEntry,
+) -> (RunOutcome, bool, Vec<(SessionId, Vec<u8>)>) {
+    let mut store = Store::new(engine, state);
+    store.limiter(|state| state);
+    let outcome = store
+        .set_fuel(RECIPE_FUEL_PER_CALL)
+        .and_then(|()| pre.instantiate(&mut store))
+        .and_then(|recipe| match entry {
+            OwnedEntry::Invoke { op, args } => recipe.call_invoke(&mut store, op, args),
+            OwnedEntry::SessionEnded { session, deleted } => {
+                recipe.call_on_session_ended(&mut store, *session, deleted).map(|()| Ok(Vec::new()))
+            }
+        });
+    let state = store.into_data();
+    (outcome, state.memory_refused, state.notifications)
+}
+
 impl RecipeRuntime {
-    /// Instantiates and calls the component; returns its outcome, whether memory was refused,
-    /// and the notifications it sent.
-    fn run(
+    /// Runs `work` where a component may run: outside the node's async runtime, because WASI's
+    /// synchronous calls (a guest's clock, a panic message to stderr) block on a runtime of
+    /// their own, which they may not do from inside ours. On a multi-threaded runtime (the
+    /// node's) this thread leaves it for the call (`block_in_place`); with no runtime the call
+    /// runs right here; on a single-threaded one it goes to the worker thread. A panic ends the
+    /// call, not the node.
+    fn outside_async<T: Send + 'static>(
         &self,
-        pre: &RecipePre<CallState>,
-        state: CallState,
-        call: &RecipeCall<'_>,
-    ) -> (RunOutcome, bool, Vec<(SessionId, Vec<u8>)>) {
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| state);
-        let outcome = store
-            .set_fuel(RECIPE_FUEL_PER_CALL)
-            .and_then(|()| pre.instantiate(&mut store))
-            .and_then(|recipe| match call.entry {
-                Entry::Invoke { op, args } => recipe.call_invoke(&mut store, op, args),
-                Entry::SessionEnded { session, deleted } => recipe
-                    .call_on_session_ended(&mut store, session.0, deleted)
-                    .map(|()| Ok(Vec::new())),
-            });
-        let state = store.into_data();
-        (outcome, state.memory_refused, state.notifications)
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, String> {
+        let multi_threaded = match tokio::runtime::Handle::try_current() {
+            Err(_) => None,
+            Ok(handle) => {
+                Some(handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+            }
+        };
+        let guarded = |work: Box<dyn FnOnce() -> T + Send>| {
+            std::panic::catch_unwind(AssertUnwindSafe(work))
+                .map_err(|_| "the runtime panicked".to_string())
+        };
+        match multi_threaded {
+            None => guarded(Box::new(work)),
+            Some(true) => tokio::task::block_in_place(|| guarded(Box::new(work))),
+            Some(false) => self.on_worker(work),
+        }
+    }
+
+    /// Runs `work` on the worker thread and waits for it: one long-lived thread, as starting a
+    /// thread per call cost more than the call.
+    fn on_worker<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, String> {
+        let (reply, result) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move || {
+            let _ = reply.send(std::panic::catch_unwind(AssertUnwindSafe(work)));
+        });
+        let mut worker = self.worker.lock().unwrap_or_else(PoisonError::into_inner);
+        let sender = match worker.as_ref() {
+            Some(sender) => sender.clone(),
+            None => {
+                let (sender, jobs) = mpsc::channel::<Job>();
+                std::thread::Builder::new()
+                    .name("cairn-recipe".into())
+                    .stack_size(RECIPE_THREAD_STACK_BYTES)
+                    .spawn(move || {
+                        for job in jobs {
+                            job();
+                        }
+                    })
+                    .map_err(|e| format!("no thread to run on: {e}"))?;
+                *worker = Some(sender.clone());
+                sender
+            }
+        };
+        drop(worker);
+        if sender.send(job).is_err() {
+            *self.worker.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            return Err("the recipe thread is gone".into());
+        }
+        match result.recv() {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(_)) => Err("the runtime panicked".into()),
+            Err(_) => Err("the recipe thread is gone".into()),
+        }
     }
 }
 
@@ -370,24 +455,20 @@ impl RecipeRunner for RecipeRuntime {
             wasi,
             table: ResourceTable::new(),
         };
-        // The component runs on a thread of its own, outside the async runtime: WASI's
-        // synchronous streams (a guest's panic message to stderr) block on a runtime of their
-        // own, which they may not do from inside ours.
-        let run = std::thread::scope(|scope| {
-            std::thread::Builder::new()
-                .name("cairn-recipe".into())
-                .stack_size(RECIPE_THREAD_STACK_BYTES)
-                .spawn_scoped(scope, || self.run(&pre, state, &call))
-                .map(|handle| handle.join())
-        });
-        let result = match run {
-            Ok(Ok((outcome, memory_refused, notifications))) => {
+        let entry = match call.entry {
+            Entry::Invoke { op, args } => {
+                OwnedEntry::Invoke { op: op.to_string(), args: args.to_vec() }
+            }
+            Entry::SessionEnded { session, deleted } => {
+                OwnedEntry::SessionEnded { session: session.0, deleted: deleted.to_vec() }
+            }
+        };
+        let engine = self.engine.clone();
+        let result = match self.outside_async(move || run(&engine, &pre, state, &entry)) {
+            Ok((outcome, memory_refused, notifications)) => {
                 classify(&name, outcome, memory_refused).map(|result| (result, notifications))
             }
-            Ok(Err(_)) => Err(fault(ErrorCode::RecipeTrap, &name, "the runtime panicked")),
-            Err(error) => {
-                Err(fault(ErrorCode::Internal, &name, format!("no thread to run on: {error}")))
-            }
+            Err(why) => Err(fault(ErrorCode::RecipeTrap, &name, why)),
         };
         let mut shared = shared.lock().unwrap_or_else(PoisonError::into_inner);
         let mut owned = std::mem::take(&mut shared.tree);
@@ -583,6 +664,16 @@ mod tests {
     /// must not take it down.
     #[tokio::test(flavor = "multi_thread")]
     async fn runs_inside_an_async_runtime() {
+        misbehave_inside_a_runtime();
+    }
+
+    /// The same on a single-threaded runtime, where calls go to the worker thread.
+    #[tokio::test(flavor = "current_thread")]
+    async fn runs_inside_a_single_threaded_runtime() {
+        misbehave_inside_a_runtime();
+    }
+
+    fn misbehave_inside_a_runtime() {
         let mut node = Node::new();
         node.deploy("hostile", HOSTILE).expect("deploys");
         assert_eq!(
