@@ -12,6 +12,8 @@
 //!                   ▼ committed
 //!                  raft::state_machine ──▶ store::apply(entry) → replies + effects
 //!                   │                         (deterministic: no clock, no I/O)
+//!                   │                         invoke → recipe: a wasm component run against
+//!                   │                         its own namespace, its writes all-or-nothing
 //!                   ├─ watch: effects → events, queued on each watcher's stream
 //!                   └─ replies → back to the proposing stream
 //!

@@ -224,32 +224,41 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut state = self.state.write();
-        let mut replies = Vec::new();
-        for entry in entries {
-            state.last_applied = Some(entry.log_id);
-            let reply = match entry.payload {
-                EntryPayload::Normal(command) => {
-                    let mut effects = Effects::default();
-                    let replies = state.tree.apply_command(
-                        entry.log_id.index,
-                        &command,
-                        &mut effects,
-                        &*self.recipes,
-                    );
-                    // Still under the write lock: no reply reflecting this entry is out yet.
-                    self.watches.publish(entry.log_id.index, &effects);
-                    replies
-                }
-                EntryPayload::Membership(membership) => {
-                    state.last_membership = StoredMembership::new(Some(entry.log_id), membership);
-                    Vec::new()
-                }
-                EntryPayload::Blank => Vec::new(),
-            };
-            replies.push(reply);
-        }
-        Ok(replies)
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let runs_recipes = entries.iter().any(|entry| {
+            matches!(&entry.payload, EntryPayload::Normal(command) if command.may_run_recipes())
+        });
+        let apply_all = || {
+            let mut state = self.state.write();
+            let mut replies = Vec::new();
+            for entry in entries {
+                state.last_applied = Some(entry.log_id);
+                let reply = match entry.payload {
+                    EntryPayload::Normal(command) => {
+                        let mut effects = Effects::default();
+                        let replies = state.tree.apply_command(
+                            entry.log_id.index,
+                            &command,
+                            &mut effects,
+                            &*self.recipes,
+                        );
+                        // Still under the write lock: no reply reflecting this entry is out yet.
+                        self.watches.publish(entry.log_id.index, &effects);
+                        replies
+                    }
+                    EntryPayload::Membership(membership) => {
+                        state.last_membership =
+                            StoredMembership::new(Some(entry.log_id), membership);
+                        Vec::new()
+                    }
+                    EntryPayload::Blank => Vec::new(),
+                };
+                replies.push(reply);
+            }
+            replies
+        };
+        // Recipe code runs synchronously: leave the async runtime once for the whole batch.
+        Ok(if runs_recipes { crate::recipe::blocking(apply_all) } else { apply_all() })
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

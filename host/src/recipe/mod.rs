@@ -290,6 +290,15 @@ impl RecipeRuntime {
 
 type RunOutcome = wasmtime::Result<Result<Vec<u8>, String>>;
 
+/// Runs blocking `work` (recipe calls) from the async runtime: on a worker of a multi-threaded
+/// runtime the thread leaves it first (`block_in_place`), so other tasks move to another thread;
+/// otherwise `work` just runs.
+pub fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    let multi_threaded = tokio::runtime::Handle::try_current()
+        .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_threaded { tokio::task::block_in_place(work) } else { work() }
+}
+
 /// Instantiates and calls the component; returns its outcome, whether memory was refused, and
 /// the notifications it sent.
 fn run(

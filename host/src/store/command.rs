@@ -71,6 +71,22 @@ pub enum Action {
     },
 }
 
+impl Command {
+    /// Whether applying it may run recipe code (an invocation, a deploy that compiles, a
+    /// session end that calls hooks): blocking work, kept off the async runtime's workers.
+    pub fn may_run_recipes(&self) -> bool {
+        self.writes.iter().any(|write| {
+            matches!(
+                write.action,
+                Action::DeployRecipe { .. }
+                    | Action::InvokeRecipe { .. }
+                    | Action::CloseSession
+                    | Action::ExpireSession { .. }
+            )
+        })
+    }
+}
+
 impl Action {
     /// Roughly how many bytes the action adds to a log entry, to bound group commits.
     pub fn approximate_bytes(&self) -> usize {

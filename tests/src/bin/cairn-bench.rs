@@ -19,6 +19,9 @@ enum Workload {
     Write,
     /// Each client reads its own znode, linearizably.
     Read,
+    /// Each client takes and releases a fair lock of its own: one recipe call per operation
+    /// (the release is measured as the next operation).
+    Lock,
     /// Open `--clients` sessions that do nothing but ping; report the node's memory per session
     /// and its CPU while they idle (needs `--server-pid`).
     IdleSessions,
@@ -135,6 +138,8 @@ async fn main() -> anyhow::Result<()> {
         tasks.push(tokio::spawn(async move {
             let mut latencies_us = Vec::new();
             let value = vec![b'y'; 100];
+            let lock_args = format!(r#"{{"lock":"c{n}"}}"#).into_bytes();
+            let mut held = false;
             loop {
                 let began = Instant::now();
                 if began >= end {
@@ -143,6 +148,11 @@ async fn main() -> anyhow::Result<()> {
                 match workload {
                     Workload::Write => drop(client.set(&path, value.clone(), None).await?),
                     Workload::Read => drop(client.get(&path).await?),
+                    Workload::Lock => {
+                        let op = if held { "release" } else { "acquire" };
+                        client.invoke("fair-lock", None, op, lock_args.clone()).await?;
+                        held = !held;
+                    }
                     Workload::IdleSessions => unreachable!("measured apart"),
                 }
                 if began >= measure_from {
