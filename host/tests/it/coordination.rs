@@ -280,3 +280,31 @@ async fn barrier_holds_everyone_until_all_arrive_and_all_finish() -> anyhow::Res
     assert!(status("round", 2).await, "the barrier is ready for another round");
     Ok(())
 }
+
+/// An observer follows the leadership without standing: each new leader and term, in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn observers_see_every_leader_change() -> anyhow::Result<()> {
+    let (_dir, node) = start_node(&[])?;
+    let (first, second, observer) =
+        (node.client().await?, node.client().await?, node.client().await?);
+    let mut leaders = observer.election("db").observe().await?;
+    let none = leaders.next().await?;
+    assert_eq!((none.session, none.term), (None, 0));
+    let leading = first.election("db").campaign("a").await?;
+    let seen = tokio::time::timeout(DEADLINE, leaders.next()).await??;
+    assert_eq!((seen.session, seen.term), (Some(first.session_id()), 1));
+    assert_eq!(seen.data, "a");
+    let next = {
+        let second = second.clone();
+        tokio::spawn(async move { second.election("db").campaign("b").await })
+    };
+    crate::wait_for_candidates(&observer, "db", 2).await?;
+    drop(leading); // resigns in the background
+    let seen = tokio::time::timeout(DEADLINE, leaders.next()).await??;
+    assert_eq!(
+        (seen.session, seen.term, seen.data.as_str()),
+        (Some(second.session_id()), 2, Some("b"))
+    );
+    assert_eq!(tokio::time::timeout(DEADLINE, next).await???.term(), 2);
+    Ok(())
+}

@@ -51,3 +51,17 @@ pub async fn wait_for_status(
     })
     .await
 }
+
+/// Waits until election `election` has `count` candidates (the leader among them).
+pub async fn wait_for_candidates(
+    client: &cairn_client::Client,
+    election: &str,
+    count: usize,
+) -> anyhow::Result<()> {
+    let path = client.election(election).path();
+    cairn_tests::wait_for("the candidates", std::time::Duration::from_secs(60), || {
+        let path = path.clone();
+        async move { client.children(&path).await.is_ok_and(|c| c.len() == count) }
+    })
+    .await
+}

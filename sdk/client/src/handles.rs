@@ -92,6 +92,7 @@ pub struct Election {
 pub struct Leadership {
     election: Election,
     term: u64,
+    resigned: bool,
 }
 
 impl Client {
@@ -121,6 +122,7 @@ impl Election {
             return Ok(Leadership {
                 election: self.clone(),
                 term: reply["term"].as_u64().unwrap_or(0),
+                resigned: false,
             });
         }
         let me = self.client.session_id();
@@ -129,7 +131,11 @@ impl Election {
             Ok((now.0 == Some(me)).then(|| json!({ "term": now.1 })))
         })
         .await?;
-        Ok(Leadership { election: self.clone(), term: note["term"].as_u64().unwrap_or(0) })
+        Ok(Leadership {
+            election: self.clone(),
+            term: note["term"].as_u64().unwrap_or(0),
+            resigned: false,
+        })
     }
 
     /// The leading session and its term.
@@ -146,10 +152,93 @@ impl Leadership {
     }
 
     /// Steps down; the next candidate is elected.
-    pub async fn resign(self) -> Result<(), Error> {
+    pub async fn resign(mut self) -> Result<(), Error> {
+        self.resigned = true;
         call(&self.election.client, "election", "resign", json!({ "election": self.election.name }))
             .await
             .map(|_| ())
+    }
+}
+
+impl Drop for Leadership {
+    /// Resigns in the background.
+    fn drop(&mut self) {
+        if self.resigned {
+            return;
+        }
+        let election = self.election.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let args = json!({ "election": election.name });
+                let _ = call(&election.client, "election", "resign", args).await;
+            });
+        }
+    }
+}
+
+/// Who leads an election: the session, its term, and the data it campaigned with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Leader {
+    pub session: Option<u64>,
+    pub term: u64,
+    pub data: Value,
+}
+
+/// Leader changes of an election, from a watch on its znode. See [`Election::observe`].
+#[derive(Debug)]
+pub struct LeaderWatch {
+    election: Election,
+    events: crate::WatchStream,
+    last: Option<Leader>,
+}
+
+impl Election {
+    /// The znode holding the election's leader and term: what observers watch.
+    pub fn path(&self) -> String {
+        format!("/cairn/recipes/election/{}", self.name)
+    }
+
+    /// Follows the leadership: the current leader first, then every change.
+    pub async fn observe(&self) -> Result<LeaderWatch, Error> {
+        let events = self.client.watch(&self.path(), false).await?;
+        Ok(LeaderWatch { election: self.clone(), events, last: None })
+    }
+
+    /// The leader as the election's znode says, read without a log entry.
+    async fn read_leader(&self) -> Result<Leader, Error> {
+        match self.client.get(&self.path()).await {
+            Ok((data, _)) => {
+                let state = parse(&data)?;
+                Ok(Leader {
+                    session: state["leader"].as_u64(),
+                    term: state["term"].as_u64().unwrap_or(0),
+                    data: state["data"].clone(),
+                })
+            }
+            Err(error) if error.code() == Some(cairn_wire::ErrorCode::NoNode) => {
+                Ok(Leader { session: None, term: 0, data: Value::Null })
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
+impl LeaderWatch {
+    /// The leader now if not reported yet, else waits for the next change of leader or term.
+    pub async fn next(&mut self) -> Result<Leader, Error> {
+        loop {
+            let now = self.election.read_leader().await?;
+            if self.last.as_ref() != Some(&now) {
+                self.last = Some(now.clone());
+                return Ok(now);
+            }
+            if self.events.next().await.is_none() {
+                return Err(Error::Api(
+                    cairn_wire::ApiError::new(cairn_wire::ErrorCode::SessionExpired)
+                        .with_detail(format!("the session ended observing {}", self.election.name)),
+                ));
+            }
+        }
     }
 }
 
@@ -161,11 +250,13 @@ pub struct Semaphore {
     permits: u64,
 }
 
-/// `count` permits held; returned with [`Permits::release`] or when the session ends.
+/// `count` permits held; returned with [`Permits::release`], in the background when dropped, or
+/// when the session ends.
 #[derive(Debug)]
 pub struct Permits {
     semaphore: Semaphore,
     count: u64,
+    released: bool,
 }
 
 impl Semaphore {
@@ -184,7 +275,7 @@ impl Semaphore {
             })
             .await?;
         }
-        Ok(Permits { semaphore: self.clone(), count })
+        Ok(Permits { semaphore: self.clone(), count, released: false })
     }
 }
 
@@ -193,9 +284,25 @@ impl Permits {
         self.count
     }
 
-    pub async fn release(self) -> Result<(), Error> {
+    pub async fn release(mut self) -> Result<(), Error> {
+        self.released = true;
         call(&self.semaphore.client, "semaphore", "release", json!({ "sem": self.semaphore.name }))
             .await
             .map(|_| ())
+    }
+}
+
+impl Drop for Permits {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        let semaphore = self.semaphore.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let args = json!({ "sem": semaphore.name });
+                let _ = call(&semaphore.client, "semaphore", "release", args).await;
+            });
+        }
     }
 }

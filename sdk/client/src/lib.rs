@@ -45,7 +45,7 @@ use cairn_wire::{
 };
 pub use connection::quic_client_config;
 pub use error::Error;
-pub use handles::{Election, Leadership, Permits, Semaphore};
+pub use handles::{Election, Leader, LeaderWatch, Leadership, Permits, Semaphore};
 pub use lock::{Lock, LockGuard, LockStatus};
 pub use queue::{Barrier, BarrierRound, Queue, QueueItem, QueueStatus};
 pub use rwlock::{Access, RwLock, RwLockGuard, RwLockStatus};
