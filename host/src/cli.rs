@@ -67,11 +67,10 @@ pub enum Command {
     Counter(CounterArgs),
 }
 
+/// What the commands that run a command while holding something share.
 #[derive(Debug, Args)]
-pub struct LockArgs {
-    /// The lock's name.
-    pub name: String,
-    /// Give up when the lock is not granted within this long: 500ms, 10s, 2m.
+pub struct RunArgs {
+    /// Give up when it is not granted within this long: 500ms, 10s, 2m.
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
     /// The command to run, after `--`.
@@ -82,17 +81,22 @@ pub struct LockArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct LockArgs {
+    /// The lock's name.
+    pub name: String,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct ElectArgs {
     /// The election's name.
     pub name: String,
     /// This candidate's id, shown to others as the leader's data (default: the session id).
     #[arg(long)]
     pub id: Option<String>,
-    /// The command to run while leader, after `--`.
-    #[arg(last = true, required = true)]
-    pub command: Vec<String>,
     #[command(flatten)]
-    pub client: ClientArgs,
+    pub run: RunArgs,
 }
 
 #[derive(Debug, Args)]
@@ -105,14 +109,8 @@ pub struct SemArgs {
     /// How many permits to take.
     #[arg(long, default_value_t = 1)]
     pub count: u64,
-    /// Give up when the permits are not granted within this long: 500ms, 10s, 2m.
-    #[arg(long, value_parser = parse_duration)]
-    pub timeout: Option<Duration>,
-    /// The command to run, after `--`.
-    #[arg(last = true, required = true)]
-    pub command: Vec<String>,
     #[command(flatten)]
-    pub client: ClientArgs,
+    pub run: RunArgs,
 }
 
 #[derive(Debug, Args)]
@@ -126,14 +124,8 @@ pub struct RwlockArgs {
     /// Hold the lock alone.
     #[arg(long, group = "access")]
     pub write: bool,
-    /// Give up when the lock is not granted within this long: 500ms, 10s, 2m.
-    #[arg(long, value_parser = parse_duration)]
-    pub timeout: Option<Duration>,
-    /// The command to run, after `--`.
-    #[arg(last = true, required = true)]
-    pub command: Vec<String>,
     #[command(flatten)]
-    pub client: ClientArgs,
+    pub run: RunArgs,
 }
 
 #[derive(Debug, Args)]
@@ -143,14 +135,8 @@ pub struct BarrierArgs {
     /// How many members the barrier waits for (fixed by its first user).
     #[arg(long)]
     pub count: u32,
-    /// Give up when the others have not entered within this long: 500ms, 10s, 2m.
-    #[arg(long, value_parser = parse_duration)]
-    pub timeout: Option<Duration>,
-    /// The command to run, after `--`.
-    #[arg(last = true, required = true)]
-    pub command: Vec<String>,
     #[command(flatten)]
-    pub client: ClientArgs,
+    pub run: RunArgs,
 }
 
 #[derive(Debug, Args)]
@@ -444,11 +430,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stat(args) => Some(&args.client),
         Command::Watch(args) => Some(&args.client),
         Command::Sessions(args) => Some(&args.client),
-        Command::Lock(args) => Some(&args.client),
-        Command::Elect(args) => Some(&args.client),
-        Command::Sem(args) => Some(&args.client),
-        Command::Rwlock(args) => Some(&args.client),
-        Command::Barrier(args) => Some(&args.client),
+        Command::Lock(args) => Some(&args.run.client),
+        Command::Elect(args) => Some(&args.run.client),
+        Command::Sem(args) => Some(&args.run.client),
+        Command::Rwlock(args) => Some(&args.run.client),
+        Command::Barrier(args) => Some(&args.run.client),
         Command::Queue(args) => Some(match &args.command {
             QueueCommand::Put { client, .. }
             | QueueCommand::Take { client, .. }
@@ -626,9 +612,9 @@ async fn run_client_command(client: &Client, command: Command) -> anyhow::Result
 /// Runs a command holding a lock; stops it if the session can no longer prove the lock is held.
 async fn run_locked(client: &Client, args: LockArgs) -> anyhow::Result<ExitCode> {
     let lock = client.lock(&args.name);
-    let guard = within(args.timeout, &format!("lock {}", args.name), lock.acquire()).await?;
+    let guard = within(args.run.timeout, &format!("lock {}", args.name), lock.acquire()).await?;
     let env = [("CAIRN_FENCING_TOKEN", guard.token().to_string())];
-    let status = run_holding(client, &format!("lock {}", args.name), &env, &args.command).await;
+    let status = run_holding(client, &format!("lock {}", args.name), &env, &args.run.command).await;
     guard.release().await?;
     exit_code(status?)
 }
@@ -636,10 +622,11 @@ async fn run_locked(client: &Client, args: LockArgs) -> anyhow::Result<ExitCode>
 /// Runs a command while this session leads an election.
 async fn run_elected(client: &Client, args: ElectArgs) -> anyhow::Result<ExitCode> {
     let id = args.id.clone().unwrap_or_else(|| format!("session-{:#x}", client.session_id()));
-    let leadership = client.election(&args.name).campaign(&id).await?;
+    let election = client.election(&args.name);
+    let what = format!("leadership of {}", args.name);
+    let leadership = within(args.run.timeout, &what, election.campaign(&id)).await?;
     let env = [("CAIRN_FENCING_TOKEN", leadership.term().to_string()), ("CAIRN_LEADER_ID", id)];
-    let status =
-        run_holding(client, &format!("leadership of {}", args.name), &env, &args.command).await;
+    let status = run_holding(client, &what, &env, &args.run.command).await;
     leadership.resign().await?;
     exit_code(status?)
 }
@@ -648,8 +635,8 @@ async fn run_elected(client: &Client, args: ElectArgs) -> anyhow::Result<ExitCod
 async fn run_with_permits(client: &Client, args: SemArgs) -> anyhow::Result<ExitCode> {
     let semaphore = client.semaphore(&args.name, args.permits);
     let what = format!("{} permit(s) of {}", args.count, args.name);
-    let permits = within(args.timeout, &what, semaphore.acquire(args.count)).await?;
-    let status = run_holding(client, &what, &[], &args.command).await;
+    let permits = within(args.run.timeout, &what, semaphore.acquire(args.count)).await?;
+    let status = run_holding(client, &what, &[], &args.run.command).await;
     permits.release().await?;
     exit_code(status?)
 }
@@ -659,12 +646,12 @@ async fn run_rw_locked(client: &Client, args: RwlockArgs) -> anyhow::Result<Exit
     let lock = client.rw_lock(&args.name);
     let what = format!("{} lock {}", if args.write { "write" } else { "read" }, args.name);
     let guard = if args.write {
-        within(args.timeout, &what, lock.write()).await?
+        within(args.run.timeout, &what, lock.write()).await?
     } else {
-        within(args.timeout, &what, lock.read()).await?
+        within(args.run.timeout, &what, lock.read()).await?
     };
     let env = [("CAIRN_FENCING_TOKEN", guard.token().to_string())];
-    let status = run_holding(client, &what, &env, &args.command).await;
+    let status = run_holding(client, &what, &env, &args.run.command).await;
     guard.release().await?;
     exit_code(status?)
 }
@@ -674,9 +661,9 @@ async fn run_rw_locked(client: &Client, args: RwlockArgs) -> anyhow::Result<Exit
 async fn run_in_barrier(client: &Client, args: BarrierArgs) -> anyhow::Result<ExitCode> {
     let barrier = client.barrier(&args.name, args.count);
     let what = format!("barrier {} of {}", args.name, args.count);
-    let round = within(args.timeout, &what, barrier.enter()).await?;
+    let round = within(args.run.timeout, &what, barrier.enter()).await?;
     let env = [("CAIRN_BARRIER_ROUND", round.round().to_string())];
-    let status = run_holding(client, &what, &env, &args.command).await;
+    let status = run_holding(client, &what, &env, &args.run.command).await;
     round.leave().await?;
     exit_code(status?)
 }

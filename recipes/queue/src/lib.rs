@@ -178,6 +178,15 @@ fn holding_ticket(host: &mut dyn Host, q: &Paths, id: &str) -> Result<String, St
     Ok(ticket)
 }
 
+/// Ends the caller's hold on item `id` (its ticket goes); returns the id. The item stays, free.
+fn give_back_ticket(host: &mut dyn Host, q: &Paths, id: Option<String>) -> Result<String, String> {
+    let id = id.ok_or("say which item")?;
+    let ticket = holding_ticket(host, q, &id)?;
+    unassign(host, q, &ticket)?;
+    host.delete(&q.ticket(&ticket), None).map_err(error)?;
+    Ok(id)
+}
+
 /// The caller's own ticket `ticket`.
 fn own_ticket(host: &mut dyn Host, q: &Paths, ticket: Option<String>) -> Result<String, String> {
     let ticket = ticket.ok_or("say which ticket")?;
@@ -249,18 +258,12 @@ impl Recipe for Queue {
                 json!({ "cancelled": true })
             }
             "ack" => {
-                let id = args.id.ok_or("say which item")?;
-                let ticket = holding_ticket(host, &q, &id)?;
-                unassign(host, &q, &ticket)?;
-                host.delete(&q.ticket(&ticket), None).map_err(error)?;
+                let id = give_back_ticket(host, &q, args.id)?;
                 host.delete(&q.item(&id), None).map_err(error)?;
                 json!({ "acked": true })
             }
             "release" => {
-                let id = args.id.ok_or("say which item")?;
-                let ticket = holding_ticket(host, &q, &id)?;
-                unassign(host, &q, &ticket)?;
-                host.delete(&q.ticket(&ticket), None).map_err(error)?;
+                give_back_ticket(host, &q, args.id)?;
                 dispatch(host, &q, 0)?;
                 json!({ "released": true })
             }

@@ -17,6 +17,23 @@ pub(crate) async fn call(
     parse(&client.invoke(recipe, None, op, args.to_string().into_bytes()).await?)
 }
 
+/// Calls `op` of `recipe` without waiting for the answer: what dropping a held grant does. Needs
+/// a running async runtime (there is none while the program shuts down; the session's end then
+/// releases everything).
+pub(crate) fn call_in_background(
+    client: &Client,
+    recipe: &'static str,
+    op: &'static str,
+    args: Value,
+) {
+    let client = client.clone();
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            let _ = call(&client, recipe, op, args).await;
+        });
+    }
+}
+
 /// Waits for a notification whose `key` is `name`, re-checking with `check` after reconnects
 /// (notifications are hints); fails when the session ends.
 async fn wait_for_grant<F, Fut>(
@@ -163,15 +180,9 @@ impl Leadership {
 impl Drop for Leadership {
     /// Resigns in the background.
     fn drop(&mut self) {
-        if self.resigned {
-            return;
-        }
-        let election = self.election.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let args = json!({ "election": election.name });
-                let _ = call(&election.client, "election", "resign", args).await;
-            });
+        if !self.resigned {
+            let args = json!({ "election": self.election.name });
+            call_in_background(&self.election.client, "election", "resign", args);
         }
     }
 }
@@ -294,15 +305,9 @@ impl Permits {
 
 impl Drop for Permits {
     fn drop(&mut self) {
-        if self.released {
-            return;
-        }
-        let semaphore = self.semaphore.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let args = json!({ "sem": semaphore.name });
-                let _ = call(&semaphore.client, "semaphore", "release", args).await;
-            });
+        if !self.released {
+            let args = json!({ "sem": self.semaphore.name });
+            call_in_background(&self.semaphore.client, "semaphore", "release", args);
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use serde_json::{Value, json};
 
+use crate::handles::call_in_background;
 use crate::{Client, Error, SessionState};
 
 /// The recipe the handles call.
@@ -137,14 +138,9 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        if self.released {
-            return;
-        }
-        let lock = self.lock.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = lock.call("release", true).await;
-            });
+        if !self.released {
+            let args = json!({ "lock": self.lock.name });
+            call_in_background(&self.lock.client, FAIR_LOCK, "release", args);
         }
     }
 }

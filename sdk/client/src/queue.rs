@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::handles::{call, wait_for_note};
+use crate::handles::{call, call_in_background, wait_for_note};
 use crate::{Client, Error};
 
 /// A named work queue: items taken in priority order (lower values first, then arrival), each
@@ -41,14 +41,9 @@ struct Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let (queue, ticket) = (self.queue.clone(), self.ticket.clone());
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = queue.call("cancel", json!({ "ticket": ticket })).await;
-            });
+        if self.armed {
+            let args = json!({ "queue": self.queue.name, "ticket": self.ticket });
+            call_in_background(&self.queue.client, "queue", "cancel", args);
         }
     }
 }
@@ -160,14 +155,9 @@ impl QueueItem {
 
 impl Drop for QueueItem {
     fn drop(&mut self) {
-        if self.settled {
-            return;
-        }
-        let (queue, id) = (self.queue.clone(), self.id.clone());
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = queue.call("release", json!({ "id": id })).await;
-            });
+        if !self.settled {
+            let args = json!({ "queue": self.queue.name, "id": self.id });
+            call_in_background(&self.queue.client, "queue", "release", args);
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::handles::{call, wait_for_note};
+use crate::handles::{call, call_in_background, wait_for_note};
 use crate::{Client, Error};
 
 /// The recipe the handles call.
@@ -176,14 +176,9 @@ impl RwLockGuard {
 
 impl Drop for RwLockGuard {
     fn drop(&mut self) {
-        if self.released {
-            return;
-        }
-        let lock = self.lock.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = lock.call("release", json!({})).await;
-            });
+        if !self.released {
+            let args = json!({ "lock": self.lock.name });
+            call_in_background(&self.lock.client, RW_LOCK, "release", args);
         }
     }
 }
