@@ -308,3 +308,53 @@ async fn observers_see_every_leader_change() -> anyhow::Result<()> {
     assert_eq!(tokio::time::timeout(DEADLINE, next).await???.term(), 2);
     Ok(())
 }
+
+/// Several locks in one log entry: all of them or none; and clients taking overlapping sets,
+/// named in opposite orders, all get through (no deadlock) without two holders of any lock.
+#[tokio::test(flavor = "multi_thread")]
+async fn several_locks_at_once_all_or_none_and_no_deadlock() -> anyhow::Result<()> {
+    let (_dir, node) = start_node(&[])?;
+    let blocker = node.client().await?;
+    let held_b = blocker.lock("b").acquire().await?;
+    let observer = node.client().await?;
+    assert!(observer.locks(&["a", "b"]).try_acquire().await?.is_none(), "b is held");
+    assert_eq!(observer.lock("a").status().await?.holder, None, "a was not taken alone");
+
+    let holders: Arc<Mutex<std::collections::BTreeMap<String, u64>>> = Arc::default();
+    let tokens: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+    let sets: [&[&str]; 6] =
+        [&["a", "b"], &["b", "a"], &["b", "c"], &["c", "a"], &["a", "b", "c"], &["c", "b"]];
+    let mut workers = Vec::new();
+    for (worker, set) in sets.into_iter().enumerate() {
+        let client = node.client().await?;
+        let (holders, tokens) = (holders.clone(), tokens.clone());
+        workers.push(tokio::spawn(async move {
+            for _ in 0..4 {
+                let guard = client.locks(set).acquire().await?;
+                {
+                    let mut held = holders.lock().expect("not poisoned");
+                    for (name, token) in guard.tokens() {
+                        if let Some(other) = held.insert(name.clone(), worker as u64) {
+                            anyhow::bail!("{name} granted to {worker} while {other} holds it");
+                        }
+                        tokens.lock().expect("not poisoned").push((name.clone(), *token));
+                    }
+                }
+                tokio::task::yield_now().await;
+                holders.lock().expect("not poisoned").retain(|_, w| *w != worker as u64);
+                guard.release().await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    held_b.release().await?;
+    for worker in workers {
+        tokio::time::timeout(DEADLINE, worker).await???;
+    }
+    let tokens = tokens.lock().expect("not poisoned").clone();
+    for lock in ["a", "b", "c"] {
+        let of_lock: Vec<u64> = tokens.iter().filter(|(n, _)| n == lock).map(|(_, t)| *t).collect();
+        assert!(of_lock.windows(2).all(|p| p[0] < p[1]), "{lock}: {of_lock:?}");
+    }
+    Ok(())
+}

@@ -14,6 +14,14 @@
 //! - `release {"lock": L}` → `{"released": true, "holds": C}` (C holds left); the last release
 //!   grants the next waiter.
 //! - `status {"lock": L}` → `{"holder": S or null, "token": T, "queue": [S...]}`.
+//! - `acquire-all {"locks": [L...], "wait": true}` → `{"granted": true, "tokens": {L: T...}}` or
+//!   `{"granted": false}`: several locks in one log entry, all or none. Waiting, the session
+//!   joins every lock's queue in that one entry and is granted all of them at once when it is
+//!   first in each (notified `{"locks": {L: T...}}`). Joining all queues in one entry keeps every
+//!   two waiters in the same order in every queue they share, so waiters for overlapping sets
+//!   of locks never wait for each other in a cycle: no deadlock, whatever the order of names.
+//!   With `"wait": false` nothing is queued unless all are free.
+//! - `release-all {"locks": [L...]}` → `{"released": true}`.
 
 use cairn_recipe::{Host, Mode, Recipe, StoreError, records};
 use serde::{Deserialize, Serialize};
@@ -29,18 +37,31 @@ struct Args {
     wait: bool,
 }
 
+#[derive(Deserialize)]
+struct AllArgs {
+    locks: Vec<String>,
+    #[serde(default = "yes")]
+    wait: bool,
+}
+
+/// Locks one `acquire-all` may take.
+const LOCKS_PER_CALL_MAX: usize = 64;
+
 fn yes() -> bool {
     true
 }
 
 /// A waiter's record.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Waiter {
     session: u64,
     /// Holds taken by the session (re-entrant acquires); 0 while waiting.
     count: u32,
     /// The fencing token of the grant; 0 while waiting.
     token: u64,
+    /// For `acquire-all`: every lock of the group (this one included), granted together.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    all: Vec<String>,
 }
 
 fn error(e: StoreError) -> String {
@@ -67,23 +88,125 @@ fn last_token(host: &mut dyn Host, lock: &str) -> Result<u64, String> {
     }
 }
 
-/// Grants the head of the queue if it is waiting: the next token, recorded and notified.
+/// Takes the lock's next fencing token and records `waiter` (its head) as holding it.
+fn take(host: &mut dyn Host, lock: &str, path: &str, mut waiter: Waiter) -> Result<u64, String> {
+    let token = last_token(host, lock)? + 1;
+    host.set(lock, json!({ "token": token }).to_string().as_bytes(), None).map_err(error)?;
+    waiter.count = 1;
+    waiter.token = token;
+    records::write(host, path, &waiter)?;
+    Ok(token)
+}
+
+/// The head of `lock`'s queue if it is `session`'s waiting record.
+fn waiting_head(
+    host: &mut dyn Host,
+    lock: &str,
+    session: u64,
+) -> Result<Option<(String, Waiter)>, String> {
+    Ok(queue(host, lock)?
+        .into_iter()
+        .next()
+        .filter(|(_, head)| head.session == session && head.count == 0))
+}
+
+/// Grants the head of the queue if it is waiting: the next token, recorded and notified. A head
+/// waiting for a group of locks is granted only when it heads every queue of the group, and then
+/// all of them at once.
 fn grant_head(host: &mut dyn Host, lock_name: &str, lock: &str) -> Result<Option<u64>, String> {
-    let Some((path, mut head)) = queue(host, lock)?.into_iter().next() else { return Ok(None) };
+    let Some((path, head)) = queue(host, lock)?.into_iter().next() else { return Ok(None) };
     if head.count > 0 {
         return Ok(Some(head.token));
     }
-    let token = last_token(host, lock)? + 1;
-    host.set(lock, json!({ "token": token }).to_string().as_bytes(), None).map_err(error)?;
-    head.count = 1;
-    head.token = token;
-    host.set(&path, &serde_json::to_vec(&head).map_err(|e| e.to_string())?, None).map_err(error)?;
-    host.notify(head.session, json!({ "lock": lock_name, "token": token }).to_string().as_bytes());
-    Ok(Some(token))
+    if head.all.is_empty() {
+        let session = head.session;
+        let token = take(host, lock, &path, head)?;
+        host.notify(session, json!({ "lock": lock_name, "token": token }).to_string().as_bytes());
+        return Ok(Some(token));
+    }
+    let (session, group) = (head.session, head.all.clone());
+    let mut heads = Vec::with_capacity(group.len());
+    for name in &group {
+        let other = lock_path(name)?;
+        match waiting_head(host, &other, session)? {
+            Some((path, waiter)) => heads.push((name.clone(), other, path, waiter)),
+            None => return Ok(None),
+        }
+    }
+    let mut tokens = serde_json::Map::new();
+    for (name, other, path, waiter) in heads {
+        tokens.insert(name, json!(take(host, &other, &path, waiter)?));
+    }
+    let token = tokens.get(lock_name).and_then(|t| t.as_u64());
+    host.notify(session, json!({ "locks": tokens }).to_string().as_bytes());
+    Ok(token)
+}
+
+/// `acquire-all`: joins every queue in this one entry, and takes all the locks if they are free.
+fn acquire_all(host: &mut dyn Host, args: &[u8]) -> Result<serde_json::Value, String> {
+    let args: AllArgs = serde_json::from_slice(args).map_err(|e| format!("bad arguments: {e}"))?;
+    let session = host.session();
+    if session == 0 {
+        return Err("acquire-all needs a session".into());
+    }
+    let mut names = args.locks;
+    names.sort();
+    names.dedup();
+    if names.is_empty() || names.len() > LOCKS_PER_CALL_MAX {
+        return Err(format!("acquire-all takes 1 to {LOCKS_PER_CALL_MAX} locks"));
+    }
+    let mut free = true;
+    for name in &names {
+        let lock = lock_path(name)?;
+        let waiters = queue(host, &lock)?;
+        if waiters.iter().any(|(_, w)| w.session == session) {
+            return Err(format!("session {session:#x} already holds or waits for {name}"));
+        }
+        free &= waiters.is_empty();
+    }
+    if !free && !args.wait {
+        return Ok(json!({ "granted": false }));
+    }
+    for name in &names {
+        let lock = lock_path(name)?;
+        if host.read(&lock).map_err(error)?.is_none() {
+            records::create(host, &lock, &json!({ "token": 0 }), Mode::Persistent, false)?;
+        }
+        let record = Waiter { session, count: 0, token: 0, all: names.clone() };
+        records::create(host, &format!("{lock}/w-"), &record, Mode::Ephemeral, true)?;
+    }
+    let first = &names[0];
+    grant_head(host, first, &lock_path(first)?)?;
+    let mut tokens = serde_json::Map::new();
+    for name in &names {
+        match queue(host, &lock_path(name)?)?.first() {
+            Some((_, head)) if head.session == session && head.count > 0 => {
+                tokens.insert(name.clone(), json!(head.token));
+            }
+            _ => return Ok(json!({ "granted": false })),
+        }
+    }
+    // The caller learns from the reply; the notification the grant queued says the same.
+    Ok(json!({ "granted": true, "tokens": tokens }))
+}
+
+/// `release-all`: one hold of each lock, each handed on.
+fn release_all(host: &mut dyn Host, args: &[u8]) -> Result<serde_json::Value, String> {
+    let args: AllArgs = serde_json::from_slice(args).map_err(|e| format!("bad arguments: {e}"))?;
+    for name in &args.locks {
+        let one = json!({ "lock": name }).to_string();
+        FairLock::invoke(host, "release", one.as_bytes())?;
+    }
+    Ok(json!({ "released": true }))
 }
 
 impl Recipe for FairLock {
     fn invoke(host: &mut dyn Host, op: &str, args: &[u8]) -> Result<Vec<u8>, String> {
+        match op {
+            "acquire-all" => return Ok(acquire_all(host, args)?.to_string().into_bytes()),
+            "release-all" => return Ok(release_all(host, args)?.to_string().into_bytes()),
+            _ => {}
+        }
         let args: Args = serde_json::from_slice(args).map_err(|e| format!("bad arguments: {e}"))?;
         let lock = lock_path(&args.lock)?;
         let session = host.session();
@@ -96,7 +219,7 @@ impl Recipe for FairLock {
                 if let Some(position) = waiters.iter().position(|(_, w)| w.session == session) {
                     let (path, waiter) = &waiters[position];
                     if position == 0 && waiter.count > 0 {
-                        let again = Waiter { count: waiter.count + 1, ..*waiter };
+                        let again = Waiter { count: waiter.count + 1, ..waiter.clone() };
                         host.set(
                             path,
                             &serde_json::to_vec(&again).map_err(|e| e.to_string())?,
@@ -119,7 +242,7 @@ impl Recipe for FairLock {
                         )
                         .map_err(error)?;
                     }
-                    let record = Waiter { session, count: 0, token: 0 };
+                    let record = Waiter { session, count: 0, token: 0, all: Vec::new() };
                     let record = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
                     host.create(&format!("{lock}/w-"), &record, Mode::Ephemeral, true)
                         .map_err(error)?;
@@ -137,7 +260,7 @@ impl Recipe for FairLock {
                 match waiters.first() {
                     Some((path, head)) if head.session == session && head.count > 0 => {
                         if head.count > 1 {
-                            let fewer = Waiter { count: head.count - 1, ..*head };
+                            let fewer = Waiter { count: head.count - 1, ..head.clone() };
                             host.set(
                                 path,
                                 &serde_json::to_vec(&fewer).map_err(|e| e.to_string())?,
@@ -166,7 +289,8 @@ impl Recipe for FairLock {
             }
             other => {
                 return Err(format!(
-                    "unknown op {other:?}; fair-lock knows acquire, release, status"
+                    "unknown op {other:?}; fair-lock knows acquire, release, status, acquire-all, \
+                     release-all"
                 ));
             }
         };
@@ -265,5 +389,45 @@ mod tests {
             call(&mut host, 9, "status", lock),
             json!({"holder": 2, "token": 2, "queue": [4]})
         );
+    }
+
+    #[test]
+    fn several_locks_at_once_or_none() {
+        let mut host = MemoryHost::default();
+        call(&mut host, 1, "acquire", json!({"lock": "b"}));
+        // b is held: with no waiting, neither a nor b is taken or queued for.
+        assert_eq!(
+            call(&mut host, 2, "acquire-all", json!({"locks": ["a", "b"], "wait": false})),
+            json!({"granted": false})
+        );
+        assert_eq!(call(&mut host, 9, "status", json!({"lock": "a"}))["holder"], json!(null));
+        // Waiting, 2 queues for both and is granted both when b is released.
+        assert_eq!(
+            call(&mut host, 2, "acquire-all", json!({"locks": ["b", "a"]})),
+            json!({"granted": false})
+        );
+        assert_eq!(call(&mut host, 3, "acquire", json!({"lock": "a"}))["granted"], false);
+        call(&mut host, 1, "release", json!({"lock": "b"}));
+        assert_eq!(host.notifications.last(), Some(&(2, br#"{"locks":{"a":1,"b":2}}"#.to_vec())));
+        assert_eq!(call(&mut host, 9, "status", json!({"lock": "a"}))["holder"], 2);
+        assert_eq!(
+            call(&mut host, 2, "release-all", json!({"locks": ["a", "b"]})),
+            json!({"released": true})
+        );
+        assert_eq!(call(&mut host, 9, "status", json!({"lock": "a"}))["holder"], 3);
+    }
+
+    #[test]
+    fn overlapping_groups_never_wait_for_each_other() {
+        let mut host = MemoryHost::default();
+        call(&mut host, 1, "acquire", json!({"lock": "x"}));
+        // 2 wants x and y, 3 wants y and x: both queue in the same order everywhere.
+        call(&mut host, 2, "acquire-all", json!({"locks": ["x", "y"]}));
+        call(&mut host, 3, "acquire-all", json!({"locks": ["y", "x"]}));
+        host.end_session::<FairLock>(1);
+        assert_eq!(call(&mut host, 9, "status", json!({"lock": "y"}))["holder"], 2);
+        host.end_session::<FairLock>(2);
+        assert_eq!(call(&mut host, 9, "status", json!({"lock": "x"}))["holder"], 3);
+        assert_eq!(call(&mut host, 9, "status", json!({"lock": "y"}))["holder"], 3);
     }
 }

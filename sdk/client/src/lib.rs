@@ -46,7 +46,7 @@ use cairn_wire::{
 pub use connection::quic_client_config;
 pub use error::Error;
 pub use handles::{Election, Leader, LeaderWatch, Leadership, Permits, Semaphore};
-pub use lock::{Lock, LockGuard, LockStatus};
+pub use lock::{Lock, LockGuard, LockStatus, MultiLock, MultiLockGuard};
 pub use queue::{Barrier, BarrierRound, Queue, QueueItem, QueueStatus};
 pub use rwlock::{Access, RwLock, RwLockGuard, RwLockStatus};
 use session::Shared;

@@ -1,8 +1,10 @@
 //! Typed handles on the built-in fair-lock recipe.
 
+use std::collections::BTreeMap;
+
 use serde_json::{Value, json};
 
-use crate::handles::call_in_background;
+use crate::handles::{call_in_background, wait_for_note};
 use crate::{Client, Error, SessionState};
 
 /// The recipe the handles call.
@@ -141,6 +143,112 @@ impl Drop for LockGuard {
         if !self.released {
             let args = json!({ "lock": self.lock.name });
             call_in_background(&self.lock.client, FAIR_LOCK, "release", args);
+        }
+    }
+}
+
+/// Several fair locks taken together, in one log entry: all of them or none. See
+/// [`Client::locks`].
+#[derive(Debug, Clone)]
+pub struct MultiLock {
+    client: Client,
+    names: Vec<String>,
+}
+
+/// Several held locks, each with its fencing token. Released together with
+/// [`MultiLockGuard::release`], in the background when dropped, or when the session ends.
+#[derive(Debug)]
+pub struct MultiLockGuard {
+    lock: MultiLock,
+    tokens: BTreeMap<String, u64>,
+    released: bool,
+}
+
+fn tokens_of(value: &Value) -> BTreeMap<String, u64> {
+    value
+        .as_object()
+        .map(|tokens| {
+            tokens.iter().filter_map(|(name, t)| Some((name.clone(), t.as_u64()?))).collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Client {
+    /// A handle on several fair locks at once. Waiters for overlapping sets of locks, named in
+    /// any order, never deadlock: each joins all its queues in one log entry.
+    pub fn locks(&self, names: &[&str]) -> MultiLock {
+        MultiLock { client: self.clone(), names: names.iter().map(|n| n.to_string()).collect() }
+    }
+}
+
+impl MultiLock {
+    async fn call(&self, op: &str, wait: bool) -> Result<Value, Error> {
+        let args = json!({ "locks": self.names, "wait": wait });
+        parse(&self.client.invoke(FAIR_LOCK, None, op, args.to_string().into_bytes()).await?)
+    }
+
+    fn guard(&self, tokens: BTreeMap<String, u64>) -> MultiLockGuard {
+        MultiLockGuard { lock: self.clone(), tokens, released: false }
+    }
+
+    /// Takes every lock if all are free now; `None` (and nothing taken) otherwise.
+    pub async fn try_acquire(&self) -> Result<Option<MultiLockGuard>, Error> {
+        let reply = self.call("acquire-all", false).await?;
+        Ok((reply["granted"] == true).then(|| self.guard(tokens_of(&reply["tokens"]))))
+    }
+
+    /// Waits in line at every lock and takes them all at once.
+    pub async fn acquire(&self) -> Result<MultiLockGuard, Error> {
+        let notifications = self.client.notifications();
+        let reply = self.call("acquire-all", true).await?;
+        if reply["granted"] == true {
+            return Ok(self.guard(tokens_of(&reply["tokens"])));
+        }
+        let me = self.client.session_id();
+        let mine = |tokens: &BTreeMap<String, u64>| {
+            tokens.len() == self.names.iter().collect::<std::collections::BTreeSet<_>>().len()
+                && self.names.iter().all(|name| tokens.contains_key(name))
+        };
+        let note = wait_for_note(
+            &self.client,
+            notifications,
+            &self.names.join(","),
+            |note| mine(&tokens_of(&note["locks"])),
+            || async {
+                let mut tokens = BTreeMap::new();
+                for name in &self.names {
+                    let status = self.client.lock(name).status().await?;
+                    if status.holder != Some(me) {
+                        return Ok(None);
+                    }
+                    tokens.insert(name.clone(), status.token);
+                }
+                Ok(Some(json!({ "locks": tokens })))
+            },
+        )
+        .await?;
+        Ok(self.guard(tokens_of(&note["locks"])))
+    }
+}
+
+impl MultiLockGuard {
+    /// The fencing token of each lock.
+    pub fn tokens(&self) -> &BTreeMap<String, u64> {
+        &self.tokens
+    }
+
+    /// Releases every lock.
+    pub async fn release(mut self) -> Result<(), Error> {
+        self.released = true;
+        self.lock.call("release-all", true).await.map(|_| ())
+    }
+}
+
+impl Drop for MultiLockGuard {
+    fn drop(&mut self) {
+        if !self.released {
+            let args = json!({ "locks": self.lock.names });
+            call_in_background(&self.lock.client, FAIR_LOCK, "release-all", args);
         }
     }
 }
