@@ -133,8 +133,10 @@ impl RunningNode {
         let is_initialized =
             raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))?;
         if !is_initialized {
-            let members =
-                BTreeMap::from([(config.node_id, Member { client_addr: client_addr.to_string() })]);
+            let members = BTreeMap::from([(
+                config.node_id,
+                Member { client_addr: client_addr.to_string(), peer_addr: String::new() },
+            )]);
             raft.initialize(members).await.map_err(|e| NodeError::Raft(e.to_string()))?;
             tracing::info!(node = config.node_id, "bootstrapped a new single-node cluster");
         }

@@ -1,15 +1,16 @@
-//! TLS for the client front end: the node's certificate, and the development CA a first start
-//! writes when it is given none.
+//! TLS for the client front end and between nodes: the node's certificate, and the development
+//! CA a first start writes when it is given none.
 //!
 //! Request path: every client connection's QUIC handshake uses the [`quinn::ServerConfig`]
-//! built here; nothing reaches `api` before it completes.
+//! built here; nothing reaches `api` before it completes. Peers (`raft::peer`) use mutual TLS:
+//! each end presents a certificate the cluster CA signed, or the handshake fails.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use quinn::crypto::rustls::QuicServerConfig;
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -93,23 +94,88 @@ fn write_node_certificate(
     write_file(&files.cert, &cert.pem())
 }
 
-/// The QUIC server configuration for the client front end.
-pub fn server_config(files: &TlsFiles, alpn: &[u8]) -> Result<quinn::ServerConfig, TlsError> {
+/// The node's certificate chain and key.
+fn identity(
+    files: &TlsFiles,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
     let certs = CertificateDer::pem_file_iter(&files.cert)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
         .map_err(|e| TlsError::Read { path: files.cert.clone(), reason: e.to_string() })?;
     let key = PrivateKeyDer::from_pem_file(&files.key)
         .map_err(|e| TlsError::Read { path: files.key.clone(), reason: e.to_string() })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+    Ok((certs, key))
+}
+
+/// The CA certificates in `files.ca`, as trust roots.
+fn roots(files: &TlsFiles) -> Result<Arc<rustls::RootCertStore>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(&files.ca)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| TlsError::Read { path: files.ca.clone(), reason: e.to_string() })?;
+    for cert in certs {
+        roots.add(cert).map_err(|e| TlsError::Config(format!("bad CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::Read { path: files.ca.clone(), reason: "no certificate".into() });
+    }
+    Ok(Arc::new(roots))
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn quic_server(
+    mut tls: rustls::ServerConfig,
+    alpn: &[u8],
+) -> Result<quinn::ServerConfig, TlsError> {
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    let quic = QuicServerConfig::try_from(tls).map_err(|e| TlsError::Config(e.to_string()))?;
+    Ok(quinn::ServerConfig::with_crypto(Arc::new(quic)))
+}
+
+/// The QUIC server configuration for the client front end.
+pub fn server_config(files: &TlsFiles, alpn: &[u8]) -> Result<quinn::ServerConfig, TlsError> {
+    let (certs, key) = identity(files)?;
+    let tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| TlsError::Config(e.to_string()))?;
+    quic_server(tls, alpn)
+}
+
+/// The QUIC server configuration for peers: a client must present a certificate from the
+/// cluster CA (`files.ca`).
+pub fn peer_server_config(files: &TlsFiles, alpn: &[u8]) -> Result<quinn::ServerConfig, TlsError> {
+    let (certs, key) = identity(files)?;
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots(files)?, provider())
+            .build()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+    let tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    quic_server(tls, alpn)
+}
+
+/// The QUIC client configuration for reaching peers: trusts only the cluster CA and presents
+/// this node's certificate.
+pub fn peer_client_config(files: &TlsFiles, alpn: &[u8]) -> Result<quinn::ClientConfig, TlsError> {
+    let (certs, key) = identity(files)?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots(files)?)
+        .with_client_auth_cert(certs, key)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
     tls.alpn_protocols = vec![alpn.to_vec()];
-    let quic = QuicServerConfig::try_from(tls).map_err(|e| TlsError::Config(e.to_string()))?;
-    Ok(quinn::ServerConfig::with_crypto(Arc::new(quic)))
+    let quic = QuicClientConfig::try_from(tls).map_err(|e| TlsError::Config(e.to_string()))?;
+    Ok(quinn::ClientConfig::new(Arc::new(quic)))
 }
 
 fn read_text(path: &Path) -> Result<String, TlsError> {

@@ -13,6 +13,7 @@
 
 pub mod log_store;
 pub mod network;
+pub mod peer;
 pub mod state_machine;
 mod storage;
 
@@ -35,11 +36,15 @@ pub type NodeId = u64;
 pub struct Member {
     /// Address of the client front end (QUIC, ALPN `cairn-client/1`).
     pub client_addr: String,
+    /// Address of the peer endpoint (QUIC, ALPN `cairn-peer/1`, mutual TLS); empty for a node
+    /// that has no peers.
+    #[serde(default)]
+    pub peer_addr: String,
 }
 
 impl fmt::Display for Member {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "client {}", self.client_addr)
+        write!(f, "client {} peer {}", self.client_addr, self.peer_addr)
     }
 }
 

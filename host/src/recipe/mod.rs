@@ -597,6 +597,19 @@ mod tests {
             node.invoke("counter", "get", br#"{"name":"hits"}"#).expect("gets"),
             br#"{"value":7}"#
         );
+
+        // Versions are never reused, even once every version of the name is retired.
+        node.apply(None, Action::RetireRecipe { name: "counter".into(), version: 2 })
+            .0
+            .expect("retires");
+        let third = node.deploy("counter", counter()).expect("deploys once more");
+        assert!(matches!(third, Reply::RecipeDeployed { version: 3, .. }), "{third:?}");
+        let again = Action::DeployRecipe {
+            name: "counter".into(),
+            version: Some(1),
+            component: counter().to_vec(),
+        };
+        assert_eq!(node.apply(None, again).0.expect_err("reused").code, ErrorCode::InvalidArgument);
     }
 
     #[test]

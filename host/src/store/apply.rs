@@ -160,14 +160,18 @@ impl DataTree {
                 component.len()
             )));
         }
-        let versions = self.recipes.deployed.get(name);
+        let highest = self.recipes.highest.get(name).copied().unwrap_or(0);
         let version = match version {
-            Some(version) if versions.is_some_and(|v| v.contains_key(&version)) => {
-                return Err(ApiError::new(ErrorCode::InvalidArgument)
-                    .with_detail(format!("{name}@{version} is already deployed")));
+            Some(version) if version <= highest => {
+                return Err(ApiError::new(ErrorCode::InvalidArgument).with_detail(format!(
+                    "{name}@{version}: versions only grow, and {name}@{highest} was deployed"
+                )));
             }
             Some(version) => version,
-            None => versions.and_then(|v| v.keys().next_back()).map_or(1, |newest| newest + 1),
+            None => highest.checked_add(1).ok_or_else(|| {
+                ApiError::new(ErrorCode::InvalidArgument)
+                    .with_detail(format!("{name} has used every version"))
+            })?,
         };
         recipes.validate(component).map_err(|why| {
             ApiError::new(ErrorCode::InvalidRecipe).with_detail(format!("{name}@{version}: {why}"))
@@ -183,6 +187,7 @@ impl DataTree {
         let hash = sha256_hex(component);
         let deployed = Deployed { hash: hash.clone(), component: Arc::new(component.to_vec()) };
         self.recipes.deployed.entry(name.to_string()).or_default().insert(version, deployed);
+        self.recipes.highest.insert(name.to_string(), version);
         self.recipes.runtime.get_or_insert_with(|| recipes.runtime_version().to_string());
         Ok(Reply::RecipeDeployed { name: name.to_string(), version, hash })
     }

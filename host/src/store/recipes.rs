@@ -57,6 +57,10 @@ pub struct RecipeTable {
     /// Set by the first deploy. Fuel counts may differ between runtimes, so a node whose
     /// runtime differs must not apply recipe entries.
     pub runtime: Option<String>,
+    /// The highest version ever deployed of each name, retired or not: versions only grow, so
+    /// `NAME@V` names one component for as long as the cluster lives.
+    #[serde(default)]
+    pub highest: BTreeMap<String, u32>,
 }
 
 impl RecipeTable {

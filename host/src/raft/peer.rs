@@ -1,0 +1,390 @@
+//! Raft between nodes over QUIC: openraft's RPCs (append entries, vote, snapshot chunks) on the
+//! peer endpoint, ALPN `cairn-peer/1`, with mutual TLS (`tls::peer_server_config` and
+//! `tls::peer_client_config`): a node talks only to nodes whose certificates the cluster CA
+//! signed.
+//!
+//! Request path: openraft's replication tasks call [`PeerClient`] (one per target node), which
+//! keeps one QUIC connection to the target and sends each RPC on a bidirectional stream of its
+//! own — a MessagePack request, the stream finished, a MessagePack response back. On the other
+//! node [`serve`] accepts the stream and hands the request to its `Raft`. Snapshots travel as
+//! openraft's chunks (`snapshot_max_chunk_size`), one stream each.
+
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{Member, NodeId, Raft, TypeConfig};
+
+/// The ALPN of the peer endpoint.
+pub const PEER_ALPN: &[u8] = b"cairn-peer/1";
+/// Largest RPC, either way. An append-entries request over it is split by openraft (it is told
+/// the payload is too large); one entry is at most a few MiB (`api::proposer`).
+pub const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// How long connecting to a peer may take before it counts as unreachable.
+pub const PEER_CONNECT_TIMEOUT_MS: u64 = 2_000;
+
+#[derive(Debug, Serialize, Deserialize)]
+enum PeerRequest {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+type AppendResult = Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>;
+type VoteResult = Result<VoteResponse<NodeId>, RaftError<NodeId>>;
+type SnapshotResult =
+    Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>;
+
+#[derive(Debug, Serialize, Deserialize)]
+enum PeerResponse {
+    Append(AppendResult),
+    Vote(VoteResult),
+    Snapshot(SnapshotResult),
+}
+
+/// Opens connections to peers from this node's peer endpoint (whose default client
+/// configuration presents the node's certificate).
+#[derive(Debug, Clone)]
+pub struct PeerNetwork {
+    endpoint: quinn::Endpoint,
+}
+
+impl PeerNetwork {
+    pub fn new(endpoint: quinn::Endpoint) -> PeerNetwork {
+        PeerNetwork { endpoint }
+    }
+}
+
+/// One target node: a connection, made on first use and again after it fails.
+#[derive(Debug)]
+pub struct PeerClient {
+    target: NodeId,
+    addr: String,
+    endpoint: quinn::Endpoint,
+    connection: Option<quinn::Connection>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerClient {
+        PeerClient {
+            target,
+            addr: node.peer_addr.clone(),
+            endpoint: self.endpoint.clone(),
+            connection: None,
+        }
+    }
+}
+
+/// Why an RPC did not get an answer.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    /// Could not connect: openraft backs off before trying again.
+    #[error("node {target} at {addr} is unreachable: {why}")]
+    Unreachable { target: NodeId, addr: String, why: String },
+    /// The connection or stream broke mid-way: openraft may retry at once.
+    #[error("RPC to node {target} failed: {why}")]
+    Network { target: NodeId, why: String },
+    #[error("request of {0} bytes is over the peer message limit")]
+    TooLarge(usize),
+}
+
+impl Failure {
+    fn into_rpc<E: std::error::Error>(self) -> RPCError<NodeId, Member, E> {
+        match &self {
+            Failure::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&self)),
+            Failure::Network { .. } => RPCError::Network(NetworkError::new(&self)),
+            Failure::TooLarge(_) => RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(1)),
+        }
+    }
+}
+
+impl PeerClient {
+    async fn connection(&mut self) -> Result<quinn::Connection, Failure> {
+        if let Some(connection) = &self.connection
+            && connection.close_reason().is_none()
+        {
+            return Ok(connection.clone());
+        }
+        let unreachable = |why: String| Failure::Unreachable {
+            target: self.target,
+            addr: self.addr.clone(),
+            why,
+        };
+        let addr: std::net::SocketAddr =
+            self.addr.parse().map_err(|e| unreachable(format!("bad address: {e}")))?;
+        let connecting = self
+            .endpoint
+            .connect(addr, &addr.ip().to_string())
+            .map_err(|e| unreachable(e.to_string()))?;
+        let connection =
+            tokio::time::timeout(Duration::from_millis(PEER_CONNECT_TIMEOUT_MS), connecting)
+                .await
+                .map_err(|_| unreachable("connecting timed out".into()))?
+                .map_err(|e| unreachable(e.to_string()))?;
+        self.connection = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// Sends one request on a stream of its own and reads the answer, within `ttl`.
+    async fn call(
+        &mut self,
+        request: &PeerRequest,
+        ttl: Duration,
+    ) -> Result<PeerResponse, Failure> {
+        let bytes = rmp_serde::to_vec_named(request)
+            .map_err(|e| Failure::Network { target: self.target, why: e.to_string() })?;
+        if bytes.len() > PEER_MESSAGE_BYTES_MAX {
+            return Err(Failure::TooLarge(bytes.len()));
+        }
+        let connection = self.connection().await?;
+        let target = self.target;
+        let exchange = async move {
+            let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+            send.write_all(&bytes).await.map_err(|e| e.to_string())?;
+            send.finish().map_err(|e| e.to_string())?;
+            let answer =
+                recv.read_to_end(PEER_MESSAGE_BYTES_MAX).await.map_err(|e| e.to_string())?;
+            rmp_serde::from_slice::<PeerResponse>(&answer).map_err(|e| e.to_string())
+        };
+        let outcome = tokio::time::timeout(ttl, exchange)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {ttl:?}")));
+        outcome.map_err(|why| {
+            // A broken connection is made again on the next call.
+            self.connection = None;
+            Failure::Network { target, why }
+        })
+    }
+
+    fn unexpected<E: std::error::Error>(&self) -> RPCError<NodeId, Member, E> {
+        Failure::Network { target: self.target, why: "answered another request".into() }.into_rpc()
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        match self.call(&PeerRequest::Append(rpc), option.hard_ttl()).await {
+            Ok(PeerResponse::Append(answer)) => {
+                answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(_) => Err(self.unexpected()),
+            Err(failure) => Err(failure.into_rpc()),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        match self.call(&PeerRequest::Snapshot(rpc), option.hard_ttl()).await {
+            Ok(PeerResponse::Snapshot(answer)) => {
+                answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(_) => Err(self.unexpected()),
+            Err(failure) => Err(failure.into_rpc()),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        match self.call(&PeerRequest::Vote(rpc), option.hard_ttl()).await {
+            Ok(PeerResponse::Vote(answer)) => {
+                answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(_) => Err(self.unexpected()),
+            Err(failure) => Err(failure.into_rpc()),
+        }
+    }
+}
+
+/// Serves peers on `endpoint` until it is closed: every stream is one RPC for `raft`.
+pub async fn serve(endpoint: quinn::Endpoint, raft: Raft) {
+    while let Some(incoming) = endpoint.accept().await {
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let connection = match incoming.await {
+                Ok(connection) => connection,
+                Err(error) => {
+                    tracing::debug!(%error, "peer handshake failed");
+                    return;
+                }
+            };
+            while let Ok((send, recv)) = connection.accept_bi().await {
+                tokio::spawn(answer(send, recv, raft.clone()));
+            }
+        });
+    }
+}
+
+/// Reads one request from a peer's stream, lets Raft handle it, writes the answer.
+async fn answer(mut send: quinn::SendStream, mut recv: quinn::RecvStream, raft: Raft) {
+    let request = match recv.read_to_end(PEER_MESSAGE_BYTES_MAX).await {
+        Ok(bytes) => rmp_serde::from_slice::<PeerRequest>(&bytes),
+        Err(error) => {
+            tracing::debug!(%error, "peer request not read");
+            return;
+        }
+    };
+    let response = match request {
+        Ok(PeerRequest::Append(rpc)) => PeerResponse::Append(raft.append_entries(rpc).await),
+        Ok(PeerRequest::Vote(rpc)) => PeerResponse::Vote(raft.vote(rpc).await),
+        Ok(PeerRequest::Snapshot(rpc)) => PeerResponse::Snapshot(raft.install_snapshot(rpc).await),
+        Err(error) => {
+            // A peer that speaks another protocol gets its stream reset, nothing else.
+            tracing::warn!(%error, "malformed peer request");
+            let _ = send.reset(quinn::VarInt::from_u32(1));
+            return;
+        }
+    };
+    match rmp_serde::to_vec_named(&response) {
+        Ok(bytes) => {
+            if send.write_all(&bytes).await.is_ok() {
+                let _ = send.finish();
+            }
+        }
+        Err(error) => tracing::error!(%error, "cannot encode a peer response"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use cairn_wire::{CreateMode, CreateRequest};
+
+    use super::*;
+    use crate::raft::log_store::LogStore;
+    use crate::raft::state_machine::StateMachineStore;
+    use crate::raft::{SharedState, Storage};
+    use crate::recipe::RecipeRuntime;
+    use crate::store::{Action, Command, Write};
+    use crate::tls::{self, TlsFiles};
+
+    const WAIT: Duration = Duration::from_secs(30);
+
+    /// A node's certificate from the CA in `ca_dir` (made there if missing), in `dir`.
+    fn certificate(ca_dir: &std::path::Path, dir: &std::path::Path) -> TlsFiles {
+        let names = ["127.0.0.1".to_string(), "localhost".to_string()];
+        let (ca, _) = tls::ensure_dev_certificates(ca_dir, &names).expect("CA");
+        std::fs::create_dir_all(dir).expect("dir");
+        for file in ["ca.pem", "ca-key.pem"] {
+            std::fs::copy(ca.ca.with_file_name(file), dir.join(file)).expect("copy CA");
+        }
+        tls::ensure_dev_certificates(dir, &names).expect("node certificate").0
+    }
+
+    fn endpoint(files: &TlsFiles) -> quinn::Endpoint {
+        let server = tls::peer_server_config(files, PEER_ALPN).expect("server config");
+        let mut endpoint =
+            quinn::Endpoint::server(server, "127.0.0.1:0".parse().expect("addr")).expect("bind");
+        endpoint.set_default_client_config(
+            tls::peer_client_config(files, PEER_ALPN).expect("client config"),
+        );
+        endpoint
+    }
+
+    async fn node(
+        id: NodeId,
+        dir: &std::path::Path,
+        files: &TlsFiles,
+    ) -> (Raft, SharedState, String) {
+        let storage = Storage::open(&dir.join("store")).expect("storage");
+        let log_store = LogStore::new(storage.clone()).expect("log");
+        let recipes = Arc::new(RecipeRuntime::new().expect("engine"));
+        let machine = StateMachineStore::open(storage, recipes).expect("state machine");
+        let state = machine.state();
+        let endpoint = endpoint(files);
+        let addr = endpoint.local_addr().expect("addr").to_string();
+        let config = openraft::Config {
+            heartbeat_interval: 100,
+            election_timeout_min: 300,
+            election_timeout_max: 600,
+            ..Default::default()
+        }
+        .validate()
+        .expect("config");
+        let raft =
+            Raft::new(id, Arc::new(config), PeerNetwork::new(endpoint.clone()), log_store, machine)
+                .await
+                .expect("raft");
+        tokio::spawn(serve(endpoint, raft.clone()));
+        (raft, state, addr)
+    }
+
+    /// Two nodes elect a leader and replicate a write over QUIC with mutual TLS; a third whose
+    /// certificate another CA signed cannot take part.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn nodes_replicate_over_quic_and_strangers_are_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = dir.path().join("ca");
+        let one_files = certificate(&ca, &dir.path().join("one/tls"));
+        let two_files = certificate(&ca, &dir.path().join("two/tls"));
+        let (one, _, one_addr) = node(1, &dir.path().join("one"), &one_files).await;
+        let (two, two_state, two_addr) = node(2, &dir.path().join("two"), &two_files).await;
+        let member =
+            |peer_addr: &str| Member { client_addr: String::new(), peer_addr: peer_addr.into() };
+        let members = BTreeMap::from([(1, member(&one_addr)), (2, member(&two_addr))]);
+        one.initialize(members).await.expect("initialized");
+        let leader = one
+            .wait(Some(WAIT))
+            .metrics(|m| m.current_leader.is_some(), "a leader")
+            .await
+            .expect("elected")
+            .current_leader
+            .expect("leader");
+        let leader = if leader == 1 { &one } else { &two };
+        let create = CreateRequest {
+            path: "/replicated".into(),
+            data: b"over quic".to_vec(),
+            mode: CreateMode::Persistent,
+            sequential: false,
+            ttl_ms: None,
+        };
+        let command =
+            Command { time_ms: 1, writes: vec![Write::sessionless(Action::Create(create))] };
+        let written = leader.client_write(command).await.expect("committed");
+        two.wait(Some(WAIT))
+            .applied_index_at_least(Some(written.log_id.index), "the write")
+            .await
+            .expect("replicated");
+        let replicated = two_state.read().tree.get("/replicated").map(|(data, _)| data.to_vec());
+        assert_eq!(replicated.expect("there"), b"over quic");
+
+        // A node that trusts the cluster CA but whose certificate another CA signed: node 1
+        // refuses the handshake, so its votes never arrive.
+        let other = certificate(&dir.path().join("other-ca"), &dir.path().join("x/tls"));
+        let stranger_files = TlsFiles { ca: one_files.ca.clone(), ..other };
+        let mut stranger =
+            PeerNetwork::new(endpoint(&stranger_files)).new_client(1, &member(&one_addr)).await;
+        // Up to date and of a higher term: node 1 would grant it, if it ever arrived.
+        let vote = VoteRequest::new(openraft::Vote::new(99, 3), Some(written.log_id));
+        let refused = stranger.call(&PeerRequest::Vote(vote), WAIT).await;
+        // TLS 1.3 lets the client finish first; the server then closes the connection.
+        assert!(refused.is_err(), "{refused:?}");
+        let term = one.metrics().borrow().vote.leader_id().term;
+        assert!(term < 99, "the stranger's vote request reached node 1 (term {term})");
+    }
+}
