@@ -274,7 +274,8 @@ pub struct ServeArgs {
     #[arg(long)]
     pub listen: Option<SocketAddr>,
     /// A TOML file with any of: data_dir, listen, node_id, snapshot_every_entries,
-    /// compiled_dir. Flags win.
+    /// compiled_dir, peer_listen, initial_cluster (a table id = "addr"), dev_certs, tls_cert,
+    /// tls_key, tls_ca. Flags win.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// This node's Raft id [default: 1].
@@ -286,6 +287,26 @@ pub struct ServeArgs {
     /// Keep compiled recipes here between starts [default: DATA_DIR/compiled].
     #[arg(long)]
     pub compiled_dir: Option<PathBuf>,
+    /// Peer address (QUIC over UDP, mutual TLS): where the other nodes reach this one.
+    #[arg(long)]
+    pub peer_listen: Option<SocketAddr>,
+    /// The members of a new cluster at their peer addresses: 1=ADDR,2=ADDR,3=ADDR (the same
+    /// list on every member).
+    #[arg(long)]
+    pub initial_cluster: Option<String>,
+    /// A directory the nodes of a development cluster share: the first to start writes a CA
+    /// there, each issues its own certificate from it; clients trust DIR/ca.pem.
+    #[arg(long)]
+    pub dev_certs: Option<PathBuf>,
+    /// This node's certificate (PEM), with --tls-key and --tls-ca instead of --dev-certs.
+    #[arg(long, requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long, requires_all = ["tls_cert", "tls_ca"])]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster CA (PEM): peers must present a certificate it signed; clients trust it.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// How a client command reaches a node.
@@ -904,6 +925,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(dir) = args.compiled_dir {
         config.compiled_dir = Some(dir);
+    }
+    if let Some(addr) = args.peer_listen {
+        config.peer_listen = Some(addr);
+    }
+    if let Some(members) = &args.initial_cluster {
+        config.initial_cluster = crate::config::parse_initial_cluster(members)?;
+    }
+    if let Some(dir) = args.dev_certs {
+        config.dev_certs = Some(dir);
+    }
+    if let (Some(cert), Some(key), Some(ca)) = (args.tls_cert, args.tls_key, args.tls_ca) {
+        (config.tls_cert, config.tls_key, config.tls_ca) = (Some(cert), Some(key), Some(ca));
     }
     let node = RunningNode::start(&config).await?;
     if node.generated_certificates() {

@@ -8,7 +8,7 @@
 //!        writes ────┤ api::proposer: every write waiting → one log entry (group commit)
 //!                   ▼
 //!                  raft (openraft) ── log_store: fjall, fsync before the entry counts
-//!                   │                   (a single node needs no peers: raft::network)
+//!                   │                └─ peer: the other nodes, over QUIC with mutual TLS
 //!                   ▼ committed
 //!                  raft::state_machine ──▶ store::apply(entry) → replies + effects
 //!                   │                         (deterministic: no clock, no I/O)

@@ -15,12 +15,12 @@ use tokio::task::JoinHandle;
 use crate::api::{self, CONNECTION_IDLE_MS_MAX, Frontend, Proposer, STREAMS_PER_CONNECTION_MAX};
 use crate::config::ServeConfig;
 use crate::raft::log_store::LogStore;
-use crate::raft::network::NoPeers;
+use crate::raft::peer::{self, Forwarder, PEER_ALPN, PeerNetwork, PeerService};
 use crate::raft::state_machine::StateMachineStore;
 use crate::raft::{Member, Raft, Storage};
 use crate::recipe::RecipeRuntime;
 use crate::recipe::builtin::BUILTIN_RECIPES;
-use crate::session;
+use crate::session::{self, SessionTracker};
 use crate::store::{Action, Write};
 use crate::tls;
 
@@ -68,6 +68,8 @@ pub struct RunningNode {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     endpoint: quinn::Endpoint,
+    /// The peer endpoint and the task serving it, for a cluster member.
+    peers: Option<(quinn::Endpoint, JoinHandle<()>)>,
 }
 
 impl std::fmt::Debug for RunningNode {
@@ -108,15 +110,32 @@ impl RunningNode {
         }
         .validate()
         .map_err(|e| NodeError::Raft(e.to_string()))?;
+        // TLS first: the address the node announces must be the one it serves on.
+        let names = certificate_names(config.listen, config.peer_listen);
+        let (tls_files, generated_certificates) = node_certificates(config, &names)?;
+        let peer_endpoint = match config.peer_listen {
+            Some(addr) => {
+                let server = tls::peer_server_config(&tls_files, PEER_ALPN)?;
+                let mut endpoint = quinn::Endpoint::server(server, addr)
+                    .map_err(|source| NodeError::Listen { addr, source })?;
+                endpoint.set_default_client_config(tls::peer_client_config(&tls_files, PEER_ALPN)?);
+                Some(endpoint)
+            }
+            None => None,
+        };
+        let network = peer_endpoint.clone().map_or_else(PeerNetwork::none, PeerNetwork::new);
         let raft =
-            Raft::new(config.node_id, Arc::new(raft_config), NoPeers, log_store, state_machine)
+            Raft::new(config.node_id, Arc::new(raft_config), network, log_store, state_machine)
                 .await
                 .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let sessions: Arc<SessionTracker> = Arc::default();
+        let forwarder = Arc::new(Forwarder::new(config.node_id, peer_endpoint.clone()));
+        let peers = peer_endpoint.map(|endpoint| {
+            let service = PeerService { raft: raft.clone(), sessions: sessions.clone() };
+            let serving = tokio::spawn(peer::serve(endpoint.clone(), service));
+            (endpoint, serving)
+        });
 
-        // TLS first: the address the node announces must be the one it serves on.
-        let names = certificate_names(config.listen);
-        let (tls_files, generated_certificates) =
-            tls::ensure_dev_certificates(&config.data_dir.join("tls"), &names)?;
         let mut server_config = tls::server_config(&tls_files, ALPN)?;
         let mut transport = quinn::TransportConfig::default();
         transport
@@ -132,13 +151,32 @@ impl RunningNode {
 
         let is_initialized =
             raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))?;
-        if !is_initialized {
+        if !is_initialized && config.initial_cluster.is_empty() {
             let members = BTreeMap::from([(
                 config.node_id,
                 Member { client_addr: client_addr.to_string(), peer_addr: String::new() },
             )]);
             raft.initialize(members).await.map_err(|e| NodeError::Raft(e.to_string()))?;
             tracing::info!(node = config.node_id, "bootstrapped a new single-node cluster");
+        } else if !is_initialized {
+            // Every member starts with the same list and initializes with it: openraft takes
+            // the same membership from several nodes safely, and the first vote wins.
+            let members: BTreeMap<_, _> = config
+                .initial_cluster
+                .iter()
+                .map(|(id, peer_addr)| {
+                    (*id, Member { client_addr: String::new(), peer_addr: peer_addr.clone() })
+                })
+                .collect();
+            if let Err(error) = raft.initialize(members).await {
+                // Another member's initialization reached this node first: nothing to do.
+                tracing::debug!(%error, "initial cluster already formed");
+            }
+            tracing::info!(
+                node = config.node_id,
+                members = config.initial_cluster.len(),
+                "started as a member of a new cluster"
+            );
         }
         raft.wait(Some(Duration::from_millis(STARTUP_LEADER_WAIT_MS)))
             .metrics(|m| m.current_leader.is_some(), "a leader is known")
@@ -151,9 +189,15 @@ impl RunningNode {
             raft: raft.clone(),
             state: state.clone(),
             counters,
-            proposer: Proposer::start(raft.clone(), state.clone()),
+            proposer: Proposer::start(
+                raft.clone(),
+                state.clone(),
+                config.node_id,
+                forwarder.clone(),
+            ),
             watches,
-            sessions: Arc::default(),
+            sessions,
+            forwarder,
         });
         // A cluster gets the built-ins when it is created: before anything was ever deployed.
         let never_deployed = state.read().tree.recipes().runtime.is_none();
@@ -165,6 +209,7 @@ impl RunningNode {
             tokio::spawn(reap_ttl_znodes(frontend.clone(), stopped.clone())),
             tokio::spawn(session::expire_sessions(frontend, stopped)),
         ];
+
         tracing::info!(addr = %client_addr, data_dir = %config.data_dir.display(), "serving clients");
         Ok(RunningNode {
             raft,
@@ -174,6 +219,7 @@ impl RunningNode {
             stop,
             tasks,
             endpoint,
+            peers,
         })
     }
 
@@ -215,6 +261,10 @@ impl RunningNode {
         if let Err(error) = self.raft.shutdown().await {
             tracing::warn!(%error, "raft did not shut down cleanly");
         }
+        if let Some((endpoint, serving)) = self.peers {
+            endpoint.close(quinn::VarInt::from_u32(0), b"node stopped");
+            let _ = serving.await;
+        }
         let drained = tokio::time::timeout(
             Duration::from_millis(SHUTDOWN_DRAIN_MS),
             self.endpoint.wait_idle(),
@@ -226,25 +276,56 @@ impl RunningNode {
     }
 }
 
-/// Deploys the built-in recipes through the log, as any recipe is deployed.
+/// Deploys the built-in recipes through the log, as any recipe is deployed, each as version 1
+/// (so two nodes that both believe they lead cannot deploy one twice). Whichever node leads does
+/// it; a node that does not lead waits until it is done.
 async fn deploy_builtin_recipes(frontend: &Frontend) -> Result<(), NodeError> {
-    for (name, component) in BUILTIN_RECIPES {
-        let action = Action::DeployRecipe {
-            name: name.to_string(),
-            version: None,
-            component: component.to_vec(),
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(STARTUP_LEADER_WAIT_MS);
+    let mut last_error = String::new();
+    loop {
+        let missing: Vec<(&str, &[u8])> = {
+            let state = frontend.state.read();
+            let deployed = &state.tree.recipes().highest;
+            BUILTIN_RECIPES
+                .iter()
+                .filter(|(name, _)| !deployed.contains_key(*name))
+                .copied()
+                .collect()
         };
-        let applied = frontend
-            .propose(Write::sessionless(action))
-            .await
-            .map_err(|e| NodeError::Builtin(name.to_string(), e.to_string()))?;
-        match applied.await {
-            (_, Ok(_)) => tracing::info!(recipe = %name, "deployed built-in recipe"),
-            (_, Err(error)) => return Err(NodeError::Builtin(name.to_string(), error.to_string())),
+        if missing.is_empty() {
+            return Ok(());
         }
+        if tokio::time::Instant::now() > deadline {
+            return Err(NodeError::Builtin(missing[0].0.to_string(), last_error));
+        }
+        if frontend.is_leader() {
+            for (name, component) in missing {
+                let action = Action::DeployRecipe {
+                    name: name.to_string(),
+                    version: Some(1),
+                    component: component.to_vec(),
+                };
+                let outcome = match frontend.propose(Write::sessionless(action)).await {
+                    Ok(applied) => applied.await.1.map(|_| ()),
+                    Err(error) => Err(error),
+                };
+                match outcome {
+                    Ok(()) => tracing::info!(recipe = %name, "deployed built-in recipe"),
+                    Err(error) => {
+                        // Not leading after all, say: look again shortly.
+                        tracing::debug!(recipe = %name, %error, "built-in recipe not deployed yet");
+                        last_error = error.to_string();
+                        break;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(BUILTIN_RETRY_MS)).await;
     }
-    Ok(())
 }
+
+/// How often a starting node looks again whether the built-in recipes are deployed.
+const BUILTIN_RETRY_MS: u64 = 100;
 
 /// While this node leads, proposes a reap entry whenever a TTL znode's time has come by the
 /// leader's clock. Apply checks again with the entry's own time, so every replica agrees.
@@ -274,11 +355,30 @@ async fn reap_ttl_znodes(frontend: Arc<Frontend>, mut stopped: watch::Receiver<b
 
 /// The names a development node certificate covers: loopback always, and the listen address
 /// when it is a specific one.
-fn certificate_names(listen: SocketAddr) -> Vec<String> {
+fn certificate_names(listen: SocketAddr, peer_listen: Option<SocketAddr>) -> Vec<String> {
     let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
-    let ip = listen.ip();
-    if !ip.is_unspecified() && !ip.is_loopback() {
-        names.push(ip.to_string());
+    for ip in std::iter::once(listen.ip()).chain(peer_listen.map(|addr| addr.ip())) {
+        if !ip.is_unspecified() && !ip.is_loopback() && !names.contains(&ip.to_string()) {
+            names.push(ip.to_string());
+        }
     }
     names
+}
+
+/// The node's certificate: given as files, issued from a development cluster CA shared by the
+/// nodes (`dev_certs`), or — a single node told nothing — from a development CA of its own in
+/// its data dir. Returns the files and whether anything was generated.
+fn node_certificates(
+    config: &ServeConfig,
+    names: &[String],
+) -> Result<(tls::TlsFiles, bool), tls::TlsError> {
+    if let (Some(cert), Some(key), Some(ca)) = (&config.tls_cert, &config.tls_key, &config.tls_ca) {
+        let files = tls::TlsFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() };
+        return Ok((files, false));
+    }
+    let own = config.data_dir.join("tls");
+    match &config.dev_certs {
+        Some(shared) => tls::ensure_cluster_dev_certificates(shared, &own, names),
+        None => tls::ensure_dev_certificates(&own, names),
+    }
 }

@@ -4,7 +4,9 @@
 //! leader's [`expire_sessions`] loop proposes an expire entry for a session not heard from for
 //! its whole timeout, and `store::apply` of that entry deletes the session's ephemerals in the
 //! same entry. Liveness is never logged and lives only on the node that tracks it: a node that
-//! becomes leader gives every session a full timeout from that moment.
+//! becomes leader gives every session a full timeout from that moment. A follower passes on
+//! what it hears (`raft::peer::Forwarder::heard`) every [`SESSION_RELAY_INTERVAL_MS`], so a
+//! client connected to a follower keeps its session.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -18,10 +20,16 @@ use crate::store::{Action, SessionId, Write};
 /// How often the leader looks for sessions past their timeout, in milliseconds.
 pub const SESSION_CHECK_INTERVAL_MS: u64 = 50;
 
+/// How often a follower tells the leader which sessions it heard from, in milliseconds: well
+/// inside the shortest session timeout.
+pub const SESSION_RELAY_INTERVAL_MS: u64 = 250;
+
 /// When this node last heard from each session.
 #[derive(Debug, Default)]
 pub struct SessionTracker {
     last_heard: Mutex<HashMap<SessionId, Instant>>,
+    /// Heard from since the last relay to the leader.
+    recent: Mutex<HashSet<SessionId>>,
 }
 
 impl SessionTracker {
@@ -31,6 +39,12 @@ impl SessionTracker {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(session, Instant::now());
+        self.recent.lock().unwrap_or_else(PoisonError::into_inner).insert(session);
+    }
+
+    /// The sessions heard from since the last call.
+    fn take_recent(&self) -> Vec<SessionId> {
+        self.recent.lock().unwrap_or_else(PoisonError::into_inner).drain().collect()
     }
 
     fn last_heard(&self, session: SessionId) -> Option<Instant> {
@@ -51,6 +65,7 @@ pub async fn expire_sessions(frontend: Arc<Frontend>, mut stopped: watch::Receiv
     let mut ticks = tokio::time::interval(Duration::from_millis(SESSION_CHECK_INTERVAL_MS));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leading_since: Option<Instant> = None;
+    let mut relayed = Instant::now();
     let expiring: Arc<Mutex<HashSet<SessionId>>> = Arc::default();
     loop {
         tokio::select! {
@@ -60,8 +75,22 @@ pub async fn expire_sessions(frontend: Arc<Frontend>, mut stopped: watch::Receiv
         let leading = frontend.raft.metrics().borrow().current_leader == Some(frontend.node_id);
         if !leading {
             leading_since = None;
+            let due = relayed.elapsed() >= Duration::from_millis(SESSION_RELAY_INTERVAL_MS);
+            if due {
+                relayed = Instant::now();
+                let heard = frontend.sessions.take_recent();
+                if !heard.is_empty() {
+                    let frontend = frontend.clone();
+                    tokio::spawn(async move {
+                        if let Err(error) = frontend.forwarder.heard(&frontend.raft, heard).await {
+                            tracing::debug!(%error, "sessions heard not passed to the leader");
+                        }
+                    });
+                }
+            }
             continue;
         }
+        frontend.sessions.take_recent();
         let now = Instant::now();
         let since = *leading_since.get_or_insert(now);
         let sessions: Vec<(SessionId, u64)> = frontend

@@ -68,11 +68,7 @@ pub fn ensure_dev_certificates(dir: &Path, names: &[String]) -> Result<(TlsFiles
         write_node_certificate(&files, names, &issuer)?;
         return Ok((files, true));
     }
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.distinguished_name.push(DnType::CommonName, "Cairn development CA");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_key = KeyPair::generate()?;
+    let (ca_params, ca_key) = new_ca()?;
     let ca_cert = ca_params.self_signed(&ca_key)?;
     write_private(&files.ca_key(), &ca_key.serialize_pem())?;
     write_file(&files.ca, &ca_cert.pem())?;
@@ -92,6 +88,68 @@ fn write_node_certificate(
     let cert = params.signed_by(&key, issuer)?;
     write_private(&files.key, &key.serialize_pem())?;
     write_file(&files.cert, &cert.pem())
+}
+
+/// How long a node waits for another node to finish writing the shared development CA.
+pub const DEV_CA_WAIT_MS: u64 = 30_000;
+
+/// Certificates for a member of a development cluster: the CA lives in `shared` (written by the
+/// first node to get there; the others wait for it), and this node's certificate for `names`,
+/// issued by it, in `node_dir`. Clients and peers trust `shared/ca.pem`.
+pub fn ensure_cluster_dev_certificates(
+    shared: &Path,
+    node_dir: &Path,
+    names: &[String],
+) -> Result<(TlsFiles, bool), TlsError> {
+    let ca = TlsFiles::in_dir(shared);
+    let node = TlsFiles { ca: ca.ca.clone(), ..TlsFiles::in_dir(node_dir) };
+    if node.cert.exists() && node.key.exists() && ca.ca.exists() {
+        return Ok((node, false));
+    }
+    for dir in [shared, node_dir] {
+        fs::create_dir_all(dir)
+            .map_err(|source| TlsError::Write { path: dir.to_path_buf(), source })?;
+    }
+    // Whoever makes the lock directory first writes the CA; it stays as the mark that one did.
+    let lock = shared.join(".ca-written-by-a-node");
+    if fs::create_dir(&lock).is_ok() && !ca.ca.exists() {
+        let (ca_params, ca_key) = new_ca()?;
+        let ca_cert = ca_params.self_signed(&ca_key)?;
+        // Key first, then the certificate by rename: a reader that sees ca.pem sees both.
+        write_private(&ca.ca_key(), &ca_key.serialize_pem())?;
+        let partial = ca.ca.with_extension("partial");
+        write_file(&partial, &ca_cert.pem())?;
+        fs::rename(&partial, &ca.ca)
+            .map_err(|source| TlsError::Write { path: ca.ca.clone(), source })?;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(DEV_CA_WAIT_MS);
+    while !ca.ca.exists() {
+        if std::time::Instant::now() > deadline {
+            return Err(TlsError::Read {
+                path: ca.ca.clone(),
+                reason: format!(
+                    "no CA after {DEV_CA_WAIT_MS} ms (remove {} to retry)",
+                    lock.display()
+                ),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let key = KeyPair::from_pem(&read_text(&ca.ca_key())?)?;
+    let ca_pem = read_text(&ca.ca)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, key)?;
+    write_node_certificate(&node, names, &issuer)?;
+    // A copy of the CA certificate (public) beside the node's, as a single node keeps it.
+    write_file(&TlsFiles::in_dir(node_dir).ca, &ca_pem)?;
+    Ok((node, true))
+}
+
+fn new_ca() -> Result<(CertificateParams, KeyPair), TlsError> {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.distinguished_name.push(DnType::CommonName, "Cairn development CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    Ok((ca_params, KeyPair::generate()?))
 }
 
 /// The node's certificate chain and key.

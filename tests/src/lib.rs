@@ -10,6 +10,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+pub mod cluster;
 use cairn_client::Client;
 
 /// How long a node may take to start serving.

@@ -23,6 +23,7 @@ use quinn::Endpoint;
 use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
 
+use crate::raft::peer::Forwarder;
 use crate::raft::{ApplyReply, Member, NodeId, Raft, SharedState, StorageCounters};
 use crate::session::SessionTracker;
 use crate::store::{SessionId, Write};
@@ -51,6 +52,8 @@ pub struct Frontend {
     pub proposer: Proposer,
     pub watches: Arc<WatchHub>,
     pub sessions: Arc<SessionTracker>,
+    /// The way to the leader, when this node is not it.
+    pub forwarder: Arc<Forwarder>,
 }
 
 impl std::fmt::Debug for Frontend {
@@ -85,9 +88,25 @@ impl Frontend {
         })
     }
 
-    /// Waits until this node has applied everything committed before now (read index).
+    /// Waits until this node has applied everything committed before now (read index): the
+    /// leader confirms its leadership; a follower asks the leader for its read index and waits
+    /// to have applied that far.
     pub(crate) async fn linearize(&self) -> Result<(), ApiError> {
-        self.raft.ensure_linearizable().await.map(|_| ()).map_err(read_error)
+        if self.is_leader() {
+            match self.raft.ensure_linearizable().await {
+                Ok(_) => return Ok(()),
+                // Not the leader after all (restarted after leading, say): ask the leader.
+                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {}
+                Err(error) => return Err(read_error(error)),
+            }
+        }
+        let index = self.forwarder.read_index(&self.raft).await?;
+        wait_applied(&self.raft, index).await
+    }
+
+    /// Whether this node leads now.
+    pub(crate) fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.node_id)
     }
 
     /// Serves a request that does not go through the log: reads, `sync`, and the node-local
@@ -271,6 +290,21 @@ fn read_error(error: RaftError<NodeId, CheckIsLeaderError<NodeId, Member>>) -> A
         }
         other => ApiError::new(ErrorCode::Unavailable).with_detail(other.to_string()),
     }
+}
+
+/// How long a follower waits to apply what the leader has committed before it answers.
+pub const FOLLOWER_CATCH_UP_MS: u64 = 10_000;
+
+/// Waits until this node has applied the entry at `index`.
+pub(crate) async fn wait_applied(raft: &Raft, index: u64) -> Result<(), ApiError> {
+    raft.wait(Some(std::time::Duration::from_millis(FOLLOWER_CATCH_UP_MS)))
+        .applied_index_at_least(Some(index), "catching up with the leader")
+        .await
+        .map(|_| ())
+        .map_err(|error| {
+            ApiError::new(ErrorCode::Unavailable)
+                .with_detail(format!("this node has not applied entry {index}: {error}"))
+        })
 }
 
 /// The leader's wall clock, stamped on each proposed command: the only time `apply` sees.

@@ -11,7 +11,10 @@ use cairn_wire::{ApiError, ErrorCode};
 use openraft::error::ClientWriteError;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use std::sync::Arc;
+
 use super::Served;
+use crate::raft::peer::Forwarder;
 use crate::raft::{Member, NodeId, Raft, SharedState};
 use crate::store::{Command, Write};
 
@@ -44,10 +47,16 @@ impl std::fmt::Debug for Pending {
 }
 
 impl Proposer {
-    /// Starts the proposer task; it ends when every handle is dropped.
-    pub fn start(raft: Raft, state: SharedState) -> Proposer {
+    /// Starts the proposer task; it ends when every handle is dropped. While `node` is not the
+    /// leader, each batch goes to the leader through `forwarder`.
+    pub fn start(
+        raft: Raft,
+        state: SharedState,
+        node: NodeId,
+        forwarder: Arc<Forwarder>,
+    ) -> Proposer {
         let (queue, pending) = mpsc::channel(PROPOSER_QUEUE_WRITES_MAX);
-        tokio::spawn(run(raft, state, pending));
+        tokio::spawn(run(raft, state, node, forwarder, pending));
         Proposer { queue }
     }
 
@@ -60,8 +69,15 @@ impl Proposer {
     }
 }
 
-async fn run(raft: Raft, state: SharedState, mut pending: mpsc::Receiver<Pending>) {
-    let in_flight = std::sync::Arc::new(Semaphore::new(PROPOSALS_IN_FLIGHT_MAX));
+async fn run(
+    raft: Raft,
+    state: SharedState,
+    node: NodeId,
+    forwarder: Arc<Forwarder>,
+    mut pending: mpsc::Receiver<Pending>,
+) {
+    let in_flight = Arc::new(Semaphore::new(PROPOSALS_IN_FLIGHT_MAX));
+    let forwarding = Arc::new(tokio::sync::Mutex::new(()));
     let mut carried: Option<Pending> = None;
     loop {
         let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
@@ -87,6 +103,23 @@ async fn run(raft: Raft, state: SharedState, mut pending: mpsc::Receiver<Pending
         let (writes, replies): (Vec<Write>, Vec<oneshot::Sender<Served>>) =
             batch.into_iter().map(|pending| (pending.write, pending.reply)).unzip();
         let command = Command { time_ms: super::now_ms(), writes };
+        if raft.metrics().borrow().current_leader != Some(node) {
+            // A follower's batch: the leader logs it as one entry; the replies go out once this
+            // node has applied it too, so its clients read their own writes here.
+            let (raft, forwarder) = (raft.clone(), forwarder.clone());
+            let state = state.clone();
+            // One batch at a time reaches the leader, so writes are logged in the order they
+            // came; the next batch gathers meanwhile.
+            let turn = forwarding.clone().lock_owned().await;
+            tokio::spawn(async move {
+                forward(&raft, &forwarder, &state, command, replies, Some(turn)).await;
+                drop(permit);
+            });
+            continue;
+        }
+        // Kept to send to the leader if this node turns out not to lead after all (a node
+        // restarted after leading believes it leads until it hears of the new term).
+        let retry = command.clone();
         let receiver = match raft.client_write_ff(command).await {
             Ok(receiver) => receiver,
             Err(fatal) => {
@@ -97,6 +130,7 @@ async fn run(raft: Raft, state: SharedState, mut pending: mpsc::Receiver<Pending
             }
         };
         let state = state.clone();
+        let (raft, forwarder) = (raft.clone(), forwarder.clone());
         tokio::spawn(async move {
             match receiver.await {
                 Ok(Ok(response)) => {
@@ -105,6 +139,10 @@ async fn run(raft: Raft, state: SharedState, mut pending: mpsc::Receiver<Pending
                         let _ = reply.send((zxid, outcome));
                     }
                 }
+                Ok(Err(ClientWriteError::ForwardToLeader(_))) => {
+                    // Not appended here: the leader logs it instead.
+                    forward(&raft, &forwarder, &state, retry, replies, None).await;
+                }
                 Ok(Err(error)) => {
                     answer_all(replies, state.read().applied_zxid(), &write_error(error))
                 }
@@ -112,6 +150,33 @@ async fn run(raft: Raft, state: SharedState, mut pending: mpsc::Receiver<Pending
             }
             drop(permit);
         });
+    }
+}
+
+/// Has the leader log a follower's batch, then answers each write once this node has applied
+/// the entry too, so its clients read their own writes here. `turn` is released as soon as the
+/// leader has answered: the next batch may go.
+async fn forward(
+    raft: &Raft,
+    forwarder: &Forwarder,
+    state: &SharedState,
+    command: Command,
+    replies: Vec<oneshot::Sender<Served>>,
+    turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+) {
+    let proposed = forwarder.propose(raft, command).await;
+    drop(turn);
+    let outcome = match proposed {
+        Ok((index, outcomes)) => super::wait_applied(raft, index).await.map(|()| (index, outcomes)),
+        Err(error) => Err(error),
+    };
+    match outcome {
+        Ok((index, outcomes)) => {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send((index, outcome));
+            }
+        }
+        Err(error) => answer_all(replies, state.read().applied_zxid(), &error),
     }
 }
 

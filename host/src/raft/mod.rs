@@ -12,7 +12,6 @@
 #![allow(clippy::result_large_err)]
 
 pub mod log_store;
-pub mod network;
 pub mod peer;
 pub mod state_machine;
 mod storage;

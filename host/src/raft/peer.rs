@@ -8,6 +8,11 @@
 //! own — a MessagePack request, the stream finished, a MessagePack response back. On the other
 //! node [`serve`] accepts the stream and hands the request to its `Raft`. Snapshots travel as
 //! openraft's chunks (`snapshot_max_chunk_size`), one stream each.
+//!
+//! The same streams carry what a follower asks of the leader for its clients ([`Forwarder`]):
+//! a batch of writes to log (a follower's group commit, proposed by the leader as one entry), a
+//! read index for a linearizable read, and the sessions the follower has heard from, so the
+//! leader does not expire sessions whose clients talk to a follower.
 
 use std::time::Duration;
 
@@ -20,9 +25,14 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use std::sync::Arc;
+
+use cairn_wire::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
 
-use super::{Member, NodeId, Raft, TypeConfig};
+use super::{ApplyReply, Member, NodeId, Raft, TypeConfig};
+use crate::session::SessionTracker;
+use crate::store::{Command, SessionId};
 
 /// The ALPN of the peer endpoint.
 pub const PEER_ALPN: &[u8] = b"cairn-peer/1";
@@ -37,7 +47,16 @@ enum PeerRequest {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
     Snapshot(InstallSnapshotRequest<TypeConfig>),
+    /// From a follower: log these writes as one entry.
+    Propose(Command),
+    /// From a follower: the index a linearizable read must wait for.
+    ReadIndex,
+    /// From a follower: its clients of these sessions were heard from.
+    Heard(Vec<SessionId>),
 }
+
+/// What the leader answers a forwarded batch: the entry's index and each write's reply.
+type Proposed = Result<(u64, Vec<ApplyReply>), ApiError>;
 
 type AppendResult = Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>;
 type VoteResult = Result<VoteResponse<NodeId>, RaftError<NodeId>>;
@@ -49,18 +68,27 @@ enum PeerResponse {
     Append(AppendResult),
     Vote(VoteResult),
     Snapshot(SnapshotResult),
+    Proposed(Proposed),
+    ReadIndex(Result<u64, ApiError>),
+    Heard,
 }
 
 /// Opens connections to peers from this node's peer endpoint (whose default client
-/// configuration presents the node's certificate).
+/// configuration presents the node's certificate). A single node has no endpoint, and every
+/// peer is unreachable to it.
 #[derive(Debug, Clone)]
 pub struct PeerNetwork {
-    endpoint: quinn::Endpoint,
+    endpoint: Option<quinn::Endpoint>,
 }
 
 impl PeerNetwork {
     pub fn new(endpoint: quinn::Endpoint) -> PeerNetwork {
-        PeerNetwork { endpoint }
+        PeerNetwork { endpoint: Some(endpoint) }
+    }
+
+    /// The network of a node that has no peers.
+    pub fn none() -> PeerNetwork {
+        PeerNetwork { endpoint: None }
     }
 }
 
@@ -69,7 +97,7 @@ impl PeerNetwork {
 pub struct PeerClient {
     target: NodeId,
     addr: String,
-    endpoint: quinn::Endpoint,
+    endpoint: Option<quinn::Endpoint>,
     connection: Option<quinn::Connection>,
 }
 
@@ -109,6 +137,39 @@ impl Failure {
     }
 }
 
+/// Connects to the peer endpoint at `addr`.
+async fn connect(
+    endpoint: Option<&quinn::Endpoint>,
+    addr: &str,
+) -> Result<quinn::Connection, String> {
+    let endpoint = endpoint.ok_or("this node has no peer endpoint")?;
+    let addr: std::net::SocketAddr =
+        addr.parse().map_err(|e| format!("bad address {addr:?}: {e}"))?;
+    let connecting = endpoint.connect(addr, &addr.ip().to_string()).map_err(|e| e.to_string())?;
+    tokio::time::timeout(Duration::from_millis(PEER_CONNECT_TIMEOUT_MS), connecting)
+        .await
+        .map_err(|_| "connecting timed out".to_string())?
+        .map_err(|e| e.to_string())
+}
+
+/// One request on a stream of its own, and its answer, within `ttl`.
+async fn exchange(
+    connection: &quinn::Connection,
+    bytes: Vec<u8>,
+    ttl: Duration,
+) -> Result<PeerResponse, String> {
+    let exchange = async move {
+        let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+        send.write_all(&bytes).await.map_err(|e| e.to_string())?;
+        send.finish().map_err(|e| e.to_string())?;
+        let answer = recv.read_to_end(PEER_MESSAGE_BYTES_MAX).await.map_err(|e| e.to_string())?;
+        rmp_serde::from_slice::<PeerResponse>(&answer).map_err(|e| e.to_string())
+    };
+    tokio::time::timeout(ttl, exchange)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {ttl:?}")))
+}
+
 impl PeerClient {
     async fn connection(&mut self) -> Result<quinn::Connection, Failure> {
         if let Some(connection) = &self.connection
@@ -116,22 +177,9 @@ impl PeerClient {
         {
             return Ok(connection.clone());
         }
-        let unreachable = |why: String| Failure::Unreachable {
-            target: self.target,
-            addr: self.addr.clone(),
-            why,
-        };
-        let addr: std::net::SocketAddr =
-            self.addr.parse().map_err(|e| unreachable(format!("bad address: {e}")))?;
-        let connecting = self
-            .endpoint
-            .connect(addr, &addr.ip().to_string())
-            .map_err(|e| unreachable(e.to_string()))?;
-        let connection =
-            tokio::time::timeout(Duration::from_millis(PEER_CONNECT_TIMEOUT_MS), connecting)
-                .await
-                .map_err(|_| unreachable("connecting timed out".into()))?
-                .map_err(|e| unreachable(e.to_string()))?;
+        let connection = connect(self.endpoint.as_ref(), &self.addr).await.map_err(|why| {
+            Failure::Unreachable { target: self.target, addr: self.addr.clone(), why }
+        })?;
         self.connection = Some(connection.clone());
         Ok(connection)
     }
@@ -148,22 +196,10 @@ impl PeerClient {
             return Err(Failure::TooLarge(bytes.len()));
         }
         let connection = self.connection().await?;
-        let target = self.target;
-        let exchange = async move {
-            let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
-            send.write_all(&bytes).await.map_err(|e| e.to_string())?;
-            send.finish().map_err(|e| e.to_string())?;
-            let answer =
-                recv.read_to_end(PEER_MESSAGE_BYTES_MAX).await.map_err(|e| e.to_string())?;
-            rmp_serde::from_slice::<PeerResponse>(&answer).map_err(|e| e.to_string())
-        };
-        let outcome = tokio::time::timeout(ttl, exchange)
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer within {ttl:?}")));
-        outcome.map_err(|why| {
+        exchange(&connection, bytes, ttl).await.map_err(|why| {
             // A broken connection is made again on the next call.
             self.connection = None;
-            Failure::Network { target, why }
+            Failure::Network { target: self.target, why }
         })
     }
 
@@ -219,10 +255,123 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     }
 }
 
-/// Serves peers on `endpoint` until it is closed: every stream is one RPC for `raft`.
-pub async fn serve(endpoint: quinn::Endpoint, raft: Raft) {
+/// How long a forwarded request may take, connection included.
+pub const FORWARD_TIMEOUT_MS: u64 = 10_000;
+
+/// How long a request waits for another node to be known as leader before it fails.
+pub const FORWARD_LEADER_WAIT_MS: u64 = 3_000;
+
+/// A follower's line to the leader, for its clients' writes, reads and liveness.
+#[derive(Debug)]
+pub struct Forwarder {
+    /// This node: never the one to forward to.
+    node: NodeId,
+    endpoint: Option<quinn::Endpoint>,
+    /// The connection to the leader last used, and who that was.
+    leader: tokio::sync::Mutex<Option<(NodeId, quinn::Connection)>>,
+}
+
+fn unavailable(detail: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorCode::Unavailable).with_detail(detail.to_string())
+}
+
+impl Forwarder {
+    pub fn new(node: NodeId, endpoint: Option<quinn::Endpoint>) -> Forwarder {
+        Forwarder { node, endpoint, leader: tokio::sync::Mutex::new(None) }
+    }
+
+    /// Sends `request` to the current leader.
+    async fn call(&self, raft: &Raft, request: &PeerRequest) -> Result<PeerResponse, ApiError> {
+        // Another node leading, as this node knows it; mid-election, or just restarted after
+        // leading, this node waits a little to learn who.
+        let mut metrics = raft.metrics();
+        let other = |m: &openraft::RaftMetrics<NodeId, Member>| {
+            m.current_leader.is_some_and(|leader| leader != self.node)
+        };
+        let learned = tokio::time::timeout(
+            Duration::from_millis(FORWARD_LEADER_WAIT_MS),
+            metrics.wait_for(|m| other(m)),
+        )
+        .await
+        .is_ok_and(|found| found.is_ok());
+        if !learned {
+            return Err(unavailable("no other node is known to lead now"));
+        }
+        let (leader, addr) = {
+            let metrics = metrics.borrow();
+            let leader = metrics.current_leader.ok_or_else(|| unavailable("no leader now"))?;
+            let member = metrics.membership_config.membership().get_node(&leader).cloned();
+            (leader, member.map(|m| m.peer_addr).unwrap_or_default())
+        };
+        let bytes = rmp_serde::to_vec_named(request).map_err(unavailable)?;
+        let connection = {
+            let mut cached = self.leader.lock().await;
+            match cached.as_ref() {
+                Some((id, connection)) if *id == leader && connection.close_reason().is_none() => {
+                    connection.clone()
+                }
+                _ => {
+                    let connection =
+                        connect(self.endpoint.as_ref(), &addr).await.map_err(|why| {
+                            unavailable(format!("leader {leader} unreachable: {why}"))
+                        })?;
+                    *cached = Some((leader, connection.clone()));
+                    connection
+                }
+            }
+        };
+        // A leader that dies mid-request is noticed by the election, long before a timeout.
+        let deposed = metrics.wait_for(|m| m.current_leader != Some(leader));
+        tokio::select! {
+            answer = exchange(&connection, bytes, Duration::from_millis(FORWARD_TIMEOUT_MS)) => {
+                answer.map_err(|why| unavailable(format!("leader {leader}: {why}")))
+            }
+            _ = deposed => Err(unavailable(format!(
+                "leader {leader} lost its leadership before answering; the request may or may \
+                 not have taken effect"
+            ))),
+        }
+    }
+
+    /// Has the leader log `command`; returns the entry's index and each write's reply.
+    pub async fn propose(&self, raft: &Raft, command: Command) -> Proposed {
+        match self.call(raft, &PeerRequest::Propose(command)).await? {
+            PeerResponse::Proposed(proposed) => proposed,
+            _ => Err(unavailable("the leader answered another request")),
+        }
+    }
+
+    /// The leader's read index: a read served after this node applied it is linearizable.
+    pub async fn read_index(&self, raft: &Raft) -> Result<u64, ApiError> {
+        match self.call(raft, &PeerRequest::ReadIndex).await? {
+            PeerResponse::ReadIndex(index) => index,
+            _ => Err(unavailable("the leader answered another request")),
+        }
+    }
+
+    /// Tells the leader these sessions' clients were heard from.
+    pub async fn heard(&self, raft: &Raft, sessions: Vec<SessionId>) -> Result<(), ApiError> {
+        self.call(raft, &PeerRequest::Heard(sessions)).await.map(|_| ())
+    }
+}
+
+/// What a node serves its peers with.
+#[derive(Clone)]
+pub struct PeerService {
+    pub raft: Raft,
+    pub sessions: Arc<SessionTracker>,
+}
+
+impl std::fmt::Debug for PeerService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerService").finish_non_exhaustive()
+    }
+}
+
+/// Serves peers on `endpoint` until it is closed: every stream is one request.
+pub async fn serve(endpoint: quinn::Endpoint, service: PeerService) {
     while let Some(incoming) = endpoint.accept().await {
-        let raft = raft.clone();
+        let service = service.clone();
         tokio::spawn(async move {
             let connection = match incoming.await {
                 Ok(connection) => connection,
@@ -232,14 +381,15 @@ pub async fn serve(endpoint: quinn::Endpoint, raft: Raft) {
                 }
             };
             while let Ok((send, recv)) = connection.accept_bi().await {
-                tokio::spawn(answer(send, recv, raft.clone()));
+                tokio::spawn(answer(send, recv, service.clone()));
             }
         });
     }
 }
 
 /// Reads one request from a peer's stream, lets Raft handle it, writes the answer.
-async fn answer(mut send: quinn::SendStream, mut recv: quinn::RecvStream, raft: Raft) {
+async fn answer(mut send: quinn::SendStream, mut recv: quinn::RecvStream, service: PeerService) {
+    let raft = &service.raft;
     let request = match recv.read_to_end(PEER_MESSAGE_BYTES_MAX).await {
         Ok(bytes) => rmp_serde::from_slice::<PeerRequest>(&bytes),
         Err(error) => {
@@ -251,6 +401,26 @@ async fn answer(mut send: quinn::SendStream, mut recv: quinn::RecvStream, raft: 
         Ok(PeerRequest::Append(rpc)) => PeerResponse::Append(raft.append_entries(rpc).await),
         Ok(PeerRequest::Vote(rpc)) => PeerResponse::Vote(raft.vote(rpc).await),
         Ok(PeerRequest::Snapshot(rpc)) => PeerResponse::Snapshot(raft.install_snapshot(rpc).await),
+        Ok(PeerRequest::Propose(mut command)) => {
+            // Time enters the log only as the leader's stamp.
+            command.time_ms = crate::api::now_ms();
+            PeerResponse::Proposed(match raft.client_write(command).await {
+                Ok(written) => Ok((written.log_id.index, written.data)),
+                Err(error) => Err(unavailable(format!("not logged here: {error}"))),
+            })
+        }
+        Ok(PeerRequest::ReadIndex) => PeerResponse::ReadIndex(
+            raft.ensure_linearizable()
+                .await
+                .map(|read| read.map_or(0, |log_id| log_id.index))
+                .map_err(|error| unavailable(format!("no read index here: {error}"))),
+        ),
+        Ok(PeerRequest::Heard(sessions)) => {
+            for session in sessions {
+                service.sessions.touch(session);
+            }
+            PeerResponse::Heard
+        }
         Err(error) => {
             // A peer that speaks another protocol gets its stream reset, nothing else.
             tracing::warn!(%error, "malformed peer request");
@@ -330,7 +500,8 @@ mod tests {
             Raft::new(id, Arc::new(config), PeerNetwork::new(endpoint.clone()), log_store, machine)
                 .await
                 .expect("raft");
-        tokio::spawn(serve(endpoint, raft.clone()));
+        let service = PeerService { raft: raft.clone(), sessions: Arc::default() };
+        tokio::spawn(serve(endpoint, service));
         (raft, state, addr)
     }
 

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cli;
+mod cluster;
 mod coordination;
 mod durability;
 mod recipes;
@@ -23,11 +24,16 @@ pub fn binary() -> &'static Path {
 /// share one directory of compiled recipes, so only the first compiles the built-ins.
 pub fn start_node(extra_args: &[&str]) -> anyhow::Result<(tempfile::TempDir, Server)> {
     let dir = tempfile::tempdir()?;
-    let compiled = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compiled-recipes");
+    let compiled = compiled_dir();
     let mut args = vec!["--compiled-dir", compiled.to_str().unwrap_or_default()];
     args.extend_from_slice(extra_args);
     let server = Server::start(binary(), &dir.path().join("cairn-data"), &args)?;
     Ok((dir, server))
+}
+
+/// Where the test nodes keep compiled recipes: one directory for all of them.
+pub fn compiled_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("compiled-recipes")
 }
 
 /// Waits until fair lock `lock` has `waiting` sessions queued behind its holder.

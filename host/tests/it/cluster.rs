@@ -1,0 +1,92 @@
+//! Three `cairn serve` processes as one cluster: clients on any node, and the leader killed.
+
+use std::time::{Duration, Instant};
+
+use cairn_client::CreateOptions;
+use cairn_tests::cluster::Cluster;
+use cairn_tests::wait_for;
+
+use crate::{binary, compiled_dir};
+
+/// Generous: these waits end as soon as their condition holds.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Every node takes writes and linearizable reads (followers forward to the leader); the
+/// leader is killed with SIGKILL while a writer keeps writing; the two left elect a new leader
+/// and serve on; no acknowledged write is lost; the old leader restarts and catches up.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_leader_dies_and_the_cluster_goes_on() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let compiled = compiled_dir();
+    let mut cluster = Cluster::start(
+        binary(),
+        dir.path(),
+        3,
+        &["--compiled-dir", compiled.to_str().unwrap_or_default()],
+    )?;
+    let leader = cluster.leader(&[1, 2, 3], DEADLINE).await?;
+    let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+
+    // A write through each node, read back linearizably through every node.
+    for id in 1..=3 {
+        let client = cluster.client(id).await?;
+        client
+            .create(
+                &format!("/from-{id}"),
+                id.to_string().into_bytes(),
+                CreateOptions::persistent(),
+            )
+            .await?;
+    }
+    for id in 1..=3 {
+        let children = cluster.client(id).await?.children("/").await?;
+        assert_eq!(children, ["cairn", "from-1", "from-2", "from-3"], "node {id}");
+    }
+
+    // A writer on a follower keeps writing while the leader is killed.
+    let writer = cluster.client(followers[0]).await?;
+    let mut acknowledged = Vec::new();
+    for n in 0..20 {
+        writer.create(&format!("/before-{n}"), Vec::new(), CreateOptions::persistent()).await?;
+        acknowledged.push(format!("before-{n}"));
+    }
+    let killed_at = Instant::now();
+    cluster.node(leader).kill()?;
+    let new_leader = cluster.leader(&followers, DEADLINE).await?;
+    assert_ne!(new_leader, leader);
+    // Retry until the new leader takes a write: the client sees retries, not wrong answers.
+    let mut n = 0;
+    wait_for("a write after the failover", DEADLINE, || {
+        let writer = &writer;
+        let path = format!("/after-{n}");
+        n += 1;
+        async move { writer.create(&path, Vec::new(), CreateOptions::persistent()).await.is_ok() }
+    })
+    .await?;
+    let failover = killed_at.elapsed();
+    eprintln!("failover: leader {leader} killed → write committed again after {failover:?}");
+    let survivor = cluster.client(followers[1]).await?;
+    let read = std::sync::Mutex::new(Vec::new());
+    wait_for("a linearizable read after the failover", DEADLINE, || async {
+        let now = survivor.children("/").await;
+        let ok = now.is_ok();
+        if let Ok(now) = now {
+            *read.lock().expect("not poisoned") = now;
+        }
+        ok
+    })
+    .await?;
+    let children = read.into_inner().expect("not poisoned");
+    for path in &acknowledged {
+        assert!(children.contains(path), "{path} acknowledged before the kill, then lost");
+    }
+
+    // The old leader comes back as a follower and catches up.
+    cluster.node(leader).restart()?;
+    let back = cluster.client(leader).await?;
+    wait_for("the restarted node to catch up", DEADLINE, || async {
+        back.local().children("/").await.is_ok_and(|now| now == children)
+    })
+    .await?;
+    Ok(())
+}

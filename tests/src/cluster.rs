@@ -1,0 +1,116 @@
+//! Several `cairn serve` processes forming one cluster on loopback: peer ports picked at run
+//! time, a development CA shared through a directory, each node killed and restarted at will.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use cairn_client::Client;
+
+use crate::{Server, wait_for};
+
+/// A cluster of nodes with ids 1..=n.
+#[derive(Debug)]
+pub struct Cluster {
+    /// `nodes[i]` is node `i + 1`.
+    pub nodes: Vec<Server>,
+    certs: PathBuf,
+}
+
+/// A loopback UDP port free at the time of asking.
+fn free_udp_port() -> anyhow::Result<SocketAddr> {
+    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+impl Cluster {
+    /// Starts `size` nodes under `dir`, each with `extra_args`, and waits until all serve.
+    pub fn start(
+        binary: &Path,
+        dir: &Path,
+        size: usize,
+        extra_args: &[&str],
+    ) -> anyhow::Result<Cluster> {
+        let peers: Vec<SocketAddr> =
+            (0..size).map(|_| free_udp_port()).collect::<Result<_, _>>()?;
+        let initial: Vec<String> =
+            peers.iter().enumerate().map(|(i, addr)| format!("{}={addr}", i + 1)).collect();
+        let initial = initial.join(",");
+        let certs = dir.join("certs");
+        // Nodes serve only once a leader is known, which takes a majority: start them together.
+        let nodes = std::thread::scope(|scope| {
+            let starting: Vec<_> = peers
+                .iter()
+                .enumerate()
+                .map(|(i, peer)| {
+                    let id = (i + 1).to_string();
+                    let peer = peer.to_string();
+                    let (initial, certs) = (&initial, &certs);
+                    scope.spawn(move || {
+                        let mut args = vec![
+                            "--node-id",
+                            &id,
+                            "--peer-listen",
+                            &peer,
+                            "--initial-cluster",
+                            initial,
+                            "--dev-certs",
+                            certs.to_str().unwrap_or_default(),
+                        ];
+                        args.extend_from_slice(extra_args);
+                        Server::start(binary, &dir.join(format!("node-{id}")), &args)
+                    })
+                })
+                .collect();
+            starting
+                .into_iter()
+                .map(|start| start.join().map_err(|_| anyhow::anyhow!("a start panicked"))?)
+                .collect::<anyhow::Result<Vec<Server>>>()
+        })?;
+        Ok(Cluster { nodes, certs })
+    }
+
+    /// The CA every node's certificate comes from.
+    pub fn ca_file(&self) -> PathBuf {
+        self.certs.join("ca.pem")
+    }
+
+    /// Node `id` (1-based).
+    pub fn node(&mut self, id: u64) -> &mut Server {
+        &mut self.nodes[usize::try_from(id - 1).unwrap_or(usize::MAX)]
+    }
+
+    /// A client of node `id`.
+    pub async fn client(&self, id: u64) -> anyhow::Result<Client> {
+        let node = &self.nodes[usize::try_from(id - 1).unwrap_or(usize::MAX)];
+        Ok(Client::connect(&node.addr().to_string(), self.ca_file()).await?)
+    }
+
+    /// The leader, as the running nodes agree on it, waiting up to `deadline` for one. Nodes
+    /// that cannot take a client yet (mid-election) are asked again.
+    pub async fn leader(&self, running: &[u64], deadline: Duration) -> anyhow::Result<u64> {
+        let found = std::sync::Mutex::new(None);
+        wait_for("a leader all running nodes agree on", deadline, || async {
+            let mut seen = Vec::new();
+            for id in running {
+                let Ok(client) = self.client(*id).await else { return false };
+                let info = client.server_info().await;
+                let _ = client.close().await;
+                match info {
+                    Ok(info) => seen.push(info.leader),
+                    Err(_) => return false,
+                }
+            }
+            let agreed = seen
+                .first()
+                .copied()
+                .flatten()
+                .filter(|leader| seen.iter().all(|s| *s == Some(*leader)));
+            *found.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = agreed;
+            agreed.is_some_and(|leader| running.contains(&leader))
+        })
+        .await?;
+        let leader = *found.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        leader.context("no leader")
+    }
+}
