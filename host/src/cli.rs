@@ -5,10 +5,12 @@
 #![allow(clippy::print_stdout)]
 
 use std::io::Write;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use tokio::io::AsyncBufReadExt;
 
 use anyhow::Context;
 
@@ -32,6 +34,10 @@ pub struct Cli {
 pub enum Command {
     /// Run a node (a single-node cluster, bootstrapped on first start).
     Serve(ServeArgs),
+    /// Run a local development cluster: N nodes with generated certificates, until Ctrl-C.
+    DevCluster(DevClusterArgs),
+    /// The cluster's members, roles, leader and progress.
+    Cluster(ClusterArgs),
     /// Create a znode and print the path it got.
     Create(CreateArgs),
     /// Print a znode's data.
@@ -266,6 +272,34 @@ pub enum CounterCommand {
 }
 
 #[derive(Debug, Args)]
+pub struct DevClusterArgs {
+    /// How many nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u64,
+    /// Where the nodes keep their data (DIR/node-N) and the shared CA (DIR/certs).
+    #[arg(long, default_value = "cairn-dev-cluster")]
+    pub data_dir: PathBuf,
+    /// Client port of node 1; node N listens on PORT+N-1, and its peers on PORT+100+N-1.
+    #[arg(long, default_value_t = 7181)]
+    pub port: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    #[command(subcommand)]
+    pub command: ClusterCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Members, roles, leader, term, and how far each member has the log (from the leader).
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Where the log, snapshots and development certificates live [default: ./cairn-data].
     #[arg(long)]
@@ -433,7 +467,7 @@ impl Cli {
     pub fn default_log_filter(&self) -> &'static str {
         match self.command {
             // openraft narrates every election and shutdown step at info.
-            Command::Serve(_) => "info,openraft=warn",
+            Command::Serve(_) | Command::DevCluster(_) => "info,openraft=warn",
             _ => "warn",
         }
     }
@@ -465,10 +499,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Counter(args) => Some(match &args.command {
             CounterCommand::Add { client, .. } | CounterCommand::Get { client, .. } => client,
         }),
+        Command::Cluster(args) => Some(match &args.command {
+            ClusterCommand::Status { client } => client,
+        }),
+        Command::DevCluster(_) => None,
     };
     let Some(client_args) = client_args else {
-        let Command::Serve(args) = cli.command else { unreachable!("only serve has no client") };
-        return serve(args).await;
+        return match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::DevCluster(args) => dev_cluster(args).await,
+            _ => unreachable!("only serve and dev-cluster have no client"),
+        };
     };
     let client = connect(client_args).await?;
     let result = run_client_command(&client, cli.command).await;
@@ -480,7 +521,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn run_client_command(client: &Client, command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve(_) => unreachable!("serve is not a client command"),
+        Command::Serve(_) | Command::DevCluster(_) => {
+            unreachable!("serve and dev-cluster are not client commands")
+        }
         Command::Create(args) => {
             let options = match (args.container, args.ttl, args.ephemeral) {
                 (true, _, _) => CreateOptions::container(),
@@ -599,6 +642,11 @@ async fn run_client_command(client: &Client, command: Command) -> anyhow::Result
         Command::Rwlock(args) => run_rw_locked(client, args).await,
         Command::Barrier(args) => run_in_barrier(client, args).await,
         Command::Queue(args) => run_queue_command(client, args).await,
+        Command::Cluster(args) => match args.command {
+            ClusterCommand::Status { client: client_args } => {
+                cluster_status(client, &client_args).await
+            }
+        },
         Command::Recipe(args) => run_recipe_command(client, args).await,
         Command::Counter(args) => run_counter_command(client, args).await,
         Command::Sessions(args) => {
@@ -687,6 +735,154 @@ async fn run_in_barrier(client: &Client, args: BarrierArgs) -> anyhow::Result<Ex
     let status = run_holding(client, &what, &env, &args.run.command).await;
     round.leave().await?;
     exit_code(status?)
+}
+
+/// Prints the membership; progress comes from the leader, asked directly when its client
+/// address is known.
+async fn cluster_status(client: &Client, args: &ClientArgs) -> anyhow::Result<ExitCode> {
+    let mut info = client.server_info().await?;
+    let leader_addr = info
+        .members
+        .iter()
+        .find(|m| Some(m.node_id) == info.leader && !m.client_addr.is_empty())
+        .map(|m| m.client_addr.clone());
+    if info.leader != Some(info.node_id)
+        && let Some(addr) = leader_addr
+        && let Ok(leader) = Client::connect(&addr, &args.ca).await
+    {
+        if let Ok(from_leader) = leader.server_info().await {
+            info = from_leader;
+        }
+        let _ = leader.close().await;
+    }
+    if args.json {
+        let members: Vec<_> = info
+            .members
+            .iter()
+            .map(|m| {
+                json!({
+                    "node_id": m.node_id, "role": role(&info, m), "client_addr": m.client_addr,
+                    "peer_addr": m.peer_addr, "matched_zxid": m.matched_zxid,
+                })
+            })
+            .collect();
+        print_json(&json!({
+            "leader": info.leader, "term": info.term, "members": members,
+            "reported_by": info.node_id, "applied_zxid": info.applied_zxid,
+        }))?;
+    } else {
+        println!("{:<6} {:<9} {:<22} {:<22} {:>10}", "NODE", "ROLE", "CLIENT", "PEER", "MATCHED");
+        for m in &info.members {
+            let matched = m.matched_zxid.map_or("-".to_string(), |z| z.to_string());
+            let dash = |s: &str| if s.is_empty() { "-".to_string() } else { s.to_string() };
+            println!(
+                "{:<6} {:<9} {:<22} {:<22} {:>10}",
+                m.node_id,
+                role(&info, m),
+                dash(&m.client_addr),
+                dash(&m.peer_addr),
+                matched
+            );
+        }
+        let leader = info.leader.map_or("none".to_string(), |l| l.to_string());
+        println!(
+            "leader {leader}, term {}; node {} has applied zxid {}",
+            info.term, info.node_id, info.applied_zxid
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn role(info: &cairn_client::ServerInfo, member: &cairn_client::MemberInfo) -> &'static str {
+    if info.leader == Some(member.node_id) {
+        "leader"
+    } else if member.voter {
+        "follower"
+    } else {
+        "learner"
+    }
+}
+
+/// Runs `nodes` copies of this program's `serve` as one cluster on loopback, prints where
+/// each serves, and stops them all on Ctrl-C (or when one exits).
+async fn dev_cluster(args: DevClusterArgs) -> anyhow::Result<ExitCode> {
+    if args.nodes == 0 || args.nodes > 9 {
+        anyhow::bail!("--nodes is 1 to 9");
+    }
+    let program = std::env::current_exe().context("cannot find this program")?;
+    let peer_port = |n: u64| u64::from(args.port) + 100 + n - 1;
+    let initial: Vec<String> =
+        (1..=args.nodes).map(|n| format!("{n}=127.0.0.1:{}", peer_port(n))).collect();
+    let certs = args.data_dir.join("certs");
+    let mut children = Vec::new();
+    for n in 1..=args.nodes {
+        let child = tokio::process::Command::new(&program)
+            .arg("serve")
+            .args(["--node-id", &n.to_string()])
+            .arg("--data-dir")
+            .arg(args.data_dir.join(format!("node-{n}")))
+            .args(["--listen", &format!("127.0.0.1:{}", u64::from(args.port) + n - 1)])
+            .args(["--peer-listen", &format!("127.0.0.1:{}", peer_port(n))])
+            .args(["--initial-cluster", &initial.join(",")])
+            .arg("--dev-certs")
+            .arg(&certs)
+            .arg("--compiled-dir")
+            .arg(args.data_dir.join("compiled"))
+            // Elections narrate at warn in openraft; a console wants only real trouble.
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,openraft=error".into()),
+            )
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start node {n}"))?;
+        children.push(child);
+    }
+    // Each node's first line says where it listens.
+    for (n, child) in children.iter_mut().enumerate() {
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        match lines.next_line().await? {
+            Some(line) => println!("node {}: {}", n + 1, line.trim_start_matches("cairn ")),
+            None => anyhow::bail!("node {} stopped while starting", n + 1),
+        }
+    }
+    println!(
+        "clients: --server 127.0.0.1:{} --ca {} (any node)",
+        args.port,
+        certs.join("ca.pem").display()
+    );
+    std::io::stdout().flush()?;
+    let first_exit = futures_first_exit(&mut children);
+    tokio::select! {
+        signal = shutdown_signal() => tracing::info!(%signal, "stopping the cluster"),
+        (n, status) = first_exit => tracing::warn!(node = n + 1, ?status, "a node stopped; stopping the cluster"),
+    }
+    for child in &mut children {
+        if let Some(pid) = child.id() {
+            // SIGTERM through kill(1): each node shuts down cleanly.
+            let _ = tokio::process::Command::new("kill").arg(pid.to_string()).status().await;
+        }
+    }
+    for child in &mut children {
+        let _ = child.wait().await;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The first of `children` to exit, and how.
+async fn futures_first_exit(
+    children: &mut [tokio::process::Child],
+) -> (usize, std::io::Result<std::process::ExitStatus>) {
+    loop {
+        for (n, child) in children.iter_mut().enumerate() {
+            if let Ok(Some(status)) = child.try_wait() {
+                return (n, Ok(status));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn run_queue_command(client: &Client, args: QueueArgs) -> anyhow::Result<ExitCode> {

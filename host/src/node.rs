@@ -204,7 +204,12 @@ impl RunningNode {
         if never_deployed {
             deploy_builtin_recipes(&frontend).await?;
         }
+        let me = Member {
+            client_addr: client_addr.to_string(),
+            peer_addr: config.peer_listen.map(|addr| addr.to_string()).unwrap_or_default(),
+        };
         let tasks = vec![
+            tokio::spawn(announce(frontend.clone(), me, stopped.clone())),
             tokio::spawn(api::serve(endpoint.clone(), frontend.clone(), stopped.clone())),
             tokio::spawn(reap_ttl_znodes(frontend.clone(), stopped.clone())),
             tokio::spawn(session::expire_sessions(frontend, stopped)),
@@ -323,6 +328,38 @@ async fn deploy_builtin_recipes(frontend: &Frontend) -> Result<(), NodeError> {
         tokio::time::sleep(Duration::from_millis(BUILTIN_RETRY_MS)).await;
     }
 }
+
+/// Until the membership records where this node serves (its client address, which the initial
+/// cluster list does not give), asks the leader to record it.
+async fn announce(frontend: Arc<Frontend>, me: Member, mut stopped: watch::Receiver<bool>) {
+    let metrics = frontend.raft.metrics();
+    loop {
+        let recorded = metrics
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&frontend.node_id)
+            .is_some_and(|known| *known == me);
+        if recorded {
+            return;
+        }
+        let done = if frontend.is_leader() {
+            peer::record_member(&frontend.raft, frontend.node_id, me.clone()).await
+        } else {
+            frontend.forwarder.announce(&frontend.raft, frontend.node_id, me.clone()).await
+        };
+        if let Err(error) = done {
+            tracing::debug!(%error, "client address not recorded yet");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(ANNOUNCE_RETRY_MS)) => {}
+            _ = stopped.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+/// How often a node asks again to have its address recorded.
+const ANNOUNCE_RETRY_MS: u64 = 500;
 
 /// How often a starting node looks again whether the built-in recipes are deployed.
 const BUILTIN_RETRY_MS: u64 = 100;

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cairn_wire::{
-    ApiError, CLOSE_SHUTDOWN, ErrorCode, RecipeInfo, Reply, Request, SET_WATCHES_BATCH_MAX,
-    ServerInfo, SessionInfo, WatchKind, WatchSpec,
+    ApiError, CLOSE_SHUTDOWN, ErrorCode, MemberInfo, RecipeInfo, Reply, Request,
+    SET_WATCHES_BATCH_MAX, ServerInfo, SessionInfo, WatchKind, WatchSpec,
 };
 use openraft::error::{CheckIsLeaderError, RaftError};
 use quinn::Endpoint;
@@ -243,12 +243,33 @@ impl Frontend {
                     log_fsyncs: self.counters.fsyncs(),
                     snapshot_zxid: metrics.snapshot.map(|id| id.index),
                     purged_zxid: metrics.purged.map(|id| id.index),
+                    members: members_of(&metrics),
                 }))
             }
             other => Err(ApiError::new(ErrorCode::Internal)
                 .with_detail(format!("{other:?} is not served locally"))),
         }
     }
+}
+
+/// The membership in `metrics`, with replication progress when this node leads.
+fn members_of(metrics: &openraft::RaftMetrics<NodeId, Member>) -> Vec<MemberInfo> {
+    let membership = metrics.membership_config.membership();
+    let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+    membership
+        .nodes()
+        .map(|(id, member)| MemberInfo {
+            node_id: *id,
+            client_addr: member.client_addr.clone(),
+            peer_addr: member.peer_addr.clone(),
+            voter: voters.contains(id),
+            matched_zxid: metrics
+                .replication
+                .as_ref()
+                .and_then(|progress| progress.get(id).copied().flatten())
+                .map(|log_id| log_id.index),
+        })
+        .collect()
 }
 
 /// Accepts client connections until `shutdown` turns true, then closes them all.

@@ -53,6 +53,8 @@ enum PeerRequest {
     ReadIndex,
     /// From a follower: its clients of these sessions were heard from.
     Heard(Vec<SessionId>),
+    /// From any member: where it serves, to be recorded in the membership.
+    Announce(NodeId, Member),
 }
 
 /// What the leader answers a forwarded batch: the entry's index and each write's reply.
@@ -71,6 +73,7 @@ enum PeerResponse {
     Proposed(Proposed),
     ReadIndex(Result<u64, ApiError>),
     Heard,
+    Announced(Result<(), ApiError>),
 }
 
 /// Opens connections to peers from this node's peer endpoint (whose default client
@@ -349,10 +352,33 @@ impl Forwarder {
         }
     }
 
+    /// Has the leader record where node `node` serves.
+    pub async fn announce(
+        &self,
+        raft: &Raft,
+        node: NodeId,
+        member: Member,
+    ) -> Result<(), ApiError> {
+        match self.call(raft, &PeerRequest::Announce(node, member)).await? {
+            PeerResponse::Announced(done) => done,
+            _ => Err(unavailable("the leader answered another request")),
+        }
+    }
+
     /// Tells the leader these sessions' clients were heard from.
     pub async fn heard(&self, raft: &Raft, sessions: Vec<SessionId>) -> Result<(), ApiError> {
         self.call(raft, &PeerRequest::Heard(sessions)).await.map(|_| ())
     }
+}
+
+/// On the leader: records where `node` serves, in the membership every node replicates.
+pub async fn record_member(raft: &Raft, node: NodeId, member: Member) -> Result<(), ApiError> {
+    let changes =
+        openraft::ChangeMembers::SetNodes(std::collections::BTreeMap::from([(node, member)]));
+    raft.change_membership(changes, true)
+        .await
+        .map(|_| ())
+        .map_err(|error| unavailable(format!("membership not changed: {error}")))
 }
 
 /// What a node serves its peers with.
@@ -415,6 +441,9 @@ async fn answer(mut send: quinn::SendStream, mut recv: quinn::RecvStream, servic
                 .map(|read| read.map_or(0, |log_id| log_id.index))
                 .map_err(|error| unavailable(format!("no read index here: {error}"))),
         ),
+        Ok(PeerRequest::Announce(node, member)) => {
+            PeerResponse::Announced(record_member(raft, node, member).await)
+        }
         Ok(PeerRequest::Heard(sessions)) => {
             for session in sessions {
                 service.sessions.touch(session);

@@ -90,3 +90,38 @@ async fn the_leader_dies_and_the_cluster_goes_on() -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+/// `cairn cluster status`: every member, its addresses (each node announces its client address
+/// to the leader), one leader, and the leader's view of each member's progress.
+#[test]
+fn cluster_status_lists_members_roles_and_progress() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let compiled = compiled_dir();
+    let cluster = Cluster::start(
+        binary(),
+        dir.path(),
+        3,
+        &["--compiled-dir", compiled.to_str().unwrap_or_default()],
+    )?;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let output = cluster.nodes[1].cli(&["cluster", "status", "--json"])?;
+        let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+        let members = status["members"].as_array().cloned().unwrap_or_default();
+        let addressed = members.len() == 3
+            && members.iter().all(|m| m["client_addr"].as_str().is_some_and(|a| !a.is_empty()));
+        if addressed {
+            let leaders = members.iter().filter(|m| m["role"] == "leader").count();
+            assert_eq!(leaders, 1, "{status}");
+            assert!(members.iter().all(|m| m["matched_zxid"].as_u64().is_some()), "{status}");
+            for (i, node) in cluster.nodes.iter().enumerate() {
+                let id = i as u64 + 1;
+                let member = members.iter().find(|m| m["node_id"] == id).expect("listed");
+                assert_eq!(member["client_addr"], node.addr().to_string());
+            }
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no full status within 60 s: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

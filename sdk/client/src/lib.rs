@@ -37,8 +37,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use cairn_wire::{
-    ApiError, ChildEntry, CreateMode, ErrorCode, EventKind, MultiOp, OpResult, RecipeInfo,
-    RemoveKind, ServerInfo, SessionInfo, Stat,
+    ApiError, ChildEntry, CreateMode, ErrorCode, EventKind, MemberInfo, MultiOp, OpResult,
+    RecipeInfo, RemoveKind, ServerInfo, SessionInfo, Stat,
 };
 use cairn_wire::{
     CreateRequest, DeleteRequest, MultiResult, Reply, Request, SetRequest, WatchKind, WatchSpec,

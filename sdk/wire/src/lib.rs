@@ -16,8 +16,9 @@ pub use error::{ApiError, ErrorCode};
 pub use frame::{FRAME_HEADER_BYTES, FrameError, decode_body, encode_frame, frame_length};
 pub use message::{
     ChildEntry, CreateMode, CreateRequest, DeleteRequest, EventFrame, EventKind, MalformedRequest,
-    MultiOp, MultiResult, OpResult, RecipeInfo, RemoveKind, Reply, Request, RequestFrame, Response,
-    ResponseFrame, ServerFrame, ServerInfo, SessionInfo, SetRequest, Stat, WatchKind, WatchSpec,
+    MemberInfo, MultiOp, MultiResult, OpResult, RecipeInfo, RemoveKind, Reply, Request,
+    RequestFrame, Response, ResponseFrame, ServerFrame, ServerInfo, SessionInfo, SetRequest, Stat,
+    WatchKind, WatchSpec,
 };
 
 /// The ALPN protocol name a client offers on the QUIC handshake.

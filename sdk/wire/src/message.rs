@@ -412,6 +412,24 @@ pub struct ServerInfo {
     /// The zxid up to which the log has been purged after a snapshot, if it has been.
     #[serde(default)]
     pub purged_zxid: Option<u64>,
+    /// The cluster's members as this node knows them.
+    #[serde(default)]
+    pub members: Vec<MemberInfo>,
+}
+
+/// One member of the cluster, as `server-info` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub node_id: u64,
+    /// Where clients reach it (empty until the member has announced it).
+    pub client_addr: String,
+    /// Where the other nodes reach it (empty for a single node).
+    pub peer_addr: String,
+    /// A voter, or a learner that only replicates.
+    pub voter: bool,
+    /// On the leader: the last log index known to be on that member.
+    #[serde(default)]
+    pub matched_zxid: Option<u64>,
 }
 
 /// A request frame whose body could not be decoded.
