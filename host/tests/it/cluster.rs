@@ -125,3 +125,51 @@ fn cluster_status_lists_members_roles_and_progress() -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A client given every node (`a,b,c`) is connected to the leader when it dies: the session
+/// resumes on a survivor, its ephemeral stays, and its watch goes on reporting changes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_fails_over_to_another_node_keeping_its_session() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let compiled = compiled_dir();
+    let mut cluster = Cluster::start(
+        binary(),
+        dir.path(),
+        3,
+        &["--compiled-dir", compiled.to_str().unwrap_or_default()],
+    )?;
+    let leader = cluster.leader(&[1, 2, 3], DEADLINE).await?;
+    let survivors: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    // The leader first, so that is where the session lives when it dies.
+    let order = std::iter::once(leader).chain(survivors.iter().copied());
+    let servers: Vec<String> =
+        order.map(|id| cluster.nodes[id as usize - 1].addr().to_string()).collect();
+    let client = cairn_client::Client::connect_with_timeout(
+        &servers.join(","),
+        cluster.ca_file(),
+        Duration::from_secs(6),
+    )
+    .await?;
+    client.create("/mine", Vec::new(), CreateOptions::ephemeral()).await?;
+    let mut events = client.watch("/jobs", true).await?;
+    let mut state = client.session_state();
+
+    cluster.node(leader).kill()?;
+    tokio::time::timeout(
+        DEADLINE,
+        state.wait_for(|s| *s == cairn_client::SessionState::Reconnected),
+    )
+    .await??;
+    // The same session, on another node: its ephemeral is there and it can make another.
+    let other = cluster.client(survivors[0]).await?;
+    assert_eq!(other.exists("/mine").await?.map(|s| s.ephemeral_owner), Some(client.session_id()));
+    wait_for("a write on the resumed session", DEADLINE, || async {
+        client.create("/mine-too", Vec::new(), CreateOptions::ephemeral()).await.is_ok()
+    })
+    .await?;
+    // And its watch reports what happens after the failover.
+    other.create("/jobs", Vec::new(), CreateOptions::persistent()).await?;
+    let event = tokio::time::timeout(DEADLINE, events.next()).await?.expect("an event");
+    assert_eq!(event.path, "/jobs");
+    Ok(())
+}

@@ -110,7 +110,10 @@ impl CreateOptions {
 
 impl Client {
     /// Connects to the node at `server` (`host:port`), trusting the CA certificates in the PEM
-    /// file `ca_file`, and opens a session with the default timeout.
+    /// file `ca_file`, and opens a session with the default timeout. `server` may list several
+    /// nodes of a cluster, `host:port,host:port,...` as ZooKeeper's connect string does: the
+    /// session opens on the first that answers, and after a lost connection it resumes on the
+    /// next, keeping its ephemerals and watches.
     pub async fn connect(server: &str, ca_file: impl AsRef<Path>) -> Result<Client, Error> {
         Client::connect_with_timeout(server, ca_file, DEFAULT_SESSION_TIMEOUT).await
     }

@@ -55,7 +55,10 @@ pub(crate) struct SessionKeys {
 
 #[derive(Debug)]
 pub(crate) struct Shared {
-    server: String,
+    /// Every node the client may use, tried in turn after a lost connection.
+    servers: Vec<String>,
+    /// Which of `servers` the session is on (or was on when the connection dropped).
+    current: std::sync::atomic::AtomicUsize,
     ca_pem: Vec<u8>,
     /// The current connection; `None` while suspended and after the end.
     link: Mutex<Option<Link>>,
@@ -93,19 +96,39 @@ impl Shared {
         let (supervisor, incoming) = mpsc::unbounded_channel();
         let events = EventRoute { watchers: Arc::default(), supervisor };
         let last_zxid = Arc::new(AtomicU64::new(0));
-        let link =
-            Link::open(server, ca_pem, events.clone(), last_zxid.clone(), timeout / 2).await?;
+        let servers: Vec<String> =
+            server.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        let keys = match link.call(Request::OpenSession { timeout_ms }).await? {
-            (_, Reply::Session { session_id, secret, timeout_ms }) => {
-                SessionKeys { id: session_id, secret, timeout_ms }
+        // The first node that opens a session; the error of the last one tried otherwise.
+        let mut failure =
+            Error::Connect { server: server.to_string(), reason: "no server given".into() };
+        let mut opened = None;
+        for (index, server) in servers.iter().enumerate() {
+            let attempt = async {
+                let link =
+                    Link::open(server, ca_pem, events.clone(), last_zxid.clone(), timeout / 2)
+                        .await?;
+                match link.call(Request::OpenSession { timeout_ms }).await? {
+                    (_, Reply::Session { session_id, secret, timeout_ms }) => {
+                        Ok((link, SessionKeys { id: session_id, secret, timeout_ms }))
+                    }
+                    (_, other) => {
+                        Err(Error::Protocol(format!("expected a session, got {other:?}")))
+                    }
+                }
+            };
+            match attempt.await {
+                Ok((link, keys)) => {
+                    opened = Some((link, keys, index));
+                    break;
+                }
+                Err(error) => failure = error,
             }
-            (_, other) => {
-                return Err(Error::Protocol(format!("expected a session, got {other:?}")));
-            }
-        };
+        }
+        let Some((link, keys, index)) = opened else { return Err(failure) };
         let shared = Arc::new(Shared {
-            server: server.to_string(),
+            servers,
+            current: std::sync::atomic::AtomicUsize::new(index),
             ca_pem: ca_pem.to_vec(),
             link: Mutex::new(Some(link)),
             keys,
@@ -182,17 +205,33 @@ impl Shared {
         // What the watches have seen: fixed before the resume, whose own reply already carries
         // the node's latest zxid although none of the missed events came with it.
         let since = self.last_zxid.load(Ordering::Relaxed);
+        // Each attempt tries the next node, starting after the one that was lost (it may be
+        // down for good); a lone server is tried again and again.
+        let count = self.servers.len().max(1);
+        let mut next = (self.current.load(Ordering::Relaxed) + usize::from(count > 1)) % count;
         while Instant::now() < deadline {
+            let index = next;
+            let server = &self.servers[index];
+            next = (next + 1) % count;
             let attempt = async {
                 let idle_timeout = Duration::from_millis(self.keys.timeout_ms / 2);
-                let link = Link::open(
-                    &self.server,
-                    &self.ca_pem,
-                    self.events.clone(),
-                    self.last_zxid.clone(),
-                    idle_timeout,
+                // A dead node does not answer at all: give up on it well inside the timeout.
+                let patience = Duration::from_millis(self.keys.timeout_ms / 4);
+                let link = tokio::time::timeout(
+                    patience,
+                    Link::open(
+                        server,
+                        &self.ca_pem,
+                        self.events.clone(),
+                        self.last_zxid.clone(),
+                        idle_timeout,
+                    ),
                 )
-                .await?;
+                .await
+                .map_err(|_| Error::Connect {
+                    server: server.clone(),
+                    reason: format!("no answer within {patience:?}"),
+                })??;
                 let request =
                     Request::ResumeSession { session_id: self.keys.id, secret: self.keys.secret };
                 link.call(request).await?;
@@ -200,6 +239,7 @@ impl Shared {
             };
             match attempt.await {
                 Ok(link) => {
+                    self.current.store(index, Ordering::Relaxed);
                     let specs = self.watchers().specs();
                     if let Err(error) = register_again(&link, since, specs).await {
                         tracing::warn!(%error, "cannot register watches again");
