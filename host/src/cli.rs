@@ -297,6 +297,23 @@ pub enum ClusterCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Add a node (started with `cairn serve --join`): a learner until it has caught up, then
+    /// a voter.
+    Add {
+        node_id: u64,
+        /// Where the other nodes reach it.
+        peer_addr: String,
+        /// Where clients reach it.
+        client_addr: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove a node from the cluster.
+    Remove {
+        node_id: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -328,6 +345,9 @@ pub struct ServeArgs {
     /// list on every member).
     #[arg(long)]
     pub initial_cluster: Option<String>,
+    /// Start empty and wait to be added to a running cluster with `cairn cluster add`.
+    #[arg(long, conflicts_with = "initial_cluster")]
+    pub join: bool,
     /// A directory the nodes of a development cluster share: the first to start writes a CA
     /// there, each issues its own certificate from it; clients trust DIR/ca.pem.
     #[arg(long)]
@@ -500,7 +520,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             CounterCommand::Add { client, .. } | CounterCommand::Get { client, .. } => client,
         }),
         Command::Cluster(args) => Some(match &args.command {
-            ClusterCommand::Status { client } => client,
+            ClusterCommand::Status { client }
+            | ClusterCommand::Add { client, .. }
+            | ClusterCommand::Remove { client, .. } => client,
         }),
         Command::DevCluster(_) => None,
     };
@@ -644,6 +666,14 @@ async fn run_client_command(client: &Client, command: Command) -> anyhow::Result
         Command::Queue(args) => run_queue_command(client, args).await,
         Command::Cluster(args) => match args.command {
             ClusterCommand::Status { client: client_args } => {
+                cluster_status(client, &client_args).await
+            }
+            ClusterCommand::Add { node_id, peer_addr, client_addr, client: client_args } => {
+                client.add_member(node_id, &peer_addr, &client_addr).await?;
+                cluster_status(client, &client_args).await
+            }
+            ClusterCommand::Remove { node_id, client: client_args } => {
+                client.remove_member(node_id).await?;
                 cluster_status(client, &client_args).await
             }
         },
@@ -1131,6 +1161,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = args.dev_certs {
         config.dev_certs = Some(dir);
     }
+    config.join |= args.join;
     if let (Some(cert), Some(key), Some(ca)) = (args.tls_cert, args.tls_key, args.tls_ca) {
         (config.tls_cert, config.tls_key, config.tls_ca) = (Some(cert), Some(key), Some(ca));
     }

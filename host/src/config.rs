@@ -36,6 +36,9 @@ pub struct ServeConfig {
     /// The members a new cluster starts with, by id, at their peer addresses. Every member is
     /// started with the same list; empty for a single node.
     pub initial_cluster: BTreeMap<u64, String>,
+    /// Start empty and wait to be added to a running cluster (`cairn cluster add`), instead of
+    /// starting a cluster of its own.
+    pub join: bool,
     /// A directory shared by the nodes of a development cluster: the first node to start writes
     /// a development CA there, and every node issues its own certificate from it.
     pub dev_certs: Option<PathBuf>,
@@ -56,6 +59,7 @@ impl Default for ServeConfig {
             compiled_dir: None,
             peer_listen: None,
             initial_cluster: BTreeMap::new(),
+            join: false,
             dev_certs: None,
             tls_cert: None,
             tls_key: None,
@@ -122,6 +126,18 @@ impl ServeConfig {
         if tls_files == 3 && self.dev_certs.is_some() {
             return Err(ConfigError::Invalid(
                 "give certificate files or dev_certs, not both".into(),
+            ));
+        }
+        if self.join && !self.initial_cluster.is_empty() {
+            return Err(ConfigError::Invalid(
+                "a node joins a running cluster or starts one with initial_cluster, not both"
+                    .into(),
+            ));
+        }
+        if self.join && (self.peer_listen.is_none() || (tls_files == 0 && self.dev_certs.is_none()))
+        {
+            return Err(ConfigError::Invalid(
+                "a joining node needs peer_listen and certificates (tls_* or dev_certs)".into(),
             ));
         }
         if !self.initial_cluster.is_empty() {

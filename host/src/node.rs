@@ -151,7 +151,9 @@ impl RunningNode {
 
         let is_initialized =
             raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))?;
-        if !is_initialized && config.initial_cluster.is_empty() {
+        if !is_initialized && config.join {
+            tracing::info!(node = config.node_id, "waiting to be added to a cluster");
+        } else if !is_initialized && config.initial_cluster.is_empty() {
             let members = BTreeMap::from([(
                 config.node_id,
                 Member { client_addr: client_addr.to_string(), peer_addr: String::new() },
@@ -178,7 +180,10 @@ impl RunningNode {
                 "started as a member of a new cluster"
             );
         }
-        raft.wait(Some(Duration::from_millis(STARTUP_LEADER_WAIT_MS)))
+        // A joining node waits as long as it takes someone to add it.
+        let patience =
+            (!config.join || is_initialized).then(|| Duration::from_millis(STARTUP_LEADER_WAIT_MS));
+        raft.wait(patience)
             .metrics(|m| m.current_leader.is_some(), "a leader is known")
             .await
             .map_err(|_| NodeError::NoLeader)?;

@@ -19,7 +19,7 @@ pub struct Cluster {
 }
 
 /// A loopback UDP port free at the time of asking.
-fn free_udp_port() -> anyhow::Result<SocketAddr> {
+pub fn free_udp_port() -> anyhow::Result<SocketAddr> {
     Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
 }
 
@@ -68,6 +68,11 @@ impl Cluster {
                 .collect::<anyhow::Result<Vec<Server>>>()
         })?;
         Ok(Cluster { nodes, certs })
+    }
+
+    /// The directory of the development CA the nodes share.
+    pub fn certs_dir(&self) -> &Path {
+        &self.certs
     }
 
     /// The CA every node's certificate comes from.

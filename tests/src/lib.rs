@@ -33,13 +33,23 @@ pub struct Server {
 impl Server {
     /// Starts `binary serve` with `data_dir` on a free loopback port.
     pub fn start(binary: &Path, data_dir: &Path, extra_args: &[&str]) -> anyhow::Result<Server> {
+        Server::start_on(binary, data_dir, "127.0.0.1:0".parse()?, extra_args)
+    }
+
+    /// Starts `binary serve` with `data_dir`, serving clients on `addr`.
+    pub fn start_on(
+        binary: &Path,
+        data_dir: &Path,
+        addr: SocketAddr,
+        extra_args: &[&str],
+    ) -> anyhow::Result<Server> {
         let mut server = Server {
             binary: binary.to_path_buf(),
             data_dir: data_dir.to_path_buf(),
             log_file: data_dir.with_extension("log"),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             child: None,
-            addr: "127.0.0.1:0".parse()?,
+            addr,
         };
         server.spawn()?;
         Ok(server)

@@ -23,7 +23,7 @@ use quinn::Endpoint;
 use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
 
-use crate::raft::peer::Forwarder;
+use crate::raft::peer::{Forwarder, MembershipChange};
 use crate::raft::{ApplyReply, Member, NodeId, Raft, SharedState, StorageCounters};
 use crate::session::SessionTracker;
 use crate::store::{SessionId, Write};
@@ -102,6 +102,33 @@ impl Frontend {
         }
         let index = self.forwarder.read_index(&self.raft).await?;
         wait_applied(&self.raft, index).await
+    }
+
+    /// Adds or removes a member, on the leader (asked through this node if it is not it).
+    pub(crate) async fn change_membership(&self, change: MembershipChange) -> ApplyReply {
+        let done = |m: &openraft::RaftMetrics<NodeId, Member>| {
+            let membership = m.membership_config.membership();
+            match &change {
+                MembershipChange::Add(node, _) => membership.voter_ids().any(|v| v == *node),
+                MembershipChange::Remove(node) => membership.get_node(node).is_none(),
+            }
+        };
+        if self.is_leader() {
+            crate::raft::peer::change_membership(&self.raft, change.clone()).await?;
+        } else {
+            self.forwarder.change_membership(&self.raft, change.clone()).await?;
+        }
+        // Committed on the leader; this node answers once it has the change too.
+        let metrics = self
+            .raft
+            .wait(Some(std::time::Duration::from_millis(FOLLOWER_CATCH_UP_MS)))
+            .metrics(done, "the membership change")
+            .await
+            .map_err(|error| {
+                ApiError::new(ErrorCode::Unavailable)
+                    .with_detail(format!("the change is not on this node yet: {error}"))
+            })?;
+        Ok(Reply::MembershipChanged { members: members_of(&metrics) })
     }
 
     /// Whether this node leads now.

@@ -13,7 +13,8 @@ use quinn::{Connection, Incoming, ReadExactError, RecvStream, SendStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::{Frontend, REQUESTS_IN_FLIGHT_PER_STREAM_MAX, Served};
-use crate::raft::ApplyReply;
+use crate::raft::peer::MembershipChange;
+use crate::raft::{ApplyReply, Member};
 use crate::store::{Action, SessionId, Write};
 use crate::watch::{Outbox, Outgoing};
 
@@ -114,6 +115,27 @@ async fn serve_stream(
             frontend.sessions.touch(bound);
         }
         let request = match frame.request {
+            // Membership changes take as long as a new member needs to catch up: they run on
+            // their own, not holding up this stream.
+            Request::AddMember { node_id, peer_addr, client_addr } => {
+                let member = Member { client_addr, peer_addr };
+                let change = MembershipChange::Add(node_id, member);
+                let (frontend, outbox) = (frontend.clone(), outbox.clone());
+                tokio::spawn(async move {
+                    let reply = frontend.change_membership(change).await;
+                    outbox.send_frame(respond(id, frontend.applied_zxid(), reply));
+                });
+                continue;
+            }
+            Request::RemoveMember { node_id } => {
+                let change = MembershipChange::Remove(node_id);
+                let (frontend, outbox) = (frontend.clone(), outbox.clone());
+                tokio::spawn(async move {
+                    let reply = frontend.change_membership(change).await;
+                    outbox.send_frame(respond(id, frontend.applied_zxid(), reply));
+                });
+                continue;
+            }
             // Session requests change what this loop knows, so each finishes before the next
             // request is read.
             Request::OpenSession { timeout_ms } => {

@@ -55,6 +55,16 @@ enum PeerRequest {
     Heard(Vec<SessionId>),
     /// From any member: where it serves, to be recorded in the membership.
     Announce(NodeId, Member),
+    /// From any member, for a client: change who is in the cluster.
+    Membership(MembershipChange),
+}
+
+/// A change of the cluster's members an operator asks for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MembershipChange {
+    /// Joins as a learner, becomes a voter once caught up.
+    Add(NodeId, Member),
+    Remove(NodeId),
 }
 
 /// What the leader answers a forwarded batch: the entry's index and each write's reply.
@@ -74,6 +84,7 @@ enum PeerResponse {
     ReadIndex(Result<u64, ApiError>),
     Heard,
     Announced(Result<(), ApiError>),
+    Membership(Result<(), ApiError>),
 }
 
 /// Opens connections to peers from this node's peer endpoint (whose default client
@@ -365,6 +376,18 @@ impl Forwarder {
         }
     }
 
+    /// Has the leader change the membership.
+    pub async fn change_membership(
+        &self,
+        raft: &Raft,
+        change: MembershipChange,
+    ) -> Result<(), ApiError> {
+        match self.call(raft, &PeerRequest::Membership(change)).await? {
+            PeerResponse::Membership(done) => done,
+            _ => Err(unavailable("the leader answered another request")),
+        }
+    }
+
     /// Tells the leader these sessions' clients were heard from.
     pub async fn heard(&self, raft: &Raft, sessions: Vec<SessionId>) -> Result<(), ApiError> {
         self.call(raft, &PeerRequest::Heard(sessions)).await.map(|_| ())
@@ -379,6 +402,41 @@ pub async fn record_member(raft: &Raft, node: NodeId, member: Member) -> Result<
         .await
         .map(|_| ())
         .map_err(|error| unavailable(format!("membership not changed: {error}")))
+}
+
+/// On the leader: adds a node as a learner, waits for it to catch up, then makes it a voter;
+/// or removes a node altogether.
+pub async fn change_membership(raft: &Raft, change: MembershipChange) -> Result<(), ApiError> {
+    use std::collections::BTreeSet;
+    let failed =
+        |error: &dyn std::fmt::Display| unavailable(format!("membership not changed: {error}"));
+    match change {
+        MembershipChange::Add(node, member) => {
+            raft.add_learner(node, member, true).await.map_err(|e| failed(&e))?;
+            let voters = openraft::ChangeMembers::AddVoterIds(BTreeSet::from([node]));
+            raft.change_membership(voters, false).await.map_err(|e| failed(&e))?;
+        }
+        MembershipChange::Remove(node) => {
+            let voter = raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == node);
+            if voter {
+                let voters = openraft::ChangeMembers::RemoveVoters(BTreeSet::from([node]));
+                raft.change_membership(voters, false).await.map_err(|e| failed(&e))?;
+            }
+            let still =
+                raft.metrics().borrow().membership_config.membership().get_node(&node).is_some();
+            if still {
+                let nodes = openraft::ChangeMembers::RemoveNodes(BTreeSet::from([node]));
+                raft.change_membership(nodes, false).await.map_err(|e| failed(&e))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What a node serves its peers with.
@@ -443,6 +501,9 @@ async fn answer(mut send: quinn::SendStream, mut recv: quinn::RecvStream, servic
         ),
         Ok(PeerRequest::Announce(node, member)) => {
             PeerResponse::Announced(record_member(raft, node, member).await)
+        }
+        Ok(PeerRequest::Membership(change)) => {
+            PeerResponse::Membership(change_membership(raft, change).await)
         }
         Ok(PeerRequest::Heard(sessions)) => {
             for session in sessions {

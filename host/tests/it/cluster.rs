@@ -173,3 +173,52 @@ async fn a_client_fails_over_to_another_node_keeping_its_session() -> anyhow::Re
     assert_eq!(event.path, "/jobs");
     Ok(())
 }
+
+/// A fourth node started with `--join` is added with `cairn cluster add` (a learner, then a
+/// voter once caught up), has the data, and is removed with `cairn cluster remove`.
+#[test]
+fn a_node_joins_and_leaves() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let compiled = compiled_dir().to_str().unwrap_or_default().to_string();
+    let mut cluster = Cluster::start(binary(), dir.path(), 3, &["--compiled-dir", &compiled])?;
+    let written = cluster.nodes[0].cli(&["create", "/before-join", "here"])?;
+    assert!(written.status.success(), "{}", String::from_utf8_lossy(&written.stderr));
+
+    let (peer, client) =
+        (cairn_tests::cluster::free_udp_port()?, cairn_tests::cluster::free_udp_port()?);
+    let certs = cluster.certs_dir().to_path_buf();
+    let joining = std::thread::spawn({
+        let data = dir.path().join("node-4");
+        move || {
+            let peer = peer.to_string();
+            let args = ["--node-id", "4", "--peer-listen", &peer, "--join", "--dev-certs"];
+            let mut args = args.to_vec();
+            args.push(certs.to_str().unwrap_or_default());
+            args.extend_from_slice(&["--compiled-dir", &compiled]);
+            cairn_tests::Server::start_on(binary(), &data, client, &args)
+        }
+    });
+    let added = cluster.nodes[1].cli(&[
+        "cluster",
+        "add",
+        "4",
+        &peer.to_string(),
+        &client.to_string(),
+        "--json",
+    ])?;
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&added.stdout)?;
+    let fourth =
+        status["members"].as_array().and_then(|m| m.iter().find(|m| m["node_id"] == 4)).cloned();
+    assert_eq!(fourth.map(|m| m["role"].clone()), Some(serde_json::json!("follower")), "{status}");
+    let node = joining.join().map_err(|_| anyhow::anyhow!("the start panicked"))??;
+    let read = node.cli(&["get", "/before-join"])?;
+    assert_eq!(String::from_utf8_lossy(&read.stdout), "here\n");
+    cluster.nodes.push(node);
+
+    let removed = cluster.nodes[0].cli(&["cluster", "remove", "4", "--json"])?;
+    assert!(removed.status.success(), "{}", String::from_utf8_lossy(&removed.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&removed.stdout)?;
+    assert_eq!(status["members"].as_array().map(Vec::len), Some(3), "{status}");
+    Ok(())
+}

@@ -260,6 +260,33 @@ impl Client {
     }
 
     /// The connected node's description of itself.
+    /// Adds a node (started to join) to the cluster: a learner until it has caught up, then a
+    /// voter. Returns the members once this node knows of the change.
+    pub async fn add_member(
+        &self,
+        node_id: u64,
+        peer_addr: &str,
+        client_addr: &str,
+    ) -> Result<Vec<MemberInfo>, Error> {
+        let request = Request::AddMember {
+            node_id,
+            peer_addr: peer_addr.to_string(),
+            client_addr: client_addr.to_string(),
+        };
+        match self.call(request).await? {
+            Reply::MembershipChanged { members } => Ok(members),
+            other => Err(unexpected("membership-changed", &other)),
+        }
+    }
+
+    /// Removes a node from the cluster.
+    pub async fn remove_member(&self, node_id: u64) -> Result<Vec<MemberInfo>, Error> {
+        match self.call(Request::RemoveMember { node_id }).await? {
+            Reply::MembershipChanged { members } => Ok(members),
+            other => Err(unexpected("membership-changed", &other)),
+        }
+    }
+
     pub async fn server_info(&self) -> Result<ServerInfo, Error> {
         match self.call(Request::ServerInfo {}).await? {
             Reply::ServerInfo(info) => Ok(info),

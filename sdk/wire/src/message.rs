@@ -62,6 +62,10 @@ pub enum Request {
     Sync {},
     /// Describe the node: its id, applied zxid and storage counters.
     ServerInfo {},
+    /// Add a node to the cluster: a learner first, a voter once it has caught up with the log.
+    AddMember { node_id: u64, peer_addr: String, client_addr: String },
+    /// Remove a node from the cluster.
+    RemoveMember { node_id: u64 },
     /// Open a session and bind this stream to it.
     OpenSession {
         /// Wanted timeout: the session ends this long after the node last heard from it.
@@ -267,6 +271,8 @@ pub enum Reply {
     Synced {},
     /// To `server-info`.
     ServerInfo(ServerInfo),
+    /// To `add-member` and `remove-member`: the members now.
+    MembershipChanged { members: Vec<MemberInfo> },
     /// To `open-session` and `resume-session`: the session this stream is now bound to.
     Session { session_id: u64, secret: u64, timeout_ms: u64 },
     /// To `close-session`.
