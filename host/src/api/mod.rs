@@ -152,6 +152,7 @@ impl Frontend {
             | Request::Children { local, .. } => *local,
             // Node-local bookkeeping: nothing to wait for.
             Request::ServerInfo {}
+            | Request::StateDigest {}
             | Request::Ping {}
             | Request::AddWatch { .. }
             | Request::RemoveWatches { .. } => true,
@@ -258,6 +259,15 @@ impl Frontend {
                     None => needs_session()?,
                 };
                 Ok(Reply::Paths { paths: tree.ephemerals_of(id).cloned().collect() })
+            }
+            Request::StateDigest {} => {
+                use sha2::Digest;
+                let image = tree.to_image().map_err(|e| {
+                    ApiError::new(ErrorCode::Internal).with_detail(format!("cannot encode: {e}"))
+                })?;
+                let sha256 =
+                    sha2::Sha256::digest(&image).iter().map(|b| format!("{b:02x}")).collect();
+                Ok(Reply::StateDigest { zxid, sha256 })
             }
             Request::ServerInfo {} => {
                 let metrics = self.raft.metrics().borrow().clone();

@@ -88,6 +88,19 @@ async fn the_leader_dies_and_the_cluster_goes_on() -> anyhow::Result<()> {
         back.local().children("/").await.is_ok_and(|now| now == children)
     })
     .await?;
+    // Every node has the same state: the same digest as of the same zxid.
+    let clients = [cluster.client(1).await?, cluster.client(2).await?, cluster.client(3).await?];
+    wait_for("the same state on every node", DEADLINE, || async {
+        let mut digests = Vec::new();
+        for client in &clients {
+            match client.state_digest().await {
+                Ok(digest) => digests.push(digest),
+                Err(_) => return false,
+            }
+        }
+        digests.windows(2).all(|pair| pair[0] == pair[1])
+    })
+    .await?;
     Ok(())
 }
 

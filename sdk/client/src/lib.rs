@@ -279,6 +279,15 @@ impl Client {
         }
     }
 
+    /// This node's digest of the replicated state and the zxid it is as of: nodes that have
+    /// applied the same log report the same digest.
+    pub async fn state_digest(&self) -> Result<(u64, String), Error> {
+        match self.call(Request::StateDigest {}).await? {
+            Reply::StateDigest { zxid, sha256 } => Ok((zxid, sha256)),
+            other => Err(unexpected("state-digest", &other)),
+        }
+    }
+
     /// Removes a node from the cluster.
     pub async fn remove_member(&self, node_id: u64) -> Result<Vec<MemberInfo>, Error> {
         match self.call(Request::RemoveMember { node_id }).await? {

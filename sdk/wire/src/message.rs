@@ -62,6 +62,8 @@ pub enum Request {
     Sync {},
     /// Describe the node: its id, applied zxid and storage counters.
     ServerInfo {},
+    /// A digest of this node's replicated state: nodes that applied the same log agree on it.
+    StateDigest {},
     /// Add a node to the cluster: a learner first, a voter once it has caught up with the log.
     AddMember { node_id: u64, peer_addr: String, client_addr: String },
     /// Remove a node from the cluster.
@@ -271,6 +273,8 @@ pub enum Reply {
     Synced {},
     /// To `server-info`.
     ServerInfo(ServerInfo),
+    /// To `state-digest`: SHA-256 (hex) of the state as of `zxid`.
+    StateDigest { zxid: u64, sha256: String },
     /// To `add-member` and `remove-member`: the members now.
     MembershipChanged { members: Vec<MemberInfo> },
     /// To `open-session` and `resume-session`: the session this stream is now bound to.
