@@ -122,6 +122,19 @@ impl Server {
         Ok(CliProcess { child, lines })
     }
 
+    /// Freezes the node (SIGSTOP): to the others it is gone, as if cut off by a partition,
+    /// while it keeps its state and its idea of who leads. [`Server::resume`] heals it.
+    pub fn pause(&mut self) -> anyhow::Result<()> {
+        let child = self.child.as_ref().context("the node is not running")?;
+        signal(libc::pid_t::try_from(child.id())?, libc::SIGSTOP)
+    }
+
+    /// Lets a paused node run again.
+    pub fn resume(&mut self) -> anyhow::Result<()> {
+        let child = self.child.as_ref().context("the node is not running")?;
+        signal(libc::pid_t::try_from(child.id())?, libc::SIGCONT)
+    }
+
     /// Kills the node with SIGKILL: no shutdown, no flush, as a crash or power cut would.
     pub fn kill(&mut self) -> anyhow::Result<()> {
         if let Some(mut child) = self.child.take() {

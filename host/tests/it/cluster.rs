@@ -235,3 +235,57 @@ fn a_node_joins_and_leaves() -> anyhow::Result<()> {
     assert_eq!(status["members"].as_array().map(Vec::len), Some(3), "{status}");
     Ok(())
 }
+
+/// The leader is cut off from the others (frozen with SIGSTOP, so it still believes it leads
+/// when it wakes): the majority elects a new leader and takes writes; healed, the old leader
+/// steps down, and every node converges on the same state with nothing acknowledged lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cut_off_leader_steps_down_when_healed() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let compiled = compiled_dir();
+    let mut cluster = Cluster::start(
+        binary(),
+        dir.path(),
+        3,
+        &["--compiled-dir", compiled.to_str().unwrap_or_default()],
+    )?;
+    let leader = cluster.leader(&[1, 2, 3], DEADLINE).await?;
+    let majority: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    let writer = cluster.client(majority[0]).await?;
+    writer.create("/before", Vec::new(), CreateOptions::persistent()).await?;
+
+    cluster.node(leader).pause()?;
+    let new_leader = cluster.leader(&majority, DEADLINE).await?;
+    assert_ne!(new_leader, leader);
+    let mut n = 0;
+    wait_for("a write in the majority", DEADLINE, || {
+        let path = format!("/during-{n}");
+        n += 1;
+        let writer = &writer;
+        async move { writer.create(&path, Vec::new(), CreateOptions::persistent()).await.is_ok() }
+    })
+    .await?;
+
+    cluster.node(leader).resume()?;
+    let healed = cluster.leader(&[1, 2, 3], DEADLINE).await?;
+    assert_ne!(healed, leader, "the old leader stepped down");
+    let clients = [cluster.client(1).await?, cluster.client(2).await?, cluster.client(3).await?];
+    wait_for("the same state on every node", DEADLINE, || async {
+        let mut digests = Vec::new();
+        for client in &clients {
+            match client.state_digest().await {
+                Ok(digest) => digests.push(digest),
+                Err(_) => return false,
+            }
+        }
+        digests.windows(2).all(|pair| pair[0] == pair[1])
+    })
+    .await?;
+    let children = clients[leader as usize - 1].children("/").await?;
+    assert!(
+        children.contains(&"before".to_string())
+            && children.iter().any(|c| c.starts_with("during-")),
+        "{children:?}"
+    );
+    Ok(())
+}
