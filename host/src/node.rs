@@ -26,6 +26,10 @@ use crate::tls;
 
 /// How long a starting node waits to become (or learn) the leader, in milliseconds.
 pub const STARTUP_LEADER_WAIT_MS: u64 = 60_000;
+/// Bytes of snapshot per install-snapshot request to a lagging or new node.
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
+/// How long one snapshot chunk may take to reach a node and be written there, in milliseconds.
+pub const SNAPSHOT_CHUNK_TIMEOUT_MS: u64 = 10_000;
 /// How often the leader looks for TTL znodes whose time has come, in milliseconds.
 pub const TTL_REAP_INTERVAL_MS: u64 = 500;
 /// How long shutdown waits for clients to receive their last replies, in milliseconds.
@@ -106,6 +110,10 @@ impl RunningNode {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
             // Keep one snapshot interval of log behind the snapshot for followers that lag.
             max_in_snapshot_log_to_keep: config.snapshot_every_entries,
+            // Snapshots carry every deployed recipe's component: chunks of 1 MiB, each given
+            // time to cross and be written.
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+            install_snapshot_timeout: SNAPSHOT_CHUNK_TIMEOUT_MS,
             ..Default::default()
         }
         .validate()

@@ -163,6 +163,17 @@ impl Server {
         }
     }
 
+    /// The arguments the node is started with after `--data-dir` and `--listen`; a restart
+    /// uses the new ones.
+    pub fn set_args(&mut self, extra_args: &[&str]) {
+        self.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// The arguments the node is started with after `--data-dir` and `--listen`.
+    pub fn args(&self) -> Vec<String> {
+        self.extra_args.clone()
+    }
+
     /// Starts the node again on the same data dir and port.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill()?;

@@ -166,6 +166,17 @@ async fn connect(
         .map_err(|e| e.to_string())
 }
 
+/// A send stream that is reset, not finished, if dropped before it is taken out.
+struct ResetOnDrop(Option<quinn::SendStream>);
+
+impl Drop for ResetOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut stream) = self.0.take() {
+            let _ = stream.reset(quinn::VarInt::from_u32(0));
+        }
+    }
+}
+
 /// One request on a stream of its own, and its answer, within `ttl`.
 async fn exchange(
     connection: &quinn::Connection,
@@ -173,9 +184,14 @@ async fn exchange(
     ttl: Duration,
 ) -> Result<PeerResponse, String> {
     let exchange = async move {
-        let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
-        send.write_all(&bytes).await.map_err(|e| e.to_string())?;
-        send.finish().map_err(|e| e.to_string())?;
+        let (send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+        // Dropped mid-write (timed out), the stream is reset, never finished: the other node
+        // must not take a truncated request for a whole one.
+        let mut send = ResetOnDrop(Some(send));
+        let stream = send.0.as_mut().ok_or("no stream")?;
+        stream.write_all(&bytes).await.map_err(|e| e.to_string())?;
+        stream.finish().map_err(|e| e.to_string())?;
+        send.0 = None;
         let answer = recv.read_to_end(PEER_MESSAGE_BYTES_MAX).await.map_err(|e| e.to_string())?;
         rmp_serde::from_slice::<PeerResponse>(&answer).map_err(|e| e.to_string())
     };

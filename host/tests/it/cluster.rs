@@ -289,3 +289,72 @@ async fn a_cut_off_leader_steps_down_when_healed() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A follower loses its disk: restarted empty with `--join`, it is sent a snapshot (the log it
+/// missed is purged) and ends with the same state as the others.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_that_lost_its_disk_rejoins_by_snapshot() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let compiled = compiled_dir();
+    let args = ["--compiled-dir", compiled.to_str().unwrap_or_default(), "--snapshot-every", "10"];
+    let mut cluster = Cluster::start(binary(), dir.path(), 3, &args)?;
+    let leader = cluster.leader(&[1, 2, 3], DEADLINE).await?;
+    let lost = (1..=3).find(|id| *id != leader).expect("a follower");
+    let writer = cluster.client(leader).await?;
+    for n in 0..60 {
+        writer.create(&format!("/n-{n}"), vec![b'x'; 100], CreateOptions::persistent()).await?;
+    }
+
+    cluster.node(lost).kill()?;
+    std::fs::remove_dir_all(cluster.node(lost).data_dir())?;
+    // More writes while it is gone: snapshots are taken and the log behind them purged.
+    for n in 60..90 {
+        writer.create(&format!("/n-{n}"), vec![b'y'; 100], CreateOptions::persistent()).await?;
+    }
+    let info = writer.server_info().await?;
+    assert!(info.purged_zxid.is_some(), "the leader purged its log: {info:?}");
+    // Restarted empty, as a member waiting to be caught up rather than a new cluster.
+    let rejoin = cluster.node(lost).args();
+    let mut rejoin_args: Vec<&str> = Vec::new();
+    let mut skip = false;
+    for arg in &rejoin {
+        if skip {
+            skip = false;
+            continue;
+        }
+        if arg == "--initial-cluster" {
+            skip = true;
+            continue;
+        }
+        rejoin_args.push(arg);
+    }
+    rejoin_args.push("--join");
+    cluster.node(lost).set_args(&rejoin_args);
+    cluster.node(lost).restart()?;
+    let back = match cluster.client(lost).await {
+        Ok(client) => client,
+        Err(error) => anyhow::bail!("{error}; its log:\n{}", cluster.node(lost).log()),
+    };
+    let snapshot = back.server_info().await?.snapshot_zxid;
+    assert!(snapshot.is_some(), "it was caught up by a snapshot");
+    let mut clients = Vec::new();
+    for id in 1..=3 {
+        match cluster.client(id).await {
+            Ok(client) => clients.push(client),
+            Err(error) => anyhow::bail!("node {id}: {error}; its log:\n{}", cluster.node(id).log()),
+        }
+    }
+    wait_for("the same state on every node", DEADLINE, || async {
+        let mut digests = Vec::new();
+        for client in &clients {
+            match client.state_digest().await {
+                Ok(digest) => digests.push(digest),
+                Err(_) => return false,
+            }
+        }
+        digests.windows(2).all(|pair| pair[0] == pair[1])
+    })
+    .await?;
+    assert_eq!(back.local().children("/").await?.len(), 91, "cairn and 90 znodes");
+    Ok(())
+}
