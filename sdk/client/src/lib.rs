@@ -108,6 +108,26 @@ impl CreateOptions {
     }
 }
 
+/// First and longest pause before a request a cluster could not take is sent again.
+pub const RETRY_PAUSE_MS_MIN: u64 = 50;
+pub const RETRY_PAUSE_MS_MAX: u64 = 1_000;
+
+/// Requests that change nothing, safe to send again.
+fn is_read(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::Get { watch: false, .. }
+            | Request::Exists { watch: false, .. }
+            | Request::Children { watch: false, .. }
+            | Request::Sync {}
+            | Request::ServerInfo {}
+            | Request::StateDigest {}
+            | Request::ListSessions {}
+            | Request::Ephemerals { .. }
+            | Request::ListRecipes {}
+    )
+}
+
 impl Client {
     /// Connects to the node at `server` (`host:port`), trusting the CA certificates in the PEM
     /// file `ca_file`, and opens a session with the default timeout. `server` may list several
@@ -461,8 +481,30 @@ impl Client {
         self.shared.notifications.subscribe()
     }
 
+    /// Sends a request; one a cluster could not take for now (no leader mid-election, the leader
+    /// just lost) is sent again after a pause, for up to a session timeout. Only where that is
+    /// safe: reads when the node was unavailable or not the leader, and writes only when the
+    /// node said it is not the leader (they were not logged); a write that may have been logged
+    /// is never repeated behind the application's back.
     async fn call(&self, request: Request) -> Result<Reply, Error> {
-        self.shared.call(request).await.map(|(_, reply)| reply)
+        let read = is_read(&request);
+        let deadline = tokio::time::Instant::now() + self.session_timeout();
+        let mut pause = Duration::from_millis(RETRY_PAUSE_MS_MIN);
+        loop {
+            match self.shared.call(request.clone()).await {
+                Err(error)
+                    if matches!(
+                        (read, error.code()),
+                        (true, Some(ErrorCode::Unavailable | ErrorCode::NotLeader))
+                            | (false, Some(ErrorCode::NotLeader))
+                    ) && tokio::time::Instant::now() + pause < deadline =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(RETRY_PAUSE_MS_MAX));
+                }
+                other => return other.map(|(_, reply)| reply),
+            }
+        }
     }
 
     /// A call that sets a watch whose waiters are already registered (so an event that comes
