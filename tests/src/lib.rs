@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 pub mod cluster;
+pub mod history;
 use cairn_client::Client;
 
 /// How long a node may take to start serving.

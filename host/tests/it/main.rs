@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod coordination;
 mod durability;
+mod history;
 mod recipes;
 mod sessions;
 mod watches;
