@@ -123,10 +123,13 @@ impl RunningNode {
         let (tls_files, generated_certificates) = node_certificates(config, &names)?;
         let peer_endpoint = match config.peer_listen {
             Some(addr) => {
-                let server = tls::peer_server_config(&tls_files, PEER_ALPN)?;
+                let mut server = tls::peer_server_config(&tls_files, PEER_ALPN)?;
+                server.transport_config(peer::transport());
                 let mut endpoint = quinn::Endpoint::server(server, addr)
                     .map_err(|source| NodeError::Listen { addr, source })?;
-                endpoint.set_default_client_config(tls::peer_client_config(&tls_files, PEER_ALPN)?);
+                let mut client = tls::peer_client_config(&tls_files, PEER_ALPN)?;
+                client.transport_config(peer::transport());
+                endpoint.set_default_client_config(client);
                 Some(endpoint)
             }
             None => None,

@@ -158,14 +158,22 @@ pub struct Hold {
     pub released: Option<Instant>,
 }
 
-/// Checks what fencing tokens promise: every grant has its own token; a grant that began after
+/// Checks what fencing tokens promise: every grant has its own token (one holder may see its
+/// token again, re-entrantly); a grant that began after
 /// another had been released has a larger token; and no two holds overlap in time (a hold runs
 /// from the grant reaching its holder to the holder starting to release).
 pub fn check_lock(holds: &[Hold]) -> Result<(), String> {
-    let mut tokens = HashSet::new();
+    // A token names one grant to one session; the same session may get it again (a re-entrant
+    // acquire after a release that did not get through).
+    let mut tokens: BTreeMap<u64, usize> = BTreeMap::new();
     for hold in holds {
-        if !tokens.insert(hold.token) {
-            return Err(format!("token {} granted twice", hold.token));
+        if let Some(other) = tokens.insert(hold.token, hold.holder)
+            && other != hold.holder
+        {
+            return Err(format!(
+                "token {} granted to holders {other} and {}",
+                hold.token, hold.holder
+            ));
         }
     }
     for a in holds {
@@ -263,5 +271,15 @@ mod tests {
             Hold { holder: 1, token: 1, granted: ms(12), released: Some(ms(20)) },
         ];
         assert!(check_lock(&backward).is_err());
+        let shared = [
+            Hold { holder: 0, token: 1, granted: ms(0), released: Some(ms(10)) },
+            Hold { holder: 1, token: 1, granted: ms(12), released: Some(ms(20)) },
+        ];
+        assert!(check_lock(&shared).is_err(), "one token, two holders");
+        let again = [
+            Hold { holder: 0, token: 1, granted: ms(0), released: Some(ms(10)) },
+            Hold { holder: 0, token: 1, granted: ms(12), released: Some(ms(20)) },
+        ];
+        assert_eq!(check_lock(&again), Ok(()), "re-entrant");
     }
 }

@@ -41,6 +41,20 @@ pub const PEER_ALPN: &[u8] = b"cairn-peer/1";
 pub const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// How long connecting to a peer may take before it counts as unreachable.
 pub const PEER_CONNECT_TIMEOUT_MS: u64 = 2_000;
+/// A peer connection silent this long is dead: a peer that crashed (and maybe came back as a
+/// new process, which cannot speak for the old connection) is noticed within it.
+pub const PEER_IDLE_TIMEOUT_MS: u32 = 3_000;
+/// How often an idle peer connection is pinged to show it is alive.
+pub const PEER_KEEP_ALIVE_MS: u64 = 500;
+
+/// The QUIC transport settings of peer connections, both ways.
+pub fn transport() -> std::sync::Arc<quinn::TransportConfig> {
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_idle_timeout(Some(quinn::VarInt::from_u32(PEER_IDLE_TIMEOUT_MS).into()))
+        .keep_alive_interval(Some(Duration::from_millis(PEER_KEEP_ALIVE_MS)));
+    std::sync::Arc::new(transport)
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 enum PeerRequest {
@@ -352,7 +366,7 @@ impl Forwarder {
         };
         // A leader that dies mid-request is noticed by the election, long before a timeout.
         let deposed = metrics.wait_for(|m| m.current_leader != Some(leader));
-        tokio::select! {
+        let answer = tokio::select! {
             answer = exchange(&connection, bytes, Duration::from_millis(FORWARD_TIMEOUT_MS)) => {
                 answer.map_err(|why| unavailable(format!("leader {leader}: {why}")))
             }
@@ -360,7 +374,15 @@ impl Forwarder {
                 "leader {leader} lost its leadership before answering; the request may or may \
                  not have taken effect"
             ))),
+        };
+        if answer.is_err() {
+            // Made again on the next call: the leader may be a new process by then.
+            let mut cached = self.leader.lock().await;
+            if cached.as_ref().is_some_and(|(_, c)| c.stable_id() == connection.stable_id()) {
+                *cached = None;
+            }
         }
+        answer
     }
 
     /// Has the leader log `command`; returns the entry's index and each write's reply.

@@ -78,7 +78,12 @@ async fn run_op(client: &Client, key: String, op: Op) -> Event {
             Some(ErrorCode::NodeExists) => (Outcome::NodeExists, Some(Instant::now())),
             Some(ErrorCode::BadVersion) => (Outcome::BadVersion, Some(Instant::now())),
             // Connection lost, unavailable, timed out: it may or may not have happened.
-            _ => (Outcome::Unknown, None),
+            _ => {
+                if std::env::var_os("CAIRN_HISTORY_VERBOSE").is_some() {
+                    eprintln!("unknown outcome: {error}");
+                }
+                (Outcome::Unknown, None)
+            }
         },
     };
     Event { key, op, outcome, invoked, completed }
@@ -163,6 +168,9 @@ async fn histories_under_leader_failures_are_linearizable() -> anyhow::Result<()
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let leader = cluster.leader(&[1, 2, 3], Duration::from_secs(60)).await?;
+        if std::env::var_os("CAIRN_HISTORY_VERBOSE").is_some() {
+            eprintln!("killing leader {leader} at {:?}", std::time::SystemTime::now());
+        }
         cluster.node(leader).kill()?;
         faults += 1;
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -172,6 +180,17 @@ async fn histories_under_leader_failures_are_linearizable() -> anyhow::Result<()
         tokio::time::timeout(Duration::from_secs(180), worker).await??;
     }
 
+    if std::env::var_os("CAIRN_HISTORY_VERBOSE").is_some() {
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            for line in node
+                .log()
+                .lines()
+                .filter(|l| l.contains("expired") || l.contains("serving") || l.contains("stopped"))
+            {
+                eprintln!("node {}: {line}", i + 1);
+            }
+        }
+    }
     let events = events.lock().expect("not poisoned").clone();
     let unknown = events.iter().filter(|e| e.completed.is_none()).count();
     let holds = holds.lock().expect("not poisoned").clone();
