@@ -1,5 +1,6 @@
 //! Three `cairn serve` processes as one cluster: clients on any node, and the leader killed.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_client::CreateOptions;
@@ -356,5 +357,80 @@ async fn a_node_that_lost_its_disk_rejoins_by_snapshot() -> anyhow::Result<()> {
     })
     .await?;
     assert_eq!(back.local().children("/").await?.len(), 91, "cairn and 90 znodes");
+    Ok(())
+}
+
+/// Every node restarted in turn (SIGTERM, then started again) while clients keep writing: they
+/// see errors that say "try again" and never a wrong answer; every acknowledged write survives.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rolling_restart_under_load_loses_nothing() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let compiled = compiled_dir();
+    let mut cluster = Cluster::start(
+        binary(),
+        dir.path(),
+        3,
+        &["--compiled-dir", compiled.to_str().unwrap_or_default()],
+    )?;
+    let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr().to_string()).collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acknowledged = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut writers = Vec::new();
+    for writer in 0..3 {
+        let mut order = addrs.clone();
+        order.rotate_left(writer);
+        let client = cairn_client::Client::connect_with_timeout(
+            &order.join(","),
+            cluster.ca_file(),
+            Duration::from_secs(8),
+        )
+        .await?;
+        let (stop, acknowledged) = (stop.clone(), acknowledged.clone());
+        writers.push(tokio::spawn(async move {
+            let mut n = 0;
+            let mut retried = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let path = format!("/w{writer}-{n}");
+                n += 1;
+                match client.create(&path, Vec::new(), CreateOptions::persistent()).await {
+                    Ok(_) => acknowledged.lock().expect("not poisoned").push(path),
+                    Err(error) => {
+                        // Only "try again" errors: a unique path can never already exist, say.
+                        let transient =
+                            matches!(
+                                error.code(),
+                                Some(
+                                    cairn_client::ErrorCode::Unavailable
+                                        | cairn_client::ErrorCode::NotLeader
+                                )
+                            ) || matches!(error, cairn_client::Error::ConnectionLost(_));
+                        anyhow::ensure!(transient, "writer {writer}: {path}: {error}");
+                        retried += 1;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+            anyhow::Ok(retried)
+        }));
+    }
+    for id in 1..=3u64 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let status = cluster.node(id).terminate()?;
+        assert!(status.success(), "node {id} stopped cleanly: {status:?}");
+        cluster.node(id).restart()?;
+        cluster.leader(&[1, 2, 3], DEADLINE).await?;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut retried = 0;
+    for writer in writers {
+        retried += tokio::time::timeout(DEADLINE, writer).await???;
+    }
+    let acknowledged = acknowledged.lock().expect("not poisoned").clone();
+    eprintln!("rolling restart: {} writes acknowledged, {retried} retried", acknowledged.len());
+    let reader = cluster.client(1).await?;
+    let children = reader.children("/").await?;
+    for path in &acknowledged {
+        assert!(children.contains(&path[1..].to_string()), "{path} acknowledged, then lost");
+    }
     Ok(())
 }
