@@ -345,6 +345,10 @@ pub struct ServeArgs {
     /// list on every member).
     #[arg(long)]
     pub initial_cluster: Option<String>,
+    /// Reach these peers at other addresses than the membership says: 2=ADDR,3=ADDR (through a
+    /// relay or a NAT).
+    #[arg(long)]
+    pub peer_routes: Option<String>,
     /// Start empty and wait to be added to a running cluster with `cairn cluster add`.
     #[arg(long, conflicts_with = "initial_cluster")]
     pub join: bool,
@@ -1162,6 +1166,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         config.dev_certs = Some(dir);
     }
     config.join |= args.join;
+    if let Some(routes) = &args.peer_routes {
+        config.peer_routes = crate::config::parse_initial_cluster(routes)?;
+    }
     if let (Some(cert), Some(key), Some(ca)) = (args.tls_cert, args.tls_key, args.tls_ca) {
         (config.tls_cert, config.tls_key, config.tls_ca) = (Some(cert), Some(key), Some(ca));
     }

@@ -36,6 +36,9 @@ pub struct ServeConfig {
     /// The members a new cluster starts with, by id, at their peer addresses. Every member is
     /// started with the same list; empty for a single node.
     pub initial_cluster: BTreeMap<u64, String>,
+    /// Addresses this node uses to reach some peers instead of the ones in the membership (a
+    /// relay, a NAT): node id → peer address. Node-local; the membership is not changed.
+    pub peer_routes: BTreeMap<u64, String>,
     /// Start empty and wait to be added to a running cluster (`cairn cluster add`), instead of
     /// starting a cluster of its own.
     pub join: bool,
@@ -59,6 +62,7 @@ impl Default for ServeConfig {
             compiled_dir: None,
             peer_listen: None,
             initial_cluster: BTreeMap::new(),
+            peer_routes: BTreeMap::new(),
             join: false,
             dev_certs: None,
             tls_cert: None,

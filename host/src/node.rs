@@ -134,13 +134,17 @@ impl RunningNode {
             }
             None => None,
         };
-        let network = peer_endpoint.clone().map_or_else(PeerNetwork::none, PeerNetwork::new);
+        let routes: peer::Routes = Arc::new(config.peer_routes.clone());
+        let network = match peer_endpoint.clone() {
+            Some(endpoint) => PeerNetwork::new(endpoint, routes.clone()),
+            None => PeerNetwork::none(),
+        };
         let raft =
             Raft::new(config.node_id, Arc::new(raft_config), network, log_store, state_machine)
                 .await
                 .map_err(|e| NodeError::Raft(e.to_string()))?;
         let sessions: Arc<SessionTracker> = Arc::default();
-        let forwarder = Arc::new(Forwarder::new(config.node_id, peer_endpoint.clone()));
+        let forwarder = Arc::new(Forwarder::new(config.node_id, peer_endpoint.clone(), routes));
         let peers = peer_endpoint.map(|endpoint| {
             let service = PeerService { raft: raft.clone(), sessions: sessions.clone() };
             let serving = tokio::spawn(peer::serve(endpoint.clone(), service));

@@ -16,6 +16,9 @@ pub struct Cluster {
     /// `nodes[i]` is node `i + 1`.
     pub nodes: Vec<Server>,
     certs: PathBuf,
+    /// With [`Cluster::start_linked`]: the relay each node reaches each other node through,
+    /// by (from, to).
+    links: std::collections::BTreeMap<(u64, u64), crate::Relay>,
 }
 
 /// A loopback UDP port free at the time of asking.
@@ -33,6 +36,48 @@ impl Cluster {
     ) -> anyhow::Result<Cluster> {
         let peers: Vec<SocketAddr> =
             (0..size).map(|_| free_udp_port()).collect::<Result<_, _>>()?;
+        let routes = vec![String::new(); size];
+        Cluster::start_nodes(binary, dir, &peers, &routes, extra_args, Default::default())
+    }
+
+    /// Starts `size` nodes whose every peer link (from one node to another) goes through a relay
+    /// of its own, so links can be cut: [`Cluster::isolate`], [`Cluster::heal`].
+    pub async fn start_linked(
+        binary: &Path,
+        dir: &Path,
+        size: usize,
+        extra_args: &[&str],
+    ) -> anyhow::Result<Cluster> {
+        let peers: Vec<SocketAddr> =
+            (0..size).map(|_| free_udp_port()).collect::<Result<_, _>>()?;
+        let mut links = std::collections::BTreeMap::new();
+        let mut routes = Vec::new();
+        for from in 1..=size as u64 {
+            let mut route = Vec::new();
+            for to in (1..=size as u64).filter(|to| *to != from) {
+                let relay = crate::Relay::start(peers[to as usize - 1]).await?;
+                route.push(format!("{to}={}", relay.addr()));
+                links.insert((from, to), relay);
+            }
+            routes.push(route.join(","));
+        }
+        let (binary, dir) = (binary.to_path_buf(), dir.to_path_buf());
+        let args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            Cluster::start_nodes(&binary, &dir, &peers, &routes, &args, links)
+        })
+        .await?
+    }
+
+    fn start_nodes(
+        binary: &Path,
+        dir: &Path,
+        peers: &[SocketAddr],
+        routes: &[String],
+        extra_args: &[&str],
+        links: std::collections::BTreeMap<(u64, u64), crate::Relay>,
+    ) -> anyhow::Result<Cluster> {
         let initial: Vec<String> =
             peers.iter().enumerate().map(|(i, addr)| format!("{}={addr}", i + 1)).collect();
         let initial = initial.join(",");
@@ -45,7 +90,7 @@ impl Cluster {
                 .map(|(i, peer)| {
                     let id = (i + 1).to_string();
                     let peer = peer.to_string();
-                    let (initial, certs) = (&initial, &certs);
+                    let (initial, certs, route) = (&initial, &certs, &routes[i]);
                     scope.spawn(move || {
                         let mut args = vec![
                             "--node-id",
@@ -57,6 +102,9 @@ impl Cluster {
                             "--dev-certs",
                             certs.to_str().unwrap_or_default(),
                         ];
+                        if !route.is_empty() {
+                            args.extend_from_slice(&["--peer-routes", route]);
+                        }
                         args.extend_from_slice(extra_args);
                         Server::start(binary, &dir.join(format!("node-{id}")), &args)
                     })
@@ -67,7 +115,23 @@ impl Cluster {
                 .map(|start| start.join().map_err(|_| anyhow::anyhow!("a start panicked"))?)
                 .collect::<anyhow::Result<Vec<Server>>>()
         })?;
-        Ok(Cluster { nodes, certs })
+        Ok(Cluster { nodes, certs, links })
+    }
+
+    /// Cuts every link between node `id` and the others, both ways (needs `start_linked`).
+    pub fn isolate(&self, id: u64) {
+        for ((from, to), relay) in &self.links {
+            if *from == id || *to == id {
+                relay.cut();
+            }
+        }
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        for relay in self.links.values() {
+            relay.heal();
+        }
     }
 
     /// The directory of the development CA the nodes share.

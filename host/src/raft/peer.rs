@@ -107,17 +107,26 @@ enum PeerResponse {
 #[derive(Debug, Clone)]
 pub struct PeerNetwork {
     endpoint: Option<quinn::Endpoint>,
+    routes: Routes,
 }
 
+/// Node-local addresses for some peers, used instead of the membership's.
+pub type Routes = Arc<std::collections::BTreeMap<NodeId, String>>;
+
 impl PeerNetwork {
-    pub fn new(endpoint: quinn::Endpoint) -> PeerNetwork {
-        PeerNetwork { endpoint: Some(endpoint) }
+    pub fn new(endpoint: quinn::Endpoint, routes: Routes) -> PeerNetwork {
+        PeerNetwork { endpoint: Some(endpoint), routes }
     }
 
     /// The network of a node that has no peers.
     pub fn none() -> PeerNetwork {
-        PeerNetwork { endpoint: None }
+        PeerNetwork { endpoint: None, routes: Routes::default() }
     }
+}
+
+/// Where to reach `node`: its route if this node has one, else its address in the membership.
+fn address(routes: &Routes, node: NodeId, member: Option<&Member>) -> String {
+    routes.get(&node).cloned().or_else(|| member.map(|m| m.peer_addr.clone())).unwrap_or_default()
 }
 
 /// One target node: a connection, made on first use and again after it fails.
@@ -135,7 +144,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerClient {
         PeerClient {
             target,
-            addr: node.peer_addr.clone(),
+            addr: address(&self.routes, target, Some(node)),
             endpoint: self.endpoint.clone(),
             connection: None,
         }
@@ -311,6 +320,7 @@ pub struct Forwarder {
     /// This node: never the one to forward to.
     node: NodeId,
     endpoint: Option<quinn::Endpoint>,
+    routes: Routes,
     /// The connection to the leader last used, and who that was.
     leader: tokio::sync::Mutex<Option<(NodeId, quinn::Connection)>>,
 }
@@ -320,8 +330,8 @@ fn unavailable(detail: impl std::fmt::Display) -> ApiError {
 }
 
 impl Forwarder {
-    pub fn new(node: NodeId, endpoint: Option<quinn::Endpoint>) -> Forwarder {
-        Forwarder { node, endpoint, leader: tokio::sync::Mutex::new(None) }
+    pub fn new(node: NodeId, endpoint: Option<quinn::Endpoint>, routes: Routes) -> Forwarder {
+        Forwarder { node, endpoint, routes, leader: tokio::sync::Mutex::new(None) }
     }
 
     /// Sends `request` to the current leader.
@@ -345,7 +355,7 @@ impl Forwarder {
             let metrics = metrics.borrow();
             let leader = metrics.current_leader.ok_or_else(|| unavailable("no leader now"))?;
             let member = metrics.membership_config.membership().get_node(&leader).cloned();
-            (leader, member.map(|m| m.peer_addr).unwrap_or_default())
+            (leader, address(&self.routes, leader, member.as_ref()))
         };
         let bytes = rmp_serde::to_vec_named(request).map_err(unavailable)?;
         let connection = {
@@ -624,10 +634,15 @@ mod tests {
         }
         .validate()
         .expect("config");
-        let raft =
-            Raft::new(id, Arc::new(config), PeerNetwork::new(endpoint.clone()), log_store, machine)
-                .await
-                .expect("raft");
+        let raft = Raft::new(
+            id,
+            Arc::new(config),
+            PeerNetwork::new(endpoint.clone(), Routes::default()),
+            log_store,
+            machine,
+        )
+        .await
+        .expect("raft");
         let service = PeerService { raft: raft.clone(), sessions: Arc::default() };
         tokio::spawn(serve(endpoint, service));
         (raft, state, addr)
@@ -676,8 +691,9 @@ mod tests {
         // refuses the handshake, so its votes never arrive.
         let other = certificate(&dir.path().join("other-ca"), &dir.path().join("x/tls"));
         let stranger_files = TlsFiles { ca: one_files.ca.clone(), ..other };
-        let mut stranger =
-            PeerNetwork::new(endpoint(&stranger_files)).new_client(1, &member(&one_addr)).await;
+        let mut stranger = PeerNetwork::new(endpoint(&stranger_files), Routes::default())
+            .new_client(1, &member(&one_addr))
+            .await;
         // Up to date and of a higher term: node 1 would grant it, if it ever arrived.
         let vote = VoteRequest::new(openraft::Vote::new(99, 3), Some(written.log_id));
         let refused = stranger.call(&PeerRequest::Vote(vote), WAIT).await;

@@ -434,3 +434,67 @@ async fn a_rolling_restart_under_load_loses_nothing() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The leader is cut off from the majority by its network links (it keeps running and believes
+/// it leads): it acknowledges no write and answers no linearizable read, the majority elects a
+/// leader and takes writes; healed, it steps down and every node converges.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partitioned_leader_acknowledges_nothing_and_rejoins() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let compiled = compiled_dir();
+    let cluster = Cluster::start_linked(
+        binary(),
+        dir.path(),
+        3,
+        &["--compiled-dir", compiled.to_str().unwrap_or_default()],
+    )
+    .await?;
+    let leader = cluster.leader(&[1, 2, 3], DEADLINE).await?;
+    let majority: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    let cut_off = cluster.client(leader).await?;
+    cut_off.create("/before", Vec::new(), CreateOptions::persistent()).await?;
+
+    cluster.isolate(leader);
+    // Through the cut-off leader: no acknowledgement, no linearizable read (it cannot reach a
+    // quorum), for as long as we care to wait.
+    let write = tokio::time::timeout(
+        Duration::from_secs(3),
+        cut_off.create("/minority", Vec::new(), CreateOptions::persistent()),
+    )
+    .await;
+    assert!(!matches!(write, Ok(Ok(_))), "the minority acknowledged a write: {write:?}");
+    let read = tokio::time::timeout(Duration::from_secs(3), cut_off.children("/")).await;
+    assert!(!matches!(read, Ok(Ok(_))), "the minority served a linearizable read: {read:?}");
+
+    let new_leader = cluster.leader(&majority, DEADLINE).await?;
+    assert_ne!(new_leader, leader);
+    let writer = cluster.client(majority[0]).await?;
+    let mut n = 0;
+    wait_for("a write in the majority", DEADLINE, || {
+        let path = format!("/majority-{n}");
+        n += 1;
+        let writer = &writer;
+        async move { writer.create(&path, Vec::new(), CreateOptions::persistent()).await.is_ok() }
+    })
+    .await?;
+
+    cluster.heal();
+    let healed = cluster.leader(&[1, 2, 3], DEADLINE).await?;
+    assert_ne!(healed, leader, "the old leader stepped down");
+    let clients = [cluster.client(1).await?, cluster.client(2).await?, cluster.client(3).await?];
+    wait_for("the same state on every node", DEADLINE, || async {
+        let mut digests = Vec::new();
+        for client in &clients {
+            match client.state_digest().await {
+                Ok(digest) => digests.push(digest),
+                Err(_) => return false,
+            }
+        }
+        digests.windows(2).all(|pair| pair[0] == pair[1])
+    })
+    .await?;
+    let children = clients[0].children("/").await?;
+    assert!(children.contains(&"before".to_string()), "{children:?}");
+    assert!(children.iter().any(|c| c.starts_with("majority-")), "{children:?}");
+    Ok(())
+}
