@@ -305,6 +305,9 @@ pub enum ClusterCommand {
         peer_addr: String,
         /// Where clients reach it.
         client_addr: String,
+        /// Keep it a learner (an observer: serves reads, forwards writes, does not vote).
+        #[arg(long)]
+        learner: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -672,8 +675,18 @@ async fn run_client_command(client: &Client, command: Command) -> anyhow::Result
             ClusterCommand::Status { client: client_args } => {
                 cluster_status(client, &client_args).await
             }
-            ClusterCommand::Add { node_id, peer_addr, client_addr, client: client_args } => {
-                client.add_member(node_id, &peer_addr, &client_addr).await?;
+            ClusterCommand::Add {
+                node_id,
+                peer_addr,
+                client_addr,
+                learner,
+                client: client_args,
+            } => {
+                if learner {
+                    client.add_learner(node_id, &peer_addr, &client_addr).await?;
+                } else {
+                    client.add_member(node_id, &peer_addr, &client_addr).await?;
+                }
                 cluster_status(client, &client_args).await
             }
             ClusterCommand::Remove { node_id, client: client_args } => {

@@ -109,7 +109,8 @@ impl Frontend {
         let done = |m: &openraft::RaftMetrics<NodeId, Member>| {
             let membership = m.membership_config.membership();
             match &change {
-                MembershipChange::Add(node, _) => membership.voter_ids().any(|v| v == *node),
+                MembershipChange::Add(node, _, true) => membership.voter_ids().any(|v| v == *node),
+                MembershipChange::Add(node, _, false) => membership.get_node(node).is_some(),
                 MembershipChange::Remove(node) => membership.get_node(node).is_none(),
             }
         };

@@ -117,9 +117,9 @@ async fn serve_stream(
         let request = match frame.request {
             // Membership changes take as long as a new member needs to catch up: they run on
             // their own, not holding up this stream.
-            Request::AddMember { node_id, peer_addr, client_addr } => {
+            Request::AddMember { node_id, peer_addr, client_addr, voter } => {
                 let member = Member { client_addr, peer_addr };
-                let change = MembershipChange::Add(node_id, member);
+                let change = MembershipChange::Add(node_id, member, voter);
                 let (frontend, outbox) = (frontend.clone(), outbox.clone());
                 tokio::spawn(async move {
                     let reply = frontend.change_membership(change).await;

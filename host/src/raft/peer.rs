@@ -76,8 +76,8 @@ enum PeerRequest {
 /// A change of the cluster's members an operator asks for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum MembershipChange {
-    /// Joins as a learner, becomes a voter once caught up.
-    Add(NodeId, Member),
+    /// Joins as a learner; becomes a voter once caught up when the flag says so.
+    Add(NodeId, Member, bool),
     Remove(NodeId),
 }
 
@@ -459,10 +459,12 @@ pub async fn change_membership(raft: &Raft, change: MembershipChange) -> Result<
     let failed =
         |error: &dyn std::fmt::Display| unavailable(format!("membership not changed: {error}"));
     match change {
-        MembershipChange::Add(node, member) => {
+        MembershipChange::Add(node, member, voter) => {
             raft.add_learner(node, member, true).await.map_err(|e| failed(&e))?;
-            let voters = openraft::ChangeMembers::AddVoterIds(BTreeSet::from([node]));
-            raft.change_membership(voters, false).await.map_err(|e| failed(&e))?;
+            if voter {
+                let voters = openraft::ChangeMembers::AddVoterIds(BTreeSet::from([node]));
+                raft.change_membership(voters, false).await.map_err(|e| failed(&e))?;
+            }
         }
         MembershipChange::Remove(node) => {
             let voter = raft

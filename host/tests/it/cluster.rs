@@ -44,12 +44,33 @@ async fn the_leader_dies_and_the_cluster_goes_on() -> anyhow::Result<()> {
         assert_eq!(children, ["cairn", "from-1", "from-2", "from-3"], "node {id}");
     }
 
-    // A writer on a follower keeps writing while the leader is killed.
+    // Writers on every node keep writing while the leader is killed.
     let writer = cluster.client(followers[0]).await?;
-    let mut acknowledged = Vec::new();
+    let acknowledged = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for id in 1..=3u64 {
+        let client = cluster.client(id).await?;
+        let (acknowledged, stop) = (acknowledged.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let path = format!("/during-{id}-{n}");
+                n += 1;
+                let created = client.create(&path, Vec::new(), CreateOptions::persistent());
+                match tokio::time::timeout(Duration::from_secs(5), created).await {
+                    Ok(Ok(_)) => {
+                        acknowledged.lock().expect("not poisoned").push(path[1..].to_string())
+                    }
+                    // The killed node's writer just stops hearing back; the others retry.
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        }));
+    }
     for n in 0..20 {
         writer.create(&format!("/before-{n}"), Vec::new(), CreateOptions::persistent()).await?;
-        acknowledged.push(format!("before-{n}"));
+        acknowledged.lock().expect("not poisoned").push(format!("before-{n}"));
     }
     let killed_at = Instant::now();
     cluster.node(leader).kill()?;
@@ -66,6 +87,12 @@ async fn the_leader_dies_and_the_cluster_goes_on() -> anyhow::Result<()> {
     .await?;
     let failover = killed_at.elapsed();
     eprintln!("failover: leader {leader} killed → write committed again after {failover:?}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for writer in writers {
+        tokio::time::timeout(DEADLINE, writer).await??;
+    }
+    let acknowledged = acknowledged.lock().expect("not poisoned").clone();
+    eprintln!("{} writes acknowledged around the kill", acknowledged.len());
     let survivor = cluster.client(followers[1]).await?;
     let read = std::sync::Mutex::new(Vec::new());
     wait_for("a linearizable read after the failover", DEADLINE, || async {
@@ -203,6 +230,7 @@ fn a_node_joins_and_leaves() -> anyhow::Result<()> {
     let certs = cluster.certs_dir().to_path_buf();
     let joining = std::thread::spawn({
         let data = dir.path().join("node-4");
+        let compiled = compiled.clone();
         move || {
             let peer = peer.to_string();
             let args = ["--node-id", "4", "--peer-listen", &peer, "--join", "--dev-certs"];
@@ -234,6 +262,43 @@ fn a_node_joins_and_leaves() -> anyhow::Result<()> {
     assert!(removed.status.success(), "{}", String::from_utf8_lossy(&removed.stderr));
     let status: serde_json::Value = serde_json::from_slice(&removed.stdout)?;
     assert_eq!(status["members"].as_array().map(Vec::len), Some(3), "{status}");
+
+    // A fifth joins as a learner for good (an observer): it does not vote, yet serves reads
+    // and takes writes (forwarded).
+    let (peer, client) =
+        (cairn_tests::cluster::free_udp_port()?, cairn_tests::cluster::free_udp_port()?);
+    let certs = cluster.certs_dir().to_path_buf();
+    let joining = std::thread::spawn({
+        let data = dir.path().join("node-5");
+        let compiled = compiled.clone();
+        move || {
+            let peer = peer.to_string();
+            let mut args = vec!["--node-id", "5", "--peer-listen", &peer, "--join", "--dev-certs"];
+            args.push(certs.to_str().unwrap_or_default());
+            args.extend_from_slice(&["--compiled-dir", &compiled]);
+            cairn_tests::Server::start_on(binary(), &data, client, &args)
+        }
+    });
+    let added = cluster.nodes[2].cli(&[
+        "cluster",
+        "add",
+        "5",
+        &peer.to_string(),
+        &client.to_string(),
+        "--learner",
+        "--json",
+    ])?;
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&added.stdout)?;
+    let fifth =
+        status["members"].as_array().and_then(|m| m.iter().find(|m| m["node_id"] == 5)).cloned();
+    assert_eq!(fifth.map(|m| m["role"].clone()), Some(serde_json::json!("learner")), "{status}");
+    let observer = joining.join().map_err(|_| anyhow::anyhow!("the start panicked"))??;
+    let read = observer.cli(&["get", "/before-join"])?;
+    assert_eq!(String::from_utf8_lossy(&read.stdout), "here\n");
+    let wrote = observer.cli(&["create", "/from-observer", "x"])?;
+    assert!(wrote.status.success(), "{}", String::from_utf8_lossy(&wrote.stderr));
+    cluster.nodes.push(observer);
     Ok(())
 }
 

@@ -288,10 +288,32 @@ impl Client {
         peer_addr: &str,
         client_addr: &str,
     ) -> Result<Vec<MemberInfo>, Error> {
+        self.add_node(node_id, peer_addr, client_addr, true).await
+    }
+
+    /// Adds a node as a learner for good: an observer that serves reads and forwards writes
+    /// but does not vote, so it adds read capacity without slowing commits.
+    pub async fn add_learner(
+        &self,
+        node_id: u64,
+        peer_addr: &str,
+        client_addr: &str,
+    ) -> Result<Vec<MemberInfo>, Error> {
+        self.add_node(node_id, peer_addr, client_addr, false).await
+    }
+
+    async fn add_node(
+        &self,
+        node_id: u64,
+        peer_addr: &str,
+        client_addr: &str,
+        voter: bool,
+    ) -> Result<Vec<MemberInfo>, Error> {
         let request = Request::AddMember {
             node_id,
             peer_addr: peer_addr.to_string(),
             client_addr: client_addr.to_string(),
+            voter,
         };
         match self.call(request).await? {
             Reply::MembershipChanged { members } => Ok(members),

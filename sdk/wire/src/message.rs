@@ -15,6 +15,10 @@ pub struct RequestFrame {
     pub request: Request,
 }
 
+fn yes() -> bool {
+    true
+}
+
 /// What a client asks of a node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -64,8 +68,16 @@ pub enum Request {
     ServerInfo {},
     /// A digest of this node's replicated state: nodes that applied the same log agree on it.
     StateDigest {},
-    /// Add a node to the cluster: a learner first, a voter once it has caught up with the log.
-    AddMember { node_id: u64, peer_addr: String, client_addr: String },
+    /// Add a node to the cluster: a learner first, a voter once it has caught up with the log
+    /// — or, with `voter` false, a learner for good (an observer: it serves reads and forwards
+    /// writes, but does not vote).
+    AddMember {
+        node_id: u64,
+        peer_addr: String,
+        client_addr: String,
+        #[serde(default = "yes")]
+        voter: bool,
+    },
     /// Remove a node from the cluster.
     RemoveMember { node_id: u64 },
     /// Open a session and bind this stream to it.
