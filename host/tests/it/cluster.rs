@@ -563,3 +563,32 @@ async fn a_partitioned_leader_acknowledges_nothing_and_rejoins() -> anyhow::Resu
     assert!(children.iter().any(|c| c.starts_with("majority-")), "{children:?}");
     Ok(())
 }
+
+/// Given certificate files, a node uses them (and writes no development CA of its own): a
+/// client that trusts that CA reaches it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_serves_with_the_certificate_files_it_is_given() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let names = ["127.0.0.1".to_string(), "localhost".to_string()];
+    let (files, _) = cairn::tls::ensure_dev_certificates(&dir.path().join("pki"), &names)?;
+    let compiled = compiled_dir();
+    let data = dir.path().join("node");
+    let node = cairn_tests::Server::start(
+        binary(),
+        &data,
+        &[
+            "--tls-cert",
+            files.cert.to_str().unwrap_or_default(),
+            "--tls-key",
+            files.key.to_str().unwrap_or_default(),
+            "--tls-ca",
+            files.ca.to_str().unwrap_or_default(),
+            "--compiled-dir",
+            compiled.to_str().unwrap_or_default(),
+        ],
+    )?;
+    assert!(!data.join("tls").exists(), "no development certificates written");
+    let client = cairn_client::Client::connect(&node.addr().to_string(), &files.ca).await?;
+    client.create("/signed", Vec::new(), CreateOptions::persistent()).await?;
+    Ok(())
+}
