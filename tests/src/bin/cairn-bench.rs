@@ -13,7 +13,7 @@ use anyhow::Context;
 use cairn_client::{Client, CreateOptions};
 use clap::{Parser, ValueEnum};
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Workload {
     /// Each client sets its own znode with 100-byte values.
     Write,
@@ -22,6 +22,11 @@ enum Workload {
     /// Each client takes and releases a fair lock of its own: one recipe call per operation
     /// (the release is measured as the next operation).
     Lock,
+    /// Every client loops acquire → check it is alone → release on one fair lock; an operation
+    /// is a hand-off, its latency the acquire's (waiting included).
+    ContendedLock,
+    /// Each client loops acquire → release on a lock of its own; the latency is the acquire's.
+    UncontendedLock,
     /// Open `--clients` sessions that do nothing but ping; report the node's memory per session
     /// and its CPU while they idle (needs `--server-pid`).
     IdleSessions,
@@ -130,15 +135,19 @@ async fn main() -> anyhow::Result<()> {
     let measure_from = start + Duration::from_secs(args.warmup_seconds);
     let end = measure_from + Duration::from_secs(args.seconds);
     let mut tasks = Vec::new();
+    // Clients holding the contended lock right now, as they see it: never more than one.
+    let holding = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for n in 0..args.clients {
         let client = Client::connect(&args.server, &args.ca).await?;
         let path = format!("{root}/c{n}");
         client.create(&path, vec![b'x'; 100], CreateOptions::persistent()).await?;
         let workload = args.workload;
+        let holding = holding.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies_us = Vec::new();
             let value = vec![b'y'; 100];
             let lock_args = format!(r#"{{"lock":"c{n}"}}"#).into_bytes();
+            let root_lock = format!("bench-{}", std::process::id());
             let mut held = false;
             loop {
                 let began = Instant::now();
@@ -152,6 +161,26 @@ async fn main() -> anyhow::Result<()> {
                         let op = if held { "release" } else { "acquire" };
                         client.invoke("fair-lock", None, op, lock_args.clone()).await?;
                         held = !held;
+                    }
+                    Workload::ContendedLock | Workload::UncontendedLock => {
+                        let name = if workload == Workload::ContendedLock {
+                            root_lock.clone()
+                        } else {
+                            format!("{root_lock}-{n}")
+                        };
+                        let guard = client.lock(&name).acquire().await?;
+                        let acquired = began.elapsed();
+                        if workload == Workload::ContendedLock {
+                            use std::sync::atomic::Ordering;
+                            let others = holding.fetch_add(1, Ordering::SeqCst);
+                            anyhow::ensure!(others == 0, "{others} other holders of {name}");
+                            holding.fetch_sub(1, Ordering::SeqCst);
+                        }
+                        guard.release().await?;
+                        if began >= measure_from {
+                            latencies_us.push(acquired.as_micros() as u64);
+                        }
+                        continue;
                     }
                     Workload::IdleSessions => unreachable!("measured apart"),
                 }
@@ -177,7 +206,8 @@ async fn main() -> anyhow::Result<()> {
     let fsyncs = after.log_fsyncs - before.log_fsyncs;
     let report = serde_json::json!({
         "system": "cairn",
-        "workload": format!("{:?}", args.workload).to_lowercase(),
+        "nodes": after.members.len().max(1),
+        "workload": args.workload.to_possible_value().map(|v| v.get_name().to_string()),
         "clients": args.clients,
         "ops_per_sec": (ops / args.seconds as f64).round(),
         "p50_us": percentile(0.50),
