@@ -4,7 +4,10 @@
 //! by `stream::serve_stream`, which reads frames, decodes them (`cairn_wire`), and hands
 //! each request to [`Frontend`]: writes go to Raft in the order they arrived (`raft`, then
 //! `store::apply` on commit), reads wait for the read-index check and then read the state
-//! machine. Responses go back on the same stream as their requests complete.
+//! machine. Responses go back on the same stream as their requests complete. On a follower,
+//! the proposer sends its batches to the leader and reads take the leader's read index
+//! (`raft::peer::Forwarder`); either way the answer waits until this node has applied what it
+//! reflects.
 
 mod proposer;
 mod stream;
