@@ -155,6 +155,26 @@ impl Cluster {
         Ok(Client::connect(&node.addr().to_string(), self.ca_file()).await?)
     }
 
+    /// Waits until every node reports the same state digest as of the same zxid: the nodes
+    /// have applied the same log.
+    pub async fn wait_converged(&self, deadline: Duration) -> anyhow::Result<()> {
+        let mut clients = Vec::new();
+        for id in 1..=self.nodes.len() as u64 {
+            clients.push(self.client(id).await?);
+        }
+        wait_for("the same state on every node", deadline, || async {
+            let mut digests = Vec::new();
+            for client in &clients {
+                match client.state_digest().await {
+                    Ok(digest) => digests.push(digest),
+                    Err(_) => return false,
+                }
+            }
+            digests.windows(2).all(|pair| pair[0] == pair[1])
+        })
+        .await
+    }
+
     /// The leader, as the running nodes agree on it, waiting up to `deadline` for one. Nodes
     /// that cannot take a client yet (mid-election) are asked again.
     pub async fn leader(&self, running: &[u64], deadline: Duration) -> anyhow::Result<u64> {

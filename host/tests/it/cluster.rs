@@ -7,7 +7,7 @@ use cairn_client::CreateOptions;
 use cairn_tests::cluster::Cluster;
 use cairn_tests::wait_for;
 
-use crate::{binary, compiled_dir};
+use crate::{binary, compiled_dir, start_cluster};
 
 /// Generous: these waits end as soon as their condition holds.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -18,13 +18,7 @@ const DEADLINE: Duration = Duration::from_secs(60);
 #[tokio::test(flavor = "multi_thread")]
 async fn the_leader_dies_and_the_cluster_goes_on() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let compiled = compiled_dir();
-    let mut cluster = Cluster::start(
-        binary(),
-        dir.path(),
-        3,
-        &["--compiled-dir", compiled.to_str().unwrap_or_default()],
-    )?;
+    let mut cluster = start_cluster(dir.path(), 3, &[])?;
     let leader = cluster.leader(&[1, 2, 3], DEADLINE).await?;
     let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
 
@@ -117,18 +111,7 @@ async fn the_leader_dies_and_the_cluster_goes_on() -> anyhow::Result<()> {
     })
     .await?;
     // Every node has the same state: the same digest as of the same zxid.
-    let clients = [cluster.client(1).await?, cluster.client(2).await?, cluster.client(3).await?];
-    wait_for("the same state on every node", DEADLINE, || async {
-        let mut digests = Vec::new();
-        for client in &clients {
-            match client.state_digest().await {
-                Ok(digest) => digests.push(digest),
-                Err(_) => return false,
-            }
-        }
-        digests.windows(2).all(|pair| pair[0] == pair[1])
-    })
-    .await?;
+    cluster.wait_converged(DEADLINE).await?;
     Ok(())
 }
 
@@ -137,13 +120,7 @@ async fn the_leader_dies_and_the_cluster_goes_on() -> anyhow::Result<()> {
 #[test]
 fn cluster_status_lists_members_roles_and_progress() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let compiled = compiled_dir();
-    let cluster = Cluster::start(
-        binary(),
-        dir.path(),
-        3,
-        &["--compiled-dir", compiled.to_str().unwrap_or_default()],
-    )?;
+    let cluster = start_cluster(dir.path(), 3, &[])?;
     let deadline = Instant::now() + DEADLINE;
     loop {
         let output = cluster.nodes[1].cli(&["cluster", "status", "--json"])?;
@@ -172,13 +149,7 @@ fn cluster_status_lists_members_roles_and_progress() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_fails_over_to_another_node_keeping_its_session() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let compiled = compiled_dir();
-    let mut cluster = Cluster::start(
-        binary(),
-        dir.path(),
-        3,
-        &["--compiled-dir", compiled.to_str().unwrap_or_default()],
-    )?;
+    let mut cluster = start_cluster(dir.path(), 3, &[])?;
     let leader = cluster.leader(&[1, 2, 3], DEADLINE).await?;
     let survivors: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
     // The leader first, so that is where the session lives when it dies.
@@ -308,13 +279,7 @@ fn a_node_joins_and_leaves() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cut_off_leader_steps_down_when_healed() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let compiled = compiled_dir();
-    let mut cluster = Cluster::start(
-        binary(),
-        dir.path(),
-        3,
-        &["--compiled-dir", compiled.to_str().unwrap_or_default()],
-    )?;
+    let mut cluster = start_cluster(dir.path(), 3, &[])?;
     let leader = cluster.leader(&[1, 2, 3], DEADLINE).await?;
     let majority: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
     let writer = cluster.client(majority[0]).await?;
@@ -335,19 +300,8 @@ async fn a_cut_off_leader_steps_down_when_healed() -> anyhow::Result<()> {
     cluster.node(leader).resume()?;
     let healed = cluster.leader(&[1, 2, 3], DEADLINE).await?;
     assert_ne!(healed, leader, "the old leader stepped down");
-    let clients = [cluster.client(1).await?, cluster.client(2).await?, cluster.client(3).await?];
-    wait_for("the same state on every node", DEADLINE, || async {
-        let mut digests = Vec::new();
-        for client in &clients {
-            match client.state_digest().await {
-                Ok(digest) => digests.push(digest),
-                Err(_) => return false,
-            }
-        }
-        digests.windows(2).all(|pair| pair[0] == pair[1])
-    })
-    .await?;
-    let children = clients[leader as usize - 1].children("/").await?;
+    cluster.wait_converged(DEADLINE).await?;
+    let children = cluster.client(leader).await?.children("/").await?;
     assert!(
         children.contains(&"before".to_string())
             && children.iter().any(|c| c.starts_with("during-")),
@@ -361,9 +315,7 @@ async fn a_cut_off_leader_steps_down_when_healed() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_that_lost_its_disk_rejoins_by_snapshot() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let compiled = compiled_dir();
-    let args = ["--compiled-dir", compiled.to_str().unwrap_or_default(), "--snapshot-every", "10"];
-    let mut cluster = Cluster::start(binary(), dir.path(), 3, &args)?;
+    let mut cluster = start_cluster(dir.path(), 3, &["--snapshot-every", "10"])?;
     let leader = cluster.leader(&[1, 2, 3], DEADLINE).await?;
     let lost = (1..=3).find(|id| *id != leader).expect("a follower");
     let writer = cluster.client(leader).await?;
@@ -382,17 +334,13 @@ async fn a_node_that_lost_its_disk_rejoins_by_snapshot() -> anyhow::Result<()> {
     // Restarted empty, as a member waiting to be caught up rather than a new cluster.
     let rejoin = cluster.node(lost).args();
     let mut rejoin_args: Vec<&str> = Vec::new();
-    let mut skip = false;
-    for arg in &rejoin {
-        if skip {
-            skip = false;
-            continue;
-        }
+    let mut args = rejoin.iter();
+    while let Some(arg) = args.next() {
         if arg == "--initial-cluster" {
-            skip = true;
-            continue;
+            args.next();
+        } else {
+            rejoin_args.push(arg);
         }
-        rejoin_args.push(arg);
     }
     rejoin_args.push("--join");
     cluster.node(lost).set_args(&rejoin_args);
@@ -403,24 +351,7 @@ async fn a_node_that_lost_its_disk_rejoins_by_snapshot() -> anyhow::Result<()> {
     };
     let snapshot = back.server_info().await?.snapshot_zxid;
     assert!(snapshot.is_some(), "it was caught up by a snapshot");
-    let mut clients = Vec::new();
-    for id in 1..=3 {
-        match cluster.client(id).await {
-            Ok(client) => clients.push(client),
-            Err(error) => anyhow::bail!("node {id}: {error}; its log:\n{}", cluster.node(id).log()),
-        }
-    }
-    wait_for("the same state on every node", DEADLINE, || async {
-        let mut digests = Vec::new();
-        for client in &clients {
-            match client.state_digest().await {
-                Ok(digest) => digests.push(digest),
-                Err(_) => return false,
-            }
-        }
-        digests.windows(2).all(|pair| pair[0] == pair[1])
-    })
-    .await?;
+    cluster.wait_converged(DEADLINE).await?;
     assert_eq!(back.local().children("/").await?.len(), 91, "cairn and 90 znodes");
     Ok(())
 }
@@ -430,13 +361,7 @@ async fn a_node_that_lost_its_disk_rejoins_by_snapshot() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rolling_restart_under_load_loses_nothing() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let compiled = compiled_dir();
-    let mut cluster = Cluster::start(
-        binary(),
-        dir.path(),
-        3,
-        &["--compiled-dir", compiled.to_str().unwrap_or_default()],
-    )?;
+    let mut cluster = start_cluster(dir.path(), 3, &[])?;
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr().to_string()).collect();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let acknowledged = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -546,19 +471,8 @@ async fn a_partitioned_leader_acknowledges_nothing_and_rejoins() -> anyhow::Resu
     cluster.heal();
     let healed = cluster.leader(&[1, 2, 3], DEADLINE).await?;
     assert_ne!(healed, leader, "the old leader stepped down");
-    let clients = [cluster.client(1).await?, cluster.client(2).await?, cluster.client(3).await?];
-    wait_for("the same state on every node", DEADLINE, || async {
-        let mut digests = Vec::new();
-        for client in &clients {
-            match client.state_digest().await {
-                Ok(digest) => digests.push(digest),
-                Err(_) => return false,
-            }
-        }
-        digests.windows(2).all(|pair| pair[0] == pair[1])
-    })
-    .await?;
-    let children = clients[0].children("/").await?;
+    cluster.wait_converged(DEADLINE).await?;
+    let children = cluster.client(1).await?.children("/").await?;
     assert!(children.contains(&"before".to_string()), "{children:?}");
     assert!(children.iter().any(|c| c.starts_with("majority-")), "{children:?}");
     Ok(())

@@ -10,10 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_client::{Client, CreateOptions, ErrorCode};
-use cairn_tests::cluster::Cluster;
 use cairn_tests::history::{Event, Hold, Op, Outcome, check_linearizable, check_lock};
 
-use crate::{binary, compiled_dir};
+use crate::start_cluster;
 
 /// Operations per client in the short run (CI).
 const OPS_PER_CLIENT: u64 = 40;
@@ -95,13 +94,7 @@ async fn histories_under_leader_failures_are_linearizable() -> anyhow::Result<()
     let per_client = env_u64("CAIRN_HISTORY_OPS", OPS_PER_CLIENT * CLIENTS) / CLIENTS;
     let keys = (per_client * CLIENTS).div_ceil(OPS_PER_KEY).max(1);
     let dir = tempfile::tempdir()?;
-    let compiled = compiled_dir();
-    let mut cluster = Cluster::start(
-        binary(),
-        dir.path(),
-        3,
-        &["--compiled-dir", compiled.to_str().unwrap_or_default()],
-    )?;
+    let mut cluster = start_cluster(dir.path(), 3, &[])?;
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr().to_string()).collect();
     let ca = cluster.ca_file();
     let setup = cluster.client(1).await?;

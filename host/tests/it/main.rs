@@ -37,6 +37,18 @@ pub fn compiled_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("compiled-recipes")
 }
 
+/// A cluster of `size` nodes in `dir`, sharing the compiled recipes of every test node.
+pub fn start_cluster(
+    dir: &Path,
+    size: usize,
+    extra_args: &[&str],
+) -> anyhow::Result<cairn_tests::cluster::Cluster> {
+    let compiled = compiled_dir();
+    let mut args = vec!["--compiled-dir", compiled.to_str().unwrap_or_default()];
+    args.extend_from_slice(extra_args);
+    cairn_tests::cluster::Cluster::start(binary(), dir, size, &args)
+}
+
 /// Waits until fair lock `lock` has `waiting` sessions queued behind its holder.
 pub async fn wait_for_status(
     client: &cairn_client::Client,
