@@ -1,0 +1,149 @@
+//! Cairn under test: `cairn serve` processes started by the harness the integration tests use
+//! (one node, or a cluster with development certificates), or a node already running.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use cairn_client::{Client, CreateOptions, ErrorCode, LockGuard};
+use cairn_tests::Server;
+use cairn_tests::cluster::Cluster;
+
+use crate::load::{Session, System};
+
+/// Where every key of a run lives.
+const ROOT: &str = "/bench";
+
+/// A Cairn node or cluster.
+#[derive(Debug)]
+pub struct Cairn {
+    servers: Vec<String>,
+    ca: PathBuf,
+    session_timeout: Duration,
+    /// Keeps the processes started here running until dropped (which kills them).
+    nodes: Nodes,
+}
+
+#[derive(Debug)]
+enum Nodes {
+    Running,
+    One(Server),
+    /// Kept to keep its processes running.
+    Cluster { _running: Cluster },
+}
+
+impl Cairn {
+    /// Starts `size` nodes of `binary` with their data under `dir`.
+    pub async fn start(binary: &Path, dir: &Path, size: usize) -> anyhow::Result<Cairn> {
+        let (servers, ca, nodes) = if size == 1 {
+            let server = Server::start(binary, &dir.join("node"), &[])?;
+            (vec![server.addr().to_string()], server.ca_file(), Nodes::One(server))
+        } else {
+            let cluster = Cluster::start(binary, dir, size, &[])?;
+            let servers = cluster.nodes.iter().map(|node| node.addr().to_string()).collect();
+            (servers, cluster.ca_file(), Nodes::Cluster { _running: cluster })
+        };
+        Cairn::running(servers, ca, nodes).await
+    }
+
+    /// A node or cluster started elsewhere: `servers` as in a connect string.
+    pub async fn attach(servers: &str, ca: &Path) -> anyhow::Result<Cairn> {
+        let servers = servers.split(',').map(str::to_string).collect();
+        Cairn::running(servers, ca.to_path_buf(), Nodes::Running).await
+    }
+
+    /// The address, CA file and process id of a node started here alone.
+    pub fn single_node(&self) -> Option<(String, PathBuf, u32)> {
+        match &self.nodes {
+            Nodes::One(server) => {
+                Some((server.addr().to_string(), server.ca_file(), server.pid()?))
+            }
+            _ => None,
+        }
+    }
+
+    async fn running(servers: Vec<String>, ca: PathBuf, nodes: Nodes) -> anyhow::Result<Cairn> {
+        let cairn = Cairn { servers, ca, session_timeout: Duration::from_secs(10), nodes: nodes };
+        // Ready once a write goes through (a cluster has elected a leader).
+        let client = Client::connect(&cairn.servers.join(","), &cairn.ca).await?;
+        cairn_tests::wait_for("a write to go through", Duration::from_secs(60), || async {
+            match client.create(ROOT, Vec::new(), CreateOptions::persistent()).await {
+                Ok(_) => true,
+                Err(error) => error.code() == Some(ErrorCode::NodeExists),
+            }
+        })
+        .await?;
+        let _ = client.close().await;
+        Ok(cairn)
+    }
+}
+
+impl System for Cairn {
+    type Session = CairnSession;
+
+    fn name(&self) -> &'static str {
+        "cairn"
+    }
+
+    fn nodes(&self) -> usize {
+        self.servers.len()
+    }
+
+    async fn connect(&self, client: usize) -> anyhow::Result<CairnSession> {
+        let server = &self.servers[client % self.servers.len()];
+        let client = Client::connect_with_timeout(server, &self.ca, self.session_timeout)
+            .await
+            .with_context(|| format!("connecting to Cairn at {server}"))?;
+        Ok(CairnSession { client })
+    }
+}
+
+#[derive(Debug)]
+pub struct CairnSession {
+    client: Client,
+}
+
+fn path(key: &str) -> String {
+    format!("{ROOT}/{key}")
+}
+
+impl Session for CairnSession {
+    type Held = LockGuard;
+
+    async fn create(&self, key: &str, value: Vec<u8>) -> anyhow::Result<()> {
+        self.client.create(&path(key), value, CreateOptions::persistent()).await?;
+        Ok(())
+    }
+
+    async fn write(&self, key: &str, value: Vec<u8>) -> anyhow::Result<()> {
+        self.client.set(&path(key), value, None).await?;
+        Ok(())
+    }
+
+    async fn read(&self, key: &str, linearizable: bool) -> anyhow::Result<()> {
+        if linearizable {
+            self.client.get(&path(key)).await?;
+        } else {
+            self.client.local().get(&path(key)).await?;
+        }
+        Ok(())
+    }
+
+    async fn acquire(&self, lock: &str) -> anyhow::Result<LockGuard> {
+        Ok(self.client.lock(lock).acquire().await?)
+    }
+
+    async fn release(&self, held: LockGuard) -> anyhow::Result<()> {
+        Ok(held.release().await?)
+    }
+
+    async fn invoke(&self, key: &str) -> anyhow::Result<()> {
+        let args = format!(r#"{{"name":"{key}","delta":1}}"#);
+        self.client.invoke("counter", None, "add", args).await?;
+        Ok(())
+    }
+
+    async fn close(self) {
+        let _ = self.client.close().await;
+    }
+}

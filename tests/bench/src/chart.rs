@@ -1,0 +1,172 @@
+//! The chart of a comparison (`latest.png`): for each cluster size, throughput and p99 latency
+//! per workload, one bar per system, both on log scales (the systems differ by multiples).
+
+use std::path::Path;
+
+use anyhow::Context;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::register_font;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use crate::report::{Record, SYSTEMS, cairn_only};
+
+/// Debian's fonts-dejavu-core: the labels' font, read at run time.
+const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+const COLORS: [RGBColor; 3] =
+    [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44)];
+/// Width of one workload's group of bars on the x axis.
+const GROUP: i32 = 100;
+const BAR: i32 = 26;
+
+/// One panel: a value per (workload, system).
+struct Panel<'a> {
+    title: String,
+    unit: &'a str,
+    categories: Vec<String>,
+    /// `values[category][system]`, 0 where the system has no figure.
+    values: Vec<[f64; 3]>,
+}
+
+fn label(value: f64) -> String {
+    match value {
+        v if v >= 1e6 => format!("{:.1}M", v / 1e6),
+        v if v >= 1e3 => format!("{:.1}k", v / 1e3),
+        v if v >= 10.0 => format!("{v:.0}"),
+        v => format!("{v:.2}"),
+    }
+}
+
+/// Writes the chart of `records` to `file`.
+pub fn write(file: &Path, records: &[Record]) -> anyhow::Result<()> {
+    let font: &'static [u8] = Box::leak(
+        std::fs::read(FONT)
+            .with_context(|| format!("{FONT} (install Debian's fonts-dejavu-core)"))?
+            .into_boxed_slice(),
+    );
+    register_font("sans-serif", FontStyle::Normal, font)
+        .map_err(|_| anyhow::anyhow!("{FONT} is not a usable font"))?;
+
+    let compared: Vec<&Record> = records.iter().filter(|r| !cairn_only(&r.workload)).collect();
+    let mut sizes: Vec<usize> = compared.iter().map(|r| r.nodes).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let root =
+        BitMapBackend::new(file, (1600, 560 * sizes.len().max(1) as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let root = root
+        .titled("Cairn, ZooKeeper and etcd on one machine (fsync on)", ("sans-serif", 30))
+        .map_err(plot_error)?;
+    let rows = root.split_evenly((sizes.len().max(1), 2));
+    for (row, nodes) in sizes.iter().enumerate() {
+        let mut categories: Vec<(String, usize)> = Vec::new();
+        for r in compared.iter().filter(|r| r.nodes == *nodes) {
+            if !categories.contains(&(r.workload.clone(), r.clients)) {
+                categories.push((r.workload.clone(), r.clients));
+            }
+        }
+        let figure = |pick: fn(&Record) -> f64| -> Vec<[f64; 3]> {
+            categories
+                .iter()
+                .map(|(workload, clients)| {
+                    SYSTEMS.map(|system| {
+                        compared
+                            .iter()
+                            .find(|r| {
+                                r.nodes == *nodes
+                                    && r.system == system
+                                    && &r.workload == workload
+                                    && r.clients == *clients
+                            })
+                            .map_or(0.0, |r| pick(r))
+                    })
+                })
+                .collect()
+        };
+        let names: Vec<String> = categories.iter().map(|(w, c)| format!("{w} ×{c}")).collect();
+        let nodes_text = if *nodes == 1 { "1 node".to_string() } else { format!("{nodes} nodes") };
+        draw(
+            &rows[row * 2],
+            Panel {
+                title: format!("{nodes_text}: throughput"),
+                unit: "ops/s",
+                categories: names.clone(),
+                values: figure(|r| r.ops_per_sec),
+            },
+        )?;
+        draw(
+            &rows[row * 2 + 1],
+            Panel {
+                title: format!("{nodes_text}: p99 latency"),
+                unit: "ms",
+                categories: names,
+                values: figure(|r| r.p99_us as f64 / 1000.0),
+            },
+        )?;
+    }
+    root.present().map_err(plot_error)?;
+    Ok(())
+}
+
+fn plot_error<E: std::error::Error + Send + Sync>(error: DrawingAreaErrorKind<E>) -> anyhow::Error {
+    anyhow::anyhow!("drawing the chart: {error}")
+}
+
+/// A grouped bar chart with a log y axis.
+fn draw<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: Panel) -> anyhow::Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let present = panel.values.iter().flatten().copied().filter(|v| *v > 0.0);
+    let low = present.clone().fold(f64::INFINITY, f64::min).min(1.0) / 2.0;
+    let high = present.fold(1.0, f64::max) * 3.0;
+    let groups = panel.categories.len() as i32;
+    let centres: Vec<i32> = (0..groups).map(|i| i * GROUP + GROUP / 2).collect();
+    let category =
+        |x: &i32| panel.categories.get((*x / GROUP) as usize).cloned().unwrap_or_default();
+    let mut chart = ChartBuilder::on(area)
+        .caption(&panel.title, ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d((0..groups * GROUP).with_key_points(centres), (low..high).log_scale())
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_label_formatter(&category)
+        .x_label_style(("sans-serif", 13))
+        .y_desc(format!("{} (log)", panel.unit))
+        .y_label_formatter(&|v: &f64| label(*v))
+        .axis_desc_style(("sans-serif", 15))
+        .draw()
+        .map_err(plot_error)?;
+    let margin = (GROUP - BAR * SYSTEMS.len() as i32) / 2;
+    for (s, system) in SYSTEMS.iter().enumerate() {
+        let color = COLORS[s];
+        let left = |i: usize| i as i32 * GROUP + margin + s as i32 * BAR;
+        let bars = panel.values.iter().enumerate().filter(|(_, v)| v[s] > 0.0).map(|(i, v)| {
+            Rectangle::new([(left(i), low), (left(i) + BAR - 2, v[s])], color.filled())
+        });
+        chart
+            .draw_series(bars)
+            .map_err(plot_error)?
+            .label(*system)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled()));
+        let values = panel.values.iter().enumerate().filter(|(_, v)| v[s] > 0.0).map(|(i, v)| {
+            let style =
+                ("sans-serif", 11).into_text_style(area).pos(Pos::new(HPos::Center, VPos::Bottom));
+            Text::new(label(v[s]), (left(i) + BAR / 2, v[s]), style)
+        });
+        chart.draw_series(values).map_err(plot_error)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(plot_error)?;
+    Ok(())
+}

@@ -1,0 +1,225 @@
+//! What a comparison writes: the records as JSON (`latest.json`), a Markdown table
+//! (`latest.md`) and, with the `rivals` feature, a chart (`latest.png`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::load::Sample;
+
+/// The systems in the order every table and chart shows them.
+pub const SYSTEMS: [&str; 3] = ["cairn", "zookeeper", "etcd"];
+
+/// One workload against one system: the median of its repetitions, and their spread.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub system: String,
+    pub nodes: usize,
+    pub workload: String,
+    pub clients: usize,
+    pub ops_per_sec: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    /// The slowest and the fastest repetition's throughput.
+    pub ops_per_sec_min: f64,
+    pub ops_per_sec_max: f64,
+    pub repetitions: usize,
+    /// Whatever else the workload measured (idle sessions: memory per session).
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Record {
+    /// The median and spread of `samples`, one per repetition.
+    pub fn from_samples(
+        system: &str,
+        nodes: usize,
+        workload: &str,
+        clients: usize,
+        samples: &[Sample],
+    ) -> Record {
+        let median = |mut values: Vec<f64>| {
+            values.sort_by(f64::total_cmp);
+            match values.len() {
+                0 => 0.0,
+                n if n % 2 == 1 => values[n / 2],
+                n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+            }
+        };
+        let ops: Vec<f64> = samples.iter().map(|s| s.ops_per_sec).collect();
+        Record {
+            system: system.to_string(),
+            nodes,
+            workload: workload.to_string(),
+            clients,
+            ops_per_sec: median(ops.clone()).round(),
+            p50_us: median(samples.iter().map(|s| s.p50_us as f64).collect()) as u64,
+            p99_us: median(samples.iter().map(|s| s.p99_us as f64).collect()) as u64,
+            ops_per_sec_min: ops.iter().copied().fold(f64::INFINITY, f64::min).round(),
+            ops_per_sec_max: ops.iter().copied().fold(0.0, f64::max).round(),
+            repetitions: samples.len(),
+            extra: serde_json::Map::new(),
+        }
+    }
+}
+
+/// Where and how the records were measured, for the Markdown's heading.
+#[derive(Debug, Clone, Serialize)]
+pub struct Setting {
+    pub machine: String,
+    pub versions: String,
+    pub timing: String,
+    pub command: String,
+}
+
+/// Writes `latest.json` and `latest.md` into `dir`.
+pub fn write(dir: &Path, records: &[Record], setting: &Setting) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("latest.json"), serde_json::to_string_pretty(records)? + "\n")?;
+    std::fs::write(dir.join("latest.md"), markdown(records, setting))?;
+    Ok(())
+}
+
+fn display_name(system: &str) -> &str {
+    match system {
+        "cairn" => "Cairn",
+        "zookeeper" => "ZooKeeper",
+        "etcd" => "etcd",
+        other => other,
+    }
+}
+
+/// `12,345`
+fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+fn millis(us: u64) -> String {
+    if us < 10_000 {
+        format!("{:.2}", us as f64 / 1000.0)
+    } else {
+        format!("{:.1}", us as f64 / 1000.0)
+    }
+}
+
+/// The comparison table, one per cluster size, then Cairn's own figures.
+pub fn markdown(records: &[Record], setting: &Setting) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# Cairn, ZooKeeper and etcd, side by side\n");
+    let _ = writeln!(out, "- Machine: {}", setting.machine);
+    let _ = writeln!(out, "- Versions: {}", setting.versions);
+    let _ = writeln!(out, "- Each figure: {}", setting.timing);
+    let _ = writeln!(out, "- Command: `{}`\n", setting.command);
+    let _ = writeln!(
+        out,
+        "Throughput is operations per second (lock workloads: acquire + release cycles, i.e. \
+         hand-offs), the median of the repetitions with the slowest and fastest in brackets; \
+         latencies are the medians of each repetition's p50 and p99 in milliseconds (lock \
+         workloads: the acquire, waiting included).\n"
+    );
+    type Key = (usize, String, usize);
+    let mut rows: BTreeMap<Key, BTreeMap<&str, &Record>> = BTreeMap::new();
+    for record in records.iter().filter(|r| r.system != "cairn" || !cairn_only(&r.workload)) {
+        rows.entry((record.nodes, record.workload.clone(), record.clients))
+            .or_default()
+            .insert(record.system.as_str(), record);
+    }
+    let systems: Vec<&str> =
+        SYSTEMS.into_iter().filter(|s| records.iter().any(|r| r.system == *s)).collect();
+    let mut sizes: Vec<usize> = rows.keys().map(|(nodes, _, _)| *nodes).collect();
+    sizes.dedup();
+    for nodes in sizes {
+        let _ = writeln!(out, "## {nodes} node{}\n", if nodes == 1 { "" } else { "s" });
+        let mut header = "| workload | clients |".to_string();
+        let mut rule = "|---|---:|".to_string();
+        for system in &systems {
+            let _ = write!(header, " {} ops/s |", display_name(system));
+            rule.push_str("---:|");
+        }
+        for system in systems.iter().filter(|s| **s != "cairn") {
+            let _ = write!(header, " Cairn ÷ {} |", display_name(system));
+            rule.push_str("---:|");
+        }
+        for system in &systems {
+            let _ = write!(header, " {} p50 / p99 ms |", display_name(system));
+            rule.push_str("---:|");
+        }
+        let _ = writeln!(out, "{header}\n{rule}");
+        for ((_, workload, clients), by_system) in rows.range((nodes, String::new(), 0)..) {
+            if by_system.values().next().is_some_and(|r| r.nodes != nodes) {
+                break;
+            }
+            let mut line = format!("| {workload} | {clients} |");
+            for system in &systems {
+                match by_system.get(system) {
+                    Some(r) => {
+                        let _ = write!(
+                            line,
+                            " {} ({}–{}) |",
+                            thousands(r.ops_per_sec),
+                            thousands(r.ops_per_sec_min),
+                            thousands(r.ops_per_sec_max)
+                        );
+                    }
+                    None => line.push_str(" – |"),
+                }
+            }
+            for system in systems.iter().filter(|s| **s != "cairn") {
+                match (by_system.get("cairn"), by_system.get(system)) {
+                    (Some(cairn), Some(other)) if other.ops_per_sec > 0.0 => {
+                        let _ = write!(line, " {:.1}× |", cairn.ops_per_sec / other.ops_per_sec);
+                    }
+                    _ => line.push_str(" – |"),
+                }
+            }
+            for system in &systems {
+                match by_system.get(system) {
+                    Some(r) => {
+                        let _ = write!(line, " {} / {} |", millis(r.p50_us), millis(r.p99_us));
+                    }
+                    None => line.push_str(" – |"),
+                }
+            }
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = writeln!(out);
+    }
+    let own: Vec<&Record> =
+        records.iter().filter(|r| r.system == "cairn" && cairn_only(&r.workload)).collect();
+    if !own.is_empty() {
+        let _ = writeln!(out, "## Cairn only\n");
+        let _ = writeln!(out, "| nodes | workload | clients | ops/s | p50 / p99 ms | other |");
+        let _ = writeln!(out, "|---:|---|---:|---:|---:|---|");
+        for r in own {
+            let other: Vec<String> = r.extra.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} / {} | {} |",
+                r.nodes,
+                r.workload,
+                r.clients,
+                thousands(r.ops_per_sec),
+                millis(r.p50_us),
+                millis(r.p99_us),
+                other.join(", ")
+            );
+        }
+        let _ = writeln!(out);
+    }
+    out
+}
+
+/// Workloads only Cairn runs.
+pub fn cairn_only(workload: &str) -> bool {
+    matches!(workload, "recipe-invoke" | "idle-sessions")
+}
