@@ -47,8 +47,15 @@ impl SessionTracker {
         self.recent.lock().unwrap_or_else(PoisonError::into_inner).drain().collect()
     }
 
-    fn last_heard(&self, session: SessionId) -> Option<Instant> {
-        self.last_heard.lock().unwrap_or_else(PoisonError::into_inner).get(&session).copied()
+    /// When the session was last heard from; a session never heard from here (opened through
+    /// another node, whose relay has not come yet) counts as heard now, when it is first seen.
+    fn last_heard_or_now(&self, session: SessionId, now: Instant) -> Instant {
+        *self
+            .last_heard
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(session)
+            .or_insert(now)
     }
 
     fn retain(&self, live: &HashSet<SessionId>) {
@@ -104,7 +111,7 @@ pub async fn expire_sessions(frontend: Arc<Frontend>, mut stopped: watch::Receiv
         frontend.sessions.retain(&live);
         expiring.lock().unwrap_or_else(PoisonError::into_inner).retain(|id| live.contains(id));
         for (id, timeout_ms) in sessions {
-            let heard = frontend.sessions.last_heard(id).map_or(since, |heard| heard.max(since));
+            let heard = frontend.sessions.last_heard_or_now(id, now).max(since);
             if now < heard + Duration::from_millis(timeout_ms) {
                 continue;
             }

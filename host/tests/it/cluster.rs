@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use cairn_client::CreateOptions;
 use cairn_tests::cluster::Cluster;
 use cairn_tests::wait_for;
@@ -183,6 +184,40 @@ async fn a_client_fails_over_to_another_node_keeping_its_session() -> anyhow::Re
     other.create("/jobs", Vec::new(), CreateOptions::persistent()).await?;
     let event = tokio::time::timeout(DEADLINE, events.next()).await?.expect("an event");
     assert_eq!(event.path, "/jobs");
+    Ok(())
+}
+
+/// A session opened on a follower long after the leader was elected lives while its client
+/// talks to the follower: the leader counts its timeout from when it first sees the session,
+/// not from when it began to lead (it used to expire such a session at once).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_opened_on_a_follower_of_an_old_leader_lives() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cluster = start_cluster(dir.path(), 3, &[])?;
+    let leader = cluster.leader(&[1, 2, 3], DEADLINE).await?;
+    let follower = (1..=3).find(|id| *id != leader).context("a follower")?;
+    let timeout = Duration::from_secs(1);
+    // The leader has led for longer than the session's whole timeout.
+    let led_long = cluster.client(leader).await?;
+    let led_since = Instant::now();
+    led_long.create("/led", Vec::new(), CreateOptions::persistent()).await?;
+    tokio::time::sleep_until((led_since + timeout * 2).into()).await;
+
+    let client = cairn_client::Client::connect_with_timeout(
+        &cluster.nodes[follower as usize - 1].addr().to_string(),
+        cluster.ca_file(),
+        timeout,
+    )
+    .await?;
+    let state = client.session_state();
+    let until = Instant::now() + timeout * 3;
+    let mut n = 0;
+    while Instant::now() < until {
+        client.create(&format!("/f{n}"), Vec::new(), CreateOptions::ephemeral()).await?;
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(*state.borrow(), cairn_client::SessionState::Connected);
     Ok(())
 }
 
