@@ -215,6 +215,7 @@ impl RunningNode {
                 config.node_id,
                 forwarder.clone(),
             ),
+            reads: api::ReadIndex::start(raft.clone(), config.node_id, forwarder.clone()),
             watches,
             sessions,
             forwarder,

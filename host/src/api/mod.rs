@@ -10,9 +10,11 @@
 //! reflects.
 
 mod proposer;
+mod read_index;
 mod stream;
 
 pub use proposer::Proposer;
+pub use read_index::ReadIndex;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -21,7 +23,6 @@ use cairn_wire::{
     ApiError, CLOSE_SHUTDOWN, ErrorCode, MemberInfo, RecipeInfo, Reply, Request,
     SET_WATCHES_BATCH_MAX, ServerInfo, SessionInfo, WatchKind, WatchSpec,
 };
-use openraft::error::{CheckIsLeaderError, RaftError};
 use quinn::Endpoint;
 use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
@@ -53,6 +54,8 @@ pub struct Frontend {
     pub state: SharedState,
     pub counters: Arc<StorageCounters>,
     pub proposer: Proposer,
+    /// Read indexes for linearizable reads, one check for all reads waiting.
+    pub reads: ReadIndex,
     pub watches: Arc<WatchHub>,
     pub sessions: Arc<SessionTracker>,
     /// The way to the leader, when this node is not it.
@@ -95,15 +98,7 @@ impl Frontend {
     /// leader confirms its leadership; a follower asks the leader for its read index and waits
     /// to have applied that far.
     pub(crate) async fn linearize(&self) -> Result<(), ApiError> {
-        if self.is_leader() {
-            match self.raft.ensure_linearizable().await {
-                Ok(_) => return Ok(()),
-                // Not the leader after all (restarted after leading, say): ask the leader.
-                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {}
-                Err(error) => return Err(read_error(error)),
-            }
-        }
-        let index = self.forwarder.read_index(&self.raft).await?;
+        let index = self.reads.get().await?;
         wait_applied(&self.raft, index).await
     }
 
@@ -342,16 +337,6 @@ pub async fn serve(
         );
     }
     endpoint.close(CLOSE_SHUTDOWN.into(), b"node shutting down");
-}
-
-fn read_error(error: RaftError<NodeId, CheckIsLeaderError<NodeId, Member>>) -> ApiError {
-    match error {
-        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)) => {
-            ApiError::new(ErrorCode::NotLeader)
-                .with_detail(format!("leader is {:?}", forward.leader_id))
-        }
-        other => ApiError::new(ErrorCode::Unavailable).with_detail(other.to_string()),
-    }
 }
 
 /// How long a follower waits to apply what the leader has committed before it answers.

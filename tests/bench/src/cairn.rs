@@ -29,7 +29,9 @@ enum Nodes {
     Running,
     One(Server),
     /// Kept to keep its processes running.
-    Cluster { _running: Cluster },
+    Cluster {
+        _running: Cluster,
+    },
 }
 
 impl Cairn {

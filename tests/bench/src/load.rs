@@ -128,12 +128,17 @@ pub async fn measure<S: System>(
     for (n, session) in sessions.iter().enumerate() {
         match workload {
             Workload::Write | Workload::Read | Workload::LinearizableRead => {
-                session.create(&format!("{run}-c{n}"), vec![b'x'; VALUE_SIZE]).await?
+                let key = format!("{run}-c{n}");
+                session
+                    .create(&key, vec![b'x'; VALUE_SIZE])
+                    .await
+                    .with_context(|| format!("client {n} creating {key}"))?
             }
             Workload::ContendedLock if n > 0 => {}
-            Workload::ContendedLock | Workload::UncontendedLock => {
-                session.prepare_lock(&lock_name(n)).await?
-            }
+            Workload::ContendedLock | Workload::UncontendedLock => session
+                .prepare_lock(&lock_name(n))
+                .await
+                .with_context(|| format!("client {n} preparing its lock"))?,
             Workload::RecipeInvoke => {}
         }
     }
@@ -188,7 +193,8 @@ pub async fn measure<S: System>(
                     }
                 }
             }
-            .await;
+            .await
+            .with_context(|| format!("client {n}"));
             session.close().await;
             result.map(|()| latencies_us)
         }));

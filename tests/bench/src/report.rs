@@ -127,16 +127,19 @@ pub fn markdown(records: &[Record], setting: &Setting) -> String {
          latencies are the medians of each repetition's p50 and p99 in milliseconds (lock \
          workloads: the acquire, waiting included).\n"
     );
-    type Key = (usize, String, usize);
-    let mut rows: BTreeMap<Key, BTreeMap<&str, &Record>> = BTreeMap::new();
-    for record in records.iter().filter(|r| r.system != "cairn" || !cairn_only(&r.workload)) {
-        rows.entry((record.nodes, record.workload.clone(), record.clients))
-            .or_default()
-            .insert(record.system.as_str(), record);
+    // Rows in the order the workloads ran, each with a record per system.
+    let mut rows: Vec<((usize, &str, usize), BTreeMap<&str, &Record>)> = Vec::new();
+    for record in records.iter().filter(|r| !cairn_only(&r.workload)) {
+        let key = (record.nodes, record.workload.as_str(), record.clients);
+        match rows.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, by_system)) => drop(by_system.insert(record.system.as_str(), record)),
+            None => rows.push((key, BTreeMap::from([(record.system.as_str(), record)]))),
+        }
     }
     let systems: Vec<&str> =
         SYSTEMS.into_iter().filter(|s| records.iter().any(|r| r.system == *s)).collect();
-    let mut sizes: Vec<usize> = rows.keys().map(|(nodes, _, _)| *nodes).collect();
+    let mut sizes: Vec<usize> = rows.iter().map(|((nodes, _, _), _)| *nodes).collect();
+    sizes.sort_unstable();
     sizes.dedup();
     for nodes in sizes {
         let _ = writeln!(out, "## {nodes} node{}\n", if nodes == 1 { "" } else { "s" });
@@ -155,10 +158,8 @@ pub fn markdown(records: &[Record], setting: &Setting) -> String {
             rule.push_str("---:|");
         }
         let _ = writeln!(out, "{header}\n{rule}");
-        for ((_, workload, clients), by_system) in rows.range((nodes, String::new(), 0)..) {
-            if by_system.values().next().is_some_and(|r| r.nodes != nodes) {
-                break;
-            }
+        for ((_, workload, clients), by_system) in rows.iter().filter(|((n, _, _), _)| *n == nodes)
+        {
             let mut line = format!("| {workload} | {clients} |");
             for system in &systems {
                 match by_system.get(system) {
