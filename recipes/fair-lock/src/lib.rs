@@ -1,10 +1,13 @@
 //! The fair lock: first come, first served, with a fencing token on every grant.
 //!
 //! State, in the recipe's namespace: `/<lock>` holds `{"token": N}`, the last fencing token
-//! granted; its children `/<lock>/w-<seq>` are the waiters in arrival order, each an ephemeral
-//! znode of the waiting session holding `{"session": S, "count": C, "token": T}`. The first
-//! child holds the lock. Because waiters are ephemeral, a session that ends leaves the queue in
-//! the same log entry, and the hook grants the next waiter there and then.
+//! granted; its children `/<lock>/w-<session>-<seq>` (the session in 16 hex digits, then the
+//! sequence number the store appends) are the waiters in arrival order, each an ephemeral znode
+//! of the waiting session holding `{"session": S, "count": C, "token": T}`. The first child holds
+//! the lock. The queue's order and every waiter's session come from the names alone, so a grant
+//! or a release reads one or two records whatever the length of the queue. Because waiters are
+//! ephemeral, a session that ends leaves the queue in the same log entry, and the hook grants
+//! the next waiter there and then.
 //!
 //! Ops (JSON in, JSON out):
 //! - `acquire {"lock": L, "wait": true}` → `{"granted": true, "token": T}` or, queued,
@@ -72,9 +75,41 @@ fn lock_path(lock: &str) -> Result<String, String> {
     records::entity_path("lock", lock)
 }
 
-/// The queue: (path, waiter) in arrival order.
-fn queue(host: &mut dyn Host, lock: &str) -> Result<Vec<(String, Waiter)>, String> {
-    records::children(host, lock)
+/// The path prefix of `session`'s waiter in `lock`'s queue; the store appends the sequence.
+fn waiter_prefix(lock: &str, session: u64) -> String {
+    format!("{lock}/w-{session:016x}-")
+}
+
+/// The queue in arrival order: (path, session) of each waiter, from the names alone.
+fn queue(host: &mut dyn Host, lock: &str) -> Result<Vec<(String, u64)>, String> {
+    let names = match host.children(lock) {
+        Ok(names) => names,
+        Err(StoreError::NoNode) => return Ok(Vec::new()),
+        Err(e) => return Err(error(e)),
+    };
+    let mut waiters: Vec<(String, String, u64)> = names
+        .into_iter()
+        .filter_map(|name| {
+            let (session, sequence) = name.strip_prefix("w-")?.split_once('-')?;
+            let session = u64::from_str_radix(session, 16).ok()?;
+            Some((sequence.to_string(), format!("{lock}/{name}"), session))
+        })
+        .collect();
+    // Sequence numbers have a fixed width: their text order is their order.
+    waiters.sort_unstable();
+    Ok(waiters.into_iter().map(|(_, path, session)| (path, session)).collect())
+}
+
+/// A waiter's record.
+fn record(host: &mut dyn Host, path: &str) -> Result<Waiter, String> {
+    records::read(host, path)?.ok_or_else(|| format!("{path} vanished"))
+}
+
+/// The first waiter of `lock`'s queue, with its record.
+fn head(host: &mut dyn Host, lock: &str) -> Result<Option<(String, Waiter)>, String> {
+    let Some((path, _)) = queue(host, lock)?.into_iter().next() else { return Ok(None) };
+    let waiter = record(host, &path)?;
+    Ok(Some((path, waiter)))
 }
 
 fn last_token(host: &mut dyn Host, lock: &str) -> Result<u64, String> {
@@ -104,17 +139,19 @@ fn waiting_head(
     lock: &str,
     session: u64,
 ) -> Result<Option<(String, Waiter)>, String> {
-    Ok(queue(host, lock)?
-        .into_iter()
-        .next()
-        .filter(|(_, head)| head.session == session && head.count == 0))
+    match queue(host, lock)?.first() {
+        Some((_, first)) if *first == session => {
+            Ok(head(host, lock)?.filter(|(_, waiter)| waiter.count == 0))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Grants the head of the queue if it is waiting: the next token, recorded and notified. A head
 /// waiting for a group of locks is granted only when it heads every queue of the group, and then
 /// all of them at once.
 fn grant_head(host: &mut dyn Host, lock_name: &str, lock: &str) -> Result<Option<u64>, String> {
-    let Some((path, head)) = queue(host, lock)?.into_iter().next() else { return Ok(None) };
+    let Some((path, head)) = head(host, lock)? else { return Ok(None) };
     if head.count > 0 {
         return Ok(Some(head.token));
     }
@@ -159,7 +196,7 @@ fn acquire_all(host: &mut dyn Host, args: &[u8]) -> Result<serde_json::Value, St
     for name in &names {
         let lock = lock_path(name)?;
         let waiters = queue(host, &lock)?;
-        if waiters.iter().any(|(_, w)| w.session == session) {
+        if waiters.iter().any(|(_, waiter)| *waiter == session) {
             return Err(format!("session {session:#x} already holds or waits for {name}"));
         }
         free &= waiters.is_empty();
@@ -173,13 +210,13 @@ fn acquire_all(host: &mut dyn Host, args: &[u8]) -> Result<serde_json::Value, St
             records::create(host, &lock, &json!({ "token": 0 }), Mode::Persistent, false)?;
         }
         let record = Waiter { session, count: 0, token: 0, all: names.clone() };
-        records::create(host, &format!("{lock}/w-"), &record, Mode::Ephemeral, true)?;
+        records::create(host, &waiter_prefix(&lock, session), &record, Mode::Ephemeral, true)?;
     }
     let first = &names[0];
     grant_head(host, first, &lock_path(first)?)?;
     let mut tokens = serde_json::Map::new();
     for name in &names {
-        match queue(host, &lock_path(name)?)?.first() {
+        match head(host, &lock_path(name)?)? {
             Some((_, head)) if head.session == session && head.count > 0 => {
                 tokens.insert(name.clone(), json!(head.token));
             }
@@ -216,9 +253,13 @@ impl Recipe for FairLock {
                     return Err("acquire needs a session".into());
                 }
                 let waiters = queue(host, &lock)?;
-                if let Some(position) = waiters.iter().position(|(_, w)| w.session == session) {
-                    let (path, waiter) = &waiters[position];
-                    if position == 0 && waiter.count > 0 {
+                if let Some(position) = waiters.iter().position(|(_, waiter)| *waiter == session) {
+                    let held = match &waiters[0] {
+                        (path, _) if position == 0 => Some((path.clone(), record(host, path)?))
+                            .filter(|(_, waiter)| waiter.count > 0),
+                        _ => None,
+                    };
+                    if let Some((path, waiter)) = &held {
                         let again = Waiter { count: waiter.count + 1, ..waiter.clone() };
                         host.set(
                             path,
@@ -233,7 +274,8 @@ impl Recipe for FairLock {
                 } else if !waiters.is_empty() && !args.wait {
                     json!({ "granted": false })
                 } else {
-                    if host.read(&lock).map_err(error)?.is_none() {
+                    // A queue with waiters has its lock's znode already.
+                    if waiters.is_empty() && host.read(&lock).map_err(error)?.is_none() {
                         host.create(
                             &lock,
                             json!({ "token": 0 }).to_string().as_bytes(),
@@ -244,7 +286,7 @@ impl Recipe for FairLock {
                     }
                     let record = Waiter { session, count: 0, token: 0, all: Vec::new() };
                     let record = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
-                    host.create(&format!("{lock}/w-"), &record, Mode::Ephemeral, true)
+                    host.create(&waiter_prefix(&lock, session), &record, Mode::Ephemeral, true)
                         .map_err(error)?;
                     if waiters.is_empty() {
                         let token =
@@ -256,9 +298,15 @@ impl Recipe for FairLock {
                 }
             }
             "release" => {
-                let waiters = queue(host, &lock)?;
-                match waiters.first() {
-                    Some((path, head)) if head.session == session && head.count > 0 => {
+                let first = match queue(host, &lock)?.into_iter().next() {
+                    Some((path, first)) if first == session => {
+                        let waiter = record(host, &path)?;
+                        Some((path, waiter))
+                    }
+                    _ => None,
+                };
+                match &first {
+                    Some((path, head)) if head.count > 0 => {
                         if head.count > 1 {
                             let fewer = Waiter { count: head.count - 1, ..head.clone() };
                             host.set(
@@ -279,11 +327,12 @@ impl Recipe for FairLock {
             }
             "status" => {
                 let waiters = queue(host, &lock)?;
-                let holder = waiters.first().filter(|(_, w)| w.count > 0).map(|(_, w)| w.session);
+                let holder =
+                    head(host, &lock)?.filter(|(_, w)| w.count > 0).map(|(_, w)| w.session);
                 let queue: Vec<u64> = waiters
                     .iter()
                     .skip(usize::from(holder.is_some()))
-                    .map(|(_, w)| w.session)
+                    .map(|(_, session)| *session)
                     .collect();
                 json!({ "holder": holder, "token": last_token(host, &lock)?, "queue": queue })
             }
