@@ -61,18 +61,18 @@ enum SystemName {
 #[derive(Debug, clap::Args)]
 struct TimingArgs {
     /// Seconds measured in each repetition, after the warm-up.
-    #[arg(long, default_value_t = 3)]
-    seconds: u64,
-    #[arg(long, default_value_t = 1)]
-    warmup_seconds: u64,
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    #[arg(long, default_value_t = 0.5)]
+    warmup_seconds: f64,
 }
 
 impl TimingArgs {
-    fn timing(&self) -> Timing {
-        Timing {
-            warmup: Duration::from_secs(self.warmup_seconds),
-            measure: Duration::from_secs(self.seconds),
-        }
+    fn timing(&self) -> anyhow::Result<Timing> {
+        Ok(Timing {
+            warmup: Duration::try_from_secs_f64(self.warmup_seconds)?,
+            measure: Duration::try_from_secs_f64(self.seconds)?,
+        })
     }
 }
 
@@ -160,7 +160,7 @@ async fn main() -> anyhow::Result<()> {
                 args.workload,
                 args.clients,
                 args.repetitions,
-                &args.timing.timing(),
+                &args.timing.timing()?,
             )
             .await?;
             println!("{}", serde_json::to_string(&record)?);
@@ -172,7 +172,7 @@ async fn main() -> anyhow::Result<()> {
                 &args.ca,
                 args.server_pid,
                 args.sessions,
-                args.timing.timing(),
+                args.timing.timing()?,
             )
             .await?;
             println!("{}", serde_json::to_string(&record)?);
@@ -217,7 +217,7 @@ async fn repeat_all<S: System>(
 ) -> anyhow::Result<()> {
     for (workload, clients) in matrix {
         records.push(
-            repeat(system, *workload, *clients, args.repetitions, &args.timing.timing()).await?,
+            repeat(system, *workload, *clients, args.repetitions, &args.timing.timing()?).await?,
         );
     }
     Ok(())
@@ -260,7 +260,7 @@ async fn compare(args: CompareArgs) -> anyhow::Result<()> {
                             &ca,
                             pid,
                             args.idle_sessions,
-                            args.timing.timing(),
+                            args.timing.timing()?,
                         )
                         .await?;
                         record.nodes = 1;
