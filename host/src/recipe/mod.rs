@@ -51,6 +51,11 @@ pub const RECIPE_MEMORY_KEEP_RESIDENT_BYTES: usize = 512 * 1024;
 pub const RECIPE_INSTANCES_MAX: u32 = 8;
 /// Compiled components kept per node.
 pub const RECIPE_COMPILED_CACHE_MAX: usize = 64;
+/// Calls one instance may serve within one log entry before a fresh one is made.
+pub const RECIPE_INSTANCE_CALLS_MAX: u32 = 256;
+/// Instances kept for the rest of a log entry at once (fewer than the pool's room, so a new
+/// instance always finds a slot).
+pub const RECIPE_LIVE_INSTANCES_MAX: usize = 4;
 /// Stack of the thread a component runs on, in bytes.
 pub const RECIPE_THREAD_STACK_BYTES: usize = 8 * 1024 * 1024;
 /// Notifications one invocation may send.
@@ -69,6 +74,20 @@ pub struct RecipeRuntime {
     compiled_dir: Option<PathBuf>,
     /// The thread components run on, started at the first call.
     worker: Mutex<Option<mpsc::Sender<Job>>>,
+    /// Instances kept for the other calls of the log entry being applied (its zxid), by
+    /// `name@version`: see [`Live`].
+    live: Mutex<Option<(u64, HashMap<String, Live>)>>,
+}
+
+/// An instance that served a call of the entry being applied and may serve its next calls of
+/// the same recipe: instantiating costs about as much as a simple call. Reuse never crosses a
+/// log entry, so every replica (and one restored from a snapshot, which starts at an entry's
+/// end) runs each call in an instance with the same history. A trap, running out of fuel or
+/// memory, or [`RECIPE_INSTANCE_CALLS_MAX`] calls retire it.
+struct Live {
+    store: Store<CallState>,
+    recipe: Recipe,
+    calls: u32,
 }
 
 /// A call handed to the worker thread.
@@ -203,6 +222,7 @@ impl RecipeRuntime {
             compiled: Mutex::new(HashMap::new()),
             compiled_dir: None,
             worker: Mutex::new(None),
+            live: Mutex::new(None),
         })
     }
 
@@ -299,27 +319,63 @@ pub fn blocking<T>(work: impl FnOnce() -> T) -> T {
     if multi_threaded { tokio::task::block_in_place(work) } else { work() }
 }
 
-/// Instantiates and calls the component; returns its outcome, whether memory was refused, and
-/// the notifications it sent.
+/// What one run of a component gave: its outcome, whether memory was refused, the
+/// notifications it sent, and the instance if it may serve another call of the entry.
+struct Ran {
+    outcome: RunOutcome,
+    memory_refused: bool,
+    notifications: Vec<(SessionId, Vec<u8>)>,
+    live: Option<Live>,
+}
+
+/// Calls the component in `live` (given this call's state) or in a new instance.
 fn run(
     engine: &Engine,
     pre: &RecipePre<CallState>,
     state: CallState,
     entry: &OwnedEntry,
-) -> (RunOutcome, bool, Vec<(SessionId, Vec<u8>)>) {
-    let mut store = Store::new(engine, state);
-    store.limiter(|state| state);
-    let outcome = store
-        .set_fuel(RECIPE_FUEL_PER_CALL)
-        .and_then(|()| pre.instantiate(&mut store))
-        .and_then(|recipe| match entry {
-            OwnedEntry::Invoke { op, args } => recipe.call_invoke(&mut store, op, args),
-            OwnedEntry::SessionEnded { session, deleted } => {
-                recipe.call_on_session_ended(&mut store, *session, deleted).map(|()| Ok(Vec::new()))
-            }
-        });
-    let state = store.into_data();
-    (outcome, state.memory_refused, state.notifications)
+    live: Option<Live>,
+) -> Ran {
+    let (mut store, reused, calls) = match live {
+        Some(Live { mut store, recipe, calls }) => {
+            let data = store.data_mut();
+            data.shared = state.shared;
+            data.namespace = state.namespace;
+            data.session = state.session;
+            data.zxid = state.zxid;
+            data.time_ms = state.time_ms;
+            data.notifications.clear();
+            data.memory_refused = false;
+            (store, Some(recipe), calls)
+        }
+        None => {
+            let mut store = Store::new(engine, state);
+            store.limiter(|state| state);
+            (store, None, 0)
+        }
+    };
+    let recipe = store.set_fuel(RECIPE_FUEL_PER_CALL).and_then(|()| match reused {
+        Some(recipe) => Ok(recipe),
+        None => pre.instantiate(&mut store),
+    });
+    let (outcome, recipe) = match recipe {
+        Err(error) => (Err(error), None),
+        Ok(recipe) => {
+            let outcome = match entry {
+                OwnedEntry::Invoke { op, args } => recipe.call_invoke(&mut store, op, args),
+                OwnedEntry::SessionEnded { session, deleted } => recipe
+                    .call_on_session_ended(&mut store, *session, deleted)
+                    .map(|()| Ok(Vec::new())),
+            };
+            // Only an instance that returned normally is fit for another call.
+            let fit = outcome.is_ok() && calls + 1 < RECIPE_INSTANCE_CALLS_MAX;
+            (outcome, fit.then_some(recipe))
+        }
+    };
+    let memory_refused = store.data().memory_refused;
+    let notifications = std::mem::take(&mut store.data_mut().notifications);
+    let live = recipe.map(|recipe| Live { store, recipe, calls: calls + 1 });
+    Ran { outcome, memory_refused, notifications, live }
 }
 
 impl RecipeRuntime {
@@ -420,7 +476,35 @@ fn fault(code: ErrorCode, name: &str, detail: impl std::fmt::Display) -> ApiErro
     ApiError::new(code).with_detail(format!("{name}: {detail}"))
 }
 
+impl RecipeRuntime {
+    /// The instance kept for `name` in entry `zxid`, if any; instances of another entry are
+    /// dropped.
+    fn take_live(&self, zxid: u64, name: &str) -> Option<Live> {
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        match live.as_mut() {
+            Some((entry, instances)) if *entry == zxid => instances.remove(name),
+            _ => {
+                *live = None;
+                None
+            }
+        }
+    }
+
+    /// Keeps an instance for the next call of `name` in entry `zxid`, if there is room.
+    fn keep_live(&self, zxid: u64, name: String, instance: Live) {
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        let (entry, instances) = live.get_or_insert_with(|| (zxid, HashMap::new()));
+        if *entry == zxid && instances.len() < RECIPE_LIVE_INSTANCES_MAX {
+            instances.insert(name, instance);
+        }
+    }
+}
+
 impl RecipeRunner for RecipeRuntime {
+    fn entry_applied(&self) {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner).take();
+    }
+
     fn runtime_version(&self) -> &str {
         RUNTIME_VERSION
     }
@@ -473,9 +557,14 @@ impl RecipeRunner for RecipeRuntime {
             }
         };
         let engine = self.engine.clone();
-        let result = match self.outside_async(move || run(&engine, &pre, state, &entry)) {
-            Ok((outcome, memory_refused, notifications)) => {
-                classify(&name, outcome, memory_refused).map(|result| (result, notifications))
+        let live = self.take_live(call.zxid, &name);
+        let result = match self.outside_async(move || run(&engine, &pre, state, &entry, live)) {
+            Ok(ran) => {
+                if let Some(live) = ran.live {
+                    self.keep_live(call.zxid, name.clone(), live);
+                }
+                classify(&name, ran.outcome, ran.memory_refused)
+                    .map(|result| (result, ran.notifications))
             }
             Err(why) => Err(fault(ErrorCode::RecipeTrap, &name, why)),
         };
@@ -503,7 +592,7 @@ mod tests {
     use cairn_wire::Reply;
 
     use super::*;
-    use crate::store::{Action, Write};
+    use crate::store::{Action, Command, Write};
 
     const HOSTILE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cairn_recipe_hostile.wasm"));
 
@@ -707,6 +796,44 @@ mod tests {
             ErrorCode::OutOfMemory
         );
         assert_eq!(node.invoke("hostile", "ok", b"").expect("runs"), b"fine");
+    }
+
+    /// The calls of one log entry may share an instance; calls of different entries, or after a
+    /// call that trapped, never do.
+    #[test]
+    fn an_instance_serves_one_entry_at_most() {
+        let mut node = Node::new();
+        node.deploy("hostile", HOSTILE).expect("deploys");
+        let call = |op: &str| Write {
+            session: None,
+            action: Action::InvokeRecipe {
+                name: "hostile".into(),
+                version: None,
+                op: op.into(),
+                args: Vec::new(),
+            },
+        };
+        let mut entry = |ops: &[&str]| -> Vec<Result<Vec<u8>, ErrorCode>> {
+            node.zxid += 1;
+            let command = Command { time_ms: 1, writes: ops.iter().map(|op| call(op)).collect() };
+            let mut effects = Effects::default();
+            node.tree
+                .apply_command(node.zxid, &command, &mut effects, &node.runtime)
+                .into_iter()
+                .map(|reply| match reply {
+                    Ok(Reply::Invoked { result }) => Ok(result),
+                    Ok(other) => panic!("unexpected {other:?}"),
+                    Err(error) => Err(error.code),
+                })
+                .collect()
+        };
+        let ok = |n: &str| Ok(n.as_bytes().to_vec());
+        assert_eq!(entry(&["calls", "calls", "calls"]), [ok("1"), ok("2"), ok("3")]);
+        assert_eq!(entry(&["calls"]), [ok("1")]);
+        assert_eq!(
+            entry(&["calls", "trap", "calls", "fail", "calls"]),
+            [ok("1"), Err(ErrorCode::RecipeTrap), ok("1"), Err(ErrorCode::RecipeError), ok("2")]
+        );
     }
 
     #[test]

@@ -32,11 +32,13 @@ impl DataTree {
         effects: &mut Effects,
         recipes: &dyn RecipeRunner,
     ) -> Vec<Result<Reply, ApiError>> {
-        command
+        let replies = command
             .writes
             .iter()
             .map(|write| self.apply_with(zxid, command.time_ms, write, effects, recipes))
-            .collect()
+            .collect();
+        recipes.entry_applied();
+        replies
     }
 
     /// Applies one write, running recipes with `recipes`.

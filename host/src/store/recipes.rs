@@ -140,6 +140,10 @@ pub trait RecipeRunner {
         call: RecipeCall<'_>,
         effects: &mut Effects,
     ) -> Result<Vec<u8>, ApiError>;
+
+    /// Every write of a log entry has been applied: nothing of the entry's calls (such as an
+    /// instance kept for its next calls) may outlive it.
+    fn entry_applied(&self) {}
 }
 
 /// A runner for trees that never run recipes (tests of the store alone).

@@ -1,7 +1,12 @@
 //! A recipe that misbehaves on request: the runtime's tests deploy it to check that each kind
 //! of misbehaviour ends with a clear error and writes nothing.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use cairn_recipe::{Host, Mode, Recipe};
+
+/// What a recipe must not rely on: state kept in the instance between calls.
+static CALLS: AtomicU32 = AtomicU32::new(0);
 
 #[derive(Debug)]
 pub struct Hostile;
@@ -12,6 +17,8 @@ impl Recipe for Hostile {
         host.put("/written", op.as_bytes()).map_err(|e| e.to_string())?;
         match op {
             "ok" => Ok(b"fine".to_vec()),
+            // How many calls this instance has served: shows when an instance is reused.
+            "calls" => Ok((CALLS.fetch_add(1, Ordering::Relaxed) + 1).to_string().into_bytes()),
             "fail" => Err("refused on purpose".into()),
             "spin" => {
                 let mut n: u64 = 0;

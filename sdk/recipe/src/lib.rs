@@ -125,6 +125,10 @@ pub trait Host {
 }
 
 /// A coordination recipe.
+///
+/// Keep every piece of state in the store, none in statics: the calls of one log entry may
+/// share an instance (instantiating costs as much as a simple call), calls of different entries
+/// never do, so state kept in the instance would be seen by some calls and not others.
 pub trait Recipe {
     /// Runs one operation. An error undoes every write of the call.
     fn invoke(host: &mut dyn Host, op: &str, args: &[u8]) -> Result<Vec<u8>, String>;
