@@ -65,7 +65,7 @@ impl Cairn {
     }
 
     async fn running(servers: Vec<String>, ca: PathBuf, nodes: Nodes) -> anyhow::Result<Cairn> {
-        let cairn = Cairn { servers, ca, session_timeout: Duration::from_secs(10), nodes: nodes };
+        let cairn = Cairn { servers, ca, session_timeout: Duration::from_secs(10), nodes };
         // Ready once a write goes through (a cluster has elected a leader).
         let client = Client::connect(&cairn.servers.join(","), &cairn.ca).await?;
         cairn_tests::wait_for("a write to go through", Duration::from_secs(60), || async {

@@ -346,7 +346,10 @@ fn versions(systems: &[SystemName]) -> String {
                     output("dpkg-query", &["-W", "-f", "${Version}", "zookeeper"])
                 )
             }
-            SystemName::Etcd => format!("{} (Debian)", output("etcd", &["--version"])),
+            SystemName::Etcd => {
+                let version = output("etcd", &["--version"]);
+                format!("etcd {} (Debian)", version.trim_start_matches("etcd Version:").trim())
+            }
         })
         .collect::<Vec<_>>()
         .join(", ")

@@ -128,7 +128,8 @@ pub fn markdown(records: &[Record], setting: &Setting) -> String {
          workloads: the acquire, waiting included).\n"
     );
     // Rows in the order the workloads ran, each with a record per system.
-    let mut rows: Vec<((usize, &str, usize), BTreeMap<&str, &Record>)> = Vec::new();
+    type Row<'a> = ((usize, &'a str, usize), BTreeMap<&'a str, &'a Record>);
+    let mut rows: Vec<Row> = Vec::new();
     for record in records.iter().filter(|r| !cairn_only(&r.workload)) {
         let key = (record.nodes, record.workload.as_str(), record.clients);
         match rows.iter_mut().find(|(k, _)| *k == key) {
