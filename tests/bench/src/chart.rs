@@ -83,7 +83,8 @@ pub fn write(file: &Path, records: &[Record]) -> anyhow::Result<()> {
                 })
                 .collect()
         };
-        let names: Vec<String> = categories.iter().map(|(w, c)| format!("{w} ×{c}")).collect();
+        let names: Vec<String> =
+            categories.iter().map(|(w, c)| format!("{} ×{c}", short(w))).collect();
         let nodes_text = if *nodes == 1 { "1 node".to_string() } else { format!("{nodes} nodes") };
         draw(
             &rows[row * 2],
@@ -108,6 +109,16 @@ pub fn write(file: &Path, records: &[Record]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A workload's name short enough to sit under its bars.
+fn short(workload: &str) -> &str {
+    match workload {
+        "contended-lock" => "lock",
+        "uncontended-lock" => "own lock",
+        "linearizable-read" => "lin. read",
+        other => other,
+    }
+}
+
 fn plot_error<E: std::error::Error + Send + Sync>(error: DrawingAreaErrorKind<E>) -> anyhow::Error {
     anyhow::anyhow!("drawing the chart: {error}")
 }
@@ -118,8 +129,12 @@ where
     DB::ErrorType: 'static,
 {
     let present = panel.values.iter().flatten().copied().filter(|v| *v > 0.0);
-    let low = present.clone().fold(f64::INFINITY, f64::min).min(1.0) / 2.0;
-    let high = present.fold(1.0, f64::max) * 3.0;
+    let low = match present.clone().fold(f64::INFINITY, f64::min) {
+        smallest if smallest.is_finite() => smallest / 3.0,
+        _ => 0.1,
+    };
+    // Room above the tallest bar for its label and the legend.
+    let high = present.fold(1.0, f64::max) * 40.0;
     let groups = panel.categories.len() as i32;
     let centres: Vec<i32> = (0..groups).map(|i| i * GROUP + GROUP / 2).collect();
     let category =
@@ -162,7 +177,7 @@ where
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font(("sans-serif", 14))

@@ -49,6 +49,11 @@ enum Command {
     Run(RunArgs),
     /// Open idle sessions against a running node and report its memory per session.
     IdleSessions(IdleArgs),
+    /// Write the table and chart again from the results a comparison left in DIR.
+    Render {
+        #[arg(default_value = "tests/bench/results")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -61,9 +66,9 @@ enum SystemName {
 #[derive(Debug, clap::Args)]
 struct TimingArgs {
     /// Seconds measured in each repetition, after the warm-up.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 1.5)]
     seconds: f64,
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.3)]
     warmup_seconds: f64,
 }
 
@@ -166,6 +171,13 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&record)?);
             Ok(())
         }
+        Command::Render { dir } => {
+            let (records, setting) = report::read(&dir)?;
+            report::write(&dir, &records, &setting)?;
+            #[cfg(feature = "rivals")]
+            chart::write(&dir.join("latest.png"), &records)?;
+            Ok(())
+        }
         Command::IdleSessions(args) => {
             let record = idle::measure(
                 &args.server,
@@ -252,7 +264,9 @@ async fn compare(args: CompareArgs) -> anyhow::Result<()> {
                 SystemName::Cairn => {
                     let cairn = Cairn::start(&cairn_bin, &dir, nodes).await?;
                     repeat_all(&cairn, &COMPARED, &args, &mut records).await?;
-                    repeat_all(&cairn, &CAIRN_ONLY, &args, &mut records).await?;
+                    if nodes == 1 {
+                        repeat_all(&cairn, &CAIRN_ONLY, &args, &mut records).await?;
+                    }
                     if nodes == 1 && args.idle_sessions > 0 {
                         let (server, ca, pid) = cairn.single_node().context("one node")?;
                         let mut record = idle::measure(

@@ -57,7 +57,7 @@ impl Record {
             ops_per_sec: median(ops.clone()).round(),
             p50_us: median(samples.iter().map(|s| s.p50_us as f64).collect()) as u64,
             p99_us: median(samples.iter().map(|s| s.p99_us as f64).collect()) as u64,
-            ops_per_sec_min: ops.iter().copied().fold(f64::INFINITY, f64::min).round(),
+            ops_per_sec_min: ops.iter().copied().reduce(f64::min).unwrap_or(0.0).round(),
             ops_per_sec_max: ops.iter().copied().fold(0.0, f64::max).round(),
             repetitions: samples.len(),
             extra: serde_json::Map::new(),
@@ -66,7 +66,7 @@ impl Record {
 }
 
 /// Where and how the records were measured, for the Markdown's heading.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Setting {
     pub machine: String,
     pub versions: String,
@@ -74,12 +74,20 @@ pub struct Setting {
     pub command: String,
 }
 
-/// Writes `latest.json` and `latest.md` into `dir`.
+/// Writes `latest.json`, `setting.json` and `latest.md` into `dir`.
 pub fn write(dir: &Path, records: &[Record], setting: &Setting) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("latest.json"), serde_json::to_string_pretty(records)? + "\n")?;
+    std::fs::write(dir.join("setting.json"), serde_json::to_string_pretty(setting)? + "\n")?;
     std::fs::write(dir.join("latest.md"), markdown(records, setting))?;
     Ok(())
+}
+
+/// Reads back what [`write`] wrote: to render the table and chart again.
+pub fn read(dir: &Path) -> anyhow::Result<(Vec<Record>, Setting)> {
+    let records = serde_json::from_slice(&std::fs::read(dir.join("latest.json"))?)?;
+    let setting = serde_json::from_slice(&std::fs::read(dir.join("setting.json"))?)?;
+    Ok((records, setting))
 }
 
 fn display_name(system: &str) -> &str {
@@ -204,15 +212,19 @@ pub fn markdown(records: &[Record], setting: &Setting) -> String {
         let _ = writeln!(out, "|---:|---|---:|---:|---:|---|");
         for r in own {
             let other: Vec<String> = r.extra.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            let (ops, latency) = match r.repetitions {
+                0 => ("–".to_string(), "–".to_string()),
+                _ => (
+                    thousands(r.ops_per_sec),
+                    format!("{} / {}", millis(r.p50_us), millis(r.p99_us)),
+                ),
+            };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} / {} | {} |",
+                "| {} | {} | {} | {ops} | {latency} | {} |",
                 r.nodes,
                 r.workload,
                 r.clients,
-                thousands(r.ops_per_sec),
-                millis(r.p50_us),
-                millis(r.p99_us),
                 other.join(", ")
             );
         }
