@@ -1,9 +1,6 @@
 //! The `cairn` command line: `serve` runs a node; every other command is a client of one.
 //! People read the plain output; programs pass `--json`.
 
-// The command line's job is to print results on stdout.
-#![allow(clippy::print_stdout)]
-
 use std::io::Write;
 
 use std::net::SocketAddr;
@@ -20,6 +17,19 @@ use serde_json::json;
 
 use crate::config::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, ServeConfig};
 use crate::node::RunningNode;
+
+/// Prints one line of output. A reader that went away (`cairn ls / | head -1`) ends the command
+/// quietly, as a closed pipe ends other Unix tools, instead of the panic `println!` gives.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        let mut stdout = std::io::stdout().lock();
+        if let Err(error) = writeln!(stdout, $($arg)*).and_then(|()| stdout.flush()) {
+            if error.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
 
 /// Cairn: a replicated coordination service — znodes, sessions and watches, with locks,
 /// elections and queues running inside the server.
@@ -565,7 +575,7 @@ async fn run_client_command(client: &Client, command: Command) -> anyhow::Result
             if args.client.json {
                 print_json(&json!({ "path": path }))?;
             } else {
-                println!("{path}");
+                out!("{path}");
             }
             if args.ephemeral {
                 std::io::stdout().flush()?;
@@ -705,14 +715,14 @@ async fn run_client_command(client: &Client, command: Command) -> anyhow::Result
                     .collect();
                 print_json(&json!({ "sessions": sessions }))?;
             } else {
-                println!("{:<20} {:>10} {:>10}", "SESSION", "TIMEOUT_MS", "EPHEMERALS");
+                out!("{:<20} {:>10} {:>10}", "SESSION", "TIMEOUT_MS", "EPHEMERALS");
                 for session in &sessions {
                     let this = if session.session_id == client.session_id() {
                         "  (this command)"
                     } else {
                         ""
                     };
-                    println!(
+                    out!(
                         "{:<20} {:>10} {:>10}{this}",
                         format!("{:#x}", session.session_id),
                         session.timeout_ms,
@@ -818,11 +828,11 @@ async fn cluster_status(client: &Client, args: &ClientArgs) -> anyhow::Result<Ex
             "reported_by": info.node_id, "applied_zxid": info.applied_zxid,
         }))?;
     } else {
-        println!("{:<6} {:<9} {:<22} {:<22} {:>10}", "NODE", "ROLE", "CLIENT", "PEER", "MATCHED");
+        out!("{:<6} {:<9} {:<22} {:<22} {:>10}", "NODE", "ROLE", "CLIENT", "PEER", "MATCHED");
         for m in &info.members {
             let matched = m.matched_zxid.map_or("-".to_string(), |z| z.to_string());
             let dash = |s: &str| if s.is_empty() { "-".to_string() } else { s.to_string() };
-            println!(
+            out!(
                 "{:<6} {:<9} {:<22} {:<22} {:>10}",
                 m.node_id,
                 role(&info, m),
@@ -832,9 +842,11 @@ async fn cluster_status(client: &Client, args: &ClientArgs) -> anyhow::Result<Ex
             );
         }
         let leader = info.leader.map_or("none".to_string(), |l| l.to_string());
-        println!(
+        out!(
             "leader {leader}, term {}; node {} has applied zxid {}",
-            info.term, info.node_id, info.applied_zxid
+            info.term,
+            info.node_id,
+            info.applied_zxid
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -891,11 +903,11 @@ async fn dev_cluster(args: DevClusterArgs) -> anyhow::Result<ExitCode> {
         let stdout = child.stdout.take().context("no stdout")?;
         let mut lines = tokio::io::BufReader::new(stdout).lines();
         match lines.next_line().await? {
-            Some(line) => println!("node {}: {}", n + 1, line.trim_start_matches("cairn ")),
+            Some(line) => out!("node {}: {}", n + 1, line.trim_start_matches("cairn ")),
             None => anyhow::bail!("node {} stopped while starting", n + 1),
         }
     }
-    println!(
+    out!(
         "clients: --server 127.0.0.1:{} --ca {} (any node)",
         args.port,
         certs.join("ca.pem").display()
@@ -939,7 +951,7 @@ async fn run_queue_command(client: &Client, args: QueueArgs) -> anyhow::Result<E
             if client_args.json {
                 print_json(&json!({ "id": id }))?;
             } else {
-                println!("{id}");
+                out!("{id}");
             }
         }
         QueueCommand::Take { name, timeout, client: client_args } => {
@@ -948,7 +960,7 @@ async fn run_queue_command(client: &Client, args: QueueArgs) -> anyhow::Result<E
             if client_args.json {
                 print_json(&json!({ "id": item.id(), "data": item.data() }))?;
             } else {
-                println!("{}", item.data());
+                out!("{}", item.data());
             }
             std::io::stdout().flush()?;
             item.ack().await?;
@@ -960,10 +972,7 @@ async fn run_queue_command(client: &Client, args: QueueArgs) -> anyhow::Result<E
                     &json!({ "ready": status.ready, "taken": status.taken, "waiting": status.waiting }),
                 )?;
             } else {
-                println!(
-                    "ready {} taken {} waiting {}",
-                    status.ready, status.taken, status.waiting
-                );
+                out!("ready {} taken {} waiting {}", status.ready, status.taken, status.waiting);
             }
         }
     }
@@ -1044,7 +1053,7 @@ async fn run_recipe_command(client: &Client, args: RecipeArgs) -> anyhow::Result
             if json_out {
                 print_json(&json!({ "name": name, "version": version, "hash": hash }))?;
             } else {
-                println!("{name}@{version} sha256:{hash}");
+                out!("{name}@{version} sha256:{hash}");
             }
         }
         RecipeCommand::Ls { .. } => {
@@ -1054,9 +1063,9 @@ async fn run_recipe_command(client: &Client, args: RecipeArgs) -> anyhow::Result
                     "name": r.name, "version": r.version, "hash": r.hash, "bytes": r.bytes,
                 })).collect::<Vec<_>>() }))?;
             } else {
-                println!("{:<24} {:>8} {:>10}  SHA256", "NAME", "VERSION", "BYTES");
+                out!("{:<24} {:>8} {:>10}  SHA256", "NAME", "VERSION", "BYTES");
                 for r in &recipes {
-                    println!(
+                    out!(
                         "{:<24} {:>8} {:>10}  {}",
                         r.name,
                         r.version,
@@ -1094,7 +1103,7 @@ async fn run_counter_command(client: &Client, args: CounterArgs) -> anyhow::Resu
     if client_args.json {
         print_json(&reply)?;
     } else {
-        println!("{}", reply["value"]);
+        out!("{}", reply["value"]);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -1110,20 +1119,28 @@ fn print_children(args: &LsArgs, children: &[cairn_client::ChildEntry]) -> anyho
             .collect();
         print_json(&json!({ "path": args.path, "children": children }))?;
     } else if args.stat {
-        println!(
+        out!(
             "{:<32} {:>8} {:>10} {:>9} {:>12}",
-            "NAME", "VERSION", "DATA_BYTES", "CHILDREN", "MZXID"
+            "NAME",
+            "VERSION",
+            "DATA_BYTES",
+            "CHILDREN",
+            "MZXID"
         );
         for child in children {
             let stat = child.stat.unwrap_or_default();
-            println!(
+            out!(
                 "{:<32} {:>8} {:>10} {:>9} {:>12}",
-                child.name, stat.version, stat.data_length, stat.num_children, stat.mzxid
+                child.name,
+                stat.version,
+                stat.data_length,
+                stat.num_children,
+                stat.mzxid
             );
         }
     } else {
         for child in children {
-            println!("{}", child.name);
+            out!("{}", child.name);
         }
     }
     Ok(())
@@ -1144,7 +1161,7 @@ fn print_event(event: &WatchEvent, json: bool) -> anyhow::Result<()> {
     if json {
         print_json(&json!({ "kind": kind, "path": event.path, "zxid": event.zxid }))
     } else {
-        println!("{kind} {} {}", event.path, event.zxid);
+        out!("{kind} {} {}", event.path, event.zxid);
         Ok(())
     }
 }
@@ -1190,11 +1207,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(ca = %node.ca_file().display(), "wrote development TLS certificates; clients trust the CA file");
     }
     // One line for people and for scripts that wait for the node: where it listens.
-    println!(
-        "cairn listening on {} (clients trust {})",
-        node.client_addr(),
-        node.ca_file().display()
-    );
+    out!("cairn listening on {} (clients trust {})", node.client_addr(), node.ca_file().display());
     std::io::stdout().flush()?;
 
     let outcome = tokio::select! {
@@ -1273,6 +1286,6 @@ fn write_stat(out: &mut impl Write, stat: &Stat) -> std::io::Result<()> {
 }
 
 fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string(value)?);
+    out!("{}", serde_json::to_string(value)?);
     Ok(())
 }

@@ -31,6 +31,17 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(cairn::cli::run(cli)) {
         Ok(code) => code,
+        // A reader that went away (`cairn get /big | head -c 10`) ends the output quietly, as
+        // it ends other Unix tools.
+        Err(error)
+            if error.chain().any(|cause| {
+                cause
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE

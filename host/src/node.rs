@@ -145,8 +145,13 @@ impl RunningNode {
                 .map_err(|e| NodeError::Raft(e.to_string()))?;
         let sessions: Arc<SessionTracker> = Arc::default();
         let forwarder = Arc::new(Forwarder::new(config.node_id, peer_endpoint.clone(), routes));
+        let reads = api::ReadIndex::start(raft.clone(), config.node_id, forwarder.clone());
         let peers = peer_endpoint.map(|endpoint| {
-            let service = PeerService { raft: raft.clone(), sessions: sessions.clone() };
+            let service = PeerService {
+                raft: raft.clone(),
+                sessions: sessions.clone(),
+                reads: Some(reads.clone()),
+            };
             let serving = tokio::spawn(peer::serve(endpoint.clone(), service));
             (endpoint, serving)
         });
@@ -215,7 +220,7 @@ impl RunningNode {
                 config.node_id,
                 forwarder.clone(),
             ),
-            reads: api::ReadIndex::start(raft.clone(), config.node_id, forwarder.clone()),
+            reads,
             watches,
             sessions,
             forwarder,

@@ -232,3 +232,33 @@ fn ephemeral_watch_and_sessions() -> anyhow::Result<()> {
     assert!(getter.child.wait()?.success());
     Ok(())
 }
+
+/// A reader that stops early (`cairn get /big | head -c 10`) ends the command quietly, with
+/// success, not with a panic about a broken pipe.
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() -> anyhow::Result<()> {
+    use std::io::Read;
+
+    let (_dir, node) = start_node(&[])?;
+    // Larger than a pipe's buffer (64 KiB), so the write is still going when the reader
+    // leaves; smaller than the largest single argument (128 KiB).
+    let big = "x".repeat(120 * 1024);
+    ok(node.cli(&["create", "/big", &big])?);
+    let mut child = Command::new(binary())
+        .args(["get", "/big", "--server", &node.addr().to_string(), "--ca"])
+        .arg(node.ca_file())
+        .env_remove("CAIRN_SERVER")
+        .env_remove("CAIRN_CA")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut first = [0u8; 10];
+    let mut pipe = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    pipe.read_exact(&mut first)?;
+    drop(pipe);
+    let output = child.wait_with_output()?;
+    assert_eq!(&first, b"xxxxxxxxxx");
+    assert!(output.status.success(), "{:?}: {}", output.status, stderr(&output));
+    Ok(())
+}
