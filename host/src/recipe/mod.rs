@@ -3,8 +3,9 @@
 //! Request path: `store::apply` meets an invoke entry and calls [`RecipeRuntime::invoke`]
 //! (through `store::recipes::RecipeRunner`). The runtime takes the tree into a wasmtime store
 //! for the duration of the call, instantiates the component from its pre-instantiated form
-//! (compiled once per node per content hash, instances from the pooling allocator), gives it a
-//! fixed fuel budget and memory limit, and lets it read and write its own namespace through a
+//! (compiled once per node per content hash, instances from the pooling allocator) or takes the
+//! instance an earlier call of the same log entry left (see `Live`), gives the call a fixed fuel
+//! budget (the instance a memory limit), and lets it read and write its own namespace through a
 //! `store::recipes::RecipeTxn`. On success the writes commit; on an error, a trap, running out
 //! of fuel or memory, they are all undone. Nothing a recipe can call differs between replicas:
 //! no clock but the entry's timestamp, no randomness but a fixed seed, no files or sockets.
