@@ -26,6 +26,11 @@ pub fn free_udp_port() -> anyhow::Result<SocketAddr> {
     Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
 }
 
+/// A loopback TCP port free at the time of asking (for the systems Cairn is measured against).
+pub fn free_tcp_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
 impl Cluster {
     /// Starts `size` nodes under `dir`, each with `extra_args`, and waits until all serve.
     pub fn start(

@@ -5,12 +5,12 @@
 //! background: the server puts `NAME/LEASE` and waits until every earlier key under `NAME` is
 //! gone; unlock deletes the key.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use cairn_tests::cluster::free_tcp_port;
 use etcd_client::{Client, ConnectOptions, GetOptions, LockOptions};
 
 use crate::load::{Session, System};
@@ -27,10 +27,6 @@ const LEASE_TTL_SECS: i64 = 10;
 pub struct Etcd {
     endpoints: Vec<String>,
     processes: Vec<Child>,
-}
-
-fn free_tcp_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 impl Etcd {

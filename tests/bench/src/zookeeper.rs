@@ -7,12 +7,13 @@
 //! sets a watch on the child just before its own and lists again when that one is gone. Release
 //! deletes the child.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use cairn_tests::cluster::free_tcp_port;
 use zookeeper_client as zk;
 
 use crate::load::{Session, System};
@@ -30,10 +31,6 @@ pub struct ZooKeeper {
     servers: Vec<SocketAddr>,
     processes: Vec<Child>,
     session_timeout: Duration,
-}
-
-fn free_tcp_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 impl ZooKeeper {
