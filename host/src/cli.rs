@@ -18,17 +18,12 @@ use serde_json::json;
 use crate::config::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, ServeConfig};
 use crate::node::RunningNode;
 
-/// Prints one line of output. A reader that went away (`cairn ls / | head -1`) ends the command
-/// quietly, as a closed pipe ends other Unix tools, instead of the panic `println!` gives.
+/// Prints one line of output; an error (a reader that went away: `cairn ls / | head -1`) ends
+/// the command, and `main` treats a closed pipe as the quiet end it is for other Unix tools.
 macro_rules! out {
-    ($($arg:tt)*) => {{
-        let mut stdout = std::io::stdout().lock();
-        if let Err(error) = writeln!(stdout, $($arg)*).and_then(|()| stdout.flush()) {
-            if error.kind() == std::io::ErrorKind::BrokenPipe {
-                std::process::exit(0);
-            }
-        }
-    }};
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    };
 }
 
 /// Cairn: a replicated coordination service — znodes, sessions and watches, with locks,

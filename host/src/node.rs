@@ -150,7 +150,7 @@ impl RunningNode {
             let service = PeerService {
                 raft: raft.clone(),
                 sessions: sessions.clone(),
-                reads: Some(reads.clone()),
+                reads: reads.clone(),
             };
             let serving = tokio::spawn(peer::serve(endpoint.clone(), service));
             (endpoint, serving)

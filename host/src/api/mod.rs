@@ -86,11 +86,7 @@ impl Frontend {
         let outcome = self.proposer.submit(write).await?;
         let state = self.state.clone();
         Ok(async move {
-            outcome.await.unwrap_or_else(|_| {
-                let error =
-                    ApiError::new(ErrorCode::Unavailable).with_detail("the node is shutting down");
-                (state.read().applied_zxid(), Err(error))
-            })
+            outcome.await.unwrap_or_else(|_| (state.read().applied_zxid(), Err(shutting_down())))
         })
     }
 
@@ -337,6 +333,11 @@ pub async fn serve(
         );
     }
     endpoint.close(CLOSE_SHUTDOWN.into(), b"node shutting down");
+}
+
+/// What a request gets when the node stops under it.
+fn shutting_down() -> ApiError {
+    ApiError::new(ErrorCode::Unavailable).with_detail("the node is shutting down")
 }
 
 /// How long a follower waits to apply what the leader has committed before it answers.

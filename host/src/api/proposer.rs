@@ -13,7 +13,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use std::sync::Arc;
 
-use super::Served;
+use super::{Served, shutting_down};
 use crate::raft::peer::Forwarder;
 use crate::raft::{Member, NodeId, Raft, SharedState};
 use crate::store::{Command, Write};
@@ -184,10 +184,6 @@ fn answer_all(replies: Vec<oneshot::Sender<Served>>, zxid: u64, error: &ApiError
     for reply in replies {
         let _ = reply.send((zxid, Err(error.clone())));
     }
-}
-
-fn shutting_down() -> ApiError {
-    ApiError::new(ErrorCode::Unavailable).with_detail("the node is shutting down")
 }
 
 fn write_error(error: ClientWriteError<NodeId, Member>) -> ApiError {

@@ -15,6 +15,7 @@ use cairn_wire::{ApiError, ErrorCode};
 use openraft::error::{CheckIsLeaderError, RaftError};
 use tokio::sync::{mpsc, oneshot};
 
+use super::shutting_down;
 use crate::raft::peer::Forwarder;
 use crate::raft::{NodeId, Raft};
 
@@ -109,8 +110,4 @@ async fn leader_read_index(raft: &Raft, node: NodeId) -> Option<Result<u64, ApiE
             Some(Err(ApiError::new(ErrorCode::Unavailable).with_detail(error.to_string())))
         }
     }
-}
-
-fn shutting_down() -> ApiError {
-    ApiError::new(ErrorCode::Unavailable).with_detail("the node is shutting down")
 }

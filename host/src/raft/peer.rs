@@ -494,9 +494,8 @@ pub async fn change_membership(raft: &Raft, change: MembershipChange) -> Result<
 pub struct PeerService {
     pub raft: Raft,
     pub sessions: Arc<SessionTracker>,
-    /// The node's shared read-index check, which followers' requests join; without one each
-    /// request makes its own.
-    pub reads: Option<crate::api::ReadIndex>,
+    /// The node's shared read-index check, which followers' requests join.
+    pub reads: crate::api::ReadIndex,
 }
 
 impl std::fmt::Debug for PeerService {
@@ -546,14 +545,7 @@ async fn answer(mut send: quinn::SendStream, mut recv: quinn::RecvStream, servic
                 Err(error) => Err(unavailable(format!("not logged here: {error}"))),
             })
         }
-        Ok(PeerRequest::ReadIndex) => PeerResponse::ReadIndex(match &service.reads {
-            Some(reads) => reads.get_as_leader().await,
-            None => raft
-                .ensure_linearizable()
-                .await
-                .map(|read| read.map_or(0, |log_id| log_id.index))
-                .map_err(|error| unavailable(format!("no read index here: {error}"))),
-        }),
+        Ok(PeerRequest::ReadIndex) => PeerResponse::ReadIndex(service.reads.get_as_leader().await),
         Ok(PeerRequest::Announce(node, member)) => {
             PeerResponse::Announced(record_member(raft, node, member).await)
         }
@@ -650,7 +642,9 @@ mod tests {
         )
         .await
         .expect("raft");
-        let service = PeerService { raft: raft.clone(), sessions: Arc::default(), reads: None };
+        let forwarder = Forwarder::new(id, Some(endpoint.clone()), Routes::default());
+        let reads = crate::api::ReadIndex::start(raft.clone(), id, Arc::new(forwarder));
+        let service = PeerService { raft: raft.clone(), sessions: Arc::default(), reads };
         tokio::spawn(serve(endpoint, service));
         (raft, state, addr)
     }

@@ -113,6 +113,39 @@ struct Shared {
     txn: Option<RecipeTxn>,
 }
 
+/// What one call brings: the tree and its transaction, and who calls in which entry.
+struct Call {
+    shared: Arc<Mutex<Shared>>,
+    namespace: String,
+    session: u64,
+    zxid: u64,
+    time_ms: u64,
+}
+
+impl Call {
+    /// The state of a new instance for this call: its WASI context serves the entry's time.
+    fn into_state(self) -> CallState {
+        let wasi = WasiCtxBuilder::new()
+            .insecure_random_seed(0)
+            .insecure_random(Deterministic::new(vec![0x5a; 32]))
+            .secure_random(Deterministic::new(vec![0xa5; 32]))
+            .wall_clock(EntryClock(self.time_ms))
+            .monotonic_clock(EntryClock(self.time_ms))
+            .build();
+        CallState {
+            shared: self.shared,
+            namespace: self.namespace,
+            session: self.session,
+            zxid: self.zxid,
+            time_ms: self.time_ms,
+            notifications: Vec::new(),
+            memory_refused: false,
+            wasi,
+            table: ResourceTable::new(),
+        }
+    }
+}
+
 /// Everything an invocation's host calls reach.
 pub(crate) struct CallState {
     shared: Arc<Mutex<Shared>>,
@@ -329,28 +362,26 @@ struct Ran {
     live: Option<Live>,
 }
 
-/// Calls the component in `live` (given this call's state) or in a new instance.
+/// Makes `call` in `live` or in a new instance. A live instance is of the same recipe and
+/// entry, so only the tree and the caller change.
 fn run(
     engine: &Engine,
     pre: &RecipePre<CallState>,
-    state: CallState,
+    call: Call,
     entry: &OwnedEntry,
     live: Option<Live>,
 ) -> Ran {
     let (mut store, reused, calls) = match live {
         Some(Live { mut store, recipe, calls }) => {
             let data = store.data_mut();
-            data.shared = state.shared;
-            data.namespace = state.namespace;
-            data.session = state.session;
-            data.zxid = state.zxid;
-            data.time_ms = state.time_ms;
+            data.shared = call.shared;
+            data.session = call.session;
             data.notifications.clear();
             data.memory_refused = false;
             (store, Some(recipe), calls)
         }
         None => {
-            let mut store = Store::new(engine, state);
+            let mut store = Store::new(engine, call.into_state());
             store.limiter(|state| state);
             (store, None, 0)
         }
@@ -527,27 +558,16 @@ impl RecipeRunner for RecipeRuntime {
         let pre = self
             .prepare(&call.deployed.hash, &call.deployed.component)
             .map_err(|why| fault(ErrorCode::InvalidRecipe, &name, why))?;
-        let wasi = WasiCtxBuilder::new()
-            .insecure_random_seed(0)
-            .insecure_random(Deterministic::new(vec![0x5a; 32]))
-            .secure_random(Deterministic::new(vec![0xa5; 32]))
-            .wall_clock(EntryClock(call.time_ms))
-            .monotonic_clock(EntryClock(call.time_ms))
-            .build();
         let shared = Arc::new(Mutex::new(Shared {
             tree: std::mem::take(tree),
             txn: Some(RecipeTxn::new(call.zxid, call.time_ms, call.session)),
         }));
-        let state = CallState {
+        let this_call = Call {
             shared: shared.clone(),
             namespace: namespace(call.name),
             session: call.session.map_or(0, |session| session.0),
             zxid: call.zxid,
             time_ms: call.time_ms,
-            notifications: Vec::new(),
-            memory_refused: false,
-            wasi,
-            table: ResourceTable::new(),
         };
         let entry = match call.entry {
             Entry::Invoke { op, args } => {
@@ -559,7 +579,7 @@ impl RecipeRunner for RecipeRuntime {
         };
         let engine = self.engine.clone();
         let live = self.take_live(call.zxid, &name);
-        let result = match self.outside_async(move || run(&engine, &pre, state, &entry, live)) {
+        let result = match self.outside_async(move || run(&engine, &pre, this_call, &entry, live)) {
             Ok(ran) => {
                 if let Some(live) = ran.live {
                     self.keep_live(call.zxid, name.clone(), live);

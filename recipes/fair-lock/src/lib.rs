@@ -133,18 +133,28 @@ fn take(host: &mut dyn Host, lock: &str, path: &str, mut waiter: Waiter) -> Resu
     Ok(token)
 }
 
+/// The head of `lock`'s queue, with its record, if it is `session`'s.
+fn own_head(
+    host: &mut dyn Host,
+    lock: &str,
+    session: u64,
+) -> Result<Option<(String, Waiter)>, String> {
+    match queue(host, lock)?.into_iter().next() {
+        Some((path, first)) if first == session => {
+            let waiter = record(host, &path)?;
+            Ok(Some((path, waiter)))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// The head of `lock`'s queue if it is `session`'s waiting record.
 fn waiting_head(
     host: &mut dyn Host,
     lock: &str,
     session: u64,
 ) -> Result<Option<(String, Waiter)>, String> {
-    match queue(host, lock)?.first() {
-        Some((_, first)) if *first == session => {
-            Ok(head(host, lock)?.filter(|(_, waiter)| waiter.count == 0))
-        }
-        _ => Ok(None),
-    }
+    Ok(own_head(host, lock, session)?.filter(|(_, waiter)| waiter.count == 0))
 }
 
 /// Grants the head of the queue if it is waiting: the next token, recorded and notified. A head
@@ -297,34 +307,25 @@ impl Recipe for FairLock {
                     }
                 }
             }
-            "release" => {
-                let first = match queue(host, &lock)?.into_iter().next() {
-                    Some((path, first)) if first == session => {
-                        let waiter = record(host, &path)?;
-                        Some((path, waiter))
+            "release" => match &own_head(host, &lock, session)? {
+                Some((path, head)) if head.count > 0 => {
+                    if head.count > 1 {
+                        let fewer = Waiter { count: head.count - 1, ..head.clone() };
+                        host.set(
+                            path,
+                            &serde_json::to_vec(&fewer).map_err(|e| e.to_string())?,
+                            None,
+                        )
+                        .map_err(error)?;
+                        json!({ "released": true, "holds": fewer.count })
+                    } else {
+                        host.delete(path, None).map_err(error)?;
+                        grant_head(host, &args.lock, &lock)?;
+                        json!({ "released": true, "holds": 0 })
                     }
-                    _ => None,
-                };
-                match &first {
-                    Some((path, head)) if head.count > 0 => {
-                        if head.count > 1 {
-                            let fewer = Waiter { count: head.count - 1, ..head.clone() };
-                            host.set(
-                                path,
-                                &serde_json::to_vec(&fewer).map_err(|e| e.to_string())?,
-                                None,
-                            )
-                            .map_err(error)?;
-                            json!({ "released": true, "holds": fewer.count })
-                        } else {
-                            host.delete(path, None).map_err(error)?;
-                            grant_head(host, &args.lock, &lock)?;
-                            json!({ "released": true, "holds": 0 })
-                        }
-                    }
-                    _ => return Err(format!("session {session:#x} does not hold {}", args.lock)),
                 }
-            }
+                _ => return Err(format!("session {session:#x} does not hold {}", args.lock)),
+            },
             "status" => {
                 let waiters = queue(host, &lock)?;
                 let holder =
