@@ -6,8 +6,8 @@ use std::env;
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The recipe crates to build, by recipe name: the built-ins, `hostile` for the runtime's tests
-/// and the `token-bucket` example (`examples/`), which the tests deploy as a user would.
+/// The recipe crates to build, by recipe name: the built-ins, `hostile` and `socket-user` for
+/// the runtime's tests and the `token-bucket` example (`examples/`), which the tests deploy as a user would.
 const RECIPES: &[&str] = &[
     "barrier",
     "counter",
@@ -17,6 +17,7 @@ const RECIPES: &[&str] = &[
     "queue",
     "rw-lock",
     "semaphore",
+    "socket-user",
     "token-bucket",
 ];
 

@@ -103,9 +103,10 @@ fn run() {
         };
         bench.apply(None, deploy);
     }
-    let Reply::Session { session_id, .. } =
-        bench.apply(None, Action::OpenSession { timeout_ms: 10_000, secret: 1 })
-    else {
+    let Reply::Session { session_id, .. } = bench.apply(
+        None,
+        Action::OpenSession { timeout_ms: 10_000, secret_hash: cairn::store::SecretHash::of(1) },
+    ) else {
         panic!("no session");
     };
     let create = CreateRequest {

@@ -1197,6 +1197,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let (Some(cert), Some(key), Some(ca)) = (args.tls_cert, args.tls_key, args.tls_ca) {
         (config.tls_cert, config.tls_key, config.tls_ca) = (Some(cert), Some(key), Some(ca));
     }
+    // Everything the node creates — journal, snapshots, keys, compiled code — is its own.
+    crate::files::make_private_by_default();
     let node = RunningNode::start(&config).await?;
     if node.generated_certificates() {
         tracing::info!(ca = %node.ca_file().display(), "wrote development TLS certificates; clients trust the CA file");

@@ -20,11 +20,13 @@
 //!        reads ─────┴─▶ read index (raft) ─▶ store (DataTree) ─▶ reply, + watch registration
 //!
 //! session: the leader's liveness tracker proposes expiry entries; tls: certificates;
-//! node: starts and stops all of it; config and cli: how people run it.
+//! files: the data directory's private modes; node: starts and stops all of it; config and
+//! cli: how people run it.
 //! ```
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod files;
 pub mod node;
 pub mod raft;
 pub mod recipe;

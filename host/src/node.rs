@@ -18,8 +18,8 @@ use crate::raft::log_store::LogStore;
 use crate::raft::peer::{self, Forwarder, PEER_ALPN, PeerNetwork, PeerService};
 use crate::raft::state_machine::StateMachineStore;
 use crate::raft::{Member, Raft, Storage};
-use crate::recipe::RecipeRuntime;
 use crate::recipe::builtin::BUILTIN_RECIPES;
+use crate::recipe::{CompiledKey, RecipeRuntime};
 use crate::session::{self, SessionTracker};
 use crate::store::{Action, Write};
 use crate::tls;
@@ -32,6 +32,9 @@ pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
 pub const SNAPSHOT_CHUNK_TIMEOUT_MS: u64 = 10_000;
 /// How often the leader looks for TTL znodes whose time has come, in milliseconds.
 pub const TTL_REAP_INTERVAL_MS: u64 = 500;
+/// The file in the data dir holding the key that signs this node's compiled recipes.
+const COMPILED_KEY_FILE: &str = "compiled.key";
+
 /// How long shutdown waits for clients to receive their last replies, in milliseconds.
 pub const SHUTDOWN_DRAIN_MS: u64 = 3_000;
 
@@ -89,7 +92,7 @@ impl RunningNode {
     /// single-node cluster on first start, waits for a leader, then serves clients.
     pub async fn start(config: &ServeConfig) -> Result<RunningNode, NodeError> {
         config.validate()?;
-        std::fs::create_dir_all(&config.data_dir)
+        crate::files::private_dir(&config.data_dir)
             .map_err(|source| NodeError::DataDir { path: config.data_dir.clone(), source })?;
 
         let storage = Storage::open(&config.data_dir.join("store"))?;
@@ -97,7 +100,11 @@ impl RunningNode {
         let log_store = LogStore::new(storage.clone()).map_err(NodeError::Syncer)?;
         let compiled_dir =
             config.compiled_dir.clone().unwrap_or_else(|| config.data_dir.join("compiled"));
-        let recipes = Arc::new(RecipeRuntime::new()?.with_compiled_dir(&compiled_dir)?);
+        // The key that signs compiled recipes lives in the data dir, apart from the compiled
+        // files, so whoever can write those cannot sign one.
+        let compiled_key = CompiledKey::load_or_create(&config.data_dir.join(COMPILED_KEY_FILE))?;
+        let recipes =
+            Arc::new(RecipeRuntime::new()?.with_compiled_dir(&compiled_dir, compiled_key)?);
         let state_machine = StateMachineStore::open(storage, recipes)?;
         let state = state_machine.state();
         let watches = state_machine.watches();
@@ -224,6 +231,7 @@ impl RunningNode {
             watches,
             sessions,
             forwarder,
+            digests: tokio::sync::Semaphore::new(1),
         });
         // A cluster gets the built-ins when it is created: before anything was ever deployed.
         let never_deployed = state.read().tree.recipes().runtime.is_none();

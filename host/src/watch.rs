@@ -14,10 +14,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use cairn_wire::{
-    ApiError, ErrorCode, EventFrame, EventKind, RemoveKind, WATCHES_PER_SESSION_MAX, WatchKind,
-    WatchSpec, path,
+    ApiError, ErrorCode, EventFrame, EventKind, RemoveKind, WATCH_PATH_BYTES_PER_SESSION_MAX,
+    WATCHES_PER_SESSION_MAX, WatchKind, WatchSpec, path,
 };
 use tokio::sync::mpsc;
 
@@ -30,6 +31,14 @@ pub const CHANGE_HISTORY_MAX: usize = 100_000;
 /// dropped and it is told `resync-needed`.
 pub const EVENTS_QUEUED_PER_STREAM_MAX: usize = 10_000;
 
+/// Bytes of replies and events queued for one stream and not yet written. While a stream's
+/// outbox holds more, the node reads no more of its requests (QUIC's flow control then holds
+/// the client back); see [`OUTBOX_DRAIN_MS_MAX`].
+pub const OUTBOX_BYTES_PER_STREAM_MAX: usize = 8 * 1024 * 1024;
+/// How long a full outbox may take to drain below [`OUTBOX_BYTES_PER_STREAM_MAX`] before the
+/// node closes the connection of a client that does not read its replies.
+pub const OUTBOX_DRAIN_MS_MAX: u64 = 30_000;
+
 /// What a stream's writer sends, in order.
 #[derive(Debug)]
 pub enum Outgoing {
@@ -38,38 +47,127 @@ pub enum Outgoing {
     Event(EventFrame),
 }
 
+impl Outgoing {
+    /// What it counts against [`OUTBOX_BYTES_PER_STREAM_MAX`]: a frame's length, or an
+    /// event's fields plus room for its encoding.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Outgoing::Frame(frame) => frame.len(),
+            Outgoing::Event(event) => {
+                64 + event.path.len()
+                    + event.message.as_ref().map_or(0, Vec::len)
+                    + event.watch.as_ref().map_or(0, |watch| watch.path.len())
+                    + event.recipe.as_ref().map_or(0, String::len)
+            }
+        }
+    }
+}
+
+/// How full a stream's outbox is: shared by the queuing side and the stream's writer.
+#[derive(Debug, Default)]
+pub struct OutboxLoad {
+    events: AtomicUsize,
+    bytes: AtomicUsize,
+    /// Woken whenever the writer has written something.
+    drained: tokio::sync::Notify,
+}
+
+impl OutboxLoad {
+    /// The writer is done with an outgoing frame of `bytes` (see [`Outgoing::bytes`]), an event
+    /// or not.
+    pub fn written(&self, bytes: usize, event: bool) {
+        if event {
+            self.events.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.drained.notify_waiters();
+    }
+
+    fn queued(&self, outgoing: &Outgoing) {
+        if matches!(outgoing, Outgoing::Event(_)) {
+            self.events.fetch_add(1, Ordering::Relaxed);
+        }
+        self.bytes.fetch_add(outgoing.bytes(), Ordering::Relaxed);
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Waits until fewer than [`OUTBOX_BYTES_PER_STREAM_MAX`] bytes are queued; false if that
+    /// takes longer than [`OUTBOX_DRAIN_MS_MAX`].
+    pub async fn wait_for_room(&self) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(OUTBOX_DRAIN_MS_MAX);
+        loop {
+            let drained = self.drained.notified();
+            if self.bytes() < OUTBOX_BYTES_PER_STREAM_MAX {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, drained).await.is_err() {
+                return self.bytes() < OUTBOX_BYTES_PER_STREAM_MAX;
+            }
+        }
+    }
+}
+
 /// A stream's queue of outgoing frames, shared by its replies and its session's events.
 #[derive(Debug, Clone)]
 pub struct Outbox {
     /// Tells bindings of different streams apart.
     id: u64,
     sender: mpsc::UnboundedSender<Outgoing>,
-    /// Events queued and not yet written.
-    queued_events: Arc<AtomicUsize>,
+    /// What is queued and not yet written. The channel itself is unbounded; these counts bound
+    /// it: events by number (else `resync-needed`), everything by bytes (else the stream stops
+    /// reading requests, and the connection is closed if it stays full).
+    load: Arc<OutboxLoad>,
+    /// Taken by whoever is about to make and queue a reply, after waiting for room: replies are
+    /// made one at a time once the outbox is full, so it passes its bound by one reply at most,
+    /// however many requests are in flight.
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 static NEXT_OUTBOX_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Outbox {
-    pub fn new() -> (Outbox, mpsc::UnboundedReceiver<Outgoing>, Arc<AtomicUsize>) {
+    pub fn new() -> (Outbox, mpsc::UnboundedReceiver<Outgoing>, Arc<OutboxLoad>) {
         let (sender, receiver) = mpsc::unbounded_channel();
-        let queued_events = Arc::new(AtomicUsize::new(0));
+        let load = Arc::new(OutboxLoad::default());
         let id = NEXT_OUTBOX_ID.fetch_add(1, Ordering::Relaxed);
-        (Outbox { id, sender, queued_events: queued_events.clone() }, receiver, queued_events)
+        let turn = Arc::new(tokio::sync::Mutex::new(()));
+        (Outbox { id, sender, load: load.clone(), turn }, receiver, load)
+    }
+
+    /// Waits until the outbox has room for a reply and returns the turn to make and queue it;
+    /// `None` if the client did not drain it within [`OUTBOX_DRAIN_MS_MAX`] (the stream's
+    /// reader closes the connection then).
+    pub async fn room_for_reply(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        let turn = self.turn.lock().await;
+        self.load.wait_for_room().await.then_some(turn)
+    }
+
+    fn send(&self, outgoing: Outgoing) -> bool {
+        self.load.queued(&outgoing);
+        match self.sender.send(outgoing) {
+            Ok(()) => true,
+            Err(mpsc::error::SendError(outgoing)) => {
+                self.load.written(outgoing.bytes(), matches!(outgoing, Outgoing::Event(_)));
+                false
+            }
+        }
     }
 
     /// Queues a response frame; false once the stream is gone.
     pub fn send_frame(&self, frame: Vec<u8>) -> bool {
-        self.sender.send(Outgoing::Frame(frame)).is_ok()
+        self.send(Outgoing::Frame(frame))
     }
 
     /// Queues an event; false when the stream is gone or too far behind.
     fn send_event(&self, event: EventFrame) -> bool {
-        if self.queued_events.load(Ordering::Relaxed) >= EVENTS_QUEUED_PER_STREAM_MAX {
+        if self.load.events.load(Ordering::Relaxed) >= EVENTS_QUEUED_PER_STREAM_MAX {
             return false;
         }
-        self.queued_events.fetch_add(1, Ordering::Relaxed);
-        self.sender.send(Outgoing::Event(event)).is_ok()
+        self.send(Outgoing::Event(event))
     }
 }
 
@@ -78,6 +176,26 @@ impl Outbox {
 struct Binding {
     outbox: Outbox,
     watches: BTreeSet<WatchSpec>,
+    /// Bytes of the watched paths, against [`WATCH_PATH_BYTES_PER_SESSION_MAX`].
+    watched_path_bytes: usize,
+}
+
+impl Binding {
+    fn new(outbox: Outbox) -> Binding {
+        Binding { outbox, watches: BTreeSet::new(), watched_path_bytes: 0 }
+    }
+
+    fn remove(&mut self, spec: &WatchSpec) {
+        if self.watches.remove(spec) {
+            self.watched_path_bytes -= spec.path.len();
+        }
+    }
+
+    /// Drops every watch, returning them.
+    fn take_all(&mut self) -> BTreeSet<WatchSpec> {
+        self.watched_path_bytes = 0;
+        std::mem::take(&mut self.watches)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -111,7 +229,7 @@ impl WatchHub {
     pub fn bind(&self, session: SessionId, outbox: Outbox) {
         let mut hub = self.lock();
         hub.unbind(session);
-        hub.bindings.insert(session, Binding { outbox, watches: BTreeSet::new() });
+        hub.bindings.insert(session, Binding::new(outbox));
     }
 
     /// Unbinds a session from a stream that has ended, if that stream is still the bound one.
@@ -138,7 +256,7 @@ impl WatchHub {
             .cloned()
             .collect();
         for spec in &removed {
-            binding.watches.remove(spec);
+            binding.remove(spec);
         }
         for spec in &removed {
             hub.unindex(session, spec);
@@ -186,6 +304,7 @@ impl WatchHub {
                         zxid,
                         watch: Some(spec),
                         message: None,
+                        recipe: None,
                     };
                     hub.deliver(session, event);
                 }
@@ -203,13 +322,14 @@ impl WatchHub {
         hub.history_since = zxid;
         hub.index.clear();
         for binding in hub.bindings.values_mut() {
-            binding.watches.clear();
+            binding.take_all();
             let event = EventFrame {
                 kind: EventKind::ResyncNeeded,
                 path: "/".into(),
                 zxid,
                 watch: None,
                 message: None,
+                recipe: None,
             };
             binding.outbox.send_event(event);
         }
@@ -234,6 +354,7 @@ impl WatchHub {
                     zxid,
                     watch: Some(spec.clone()),
                     message: None,
+                    recipe: None,
                 };
                 if matches!(spec.kind, WatchKind::Data | WatchKind::Exists | WatchKind::Children) {
                     hub.unregister(session, &spec);
@@ -241,14 +362,15 @@ impl WatchHub {
                 hub.deliver(session, event);
             }
         }
-        for (session, message) in &effects.notifications {
-            if let Some(binding) = hub.bindings.get(session) {
+        for note in &effects.notifications {
+            if let Some(binding) = hub.bindings.get(&note.session) {
                 binding.outbox.send_event(EventFrame {
                     kind: EventKind::Notification,
                     path: String::new(),
                     zxid,
                     watch: None,
-                    message: Some(message.clone()),
+                    message: Some(note.message.clone()),
+                    recipe: Some(note.recipe.clone()),
                 });
             }
         }
@@ -260,6 +382,7 @@ impl WatchHub {
                     zxid,
                     watch: None,
                     message: None,
+                    recipe: None,
                 };
                 binding.outbox.send_event(event);
             }
@@ -291,6 +414,12 @@ impl Hub {
             return Err(ApiError::at(ErrorCode::TooManyWatches, spec.path.clone())
                 .with_detail(format!("{WATCHES_PER_SESSION_MAX} watches held")));
         }
+        if binding.watched_path_bytes + spec.path.len() > WATCH_PATH_BYTES_PER_SESSION_MAX {
+            return Err(ApiError::at(ErrorCode::TooManyWatches, spec.path.clone()).with_detail(
+                format!("{WATCH_PATH_BYTES_PER_SESSION_MAX} bytes of watched paths held"),
+            ));
+        }
+        binding.watched_path_bytes += spec.path.len();
         binding.watches.insert(spec.clone());
         self.index.entry(spec).or_default().insert(session);
         Ok(())
@@ -298,7 +427,7 @@ impl Hub {
 
     fn unregister(&mut self, session: SessionId, spec: &WatchSpec) {
         if let Some(binding) = self.bindings.get_mut(&session) {
-            binding.watches.remove(spec);
+            binding.remove(spec);
         }
         self.unindex(session, spec);
     }
@@ -383,6 +512,7 @@ impl Hub {
                 zxid,
                 watch: Some(spec.clone()),
                 message: None,
+                recipe: None,
             };
             self.deliver(session, event);
             return;
@@ -399,6 +529,7 @@ impl Hub {
                 zxid: *change_zxid,
                 watch: Some(spec.clone()),
                 message: None,
+                recipe: None,
             })
             .collect();
         for event in missed {
@@ -414,15 +545,15 @@ impl Hub {
             return;
         }
         tracing::warn!(%session, "event queue full; dropping the session's watches");
-        let dropped = std::mem::take(&mut binding.watches);
+        let dropped = binding.take_all();
         // Past the limit by one: the client must learn its watches are gone.
-        binding.outbox.queued_events.fetch_add(1, Ordering::Relaxed);
-        let _ = binding.outbox.sender.send(Outgoing::Event(EventFrame {
+        let _ = binding.outbox.send(Outgoing::Event(EventFrame {
             kind: EventKind::ResyncNeeded,
             path: "/".into(),
             zxid: event.zxid,
             watch: None,
             message: None,
+            recipe: None,
         }));
         for spec in &dropped {
             self.unindex(session, spec);

@@ -60,6 +60,8 @@ pub struct Frontend {
     pub sessions: Arc<SessionTracker>,
     /// The way to the leader, when this node is not it.
     pub forwarder: Arc<Forwarder>,
+    /// One state digest at a time: each encodes the whole tree.
+    pub digests: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Frontend {
@@ -157,10 +159,46 @@ impl Frontend {
             outbox.send_frame(stream::respond(id, self.applied_zxid(), Err(error)));
             return;
         }
+        if let Request::StateDigest {} = request {
+            let (zxid, reply) = self.state_digest().await;
+            if let Some(_turn) = outbox.room_for_reply().await {
+                outbox.send_frame(stream::respond(id, zxid, reply));
+            }
+            return;
+        }
+        let Some(_turn) = outbox.room_for_reply().await else { return };
         let state = self.state.read();
         let zxid = state.applied_zxid();
         let reply = self.local_reply(&state.tree, request, session, zxid);
         outbox.send_frame(stream::respond(id, zxid, reply));
+    }
+
+    /// The SHA-256 of the tree's snapshot image. The tree is copied under the state's lock (a
+    /// copy shares every znode's data) and encoded and hashed on a blocking thread, one digest
+    /// at a time, so neither writes nor other reads wait for the encoding.
+    async fn state_digest(&self) -> Served {
+        let Ok(_one_at_a_time) = self.digests.acquire().await else {
+            return (self.applied_zxid(), Err(shutting_down()));
+        };
+        let (zxid, tree) = {
+            let state = self.state.read();
+            (state.applied_zxid(), state.tree.clone())
+        };
+        let digest = tokio::task::spawn_blocking(move || {
+            use sha2::Digest;
+            let image = tree.to_image().map_err(|e| {
+                ApiError::new(ErrorCode::Internal).with_detail(format!("cannot encode: {e}"))
+            })?;
+            let sha256 = sha2::Sha256::digest(&image).iter().map(|b| format!("{b:02x}")).collect();
+            Ok(Reply::StateDigest { zxid, sha256 })
+        });
+        match digest.await {
+            Ok(reply) => (zxid, reply),
+            Err(error) => (
+                zxid,
+                Err(ApiError::new(ErrorCode::Internal).with_detail(format!("digest: {error}"))),
+            ),
+        }
     }
 
     fn local_reply(
@@ -254,15 +292,6 @@ impl Frontend {
                     None => needs_session()?,
                 };
                 Ok(Reply::Paths { paths: tree.ephemerals_of(id).cloned().collect() })
-            }
-            Request::StateDigest {} => {
-                use sha2::Digest;
-                let image = tree.to_image().map_err(|e| {
-                    ApiError::new(ErrorCode::Internal).with_detail(format!("cannot encode: {e}"))
-                })?;
-                let sha256 =
-                    sha2::Sha256::digest(&image).iter().map(|b| format!("{b:02x}")).collect();
-                Ok(Reply::StateDigest { zxid, sha256 })
             }
             Request::ServerInfo {} => {
                 let metrics = self.raft.metrics().borrow().clone();

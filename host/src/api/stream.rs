@@ -1,13 +1,12 @@
 //! One client connection and its request streams: framing in, dispatch, framing out.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cairn_wire::{
-    ApiError, CLOSE_PROTOCOL_VIOLATION, ErrorCode, FRAME_HEADER_BYTES, REQUEST_BYTES_MAX,
-    RESPONSE_BYTES_MAX, Reply, Request, RequestFrame, Response, ResponseFrame, ServerFrame,
-    encode_frame, frame_length,
+    ApiError, CLOSE_PROTOCOL_VIOLATION, CLOSE_SLOW_READER, ErrorCode, FRAME_HEADER_BYTES,
+    REQUEST_BYTES_MAX, RESPONSE_BYTES_MAX, Reply, Request, RequestFrame, Response, ResponseFrame,
+    ServerFrame, encode_frame, frame_length,
 };
 use quinn::{Connection, Incoming, ReadExactError, RecvStream, SendStream};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -15,8 +14,10 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use super::{Frontend, REQUESTS_IN_FLIGHT_PER_STREAM_MAX, Served};
 use crate::raft::peer::MembershipChange;
 use crate::raft::{ApplyReply, Member};
-use crate::store::{Action, SessionId, Write};
-use crate::watch::{Outbox, Outgoing};
+use crate::store::{Action, SecretHash, SessionId, Write};
+use crate::watch::{
+    OUTBOX_BYTES_PER_STREAM_MAX, OUTBOX_DRAIN_MS_MAX, Outbox, OutboxLoad, Outgoing,
+};
 
 /// How long a finished stream waits for the client to acknowledge its last responses, in
 /// milliseconds.
@@ -54,8 +55,8 @@ async fn serve_stream(
     mut recv: RecvStream,
     frontend: Arc<Frontend>,
 ) {
-    let (outbox, queue, queued_events) = Outbox::new();
-    let writer = tokio::spawn(write_outgoing(send, queue, queued_events));
+    let (outbox, queue, load) = Outbox::new();
+    let writer = tokio::spawn(write_outgoing(send, queue, load.clone()));
     let in_flight = Arc::new(Semaphore::new(REQUESTS_IN_FLIGHT_PER_STREAM_MAX));
     // Writes of this stream proposed and completed: a read waits for the writes sent before it,
     // so a client always reads its own writes (ZooKeeper's FIFO client order).
@@ -66,6 +67,13 @@ async fn serve_stream(
     let mut session: Option<SessionId> = None;
 
     loop {
+        // A client that sends requests but does not read the replies would have them pile up
+        // here: stop reading its requests until it drains the outbox, and give up on it if it
+        // does not.
+        if !load.wait_for_room().await {
+            close_slow_reader(&connection, &load);
+            return;
+        }
         let body = match read_frame(&mut recv).await {
             Ok(Some(body)) => body,
             Ok(None) => break,
@@ -86,9 +94,20 @@ async fn serve_stream(
             }
             Err(FrameReadError::Lost) => break,
         };
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            break;
+        // Requests in flight wait for room in the outbox too: if they are all waiting, and it
+        // stays full, the client is not reading.
+        let permit = loop {
+            let drain = Duration::from_millis(OUTBOX_DRAIN_MS_MAX);
+            match tokio::time::timeout(drain, in_flight.clone().acquire_owned()).await {
+                Ok(permit) => break permit.ok(),
+                Err(_) if load.bytes() >= OUTBOX_BYTES_PER_STREAM_MAX => {
+                    close_slow_reader(&connection, &load);
+                    return;
+                }
+                Err(_) => {}
+            }
         };
+        let Some(permit) = permit else { break };
         let frame = match RequestFrame::decode(&body) {
             Ok(frame) => frame,
             Err(malformed) => {
@@ -186,7 +205,9 @@ async fn serve_stream(
                         tokio::spawn(async move {
                             let (zxid, reply) = applied.await;
                             writes_completed.send_modify(|done| *done += 1);
-                            outbox.send_frame(respond(id, zxid, reply));
+                            if let Some(_turn) = outbox.room_for_reply().await {
+                                outbox.send_frame(respond(id, zxid, reply));
+                            }
                             drop(permit);
                         });
                     }
@@ -217,6 +238,16 @@ async fn serve_stream(
     let _ = writer.await;
 }
 
+/// Closes the connection of a client whose stream's outbox stayed full past the deadline.
+fn close_slow_reader(connection: &Connection, load: &OutboxLoad) {
+    tracing::warn!(
+        queued_bytes = load.bytes(),
+        "closing connection: the client does not read its replies"
+    );
+    connection
+        .close(CLOSE_SLOW_READER.into(), b"replies not read: the stream's outbox stayed full");
+}
+
 /// Opens a session through the log and binds this stream to it.
 async fn open_session(
     frontend: &Frontend,
@@ -235,12 +266,15 @@ async fn open_session(
         Ok(secret) => secret,
         Err(error) => return (frontend.applied_zxid(), Err(error)),
     };
-    let write = Write::sessionless(Action::OpenSession { timeout_ms, secret });
-    let (zxid, reply) = match frontend.propose(write).await {
+    let secret_hash = SecretHash::of(secret);
+    let write = Write::sessionless(Action::OpenSession { timeout_ms, secret_hash });
+    let (zxid, mut reply) = match frontend.propose(write).await {
         Ok(applied) => applied.await,
         Err(error) => return (frontend.applied_zxid(), Err(error)),
     };
-    if let Ok(Reply::Session { session_id, .. }) = &reply {
+    if let Ok(Reply::Session { session_id, secret: answered, .. }) = &mut reply {
+        // The entry carried only the secret's hash; the client gets the secret from us.
+        *answered = secret;
         let id = SessionId(*session_id);
         frontend.watches.bind(id, outbox.clone());
         frontend.sessions.touch(id);
@@ -262,7 +296,7 @@ async fn resume_session(
     let state = frontend.state.read();
     let zxid = state.applied_zxid();
     let reply = match state.tree.session(id) {
-        Some(session) if session.secret == secret => {
+        Some(session) if session.secret_hash == SecretHash::of(secret) => {
             frontend.watches.bind(id, outbox.clone());
             frontend.sessions.touch(id);
             Ok(Reply::Session { session_id: id.0, secret, timeout_ms: session.timeout_ms })
@@ -335,23 +369,26 @@ fn error_frame(id: u64, zxid: u64, error: ApiError) -> Vec<u8> {
 async fn write_outgoing(
     mut send: SendStream,
     mut queue: mpsc::UnboundedReceiver<Outgoing>,
-    queued_events: Arc<AtomicUsize>,
+    load: Arc<OutboxLoad>,
 ) {
     while let Some(outgoing) = queue.recv().await {
+        let (bytes, event) = (outgoing.bytes(), matches!(outgoing, Outgoing::Event(_)));
         let frame = match outgoing {
-            Outgoing::Frame(frame) => frame,
-            Outgoing::Event(event) => {
-                queued_events.fetch_sub(1, Ordering::Relaxed);
-                match encode_frame(&ServerFrame::Event(event)) {
-                    Ok(frame) => frame,
-                    Err(error) => {
-                        tracing::error!(%error, "cannot encode an event");
-                        continue;
-                    }
+            Outgoing::Frame(frame) => Some(frame),
+            Outgoing::Event(event) => match encode_frame(&ServerFrame::Event(event)) {
+                Ok(frame) => Some(frame),
+                Err(error) => {
+                    tracing::error!(%error, "cannot encode an event");
+                    None
                 }
-            }
+            },
         };
-        if send.write_all(&frame).await.is_err() {
+        let written = match frame {
+            Some(frame) => send.write_all(&frame).await.is_ok(),
+            None => true,
+        };
+        load.written(bytes, event);
+        if !written {
             return;
         }
     }

@@ -357,6 +357,11 @@ impl Forwarder {
             let member = metrics.membership_config.membership().get_node(&leader).cloned();
             (leader, address(&self.routes, leader, member.as_ref()))
         };
+        // A membership change waits for a new member to catch up and for voters to answer.
+        let timeout_ms = match request {
+            PeerRequest::Membership(_) => FORWARD_TIMEOUT_MS + super::reconfig::CHANGE_MS_MAX,
+            _ => FORWARD_TIMEOUT_MS,
+        };
         let bytes = rmp_serde::to_vec_named(request).map_err(unavailable)?;
         let connection = {
             let mut cached = self.leader.lock().await;
@@ -377,7 +382,7 @@ impl Forwarder {
         // A leader that dies mid-request is noticed by the election, long before a timeout.
         let deposed = metrics.wait_for(|m| m.current_leader != Some(leader));
         let answer = tokio::select! {
-            answer = exchange(&connection, bytes, Duration::from_millis(FORWARD_TIMEOUT_MS)) => {
+            answer = exchange(&connection, bytes, Duration::from_millis(timeout_ms)) => {
                 answer.map_err(|why| unavailable(format!("leader {leader}: {why}")))
             }
             _ = deposed => Err(unavailable(format!(
@@ -452,41 +457,10 @@ pub async fn record_member(raft: &Raft, node: NodeId, member: Member) -> Result<
         .map_err(|error| unavailable(format!("membership not changed: {error}")))
 }
 
-/// On the leader: adds a node as a learner, waits for it to catch up, then makes it a voter;
-/// or removes a node altogether.
+/// On the leader: adds or removes a member, refusing what would cost the cluster its quorum
+/// (see `reconfig`).
 pub async fn change_membership(raft: &Raft, change: MembershipChange) -> Result<(), ApiError> {
-    use std::collections::BTreeSet;
-    let failed =
-        |error: &dyn std::fmt::Display| unavailable(format!("membership not changed: {error}"));
-    match change {
-        MembershipChange::Add(node, member, voter) => {
-            raft.add_learner(node, member, true).await.map_err(|e| failed(&e))?;
-            if voter {
-                let voters = openraft::ChangeMembers::AddVoterIds(BTreeSet::from([node]));
-                raft.change_membership(voters, false).await.map_err(|e| failed(&e))?;
-            }
-        }
-        MembershipChange::Remove(node) => {
-            let voter = raft
-                .metrics()
-                .borrow()
-                .membership_config
-                .membership()
-                .voter_ids()
-                .any(|v| v == node);
-            if voter {
-                let voters = openraft::ChangeMembers::RemoveVoters(BTreeSet::from([node]));
-                raft.change_membership(voters, false).await.map_err(|e| failed(&e))?;
-            }
-            let still =
-                raft.metrics().borrow().membership_config.membership().get_node(&node).is_some();
-            if still {
-                let nodes = openraft::ChangeMembers::RemoveNodes(BTreeSet::from([node]));
-                raft.change_membership(nodes, false).await.map_err(|e| failed(&e))?;
-            }
-        }
-    }
-    Ok(())
+    super::reconfig::change_membership(raft, change).await
 }
 
 /// What a node serves its peers with.

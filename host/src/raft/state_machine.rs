@@ -13,6 +13,7 @@ use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use openraft::AnyError;
 use openraft::storage::RaftStateMachine;
 use openraft::{
     EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageIOError,
@@ -113,6 +114,21 @@ impl StateMachineStore {
         if let Some(stored) = store.read_stored_snapshot()? {
             let machine = decode_image(&stored.data)
                 .map_err(|e| StorageIOError::read_snapshot(Some(stored.meta.signature()), &e))?;
+            // A node that cannot run the cluster's recipes exactly must not join in applying.
+            if let Some(runtime) = &machine.tree.recipes().runtime
+                && runtime != store.recipes.runtime_version()
+            {
+                let fault = crate::store::NodeFault {
+                    zxid: machine.applied_zxid(),
+                    why: format!(
+                        "the cluster runs recipes on runtime {runtime}; this node has {}",
+                        store.recipes.runtime_version()
+                    ),
+                };
+                return Err(
+                    StorageIOError::read_snapshot(Some(stored.meta.signature()), &fault).into()
+                );
+            }
             store.watches = Arc::new(WatchHub::new(machine.applied_zxid()));
             *store.state.write() = machine;
         }
@@ -179,20 +195,30 @@ fn decode_image(data: &[u8]) -> Result<StateMachine, ImageError> {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    /// Copies the state under its lock (a copy shares every znode's data, so it is quick) and
+    /// encodes the copy on a blocking thread: applying entries and serving reads go on while a
+    /// snapshot of a large tree is built.
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (image, last_applied, last_membership) = {
+        let (tree, last_applied, last_membership) = {
             let state = self.state.read();
-            let tree =
-                state.tree.to_image().map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-            let image = SnapshotImage {
-                last_applied: state.last_applied,
-                last_membership: state.last_membership.clone(),
-                tree,
-            };
-            (image, state.last_applied, state.last_membership.clone())
+            (state.tree.clone(), state.last_applied, state.last_membership.clone())
         };
-        let data = rmp_serde::to_vec_named(&image)
-            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        let membership = last_membership.clone();
+        let encoded = tokio::task::spawn_blocking(move || {
+            let tree = tree.to_image()?;
+            rmp_serde::to_vec_named(&SnapshotImage {
+                last_applied,
+                last_membership: membership,
+                tree,
+            })
+        })
+        .await;
+        let data = match encoded {
+            Ok(data) => data.map_err(|e| StorageIOError::write_snapshot(None, &e))?,
+            Err(error) => {
+                return Err(StorageIOError::write_snapshot(None, AnyError::error(error)).into());
+            }
+        };
         let built = self.snapshots_built.fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match last_applied {
             Some(id) => format!("{}-{}-{built}", id.leader_id, id.index),
@@ -236,12 +262,20 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 let reply = match entry.payload {
                     EntryPayload::Normal(command) => {
                         let mut effects = Effects::default();
-                        let replies = state.tree.apply_command(
-                            entry.log_id.index,
-                            &command,
-                            &mut effects,
-                            &*self.recipes,
-                        );
+                        // A fault of this node stops it (openraft treats a storage error as
+                        // fatal) before any reply or event of the entry goes out.
+                        let replies = state
+                            .tree
+                            .apply_command(
+                                entry.log_id.index,
+                                &command,
+                                &mut effects,
+                                &*self.recipes,
+                            )
+                            .map_err(|fault| {
+                                tracing::error!(%fault, "stopping");
+                                StorageIOError::apply(entry.log_id, &fault)
+                            })?;
                         // Still under the write lock: no reply reflecting this entry is out yet.
                         self.watches.publish(entry.log_id.index, &effects);
                         replies
@@ -255,10 +289,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 };
                 replies.push(reply);
             }
-            replies
+            Ok(replies)
         };
         // Recipe code runs synchronously: leave the async runtime once for the whole batch.
-        Ok(if runs_recipes { crate::recipe::blocking(apply_all) } else { apply_all() })
+        if runs_recipes { crate::recipe::blocking(apply_all) } else { apply_all() }
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

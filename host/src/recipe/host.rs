@@ -3,10 +3,14 @@
 
 use cairn_wire::{ApiError, ErrorCode, path};
 
-use super::RECIPE_NOTIFICATIONS_PER_CALL_MAX;
 use super::cairn::recipe::{context, notify, store};
 use super::{CallState, Shared};
-use crate::store::SessionId;
+use super::{
+    RECIPE_BYTES_MOVED_PER_CALL_MAX, RECIPE_BYTES_WRITTEN_PER_CALL_MAX,
+    RECIPE_HOST_CALLS_PER_CALL_MAX, RECIPE_NOTIFICATION_BYTES_MAX,
+    RECIPE_NOTIFICATIONS_PER_CALL_MAX, RECIPE_ZNODES_CREATED_PER_CALL_MAX,
+};
+use crate::store::{Notification, SessionId};
 
 impl CallState {
     /// The absolute path of a recipe's relative path ("/" is its namespace root).
@@ -31,6 +35,35 @@ impl CallState {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Charges a host call that moves `bytes` across the boundary (and, for writes, writes
+    /// them, creating `created` znodes) to the call's budget. Past a bound the call fails:
+    /// the guest gets `too-large`, and whatever it does next, the invocation ends with
+    /// `recipe-limit` and writes nothing.
+    fn charge(&mut self, bytes: usize, written: usize, created: u32) -> Result<(), store::Error> {
+        let budget = &mut self.budget;
+        budget.host_calls += 1;
+        budget.bytes_moved += bytes as u64;
+        budget.bytes_written += written as u64;
+        budget.znodes_created += created;
+        let over = if budget.host_calls > RECIPE_HOST_CALLS_PER_CALL_MAX {
+            Some(format!("made more than {RECIPE_HOST_CALLS_PER_CALL_MAX} host calls"))
+        } else if budget.bytes_moved > RECIPE_BYTES_MOVED_PER_CALL_MAX {
+            Some(format!(
+                "moved more than {RECIPE_BYTES_MOVED_PER_CALL_MAX} bytes through host calls"
+            ))
+        } else if budget.bytes_written > RECIPE_BYTES_WRITTEN_PER_CALL_MAX {
+            Some(format!("wrote more than {RECIPE_BYTES_WRITTEN_PER_CALL_MAX} bytes"))
+        } else if budget.znodes_created > RECIPE_ZNODES_CREATED_PER_CALL_MAX {
+            Some(format!("created more than {RECIPE_ZNODES_CREATED_PER_CALL_MAX} znodes"))
+        } else {
+            None
+        };
+        if let Some(why) = over {
+            budget.exceeded.get_or_insert(why);
+        }
+        if budget.exceeded.is_some() { Err(store::Error::TooLarge) } else { Ok(()) }
     }
 
     fn txn_error() -> store::Error {
@@ -65,16 +98,24 @@ fn stat(stat: cairn_wire::Stat) -> store::Stat {
 
 impl store::Host for CallState {
     fn get(&mut self, relative: String) -> Result<(Vec<u8>, store::Stat), store::Error> {
+        self.charge(relative.len(), 0, 0)?;
         let absolute = self.absolute(&relative)?;
-        let shared = self.lock();
-        let (data, found) = shared.tree.get(&absolute).map_err(error)?;
-        Ok((data.to_vec(), stat(found)))
+        let (data, found) = {
+            let shared = self.lock();
+            let (data, found) = shared.tree.get(&absolute).map_err(error)?;
+            (data.to_vec(), found)
+        };
+        self.charge(data.len(), 0, 0)?;
+        Ok((data, stat(found)))
     }
 
     fn children(&mut self, relative: String) -> Result<Vec<String>, store::Error> {
+        self.charge(relative.len(), 0, 0)?;
         let absolute = self.absolute(&relative)?;
         let (_, children) = self.lock().tree.children(&absolute, false).map_err(error)?;
-        Ok(children.into_iter().map(|child| child.name).collect())
+        let names: Vec<String> = children.into_iter().map(|child| child.name).collect();
+        self.charge(names.iter().map(|name| name.len() + 8).sum(), 0, 0)?;
+        Ok(names)
     }
 
     fn create(
@@ -84,6 +125,8 @@ impl store::Host for CallState {
         mode: store::Mode,
         sequential: bool,
     ) -> Result<String, store::Error> {
+        let size = relative.len() + data.len();
+        self.charge(size, size, 1)?;
         let absolute = self.absolute(&relative)?;
         if sequential {
             path::validate_sequential_prefix(&absolute).map_err(error)?;
@@ -104,6 +147,7 @@ impl store::Host for CallState {
         data: Vec<u8>,
         version: Option<u32>,
     ) -> Result<store::Stat, store::Error> {
+        self.charge(relative.len() + data.len(), data.len(), 0)?;
         let absolute = self.absolute(&relative)?;
         let mut shared = self.lock();
         let Shared { tree, txn } = &mut *shared;
@@ -112,6 +156,7 @@ impl store::Host for CallState {
     }
 
     fn delete(&mut self, relative: String, version: Option<u32>) -> Result<(), store::Error> {
+        self.charge(relative.len(), 0, 0)?;
         if relative == "/" {
             return Err(store::Error::InvalidPath);
         }
@@ -137,14 +182,36 @@ impl context::Host for CallState {
     }
 
     fn session_live(&mut self, session: u64) -> bool {
+        // A query that cannot fail still counts as a host call.
+        let _ = self.charge(0, 0, 0);
         self.lock().tree.session(SessionId(session)).is_some()
+    }
+
+    fn fencing_token(&mut self) -> u64 {
+        let _ = self.charge(0, 0, 0);
+        self.lock().tree.next_fencing_token()
     }
 }
 
 impl notify::Host for CallState {
+    /// Queues a message for a session with a stake in this recipe: the caller, or a session
+    /// owning an ephemeral znode in its namespace (a waiter, a holder, a candidate). Anything
+    /// else is dropped, as a hint may be: a recipe must not be able to pass a message off as
+    /// another recipe's grant to a session that never called it.
     fn notify(&mut self, session: u64, message: Vec<u8>) {
-        if self.notifications.len() < RECIPE_NOTIFICATIONS_PER_CALL_MAX {
-            self.notifications.push((SessionId(session), message));
+        if self.charge(message.len(), 0, 0).is_err()
+            || self.notifications.len() >= RECIPE_NOTIFICATIONS_PER_CALL_MAX
+            || message.len() > RECIPE_NOTIFICATION_BYTES_MAX
+        {
+            return;
+        }
+        let target = SessionId(session);
+        let stake = session != 0
+            && (session == self.session
+                || self.lock().tree.owns_ephemeral_below(target, &self.namespace));
+        if stake {
+            let recipe = self.recipe.clone();
+            self.notifications.push(Notification { session: target, recipe, message });
         }
     }
 }

@@ -24,15 +24,16 @@ use cairn_wire::{ApiError, ErrorCode};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
-    Trap,
+    StoreContextMut, Trap,
 };
+use wasmtime_wasi::p2::{Pollable, subscribe};
 use wasmtime_wasi::{
     Deterministic, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView,
     WasiView,
 };
 
 use crate::store::recipes::{Entry, RecipeCall, RecipeRunner, RecipeTxn, namespace};
-use crate::store::{DataTree, Effects, SessionId};
+use crate::store::{DataTree, Effects, Notification};
 
 wasmtime::component::bindgen!({
     world: "recipe",
@@ -50,8 +51,12 @@ pub const RECIPE_TABLE_ELEMENTS_MAX: usize = 100_000;
 pub const RECIPE_MEMORY_KEEP_RESIDENT_BYTES: usize = 512 * 1024;
 /// Component instances the pooling allocator keeps room for at once.
 pub const RECIPE_INSTANCES_MAX: u32 = 8;
-/// Compiled components kept per node.
+/// Compiled components kept in memory per node.
 pub const RECIPE_COMPILED_CACHE_MAX: usize = 64;
+/// Compiled component files kept in the compiled directory; the oldest go first.
+pub const RECIPE_COMPILED_FILES_MAX: usize = 64;
+/// Bytes of the signature that opens a compiled file.
+const COMPILED_TAG_BYTES: usize = 32;
 /// Calls one instance may serve within one log entry before a fresh one is made.
 pub const RECIPE_INSTANCE_CALLS_MAX: u32 = 256;
 /// Instances kept for the rest of a log entry at once (fewer than the pool's room, so a new
@@ -59,11 +64,22 @@ pub const RECIPE_INSTANCE_CALLS_MAX: u32 = 256;
 pub const RECIPE_LIVE_INSTANCES_MAX: usize = 4;
 /// Stack of the thread a component runs on, in bytes.
 pub const RECIPE_THREAD_STACK_BYTES: usize = 8 * 1024 * 1024;
-/// Notifications one invocation may send.
+/// Notifications one invocation may send; more are dropped.
 pub const RECIPE_NOTIFICATIONS_PER_CALL_MAX: usize = 1_024;
+/// Longest message a notification may carry, in bytes; a longer one is dropped.
+pub const RECIPE_NOTIFICATION_BYTES_MAX: usize = 4 * 1024;
+/// Znodes one invocation may create.
+pub const RECIPE_ZNODES_CREATED_PER_CALL_MAX: u32 = 1_000;
+/// Bytes of paths and data one invocation may write (create and set).
+pub const RECIPE_BYTES_WRITTEN_PER_CALL_MAX: u64 = 4 * 1024 * 1024;
+/// Bytes one invocation may move through host calls, both ways (what it reads, writes, lists
+/// and sends): the host's work on its behalf, which fuel does not count.
+pub const RECIPE_BYTES_MOVED_PER_CALL_MAX: u64 = 64 * 1024 * 1024;
+/// Host calls one invocation may make.
+pub const RECIPE_HOST_CALLS_PER_CALL_MAX: u64 = 100_000;
 /// Names the engine and its fuel accounting; recorded in the replicated state at the first
 /// deploy, and a node running another refuses to apply recipe entries.
-pub const RUNTIME_VERSION: &str = "wasmtime-48.0.8/fuel-1";
+pub const RUNTIME_VERSION: &str = "wasmtime-48.0.8/fuel-1/waits-at-once";
 
 /// Compiles, caches and runs recipe components.
 pub struct RecipeRuntime {
@@ -71,8 +87,9 @@ pub struct RecipeRuntime {
     linker: Linker<CallState>,
     /// Pre-instantiated components by content hash.
     compiled: Mutex<HashMap<String, RecipePre<CallState>>>,
-    /// Where compiled components are kept between starts, if anywhere.
-    compiled_dir: Option<PathBuf>,
+    /// Where compiled components are kept between starts, if anywhere, and the node's key
+    /// that signs them: see [`RecipeRuntime::with_compiled_dir`].
+    compiled_dir: Option<(PathBuf, CompiledKey)>,
     /// The thread components run on, started at the first call.
     worker: Mutex<Option<mpsc::Sender<Job>>>,
     /// Instances kept for the other calls of the log entry being applied (its zxid), by
@@ -116,6 +133,8 @@ struct Shared {
 /// What one call brings: the tree and its transaction, and who calls in which entry.
 struct Call {
     shared: Arc<Mutex<Shared>>,
+    /// `name@version`, what notifications are signed with.
+    recipe: String,
     namespace: String,
     session: u64,
     zxid: u64,
@@ -134,12 +153,14 @@ impl Call {
             .build();
         CallState {
             shared: self.shared,
+            recipe: self.recipe,
             namespace: self.namespace,
             session: self.session,
             zxid: self.zxid,
             time_ms: self.time_ms,
             notifications: Vec::new(),
             memory_refused: false,
+            budget: CallBudget::default(),
             wasi,
             table: ResourceTable::new(),
         }
@@ -149,15 +170,31 @@ impl Call {
 /// Everything an invocation's host calls reach.
 pub(crate) struct CallState {
     shared: Arc<Mutex<Shared>>,
+    /// `name@version` of the recipe this instance runs.
+    recipe: String,
     namespace: String,
     session: u64,
     zxid: u64,
     time_ms: u64,
-    notifications: Vec<(SessionId, Vec<u8>)>,
+    notifications: Vec<Notification>,
     /// Set when the recipe asked for more memory than allowed, to tell that trap apart.
     memory_refused: bool,
+    /// What the call's host calls have used of their bounds.
+    budget: CallBudget,
     wasi: WasiCtx,
     table: ResourceTable,
+}
+
+/// What one invocation's host calls have used, against the `RECIPE_*_PER_CALL_MAX` bounds.
+/// Counted exactly, so every replica stops a call at the same host call.
+#[derive(Debug, Default)]
+struct CallBudget {
+    host_calls: u64,
+    bytes_moved: u64,
+    bytes_written: u64,
+    znodes_created: u32,
+    /// The first bound passed: the call ends with `recipe-limit`.
+    exceeded: Option<String>,
 }
 
 impl WasiView for CallState {
@@ -217,6 +254,70 @@ impl HostMonotonicClock for EntryClock {
 #[error("cannot start the recipe runtime: {0}")]
 pub struct RuntimeError(String);
 
+/// The node's secret key that signs the compiled components it keeps on disk.
+#[derive(Clone)]
+pub struct CompiledKey([u8; 32]);
+
+impl std::fmt::Debug for CompiledKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CompiledKey(..)")
+    }
+}
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+impl CompiledKey {
+    pub fn new(bytes: [u8; 32]) -> CompiledKey {
+        CompiledKey(bytes)
+    }
+
+    /// The key kept in `file` (0600), made from the operating system's randomness on first use.
+    pub fn load_or_create(file: &Path) -> Result<CompiledKey, RuntimeError> {
+        let unreadable = |e: std::io::Error| RuntimeError(format!("{}: {e}", file.display()));
+        match std::fs::read(file) {
+            Ok(bytes) => {
+                let bytes: [u8; 32] = bytes.try_into().map_err(|bytes: Vec<u8>| {
+                    RuntimeError(format!(
+                        "{}: a key of {} bytes, not 32; delete it to make a new one",
+                        file.display(),
+                        bytes.len()
+                    ))
+                })?;
+                Ok(CompiledKey(bytes))
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                let mut bytes = [0u8; 32];
+                getrandom::getrandom(&mut bytes)
+                    .map_err(|e| RuntimeError(format!("no randomness for a key: {e}")))?;
+                crate::files::write_private(file, &bytes).map_err(unreadable)?;
+                Ok(CompiledKey(bytes))
+            }
+            Err(error) => Err(unreadable(error)),
+        }
+    }
+
+    fn mac(&self) -> HmacSha256 {
+        use hmac::Mac;
+        // HMAC takes a key of any length.
+        <HmacSha256 as Mac>::new_from_slice(&self.0).expect("HMAC accepts every key length")
+    }
+
+    fn sign(&self, code: &[u8]) -> [u8; COMPILED_TAG_BYTES] {
+        use hmac::Mac;
+        let mut mac = self.mac();
+        mac.update(code);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Whether `tag` signs `code` (compared in constant time).
+    fn verify(&self, code: &[u8], tag: &[u8]) -> bool {
+        use hmac::Mac;
+        let mut mac = self.mac();
+        mac.update(code);
+        mac.verify_slice(tag).is_ok()
+    }
+}
+
 impl RecipeRuntime {
     /// An engine configured for determinism, fuel and the pooling allocator.
     pub fn new() -> Result<RecipeRuntime, RuntimeError> {
@@ -250,6 +351,7 @@ impl RecipeRuntime {
         // network, the entry's time, a fixed random seed, stdout and stderr discarded.
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| RuntimeError(e.to_string()))?;
+        serve_waits_at_once(&mut linker).map_err(|e| RuntimeError(e.to_string()))?;
         Ok(RecipeRuntime {
             engine,
             linker,
@@ -260,21 +362,47 @@ impl RecipeRuntime {
         })
     }
 
-    /// The same runtime, keeping compiled components in `dir` so that a restarted node (or
-    /// another node sharing the directory) loads them instead of compiling again. The directory
-    /// must be as private as the data directory: the node runs the machine code it finds there
-    /// (each file carries a SHA-256 of its contents, so a torn write is recompiled, not run).
-    pub fn with_compiled_dir(mut self, dir: &Path) -> Result<RecipeRuntime, RuntimeError> {
-        std::fs::create_dir_all(dir)
+    /// The same runtime, keeping compiled components in `dir` so that a restarted node loads
+    /// them instead of compiling again. The node runs the machine code it finds there, so each
+    /// file is signed with `key` (HMAC-SHA-256), a secret of this node kept outside `dir`: a
+    /// file anyone else wrote, or a torn write, fails the check and is compiled again, not run.
+    /// The directory is made private to the node's user (0700).
+    pub fn with_compiled_dir(
+        mut self,
+        dir: &Path,
+        key: CompiledKey,
+    ) -> Result<RecipeRuntime, RuntimeError> {
+        crate::files::private_dir(dir)
             .map_err(|e| RuntimeError(format!("cannot create {}: {e}", dir.display())))?;
-        self.compiled_dir = Some(dir.to_path_buf());
+        self.compiled_dir = Some((dir.to_path_buf(), key));
+        self.prune_compiled();
         Ok(self)
+    }
+
+    /// Deletes compiled files beyond the newest [`RECIPE_COMPILED_FILES_MAX`], so the directory
+    /// does not grow with every version ever deployed. Failing to is only untidy.
+    fn prune_compiled(&self) {
+        let Some((dir, _)) = &self.compiled_dir else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "cwasm"))
+            .filter_map(|entry| Some((entry.metadata().ok()?.modified().ok()?, entry.path())))
+            .collect();
+        if files.len() <= RECIPE_COMPILED_FILES_MAX {
+            return;
+        }
+        files.sort();
+        let excess = files.len() - RECIPE_COMPILED_FILES_MAX;
+        for (_, file) in files.into_iter().take(excess) {
+            let _ = std::fs::remove_file(file);
+        }
     }
 
     /// The file a component compiled by this engine is kept in: named by the component's hash
     /// and by what the compiled code depends on (wasmtime version, target, settings).
     fn compiled_file(&self, hash: &str) -> Option<PathBuf> {
-        let dir = self.compiled_dir.as_ref()?;
+        let (dir, _) = self.compiled_dir.as_ref()?;
         let mut engine = std::collections::hash_map::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut engine);
         Some(dir.join(format!("{hash}-{:016x}.cwasm", engine.finish())))
@@ -284,29 +412,31 @@ impl RecipeRuntime {
     /// loading machine code is trusting it.
     #[allow(unsafe_code)]
     fn load_compiled(&self, hash: &str) -> Option<Component> {
-        use sha2::Digest;
+        let (_, key) = self.compiled_dir.as_ref()?;
         let bytes = std::fs::read(self.compiled_file(hash)?).ok()?;
-        let (digest, code) = bytes.split_at_checked(32)?;
-        if sha2::Sha256::digest(code).as_slice() != digest {
+        let (tag, code) = bytes.split_at_checked(COMPILED_TAG_BYTES)?;
+        if !key.verify(code, tag) {
+            tracing::warn!(%hash, "a compiled recipe failed its signature check; compiling again");
             return None;
         }
         // SAFETY: the bytes are what `Component::serialize` wrote for this engine's settings
-        // (checked by their digest and, inside wasmtime, by version and settings) into a
-        // directory only this node writes.
+        // (checked, inside wasmtime, by version and settings), signed with this node's secret
+        // key: this node wrote them.
         unsafe { Component::deserialize(&self.engine, code) }.ok()
     }
 
     /// Keeps a compiled component for the next start; failing to is only slower.
     fn store_compiled(&self, hash: &str, component: &Component) {
-        use sha2::Digest;
-        let (Some(file), Ok(code)) = (self.compiled_file(hash), component.serialize()) else {
+        let (Some((_, key)), Some(file), Ok(code)) =
+            (self.compiled_dir.as_ref(), self.compiled_file(hash), component.serialize())
+        else {
             return;
         };
-        let mut bytes = sha2::Sha256::digest(&code).to_vec();
+        let mut bytes = key.sign(&code).to_vec();
         bytes.extend_from_slice(&code);
         let partial = file.with_extension(format!("partial-{}", std::process::id()));
-        let written =
-            std::fs::write(&partial, &bytes).and_then(|()| std::fs::rename(&partial, &file));
+        let written = crate::files::write_private(&partial, &bytes)
+            .and_then(|()| std::fs::rename(&partial, &file));
         if let Err(error) = written {
             tracing::warn!(file = %file.display(), %error, "cannot keep a compiled recipe");
             let _ = std::fs::remove_file(&partial);
@@ -328,6 +458,7 @@ impl RecipeRuntime {
                 component
             }
         };
+        check_imports(&self.engine, &component)?;
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
@@ -341,6 +472,84 @@ impl RecipeRuntime {
         Ok(pre)
     }
 }
+
+/// The interfaces a recipe may import (any 0.2 version of the WASI ones): its own world, and
+/// what a Rust guest's std reaches for, all served so that they answer at once and alike on
+/// every replica. Sockets (refused by the context anyway) and everything else are refused at
+/// deploy, naming the import.
+const RECIPE_IMPORTS_ALLOWED: &[&str] = &[
+    "cairn:recipe/store",
+    "cairn:recipe/context",
+    "cairn:recipe/notify",
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:clocks/wall-clock",
+    "wasi:clocks/monotonic-clock",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:filesystem/types",
+    "wasi:filesystem/preopens",
+];
+
+/// Refuses a component importing anything outside [`RECIPE_IMPORTS_ALLOWED`].
+fn check_imports(engine: &Engine, component: &Component) -> Result<(), String> {
+    for (name, _) in component.component_type().imports(engine) {
+        let interface = name.split_once('@').map_or(name, |(interface, _)| interface);
+        if !RECIPE_IMPORTS_ALLOWED.contains(&interface) {
+            return Err(format!(
+                "imports `{name}`, which a recipe may not use (a recipe may import only its \
+                 own world and WASI's io, clocks, random, cli and filesystem interfaces)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What a recipe's waits resolve to: ready at once. The clock a recipe sees stands still at the
+/// entry's time, so a wait for any duration is over as soon as it starts.
+struct Ready;
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for Ready {
+    async fn ready(&mut self) {}
+}
+
+/// Replaces WASI's monotonic-clock subscriptions, which sleep in real time (what a guest's
+/// `std::thread::sleep` compiles to: subscribe, then block), with pollables that are ready at
+/// once: a recipe's sleep takes no time on any replica instead of holding up apply. The
+/// interface is shadowed at the version the host serves; guests importing any 0.2 version
+/// resolve to it.
+fn serve_waits_at_once(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance(MONOTONIC_CLOCK)?;
+    for subscription in ["subscribe-duration", "subscribe-instant"] {
+        clock.func_wrap(
+            subscription,
+            |mut store: StoreContextMut<'_, CallState>, (_,): (u64,)| {
+                let table = &mut store.data_mut().table;
+                let ready = table.push(Ready)?;
+                Ok((subscribe(table, ready)?,))
+            },
+        )?;
+    }
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// The monotonic clock interface as the host's WASI serves it.
+const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
 
 type RunOutcome = wasmtime::Result<Result<Vec<u8>, String>>;
 
@@ -358,7 +567,9 @@ pub fn blocking<T>(work: impl FnOnce() -> T) -> T {
 struct Ran {
     outcome: RunOutcome,
     memory_refused: bool,
-    notifications: Vec<(SessionId, Vec<u8>)>,
+    /// The per-call bound the call's host calls passed, if any: it fails whatever it returned.
+    limit: Option<String>,
+    notifications: Vec<Notification>,
     live: Option<Live>,
 }
 
@@ -378,6 +589,7 @@ fn run(
             data.session = call.session;
             data.notifications.clear();
             data.memory_refused = false;
+            data.budget = CallBudget::default();
             (store, Some(recipe), calls)
         }
         None => {
@@ -405,9 +617,10 @@ fn run(
         }
     };
     let memory_refused = store.data().memory_refused;
+    let limit = store.data_mut().budget.exceeded.take();
     let notifications = std::mem::take(&mut store.data_mut().notifications);
     let live = recipe.map(|recipe| Live { store, recipe, calls: calls + 1 });
-    Ran { outcome, memory_refused, notifications, live }
+    Ran { outcome, memory_refused, limit, notifications, live }
 }
 
 impl RecipeRuntime {
@@ -555,15 +768,18 @@ impl RecipeRunner for RecipeRuntime {
         effects: &mut Effects,
     ) -> Result<Vec<u8>, ApiError> {
         let name = format!("{}@{}", call.name, call.version);
+        // Every replica compiled this component when it was deployed; one that cannot now is
+        // broken, not the call.
         let pre = self
             .prepare(&call.deployed.hash, &call.deployed.component)
-            .map_err(|why| fault(ErrorCode::InvalidRecipe, &name, why))?;
+            .map_err(|why| fault(ErrorCode::Internal, &name, why))?;
         let shared = Arc::new(Mutex::new(Shared {
             tree: std::mem::take(tree),
             txn: Some(RecipeTxn::new(call.zxid, call.time_ms, call.session)),
         }));
         let this_call = Call {
             shared: shared.clone(),
+            recipe: name.clone(),
             namespace: namespace(call.name),
             session: call.session.map_or(0, |session| session.0),
             zxid: call.zxid,
@@ -584,10 +800,15 @@ impl RecipeRunner for RecipeRuntime {
                 if let Some(live) = ran.live {
                     self.keep_live(call.zxid, name.clone(), live);
                 }
-                classify(&name, ran.outcome, ran.memory_refused)
-                    .map(|result| (result, ran.notifications))
+                match ran.limit {
+                    Some(why) => Err(fault(ErrorCode::RecipeLimit, &name, why)),
+                    None => classify(&name, ran.outcome, ran.memory_refused)
+                        .map(|result| (result, ran.notifications)),
+                }
             }
-            Err(why) => Err(fault(ErrorCode::RecipeTrap, &name, why)),
+            // The host's side of the call broke (a panic, no thread to run on): not the
+            // recipe's doing, and not certain to happen on another replica.
+            Err(why) => Err(fault(ErrorCode::Internal, &name, why)),
         };
         let mut shared = shared.lock().unwrap_or_else(PoisonError::into_inner);
         let mut owned = std::mem::take(&mut shared.tree);
@@ -613,9 +834,12 @@ mod tests {
     use cairn_wire::Reply;
 
     use super::*;
-    use crate::store::{Action, Command, Write};
+    use crate::store::{Action, Command, SessionId, Write};
 
     const HOSTILE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cairn_recipe_hostile.wasm"));
+    /// A component of the recipe world that also imports WASI's sockets.
+    const SOCKET_USER: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/cairn_recipe_socket_user.wasm"));
 
     struct Node {
         tree: DataTree,
@@ -725,7 +949,9 @@ mod tests {
     #[test]
     fn compiled_components_are_kept_and_a_torn_file_is_compiled_again() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let runtime = || RecipeRuntime::new().expect("engine").with_compiled_dir(dir.path());
+        let key = CompiledKey::new([3; 32]);
+        let runtime =
+            || RecipeRuntime::new().expect("engine").with_compiled_dir(dir.path(), key.clone());
         runtime().expect("runtime").validate(counter()).expect("compiles");
         let files: Vec<PathBuf> = std::fs::read_dir(dir.path())
             .expect("listed")
@@ -739,7 +965,21 @@ mod tests {
         let hash = files[0].file_name().and_then(|n| n.to_str()).expect("name")[..64].to_string();
         assert!(second.load_compiled(&hash).is_some(), "loads what the first one kept");
 
-        // Torn or tampered bytes are not run: the digest no longer matches, so it compiles.
+        // A file signed with another node's key is not run: whoever can write the directory
+        // but does not hold this node's key cannot make it run their code. (Before, a SHA-256 of
+        // the contents was the only check, which anyone can compute.)
+        let forged = RecipeRuntime::new()
+            .expect("engine")
+            .with_compiled_dir(dir.path(), CompiledKey::new([4; 32]))
+            .expect("runtime");
+        assert!(forged.load_compiled(&hash).is_none(), "another key's signature is refused");
+        let mut resigned = CompiledKey::new([4; 32]).sign(&kept[COMPILED_TAG_BYTES..]).to_vec();
+        resigned.extend_from_slice(&kept[COMPILED_TAG_BYTES..]);
+        std::fs::write(&files[0], &resigned).expect("write");
+        assert!(second.load_compiled(&hash).is_none(), "a file signed by another key is refused");
+        std::fs::write(&files[0], &kept).expect("write");
+
+        // Torn or tampered bytes are not run: the signature no longer matches, so it compiles.
         let mut torn = kept.clone();
         let last = torn.len() - 1;
         torn[last] ^= 0xff;
@@ -753,6 +993,23 @@ mod tests {
             br#"{"value":2}"#
         );
         assert_eq!(std::fs::read(&files[0]).expect("read"), kept, "and kept again");
+    }
+
+    /// Deploys cannot grow the state without end: live versions per name are bounded (as are
+    /// names and the bytes of every component).
+    #[test]
+    fn live_versions_of_a_recipe_are_bounded() {
+        use crate::store::recipes::RECIPE_VERSIONS_LIVE_PER_NAME_MAX;
+        let mut node = Node::new();
+        for _ in 0..RECIPE_VERSIONS_LIVE_PER_NAME_MAX {
+            node.deploy("counter", counter()).expect("deploys");
+        }
+        let error = node.deploy("counter", counter()).expect_err("one too many");
+        assert_eq!(error.code, ErrorCode::QuotaExceeded, "{error}");
+        node.apply(None, Action::RetireRecipe { name: "counter".into(), version: 1 })
+            .0
+            .expect("retires");
+        node.deploy("counter", counter()).expect("room again");
     }
 
     #[test]
@@ -840,6 +1097,7 @@ mod tests {
             let mut effects = Effects::default();
             node.tree
                 .apply_command(node.zxid, &command, &mut effects, &node.runtime)
+                .expect("no fault")
                 .into_iter()
                 .map(|reply| match reply {
                     Ok(Reply::Invoked { result }) => Ok(result),
@@ -874,6 +1132,244 @@ mod tests {
             }
         }
         assert_eq!(one.tree.to_image().expect("encodes"), two.tree.to_image().expect("encodes"));
+    }
+
+    fn builtin(name: &str) -> &'static [u8] {
+        builtin::BUILTIN_RECIPES.iter().find(|(n, _)| *n == name).expect("built in").1
+    }
+
+    /// Opens a session and returns its id.
+    fn open_session(node: &mut Node) -> u64 {
+        match node
+            .apply(
+                None,
+                Action::OpenSession {
+                    timeout_ms: 10_000,
+                    secret_hash: crate::store::SecretHash::of(1),
+                },
+            )
+            .0
+        {
+            Ok(Reply::Session { session_id, .. }) => session_id,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn invoke_as(
+        node: &mut Node,
+        session: u64,
+        name: &str,
+        op: &str,
+        args: &[u8],
+    ) -> (Result<Vec<u8>, ApiError>, Effects) {
+        let action = Action::InvokeRecipe {
+            name: name.into(),
+            version: None,
+            op: op.into(),
+            args: args.to_vec(),
+        };
+        let (reply, effects) = node.apply(Some(session), action);
+        let result = reply.map(|reply| match reply {
+            Reply::Invoked { result } => result,
+            other => panic!("unexpected {other:?}"),
+        });
+        (result, effects)
+    }
+
+    /// A recipe that sleeps, with std's `sleep` or raw WASI polling, is answered at once: its
+    /// clock stands still at the entry's time, so any wait is already over. (Before, the sleep
+    /// was real, inside apply, with the state locked.)
+    #[test]
+    fn a_sleeping_recipe_does_not_hold_up_apply() {
+        let (done, finished) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut node = Node::new();
+            node.deploy("hostile", HOSTILE).expect("deploys");
+            let slept = node.invoke("hostile", "sleep", b"");
+            let polled = node.invoke("hostile", "poll", b"");
+            let _ = done.send((slept, polled));
+        });
+        let (slept, polled) =
+            finished.recv_timeout(Duration::from_secs(120)).expect("an hour's sleep took no time");
+        assert_eq!(slept.expect("sleeps"), b"woke");
+        assert!(polled.expect("polls").starts_with(b"polled"));
+    }
+
+    #[test]
+    fn a_recipe_importing_what_it_may_not_is_refused_at_deploy() {
+        let engine = RecipeRuntime::new().expect("engine");
+        let component = Component::new(&engine.engine, SOCKET_USER).expect("compiles");
+        let error = check_imports(&engine.engine, &component).expect_err("refused");
+        assert!(error.contains("wasi:sockets/"), "{error}");
+        for (name, bytes) in builtin::BUILTIN_RECIPES {
+            let component = Component::new(&engine.engine, bytes).expect("compiles");
+            check_imports(&engine.engine, &component)
+                .unwrap_or_else(|e| panic!("built-in {name}: {e}"));
+        }
+        let mut node = Node::new();
+        let error = node.deploy("sockets", SOCKET_USER).expect_err("refused");
+        assert_eq!(error.code, ErrorCode::InvalidRecipe);
+        assert!(error.to_string().contains("wasi:sockets/"), "{error}");
+    }
+
+    /// One call of 8 bytes of arguments could fill the tree; the per-call bounds stop it, and
+    /// the call writes nothing.
+    #[test]
+    fn a_recipe_that_creates_without_end_gets_recipe_limit() {
+        let mut node = Node::new();
+        node.deploy("hostile", HOSTILE).expect("deploys");
+        let before = node.tree.size();
+        for (size, why) in [("16", "created more than"), ("1000000", "wrote more than")] {
+            let error = node.invoke("hostile", "sprawl", size.as_bytes()).expect_err("stopped");
+            assert_eq!(error.code, ErrorCode::RecipeLimit, "{error}");
+            assert!(error.to_string().contains(why), "{error}");
+            assert_eq!(node.tree.size(), before, "nothing written");
+        }
+        assert_eq!(node.invoke("hostile", "ok", b"").expect("runs on"), b"fine");
+    }
+
+    /// A recipe may notify only sessions with a stake in it; a message to any other session is
+    /// dropped, so no recipe can pass its message off as another's grant.
+    #[test]
+    fn notifications_reach_only_sessions_with_a_stake() {
+        let mut node = Node::new();
+        node.deploy("hostile", HOSTILE).expect("deploys");
+        node.deploy("fair-lock", builtin("fair-lock")).expect("deploys");
+        let holder = open_session(&mut node);
+        let waiter = open_session(&mut node);
+        let lock = br#"{"lock":"l","wait":true}"#;
+        invoke_as(&mut node, holder, "fair-lock", "acquire", lock).0.expect("granted");
+        invoke_as(&mut node, waiter, "fair-lock", "acquire", lock).0.expect("queued");
+
+        // The waiter has no stake in `hostile`: the forged grant goes nowhere.
+        let forged = format!(r#"{waiter} {{"lock":"l","token":99}}"#);
+        let (result, effects) = invoke_as(&mut node, holder, "hostile", "forge", forged.as_bytes());
+        result.expect("runs");
+        assert!(effects.notifications.is_empty(), "{:?}", effects.notifications);
+
+        // Its caller has a stake; so has a waiter of fair-lock in fair-lock's own messages.
+        let to_self = format!("{holder} hello");
+        let (_, effects) = invoke_as(&mut node, holder, "hostile", "forge", to_self.as_bytes());
+        assert_eq!(
+            effects.notifications,
+            [Notification {
+                session: SessionId(holder),
+                recipe: "hostile@1".into(),
+                message: b"hello".to_vec()
+            }]
+        );
+        let (_, effects) = invoke_as(&mut node, holder, "fair-lock", "release", br#"{"lock":"l"}"#);
+        assert_eq!(effects.notifications.len(), 1, "{:?}", effects.notifications);
+        assert_eq!(effects.notifications[0].session, SessionId(waiter));
+        assert_eq!(effects.notifications[0].recipe, "fair-lock@1");
+    }
+
+    /// A version of a recipe shares the namespace of the others; one that rewrites the lock's
+    /// record cannot make the next grant's token smaller, because tokens come from the host.
+    #[test]
+    fn fencing_tokens_grow_whatever_version_is_deployed() {
+        let mut node = Node::new();
+        node.deploy("fair-lock", builtin("fair-lock")).expect("deploys");
+        let session = open_session(&mut node);
+        let token = |result: Result<Vec<u8>, ApiError>| -> u64 {
+            let reply: serde_json::Value =
+                serde_json::from_slice(&result.expect("granted")).expect("json");
+            reply["token"].as_u64().expect("a token")
+        };
+        let lock = br#"{"lock":"l","wait":true}"#;
+        let mut last = 0;
+        for _ in 0..4 {
+            let granted = token(invoke_as(&mut node, session, "fair-lock", "acquire", lock).0);
+            assert!(granted > last, "{granted} after {last}");
+            last = granted;
+            invoke_as(&mut node, session, "fair-lock", "release", br#"{"lock":"l"}"#)
+                .0
+                .expect("released");
+        }
+        // A hostile version rewinds the lock's record, then is retired.
+        node.deploy("fair-lock", HOSTILE).expect("deploys as version 2");
+        invoke_as(&mut node, session, "fair-lock", "put", br#"/l {"token":0}"#).0.expect("put");
+        node.apply(None, Action::RetireRecipe { name: "fair-lock".into(), version: 2 })
+            .0
+            .expect("retired");
+        let granted = token(invoke_as(&mut node, session, "fair-lock", "acquire", lock).0);
+        assert!(granted > last, "token {granted} after {last}: the counter went back");
+    }
+
+    /// A runtime that names itself differently: what a node built with another wasmtime is.
+    struct OtherRuntime(RecipeRuntime);
+
+    impl RecipeRunner for OtherRuntime {
+        fn runtime_version(&self) -> &str {
+            "wasmtime-0.0.0/fuel-0"
+        }
+
+        fn validate(&self, component: &[u8]) -> Result<(), String> {
+            self.0.validate(component)
+        }
+
+        fn invoke(
+            &self,
+            tree: &mut DataTree,
+            call: RecipeCall<'_>,
+            effects: &mut Effects,
+        ) -> Result<Vec<u8>, ApiError> {
+            self.0.invoke(tree, call, effects)
+        }
+    }
+
+    /// A node whose runtime is not the one the cluster's recipes were deployed for stops at the
+    /// first entry that would run recipe code, instead of answering `internal` while the other
+    /// replicas apply it.
+    #[test]
+    fn a_node_with_another_runtime_stops_rather_than_differ() {
+        let mut node = Node::new();
+        node.deploy("counter", counter()).expect("deploys");
+        let before = node.tree.clone();
+        let other = OtherRuntime(RecipeRuntime::new().expect("engine"));
+        let add = Write {
+            session: None,
+            action: Action::InvokeRecipe {
+                name: "counter".into(),
+                version: None,
+                op: "add".into(),
+                args: br#"{"name":"n","delta":1}"#.to_vec(),
+            },
+        };
+        let deploy = Write {
+            session: None,
+            action: Action::DeployRecipe {
+                name: "counter".into(),
+                version: None,
+                component: counter().to_vec(),
+            },
+        };
+        for write in [add, deploy] {
+            let mut tree = before.clone();
+            let command = Command { time_ms: 1, writes: vec![write] };
+            let fault = tree
+                .apply_command(node.zxid + 1, &command, &mut Effects::default(), &other)
+                .expect_err("a fault, not a reply");
+            assert!(fault.why.contains("wasmtime-0.0.0/fuel-0"), "{fault}");
+        }
+        // The same entry on a node with the cluster's runtime applies.
+        let command = Command {
+            time_ms: 1,
+            writes: vec![Write {
+                session: None,
+                action: Action::InvokeRecipe {
+                    name: "counter".into(),
+                    version: None,
+                    op: "get".into(),
+                    args: br#"{"name":"n"}"#.to_vec(),
+                },
+            }],
+        };
+        let replies = node
+            .tree
+            .apply_command(node.zxid + 1, &command, &mut Effects::default(), &node.runtime)
+            .expect("no fault");
+        assert!(replies[0].is_ok(), "{replies:?}");
     }
 
     #[test]

@@ -19,7 +19,8 @@ use super::recipes::{
     RecipeRunner, RecipeTxn, is_reserved, namespace, recipe_path, validate_name,
 };
 use super::{
-    Action, Command, DataTree, Effects, NodeKind, Session, SessionId, Write, Znode, ttl_expired,
+    Action, Command, DataTree, Effects, NodeFault, NodeKind, SecretHash, Session, SessionId, Write,
+    Znode, stored_bytes_of, ttl_expired,
 };
 
 impl DataTree {
@@ -31,14 +32,37 @@ impl DataTree {
         command: &Command,
         effects: &mut Effects,
         recipes: &dyn RecipeRunner,
-    ) -> Vec<Result<Reply, ApiError>> {
-        let replies = command
-            .writes
-            .iter()
-            .map(|write| self.apply_with(zxid, command.time_ms, write, effects, recipes))
-            .collect();
+    ) -> Result<Vec<Result<Reply, ApiError>>, NodeFault> {
+        let mut replies = Vec::with_capacity(command.writes.len());
+        for write in &command.writes {
+            let reply = self.apply_with(zxid, command.time_ms, write, effects, recipes);
+            // `internal` is never a request's own doing: this node failed where another
+            // replica may not have.
+            if let Err(error) = &reply
+                && error.code == ErrorCode::Internal
+            {
+                recipes.entry_applied();
+                return Err(NodeFault { zxid, why: error.to_string() });
+            }
+            replies.push(reply);
+        }
         recipes.entry_applied();
-        replies
+        Ok(replies)
+    }
+
+    /// The recipe runtime recorded in the state (by the first deploy) must be this node's:
+    /// fuel counts and the served imports may differ between runtimes, so running recipe code
+    /// on another could make this replica differ from the rest. `internal`, so the node stops.
+    fn check_runtime(&self, recipes: &dyn RecipeRunner) -> Result<(), ApiError> {
+        match &self.recipes.runtime {
+            Some(runtime) if runtime != recipes.runtime_version() => {
+                Err(ApiError::new(ErrorCode::Internal).with_detail(format!(
+                    "the cluster runs recipes on runtime {runtime}; this node has {}",
+                    recipes.runtime_version()
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Applies one write, running recipes with `recipes`.
@@ -53,6 +77,7 @@ impl DataTree {
         match &write.action {
             Action::DeployRecipe { name, version, component } => {
                 self.advance(zxid, time_ms);
+                self.check_runtime(recipes)?;
                 self.deploy_recipe(name, *version, component, recipes, effects)
             }
             Action::RetireRecipe { name, version } => {
@@ -61,15 +86,7 @@ impl DataTree {
             }
             Action::InvokeRecipe { name, version, op, args } => {
                 self.advance(zxid, time_ms);
-                if let Some(runtime) = &self.recipes.runtime
-                    && runtime != recipes.runtime_version()
-                {
-                    // Running another engine's fuel accounting could make replicas disagree.
-                    return Err(ApiError::new(ErrorCode::Internal).with_detail(format!(
-                        "recipes were deployed for runtime {runtime}; this node runs {}",
-                        recipes.runtime_version()
-                    )));
-                }
+                self.check_runtime(recipes)?;
                 let (version, deployed) = self.recipes.resolve(name, *version)?;
                 let deployed = deployed.clone();
                 let call = RecipeCall {
@@ -101,10 +118,13 @@ impl DataTree {
                         }
                     }
                 }
+                if !by_recipe.is_empty() {
+                    self.check_runtime(recipes)?;
+                }
                 let reply = self.apply(zxid, time_ms, write, effects)?;
                 if let Some(session) = ending {
                     for (name, deleted) in by_recipe {
-                        self.run_session_hook(&name, session, &deleted, recipes, effects);
+                        self.run_session_hook(&name, session, &deleted, recipes, effects)?;
                     }
                 }
                 Ok(reply)
@@ -113,8 +133,9 @@ impl DataTree {
         }
     }
 
-    /// Tells a recipe which of its znodes went with a session. A failing hook is undone on its
-    /// own; the session's end stands.
+    /// Tells a recipe which of its znodes went with a session. A hook that fails is undone on
+    /// its own and the session's end stands; only a fault of this node (`internal`) is passed
+    /// on, to stop it.
     fn run_session_hook(
         &mut self,
         name: &str,
@@ -122,8 +143,8 @@ impl DataTree {
         deleted: &[String],
         recipes: &dyn RecipeRunner,
         effects: &mut Effects,
-    ) {
-        let Ok((version, deployed)) = self.recipes.resolve(name, None) else { return };
+    ) -> Result<(), ApiError> {
+        let Ok((version, deployed)) = self.recipes.resolve(name, None) else { return Ok(()) };
         let deployed = deployed.clone();
         let call = RecipeCall {
             name,
@@ -136,8 +157,13 @@ impl DataTree {
         };
         // Deterministic like everything in apply: every replica fails the same way, so the
         // error is the same everywhere and only worth a log line.
-        if let Err(error) = recipes.invoke(self, call, effects) {
-            tracing::warn!(recipe = %name, %session, %error, "session hook failed");
+        match recipes.invoke(self, call, effects) {
+            Err(error) if error.code == ErrorCode::Internal => Err(error),
+            Err(error) => {
+                tracing::warn!(recipe = %name, %session, %error, "session hook failed");
+                Ok(())
+            }
+            Ok(_) => Ok(()),
         }
     }
 
@@ -162,6 +188,7 @@ impl DataTree {
                 component.len()
             )));
         }
+        self.recipes.check_room(name, component.len())?;
         let highest = self.recipes.highest.get(name).copied().unwrap_or(0);
         let version = match version {
             Some(version) if version <= highest => {
@@ -246,7 +273,9 @@ impl DataTree {
                 txn.reap_ttl();
                 Ok(Reply::Synced {})
             }
-            Action::OpenSession { timeout_ms, secret } => txn.open_session(*timeout_ms, *secret),
+            Action::OpenSession { timeout_ms, secret_hash } => {
+                txn.open_session(*timeout_ms, *secret_hash)
+            }
             Action::CloseSession => match write.session {
                 Some(session) => txn.end_session(session).map(|()| Reply::SessionClosed {}),
                 None => Err(ApiError::new(ErrorCode::NoSession)),
@@ -338,7 +367,7 @@ enum Undo {
     /// A znode was deleted: put it back.
     Deleted { path: String, node: Znode },
     /// A znode's data was set: put the old data and versions back.
-    Set { path: String, data: Vec<u8>, version: u32, mzxid: u64, mtime: u64 },
+    Set { path: String, data: Arc<Vec<u8>>, version: u32, mzxid: u64, mtime: u64 },
     /// A child was added to (or removed from) `parent`: take it out (or put it back).
     Child { parent: String, name: String, added: bool, cversion: u32, pzxid: u64 },
 }
@@ -372,7 +401,13 @@ impl Txn<'_> {
         Ok(())
     }
 
-    fn open_session(&mut self, timeout_ms: u64, secret: u64) -> Result<Reply, ApiError> {
+    /// Opens a session. The reply's `secret` is 0: only the proposing node knows the secret,
+    /// and it answers its client with it.
+    fn open_session(
+        &mut self,
+        timeout_ms: u64,
+        secret_hash: SecretHash,
+    ) -> Result<Reply, ApiError> {
         if !(SESSION_TIMEOUT_MS_MIN..=SESSION_TIMEOUT_MS_MAX).contains(&timeout_ms) {
             return Err(ApiError::new(ErrorCode::InvalidArgument).with_detail(format!(
                 "session timeout of {timeout_ms} ms is outside \
@@ -385,8 +420,8 @@ impl Txn<'_> {
         }
         let id = SessionId(self.tree.next_session_id);
         self.tree.next_session_id += 1;
-        self.tree.sessions.insert(id, Session { timeout_ms, secret });
-        Ok(Reply::Session { session_id: id.0, secret, timeout_ms })
+        self.tree.sessions.insert(id, Session { timeout_ms, secret_hash });
+        Ok(Reply::Session { session_id: id.0, secret: 0, timeout_ms })
     }
 
     /// Ends a session: deletes its ephemerals (and containers they leave empty), then the session.
@@ -498,6 +533,8 @@ impl Txn<'_> {
             return Err(ApiError::at(ErrorCode::NodeExists, path));
         }
 
+        self.tree.check_room(&path, 1, stored_bytes_of(&path, &request.data))?;
+
         self.add_child(parent_path, &name, cversion);
         let mut node = Znode::new(request.data.clone(), kind, self.zxid, self.time_ms);
         if let Some(owner) = owner {
@@ -517,9 +554,15 @@ impl Txn<'_> {
         check_data_size(path, &request.data)?;
         self.check_reserved(path)?;
         let node =
-            self.tree.nodes.get_mut(path).ok_or_else(|| ApiError::at(ErrorCode::NoNode, path))?;
+            self.tree.nodes.get(path).ok_or_else(|| ApiError::at(ErrorCode::NoNode, path))?;
         check_version(path, node, request.version)?;
-        let data = std::mem::replace(&mut node.data, request.data.clone());
+        let growth = request.data.len().saturating_sub(node.data.len()) as u64;
+        self.tree.check_room(path, 0, growth)?;
+        let node =
+            self.tree.nodes.get_mut(path).ok_or_else(|| ApiError::at(ErrorCode::NoNode, path))?;
+        let data = std::mem::replace(&mut node.data, Arc::new(request.data.clone()));
+        self.tree.stored_bytes =
+            self.tree.stored_bytes + request.data.len() as u64 - data.len() as u64;
         self.undo.push(Undo::Set {
             path: path.to_string(),
             data,
@@ -647,6 +690,8 @@ impl Txn<'_> {
                 }
                 Undo::Set { path, data, version, mzxid, mtime } => {
                     if let Some(node) = self.tree.nodes.get_mut(&path) {
+                        self.tree.stored_bytes =
+                            self.tree.stored_bytes + data.len() as u64 - node.data.len() as u64;
                         node.data = data;
                         node.version = version;
                         node.mzxid = mzxid;
@@ -672,8 +717,10 @@ impl Txn<'_> {
 }
 
 impl DataTree {
-    /// Adds a znode to the derived indexes (TTL znodes, each session's ephemerals).
+    /// Adds a znode to the derived indexes (TTL znodes, each session's ephemerals) and its
+    /// bytes to the tree's count.
     fn index(&mut self, path: &str, node: &Znode) {
+        self.stored_bytes += stored_bytes_of(path, &node.data);
         match node.kind {
             NodeKind::Ttl { .. } => {
                 self.ttl_nodes.insert(path.to_string());
@@ -686,8 +733,9 @@ impl DataTree {
         }
     }
 
-    /// Removes a znode from the derived indexes.
+    /// Removes a znode from the derived indexes and its bytes from the tree's count.
     fn unindex(&mut self, path: &str, node: &Znode) {
+        self.stored_bytes -= stored_bytes_of(path, &node.data);
         match node.kind {
             NodeKind::Ttl { .. } => {
                 self.ttl_nodes.remove(path);
@@ -1229,6 +1277,49 @@ mod tests {
         }
     }
 
+    /// The tree's node-wide bounds hold against every kind of write; deletes make room.
+    #[test]
+    fn the_tree_stays_within_its_limits() {
+        use crate::store::TreeLimits;
+        // The root (1 byte of path) and two znodes of 2 + 2 bytes fit; a third does not.
+        let mut tree = DataTree::new().with_limits(TreeLimits { znodes_max: 3, bytes_max: 12 });
+        let mut zxid = 0;
+        let mut apply = |tree: &mut DataTree, action: Action| {
+            zxid += 1;
+            let reply =
+                tree.apply(zxid, zxid, &Write::sessionless(action), &mut Effects::default());
+            tree.check_invariants().expect("invariants");
+            match reply {
+                Ok(Reply::Multi { results }) => results.iter().find_map(|result| match result {
+                    MultiResult::Error(error) if error.code != ErrorCode::RolledBack => {
+                        Some(error.code)
+                    }
+                    _ => None,
+                }),
+                Ok(_) => None,
+                Err(error) => Some(error.code),
+            }
+        };
+        assert_eq!(apply(&mut tree, create("/a")), None);
+        assert_eq!(apply(&mut tree, create("/b")), None);
+        assert_eq!(tree.size(), (3, 9));
+        assert_eq!(apply(&mut tree, create("/c")), Some(ErrorCode::QuotaExceeded));
+        // A multi that would pass the bound writes nothing.
+        assert_eq!(apply(&mut tree, delete("/b", None)), None);
+        let both = multi(vec![create("/c"), create("/d")]);
+        assert_eq!(apply(&mut tree, both), Some(ErrorCode::QuotaExceeded));
+        assert_eq!(tree.size(), (2, 5));
+        // Growing data counts; shrinking it always goes through.
+        assert_eq!(apply(&mut tree, set("/a", "1234567", None)), None);
+        assert_eq!(tree.size(), (2, 10));
+        assert_eq!(
+            apply(&mut tree, set("/a", "12345678901", None)),
+            Some(ErrorCode::QuotaExceeded)
+        );
+        assert_eq!(apply(&mut tree, set("/a", "", None)), None);
+        assert_eq!(tree.size(), (2, 3));
+    }
+
     #[test]
     fn stat_follows_zookeeper() {
         let (tree, _) =
@@ -1259,12 +1350,9 @@ mod tests {
         let writes = [create("/a"), create("/a"), create("/a/b"), set("/a", "x", Some(0))];
         let command =
             Command { time_ms: 1000, writes: writes.into_iter().map(Write::sessionless).collect() };
-        let replies = tree.apply_command(
-            7,
-            &command,
-            &mut Effects::default(),
-            &crate::store::recipes::NoRecipes,
-        );
+        let replies = tree
+            .apply_command(7, &command, &mut Effects::default(), &crate::store::recipes::NoRecipes)
+            .expect("no fault");
         assert!(replies[0].is_ok());
         assert_eq!(replies[1].as_ref().err().map(|e| e.code), Some(ErrorCode::NodeExists));
         assert!(replies[2].is_ok() && replies[3].is_ok(), "a refused action undoes no other");
@@ -1294,9 +1382,10 @@ mod tests {
                 reply
             };
         let ephemeral = |path: &str| create_as(path, CreateMode::Ephemeral, false, None);
-        let open = Action::OpenSession { timeout_ms: 1000, secret: 7 };
+        let open = Action::OpenSession { timeout_ms: 1000, secret_hash: SecretHash::of(7) };
         let reply = apply(&mut tree, None, open, &mut effects);
-        assert_eq!(reply, Ok(Reply::Session { session_id: 1, secret: 7, timeout_ms: 1000 }));
+        assert_eq!(reply, Ok(Reply::Session { session_id: 1, secret: 0, timeout_ms: 1000 }));
+        assert_eq!(tree.session(SessionId(1)).map(|s| s.secret_hash), Some(SecretHash::of(7)));
 
         assert!(
             apply(
@@ -1347,7 +1436,7 @@ mod tests {
             Some(ErrorCode::SessionExpired)
         );
 
-        let too_short = Action::OpenSession { timeout_ms: 1, secret: 0 };
+        let too_short = Action::OpenSession { timeout_ms: 1, secret_hash: SecretHash::of(0) };
         assert_eq!(
             code_of(apply(&mut tree, None, too_short, &mut effects)),
             Some(ErrorCode::InvalidArgument)
@@ -1356,7 +1445,7 @@ mod tests {
         let reply = apply(
             &mut tree,
             None,
-            Action::OpenSession { timeout_ms: 1000, secret: 1 },
+            Action::OpenSession { timeout_ms: 1000, secret_hash: SecretHash::of(1) },
             &mut effects,
         );
         assert!(matches!(reply, Ok(Reply::Session { session_id: 2, .. })));

@@ -3,7 +3,7 @@
 use cairn_wire::{CreateRequest, DeleteRequest, MultiOp, SetRequest};
 use serde::{Deserialize, Serialize};
 
-use super::SessionId;
+use super::{SecretHash, SessionId};
 
 /// The payload of a log entry: the actions of one group commit, applied in order, each on its
 /// own (one failing does not undo another), all under the entry's zxid; and the leader's
@@ -39,10 +39,11 @@ pub enum Action {
     Multi(Vec<MultiOp>),
     /// Delete every TTL znode whose time has come, as of the entry's time.
     ReapTtl,
-    /// Open a session; the leader chose the secret.
+    /// Open a session. The node that proposes it chose the secret and keeps it to answer its
+    /// client; the entry carries only its hash.
     OpenSession {
         timeout_ms: u64,
-        secret: u64,
+        secret_hash: SecretHash,
     },
     /// End the write's session at its client's request.
     CloseSession,

@@ -77,6 +77,11 @@ impl DataTree {
                 }
             }
         }
+        let stored: u64 =
+            self.nodes.iter().map(|(path, node)| super::stored_bytes_of(path, &node.data)).sum();
+        if stored != self.stored_bytes {
+            return Err(format!("{} stored bytes counted, {stored} held", self.stored_bytes));
+        }
         if self.sessions.keys().any(|id| id.0 >= self.next_session_id) {
             return Err("a session id at or above the next one".into());
         }

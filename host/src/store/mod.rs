@@ -12,6 +12,7 @@ mod invariants;
 pub mod recipes;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use cairn_wire::{ApiError, ChildEntry, ErrorCode, EventKind, Stat, path};
 use serde::{Deserialize, Serialize};
@@ -35,9 +36,25 @@ impl std::fmt::Display for SessionId {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
     pub timeout_ms: u64,
-    /// Chosen at random by the leader that proposed the open; proves a reconnecting client owns
-    /// the session.
-    pub secret: u64,
+    /// The hash of the secret the node that proposed the open chose at random and gave the
+    /// client, which proves a reconnecting client owns the session. Only the hash is in the
+    /// state, the log and snapshots: whoever reads them cannot take a session over.
+    pub secret_hash: SecretHash,
+}
+
+/// The SHA-256 of a session secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretHash(pub [u8; 32]);
+
+impl SecretHash {
+    pub fn of(secret: u64) -> SecretHash {
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(b"cairn session secret\0");
+        hasher.update(secret.to_le_bytes());
+        SecretHash(hasher.finalize().into())
+    }
 }
 
 /// What applying an entry did that someone outside the tree must hear of: changes for the
@@ -47,7 +64,16 @@ pub struct Effects {
     pub changes: Vec<(EventKind, String)>,
     pub ended_sessions: Vec<SessionId>,
     /// Messages recipes addressed to sessions, delivered after commit.
-    pub notifications: Vec<(SessionId, Vec<u8>)>,
+    pub notifications: Vec<Notification>,
+}
+
+/// A message a recipe addressed to a session with a stake in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    pub session: SessionId,
+    /// The sender, as `name@version`: clients tell recipes apart by it.
+    pub recipe: String,
+    pub message: Vec<u8>,
 }
 
 /// What kind of znode this is, for the rules that delete znodes on their own.
@@ -68,8 +94,10 @@ pub enum NodeKind {
 /// One znode: its data, the stat fields that are not derived, and its children's names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Znode {
-    #[serde(with = "serde_bytes")]
-    data: Vec<u8>,
+    /// Shared, so a copy of the tree (for a snapshot or a digest, made under the state's lock)
+    /// copies no data.
+    #[serde(with = "shared_bytes")]
+    data: Arc<Vec<u8>>,
     kind: NodeKind,
     children: BTreeSet<String>,
     czxid: u64,
@@ -85,7 +113,7 @@ pub struct Znode {
 impl Znode {
     fn new(data: Vec<u8>, kind: NodeKind, zxid: u64, time_ms: u64) -> Znode {
         Znode {
-            data,
+            data: Arc::new(data),
             kind,
             children: BTreeSet::new(),
             czxid: zxid,
@@ -146,6 +174,37 @@ pub struct DataTree {
     /// The latest leader timestamp applied: entries from a leader whose clock is behind never
     /// move time back.
     clock_ms: u64,
+    /// The last fencing token the host gave a recipe (`context.fencing-token`). Only the host
+    /// writes it, so no recipe version can make tokens go backwards.
+    fencing_token: u64,
+    /// Bytes of every znode's path and data. Derived from `nodes`; not part of the snapshot.
+    stored_bytes: u64,
+    /// The node-wide bounds apply enforces. The same on every replica ([`TreeLimits::DEFAULT`];
+    /// tests make smaller ones); not part of the snapshot.
+    limits: TreeLimits,
+}
+
+/// Znodes the tree may hold. Every replica holds the whole tree in memory.
+pub const TREE_ZNODES_MAX: usize = 2_000_000;
+/// Bytes of znode paths and data the tree may hold (2 GiB, etcd's default quota).
+pub const TREE_BYTES_MAX: u64 = 2 * 1024 * 1024 * 1024;
+
+/// How large the tree may grow; a create or set past either bound is refused with
+/// `quota-exceeded`, and deletes always go through, to make room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeLimits {
+    pub znodes_max: usize,
+    pub bytes_max: u64,
+}
+
+impl TreeLimits {
+    pub const DEFAULT: TreeLimits =
+        TreeLimits { znodes_max: TREE_ZNODES_MAX, bytes_max: TREE_BYTES_MAX };
+}
+
+/// What one znode counts against [`TreeLimits::bytes_max`].
+fn stored_bytes_of(path: &str, data: &[u8]) -> u64 {
+    (path.len() + data.len()) as u64
 }
 
 /// The form a tree takes in a snapshot: only what cannot be derived.
@@ -157,6 +216,8 @@ struct TreeImage {
     recipes: RecipeTable,
     last_zxid: u64,
     clock_ms: u64,
+    #[serde(default)]
+    fencing_token: u64,
 }
 
 impl Default for DataTree {
@@ -179,11 +240,49 @@ impl DataTree {
             recipes: RecipeTable::default(),
             last_zxid: 0,
             clock_ms: 0,
+            fencing_token: 0,
+            stored_bytes: stored_bytes_of("/", &[]),
+            limits: TreeLimits::DEFAULT,
         }
+    }
+
+    /// The same tree, bounded by `limits` instead of the default ones.
+    pub fn with_limits(mut self, limits: TreeLimits) -> DataTree {
+        self.limits = limits;
+        self
+    }
+
+    /// How many znodes the tree holds and how many bytes of paths and data.
+    pub fn size(&self) -> (usize, u64) {
+        (self.nodes.len(), self.stored_bytes)
+    }
+
+    /// Whether `more_znodes` znodes and `more_bytes` bytes still fit the node-wide bounds.
+    fn check_room(&self, path: &str, more_znodes: usize, more_bytes: u64) -> Result<(), ApiError> {
+        if self.nodes.len() + more_znodes > self.limits.znodes_max {
+            return Err(ApiError::at(ErrorCode::QuotaExceeded, path).with_detail(format!(
+                "the cluster holds {} znodes, its limit",
+                self.limits.znodes_max
+            )));
+        }
+        if self.stored_bytes + more_bytes > self.limits.bytes_max {
+            return Err(ApiError::at(ErrorCode::QuotaExceeded, path).with_detail(format!(
+                "{} more bytes would take the cluster past its {} bytes of znodes",
+                more_bytes, self.limits.bytes_max
+            )));
+        }
+        Ok(())
     }
 
     pub fn last_zxid(&self) -> u64 {
         self.last_zxid
+    }
+
+    /// A fencing token larger than every one given before: the host's, for recipes.
+    pub fn next_fencing_token(&mut self) -> u64 {
+        // A u64 counted up by one per grant does not wrap in the life of a cluster.
+        self.fencing_token = self.fencing_token.saturating_add(1);
+        self.fencing_token
     }
 
     pub fn node(&self, path: &str) -> Option<&Znode> {
@@ -238,6 +337,14 @@ impl DataTree {
         &self.recipes
     }
 
+    /// Whether `session` owns an ephemeral znode below `prefix` (a namespace root): its stake in
+    /// that recipe.
+    pub fn owns_ephemeral_below(&self, session: SessionId, prefix: &str) -> bool {
+        let Some(owned) = self.ephemerals.get(&session) else { return false };
+        let below = format!("{prefix}/");
+        owned.range(below.clone()..).next().is_some_and(|path| path.starts_with(&below))
+    }
+
     /// A session's ephemeral znodes in path order.
     pub fn ephemerals_of(&self, id: SessionId) -> impl DoubleEndedIterator<Item = &String> {
         self.ephemerals.get(&id).into_iter().flatten()
@@ -261,6 +368,7 @@ impl DataTree {
             recipes: &'a RecipeTable,
             last_zxid: u64,
             clock_ms: u64,
+            fencing_token: u64,
         }
         rmp_serde::to_vec_named(&ImageRef {
             nodes: &self.nodes,
@@ -269,6 +377,7 @@ impl DataTree {
             recipes: &self.recipes,
             last_zxid: self.last_zxid,
             clock_ms: self.clock_ms,
+            fencing_token: self.fencing_token,
         })
     }
 
@@ -287,7 +396,11 @@ impl DataTree {
                 ephemerals.entry(SessionId(node.ephemeral_owner)).or_default().insert(path.clone());
             }
         }
+        let stored_bytes =
+            image.nodes.iter().map(|(path, node)| stored_bytes_of(path, &node.data)).sum();
         let tree = DataTree {
+            stored_bytes,
+            limits: TreeLimits::DEFAULT,
             nodes: image.nodes,
             ttl_nodes,
             sessions: image.sessions,
@@ -296,10 +409,23 @@ impl DataTree {
             recipes: image.recipes,
             last_zxid: image.last_zxid,
             clock_ms: image.clock_ms,
+            fencing_token: image.fencing_token,
         };
         tree.check_invariants().map_err(ImageError::Invariant)?;
         Ok(tree)
     }
+}
+
+/// Applying an entry failed for a reason that is not the entry's own fault: this node's recipe
+/// runtime is not the one the cluster runs, or its runtime broke. Another replica may apply the
+/// same entry and succeed, so answering would let replicas differ: the node stops instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "this node cannot apply entry {zxid}, so it stops rather than differ from the other replicas: {why}"
+)]
+pub struct NodeFault {
+    pub zxid: u64,
+    pub why: String,
 }
 
 /// A snapshot image that cannot be loaded.
@@ -317,5 +443,25 @@ fn ttl_expired(node: &Znode, now_ms: u64) -> bool {
             node.children.is_empty() && now_ms >= node.mtime.saturating_add(ttl_ms)
         }
         _ => false,
+    }
+}
+
+/// Serde for shared bytes: encoded as plain bytes, as `serde_bytes` would.
+pub(crate) mod shared_bytes {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        bytes: &Arc<Vec<u8>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Arc<Vec<u8>>, D::Error> {
+        Ok(Arc::new(serde_bytes::ByteBuf::deserialize(deserializer)?.into_vec()))
     }
 }

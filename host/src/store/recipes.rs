@@ -20,6 +20,13 @@ pub const RESERVED_ROOT: &str = "/cairn";
 pub const RECIPES_ROOT: &str = "/cairn/recipes";
 /// Longest recipe name, in bytes.
 pub const RECIPE_NAME_BYTES_MAX: usize = 64;
+/// Names a cluster may ever deploy recipes under (retired or not: each keeps its highest
+/// version, so that a version is never reused).
+pub const RECIPE_NAMES_MAX: usize = 1_024;
+/// Versions of one recipe live at once; retire one to deploy another.
+pub const RECIPE_VERSIONS_LIVE_PER_NAME_MAX: usize = 16;
+/// Bytes of every live component together: each is in every snapshot and every node's memory.
+pub const RECIPE_COMPONENTS_BYTES_MAX: usize = 256 * 1024 * 1024;
 pub use cairn_wire::RECIPE_COMPONENT_BYTES_MAX;
 
 /// The namespace root of recipe `name`.
@@ -46,7 +53,7 @@ pub fn is_reserved(path: &str) -> bool {
 pub struct Deployed {
     /// SHA-256 of the component, hex: what nodes cache its compiled form under.
     pub hash: String,
-    #[serde(with = "shared_bytes")]
+    #[serde(with = "super::shared_bytes")]
     pub component: Arc<Vec<u8>>,
 }
 
@@ -64,6 +71,30 @@ pub struct RecipeTable {
 }
 
 impl RecipeTable {
+    /// Whether one more component of `bytes` may be deployed as a version of `name`.
+    pub fn check_room(&self, name: &str, bytes: usize) -> Result<(), ApiError> {
+        let quota =
+            |detail: String| Err(ApiError::new(ErrorCode::QuotaExceeded).with_detail(detail));
+        if !self.highest.contains_key(name) && self.highest.len() >= RECIPE_NAMES_MAX {
+            return quota(format!("{RECIPE_NAMES_MAX} recipe names are in use"));
+        }
+        let live = self.deployed.get(name).map_or(0, BTreeMap::len);
+        if live >= RECIPE_VERSIONS_LIVE_PER_NAME_MAX {
+            return quota(format!(
+                "{name} has {live} live versions, the most allowed: retire one first"
+            ));
+        }
+        let total: usize =
+            self.deployed.values().flat_map(BTreeMap::values).map(|d| d.component.len()).sum();
+        if total + bytes > RECIPE_COMPONENTS_BYTES_MAX {
+            return quota(format!(
+                "{total} bytes of components are deployed; {bytes} more would pass \
+                 {RECIPE_COMPONENTS_BYTES_MAX}: retire versions first"
+            ));
+        }
+        Ok(())
+    }
+
     /// The named version, or the newest.
     pub fn resolve(&self, name: &str, version: Option<u32>) -> Result<(u32, &Deployed), ApiError> {
         let versions = self.deployed.get(name).ok_or_else(|| no_recipe(name, version))?;
@@ -225,24 +256,5 @@ impl RecipeTxn {
     /// Undoes every write.
     pub fn rollback(mut self, tree: &mut DataTree) {
         self.parts.with(tree, |txn| txn.rollback());
-    }
-}
-
-mod shared_bytes {
-    use std::sync::Arc;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(
-        bytes: &Arc<Vec<u8>>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(bytes)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Arc<Vec<u8>>, D::Error> {
-        Ok(Arc::new(serde_bytes::ByteBuf::deserialize(deserializer)?.into_vec()))
     }
 }

@@ -216,3 +216,69 @@ async fn limits_give_clear_errors() -> anyhow::Result<()> {
     bystander_round_trip(&client, "limits").await?;
     Ok(())
 }
+
+/// Resident memory of a process, in KiB, from /proc.
+fn resident_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS for {pid}"))?;
+    Ok(line.trim().trim_end_matches("kB").trim().parse()?)
+}
+
+/// A client that sends requests and never reads the replies. The node stops reading its
+/// requests once the stream's outbox is full, so its memory stays within the outbox's bound
+/// (before, every reply was queued: 0.5 → 4.5 GiB), and closes the connection once the outbox
+/// has stayed full past its deadline; everyone else is served throughout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_never_reads_is_bounded_and_cut_off() -> anyhow::Result<()> {
+    use cairn_wire::CLOSE_SLOW_READER;
+    let (_dir, node) = start_node(&[])?;
+    let pid = node.pid().ok_or_else(|| anyhow::anyhow!("no pid"))?;
+    let client = node.client().await?;
+    client.create("/big", vec![7; ZNODE_DATA_BYTES_MAX], CreateOptions::persistent()).await?;
+    // Warm up what a read of /big costs once, so it is in the baseline.
+    client.get("/big").await?;
+    let baseline = resident_kib(pid)?;
+
+    let mut raw = Raw::connect(&node, None).await?;
+    let connection = raw.connection.clone();
+    // 2,000 reads of 1 MiB: 2 GiB of replies, were they all queued.
+    let requests = 2_000u64;
+    let sender = tokio::spawn(async move {
+        for id in 1..=requests {
+            let get = Request::Get { path: "/big".into(), local: true, watch: false };
+            if raw.send_request(id, get).await.is_err() {
+                break;
+            }
+        }
+        raw
+    });
+    let mut peak = baseline;
+    let mut round = 0;
+    let closed = tokio::time::timeout(Duration::from_secs(180), async {
+        loop {
+            peak = peak.max(resident_kib(pid)?);
+            if let Some(reason) = connection.close_reason() {
+                return anyhow::Ok(reason);
+            }
+            round += 1;
+            bystander_round_trip(&client, &format!("while-full-{round}")).await?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await??;
+    let grown_mib = peak.saturating_sub(baseline) / 1024;
+    // The outbox's bound (8 MiB) and one reply past it, with room for the allocator.
+    assert!(grown_mib < 128, "the node grew by {grown_mib} MiB for a client that never reads");
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code, CLOSE_SLOW_READER.into(), "{close:?}");
+        }
+        other => panic!("closed for another reason: {other:?}"),
+    }
+    drop(sender.await?);
+    bystander_round_trip(&client, "after").await?;
+    Ok(())
+}

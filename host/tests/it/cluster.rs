@@ -541,3 +541,81 @@ async fn a_node_serves_with_the_certificate_files_it_is_given() -> anyhow::Resul
     client.create("/signed", Vec::new(), CreateOptions::persistent()).await?;
     Ok(())
 }
+
+/// The members `cairn cluster status` lists, as (id, role).
+fn members(node: &cairn_tests::Server) -> anyhow::Result<Vec<(u64, String)>> {
+    let output = node.cli(&["cluster", "status", "--json"])?;
+    anyhow::ensure!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    Ok(status["members"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|m| (m["node_id"].as_u64().unwrap_or(0), m["role"].as_str().unwrap_or("").into()))
+        .collect())
+}
+
+fn writable(node: &cairn_tests::Server, path: &str) -> anyhow::Result<()> {
+    let written = node.cli(&["create", path, "x"])?;
+    anyhow::ensure!(written.status.success(), "{}", String::from_utf8_lossy(&written.stderr));
+    Ok(())
+}
+
+/// `cluster add` of a node that never starts: the new member never catches up, so it never
+/// becomes a voter; the change fails with a clear error, the membership is as it was and the
+/// cluster takes writes. (Before, a one-node cluster made the unreachable node a voter and
+/// lost its quorum for good.) On one node and on three, asked of a follower.
+#[test]
+fn adding_a_node_that_never_starts_leaves_the_cluster_writable() -> anyhow::Result<()> {
+    let (_dir, node) = crate::start_node(&[])?;
+    let added = node.cli(&["cluster", "add", "99", "127.0.0.1:9", "127.0.0.1:9"])?;
+    assert!(!added.status.success(), "added a node that never started");
+    let error = String::from_utf8_lossy(&added.stderr);
+    assert!(error.contains("did not catch up"), "{error}");
+    assert_eq!(members(&node)?.iter().map(|m| m.0).collect::<Vec<_>>(), [1]);
+    writable(&node, "/after-add")?;
+
+    let dir = tempfile::tempdir()?;
+    let cluster = start_cluster(dir.path(), 3, &[])?;
+    let added = cluster.nodes[1].cli(&["cluster", "add", "99", "127.0.0.1:9", "127.0.0.1:9"])?;
+    assert!(!added.status.success(), "added a node that never started");
+    let error = String::from_utf8_lossy(&added.stderr);
+    assert!(error.contains("did not catch up"), "{error}");
+    let ids: Vec<u64> = members(&cluster.nodes[0])?.iter().map(|m| m.0).collect();
+    assert_eq!(ids, [1, 2, 3]);
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        writable(node, &format!("/after-add-{i}"))?;
+    }
+    Ok(())
+}
+
+/// With one of three nodes down, removing a live one would leave voters of which only one
+/// answers: refused. Removing the dead one is fine, and so is going down to one voter; removing
+/// the last voter is refused. The cluster takes writes all along.
+#[tokio::test(flavor = "multi_thread")]
+async fn removals_that_would_lose_the_quorum_are_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut cluster = start_cluster(dir.path(), 3, &[])?;
+    cluster.node(3).kill()?;
+    let leader = cluster.leader(&[1, 2], DEADLINE).await?;
+    let other = if leader == 1 { 2 } else { 1 };
+
+    let removed = cluster.node(leader).cli(&["cluster", "remove", &other.to_string()])?;
+    assert!(!removed.status.success(), "removed a live voter with another one down");
+    let error = String::from_utf8_lossy(&removed.stderr);
+    assert!(error.contains("refused"), "{error}");
+    writable(cluster.node(leader), "/after-refusal")?;
+
+    let removed = cluster.node(leader).cli(&["cluster", "remove", "3"])?;
+    assert!(removed.status.success(), "{}", String::from_utf8_lossy(&removed.stderr));
+    let removed = cluster.node(leader).cli(&["cluster", "remove", &other.to_string()])?;
+    assert!(removed.status.success(), "{}", String::from_utf8_lossy(&removed.stderr));
+    let last = cluster.node(leader).cli(&["cluster", "remove", &leader.to_string()])?;
+    assert!(!last.status.success(), "removed the last voter");
+    let error = String::from_utf8_lossy(&last.stderr);
+    assert!(error.contains("no voters"), "{error}");
+    assert_eq!(members(cluster.node(leader))?.iter().map(|m| m.0).collect::<Vec<_>>(), [leader]);
+    writable(cluster.node(leader), "/after-removals")?;
+    Ok(())
+}

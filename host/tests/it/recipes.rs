@@ -544,3 +544,88 @@ fn wait_until(mut done: impl FnMut() -> anyhow::Result<bool>) -> anyhow::Result<
     }
     Ok(())
 }
+
+/// A recipe that sleeps — std's `sleep` or raw WASI polling — is answered at once, and the
+/// node serves everyone meanwhile. (Before, the sleep was real, inside apply, holding the
+/// state's lock: reads, writes and SIGTERM all stopped, and a restart slept again.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sleeping_recipe_holds_nobody_up() -> anyhow::Result<()> {
+    let (_dir, node) = start_node(&[])?;
+    let client = node.client().await?;
+    client.deploy_recipe("hostile", None, component("hostile")).await?;
+    let bystander = node.client().await?;
+    let mut sleepers = Vec::new();
+    for op in ["sleep", "poll"] {
+        let client = client.clone();
+        sleepers.push(tokio::spawn(async move {
+            tokio::time::timeout(
+                Duration::from_secs(60),
+                client.invoke("hostile", None, op, Vec::new()),
+            )
+            .await
+        }));
+    }
+    for i in 0..10 {
+        let value =
+            bystander.invoke("counter", None, "add", br#"{"name":"n","delta":1}"#.to_vec()).await?;
+        assert_eq!(value, format!("{{\"value\":{}}}", i + 1).into_bytes());
+    }
+    let slept = sleepers.remove(0).await?.expect("an hour's sleep takes no time")?;
+    assert_eq!(slept, b"woke");
+    let polled = sleepers.remove(0).await?.expect("an hour's poll takes no time")?;
+    assert!(polled.starts_with(b"polled"), "{}", String::from_utf8_lossy(&polled));
+    Ok(())
+}
+
+/// Another recipe cannot pass its message off as a grant to a session waiting for a lock: the
+/// node delivers notifications only to sessions with a stake in the sender, and the lock handle
+/// takes a notification as a hint, confirmed from the lock's state. (Before, a 4 KB recipe made
+/// a waiting `acquire` return while another session held the lock.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_grant_does_not_end_a_wait_for_a_lock() -> anyhow::Result<()> {
+    let (_dir, node) = start_node(&[])?;
+    let holder = node.client().await?;
+    holder.deploy_recipe("hostile", None, component("hostile")).await?;
+    let held = holder.lock("L").acquire().await?;
+    let waiter = node.client().await?;
+    let waiting = {
+        let waiter = waiter.clone();
+        tokio::spawn(async move { waiter.lock("L").acquire().await })
+    };
+    crate::wait_for_status(&holder, "L", 1).await?;
+
+    let forged = format!(r#"{} {{"lock":"L","token":{}}}"#, waiter.session_id(), held.token());
+    holder.invoke("hostile", None, "forge", forged.into_bytes()).await?;
+    // A reply to the waiter that reflects the forged entry comes after any event of it.
+    waiter.get("/").await?;
+    anyhow::ensure!(!waiting.is_finished(), "the forged grant ended the wait for the lock");
+
+    let token = held.token();
+    held.release().await?;
+    let granted = tokio::time::timeout(Duration::from_secs(60), waiting).await???;
+    assert!(granted.token() > token, "{} after {token}", granted.token());
+    Ok(())
+}
+
+/// Tokens come from the host: a version of fair-lock that rewinds the lock's record (and is
+/// then retired) cannot make the next grant's token smaller. (Before: token 1 after 4.)
+#[tokio::test(flavor = "multi_thread")]
+async fn fencing_tokens_grow_across_a_hostile_version() -> anyhow::Result<()> {
+    let (_dir, node) = start_node(&[])?;
+    let client = node.client().await?;
+    let mut last = 0;
+    for _ in 0..4 {
+        let guard = client.lock("L").acquire().await?;
+        assert!(guard.token() > last, "{} after {last}", guard.token());
+        last = guard.token();
+        guard.release().await?;
+    }
+    let deployed = client.deploy_recipe("fair-lock", None, component("hostile")).await?;
+    let version = deployed.0;
+    client.invoke("fair-lock", Some(version), "put", br#"/L {"token":0}"#.to_vec()).await?;
+    client.retire_recipe("fair-lock", version).await?;
+    let guard = client.lock("L").acquire().await?;
+    assert!(guard.token() > last, "token {} after {last}: the tokens went back", guard.token());
+    guard.release().await?;
+    Ok(())
+}

@@ -1,5 +1,5 @@
-//! Leader election: candidates line up; the first is leader; every new leader gets the next
-//! term, which serves as its fencing token.
+//! Leader election: candidates line up; the first is leader; every new leader gets a larger
+//! term (a fencing token from the host), which serves as its fencing token.
 //!
 //! State: `/<election>` holds `{"term": T, "leader": S or null, "data": D}` — a client that wants
 //! to observe leader changes watches this znode (`/cairn/recipes/election/<election>`).
@@ -61,7 +61,9 @@ fn elect(host: &mut dyn Host, name: &str, election: &str) -> Result<u64, String>
         return Ok(term);
     }
     let (term, data) = match &first {
-        Some((_, candidate)) => (term + 1, candidate.data.clone()),
+        // The term fences the leader's writes: it comes from the host's counter, which no
+        // version of this recipe can rewind, so it only grows.
+        Some((_, candidate)) => (host.fencing_token(), candidate.data.clone()),
         None => (term, Value::Null),
     };
     host.put(

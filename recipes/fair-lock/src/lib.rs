@@ -1,7 +1,7 @@
 //! The fair lock: first come, first served, with a fencing token on every grant.
 //!
 //! State, in the recipe's namespace: `/<lock>` holds `{"token": N}`, the last fencing token
-//! granted; its children `/<lock>/w-<session>-<seq>` (the session in 16 hex digits, then the
+//! granted (tokens come from the host's `fencing-token`, so they only grow, across all locks); its children `/<lock>/w-<session>-<seq>` (the session in 16 hex digits, then the
 //! sequence number the store appends) are the waiters in arrival order, each an ephemeral znode
 //! of the waiting session holding `{"session": S, "count": C, "token": T}`. The first child holds
 //! the lock. The queue's order and every waiter's session come from the names alone, so a grant
@@ -123,9 +123,11 @@ fn last_token(host: &mut dyn Host, lock: &str) -> Result<u64, String> {
     }
 }
 
-/// Takes the lock's next fencing token and records `waiter` (its head) as holding it.
+/// Takes the next fencing token and records `waiter` (its head) as holding it. Tokens come from
+/// the host, never from the lock's own record: no version of this recipe that rewrites the
+/// record can make a later grant's token smaller.
 fn take(host: &mut dyn Host, lock: &str, path: &str, mut waiter: Waiter) -> Result<u64, String> {
-    let token = last_token(host, lock)? + 1;
+    let token = host.fencing_token();
     host.set(lock, json!({ "token": token }).to_string().as_bytes(), None).map_err(error)?;
     waiter.count = 1;
     waiter.token = token;

@@ -45,9 +45,55 @@ impl Recipe for Hostile {
                 host.notify(session, b"hello");
                 Ok(Vec::new())
             }
+            // What an honest author's `sleep` compiles to: a monotonic-clock pollable, blocked on.
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(3_600));
+                Ok(b"woke".to_vec())
+            }
+            // The same through raw WASI: a pollable for an hour from now, polled.
+            "poll" => poll_an_hour(),
+            // `SESSION MESSAGE`: a notification to any session, stake or not.
+            "forge" => {
+                let text = String::from_utf8_lossy(args);
+                let (session, message) = text.split_once(' ').ok_or("want SESSION MESSAGE")?;
+                let session: u64 = session.parse().map_err(|_| "bad session")?;
+                host.notify(session, message.as_bytes());
+                Ok(Vec::new())
+            }
+            // `PATH DATA`: overwrites (or creates) any znode of the namespace.
+            "put" => {
+                let text = String::from_utf8_lossy(args);
+                let (path, data) = text.split_once(' ').ok_or("want PATH DATA")?;
+                host.put(path, data.as_bytes()).map_err(|e| e.to_string())?;
+                Ok(Vec::new())
+            }
+            // Creates znodes of `args` bytes each until something stops it.
+            "sprawl" => {
+                let size: usize = String::from_utf8_lossy(args).parse().unwrap_or(0);
+                let data = vec![7u8; size];
+                let mut created: u64 = 0;
+                loop {
+                    host.create("/sprawl-", &data, Mode::Persistent, true)
+                        .map_err(|e| format!("stopped after {created}: {e}"))?;
+                    created += 1;
+                }
+            }
             other => Err(format!("unknown op {other}")),
         }
     }
+}
+
+#[cfg(target_arch = "wasm32")]
+fn poll_an_hour() -> Result<Vec<u8>, String> {
+    let pollable = wasip2::clocks::monotonic_clock::subscribe_duration(3_600_000_000_000);
+    let ready = wasip2::io::poll::poll(&[&pollable]);
+    pollable.block();
+    Ok(format!("polled {ready:?}").into_bytes())
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn poll_an_hour() -> Result<Vec<u8>, String> {
+    Err("raw WASI exists only in the component".into())
 }
 
 cairn_recipe::export!(Hostile);

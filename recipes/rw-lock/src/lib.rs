@@ -64,9 +64,10 @@ fn requests(host: &mut dyn Host, lock: &str) -> Result<Vec<(String, Request)>, S
     records::children(host, lock)
 }
 
+/// The next fencing token, from the host (never from the lock's own record, which another
+/// version of this recipe could rewrite), recorded as the lock's last.
 fn next_token(host: &mut dyn Host, lock: &str) -> Result<u64, String> {
-    let state: Option<Value> = records::read(host, lock)?;
-    let token = state.and_then(|s| s["token"].as_u64()).unwrap_or(0) + 1;
+    let token = host.fencing_token();
     records::write(host, lock, &json!({ "token": token }))?;
     Ok(token)
 }

@@ -34,11 +34,12 @@ pub(crate) fn call_in_background(
     }
 }
 
-/// Waits for a notification whose `key` is `name`, re-checking with `check` after reconnects
-/// (notifications are hints); fails when the session ends.
+/// Waits for a notification of `recipe` whose `key` is `name`, then confirms the grant with
+/// `check` (notifications are hints); fails when the session ends.
 async fn wait_for_grant<F, Fut>(
     client: &Client,
     notifications: Notifications,
+    recipe: &str,
     key: &str,
     name: &str,
     check: F,
@@ -47,18 +48,29 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<Value>, Error>>,
 {
-    wait_for_note(client, notifications, name, |note| note[key] == name, check).await
+    wait_for_note(client, notifications, recipe, name, |note| note[key] == name, check).await
+}
+
+/// The fencing token under `key` of a recipe's answer: a grant without one is an error, never
+/// token 0.
+pub(crate) fn fencing_token(answer: &Value, key: &str, recipe: &str) -> Result<u64, Error> {
+    answer[key].as_u64().filter(|token| *token > 0).ok_or_else(|| {
+        Error::Protocol(format!("{recipe} granted without a fencing token: {answer}"))
+    })
 }
 
 /// Notifications, subscribed to before the call whose grant they may bring.
 pub(crate) type Notifications = tokio::sync::broadcast::Receiver<crate::Notification>;
 
-/// Waits for a notification that `matches`, re-checking with `check` after every other
-/// notification and after reconnects (notifications are hints: what the state says is the
-/// truth); fails when the session ends. `what` names the wait in that error.
+/// Waits until `check` says the wait is over, and returns what it said. `check` runs after a
+/// notification of `recipe` that `matches`, after a lagging receiver lost some, and after a
+/// reconnect: a notification is only a hint, never a grant (another recipe may have sent it, or
+/// it may be stale), so what the state says is always what ends the wait. Fails when the
+/// session ends; `what` names the wait in that error.
 pub(crate) async fn wait_for_note<M, F, Fut>(
     client: &Client,
     mut notifications: Notifications,
+    recipe: &str,
     what: &str,
     matches: M,
     mut check: F,
@@ -72,11 +84,15 @@ where
     loop {
         tokio::select! {
             note = notifications.recv() => {
-                if let Ok(note) = note
-                    && let Ok(note) = parse(&note.message)
-                    && matches(&note)
-                {
-                    return Ok(note);
+                match note {
+                    Ok(note) if note.is_from(recipe)
+                        && parse(&note.message).is_ok_and(|note| matches(&note)) => {}
+                    // Missed notifications: the state tells what they said.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        return Err(Error::ConnectionLost("the client is gone".into()));
+                    }
+                    Ok(_) => continue,
                 }
             }
             changed = state.changed() => {
@@ -136,23 +152,26 @@ impl Election {
         )
         .await?;
         if reply["leader"] == true {
-            return Ok(Leadership {
-                election: self.clone(),
-                term: reply["term"].as_u64().unwrap_or(0),
-                resigned: false,
-            });
+            let term = fencing_token(&reply, "term", "election")?;
+            return Ok(Leadership { election: self.clone(), term, resigned: false });
         }
         let me = self.client.session_id();
-        let note = wait_for_grant(&self.client, notifications, "election", &self.name, || async {
-            let now = self.leader().await?;
-            Ok((now.0 == Some(me)).then(|| json!({ "term": now.1 })))
-        })
+        let elected = wait_for_grant(
+            &self.client,
+            notifications,
+            "election",
+            "election",
+            &self.name,
+            || async {
+                let now =
+                    call(&self.client, "election", "leader", json!({ "election": self.name }))
+                        .await?;
+                Ok((now["leader"].as_u64() == Some(me)).then_some(now))
+            },
+        )
         .await?;
-        Ok(Leadership {
-            election: self.clone(),
-            term: note["term"].as_u64().unwrap_or(0),
-            resigned: false,
-        })
+        let term = fencing_token(&elected, "term", "election")?;
+        Ok(Leadership { election: self.clone(), term, resigned: false })
     }
 
     /// The leading session and its term.
@@ -278,7 +297,7 @@ impl Semaphore {
         let reply = call(&self.client, "semaphore", "acquire", args).await?;
         if reply["granted"] != true {
             let me = self.client.session_id();
-            wait_for_grant(&self.client, notifications, "sem", &self.name, || async {
+            wait_for_grant(&self.client, notifications, "semaphore", "sem", &self.name, || async {
                 let status =
                     call(&self.client, "semaphore", "status", json!({ "sem": self.name })).await?;
                 let holders = status["holders"].as_array().cloned().unwrap_or_default();

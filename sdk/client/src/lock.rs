@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::handles::{call_in_background, wait_for_note};
-use crate::{Client, Error, SessionState};
+use crate::handles::{call_in_background, fencing_token, wait_for_note};
+use crate::{Client, Error};
 
 /// The recipe the handles call.
 const FAIR_LOCK: &str = "fair-lock";
@@ -61,54 +61,36 @@ impl Lock {
     /// Takes the lock if it is free (or already this session's); `None` if someone holds it.
     pub async fn try_acquire(&self) -> Result<Option<LockGuard>, Error> {
         let reply = self.call("acquire", false).await?;
-        Ok(reply["granted"]
-            .as_bool()
-            .unwrap_or(false)
-            .then(|| self.guard(reply["token"].as_u64().unwrap_or(0))))
+        if reply["granted"] != true {
+            return Ok(None);
+        }
+        Ok(Some(self.guard(fencing_token(&reply, "token", FAIR_LOCK)?)))
     }
 
-    /// Waits in line for the lock. The grant's notification is only a hint: after a reconnect,
-    /// or if it never comes, the lock's state is read again, and the wait ends with an error if
-    /// the session ends.
+    /// Waits in line for the lock. A grant's notification only says when to look: the guard
+    /// is handed out once the lock's state names this session as the holder (so no other
+    /// recipe's message, nor a stale one, can pass for a grant); the state is read again after
+    /// a reconnect too, and the wait ends with an error if the session ends.
     pub async fn acquire(&self) -> Result<LockGuard, Error> {
-        let mut notifications = self.client.notifications();
-        let mut state = self.client.session_state();
+        let notifications = self.client.notifications();
         let reply = self.call("acquire", true).await?;
         if reply["granted"] == true {
-            return Ok(self.guard(reply["token"].as_u64().unwrap_or(0)));
+            return Ok(self.guard(fencing_token(&reply, "token", FAIR_LOCK)?));
         }
-        loop {
-            tokio::select! {
-                note = notifications.recv() => {
-                    if let Ok(note) = note
-                        && let Ok(note) = parse(&note.message)
-                        && note["lock"] == self.name.as_str()
-                    {
-                        return Ok(self.guard(note["token"].as_u64().unwrap_or(0)));
-                    }
-                    // A lagged receiver may have missed the grant: read the state instead.
-                }
-                changed = state.changed() => {
-                    let now = *state.borrow();
-                    match now {
-                        SessionState::Expired | SessionState::Closed => {
-                            return Err(Error::Api(cairn_wire::ApiError::new(cairn_wire::ErrorCode::SessionExpired)
-                                .with_detail(format!("the session ended waiting for {}", self.name))));
-                        }
-                        SessionState::Suspended => continue,
-                        _ if changed.is_err() => {
-                            return Err(Error::ConnectionLost("the client is gone".into()));
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            // Notifications are hints: what the state says is the truth.
-            let status = self.status().await?;
-            if status.holder == Some(self.client.session_id()) {
-                return Ok(self.guard(status.token));
-            }
-        }
+        let me = self.client.session_id();
+        let granted = wait_for_note(
+            &self.client,
+            notifications,
+            FAIR_LOCK,
+            &self.name,
+            |note| note["lock"] == self.name.as_str(),
+            || async {
+                let status = self.status().await?;
+                Ok((status.holder == Some(me)).then(|| json!({ "token": status.token })))
+            },
+        )
+        .await?;
+        Ok(self.guard(fencing_token(&granted, "token", FAIR_LOCK)?))
     }
 
     /// Who holds the lock and who waits.
@@ -164,6 +146,14 @@ pub struct MultiLockGuard {
     released: bool,
 }
 
+/// A fencing token as a grant must carry one: never 0.
+fn positive(token: u64) -> Result<u64, Error> {
+    if token == 0 {
+        return Err(Error::Protocol(format!("{FAIR_LOCK} granted without a fencing token")));
+    }
+    Ok(token)
+}
+
 fn tokens_of(value: &Value) -> BTreeMap<String, u64> {
     value
         .as_object()
@@ -194,7 +184,10 @@ impl MultiLock {
     /// Takes every lock if all are free now; `None` (and nothing taken) otherwise.
     pub async fn try_acquire(&self) -> Result<Option<MultiLockGuard>, Error> {
         let reply = self.call("acquire-all", false).await?;
-        Ok((reply["granted"] == true).then(|| self.guard(tokens_of(&reply["tokens"]))))
+        if reply["granted"] != true {
+            return Ok(None);
+        }
+        self.granted(&reply["tokens"]).map(Some)
     }
 
     /// Waits in line at every lock and takes them all at once.
@@ -202,7 +195,7 @@ impl MultiLock {
         let notifications = self.client.notifications();
         let reply = self.call("acquire-all", true).await?;
         if reply["granted"] == true {
-            return Ok(self.guard(tokens_of(&reply["tokens"])));
+            return self.granted(&reply["tokens"]);
         }
         let me = self.client.session_id();
         let mine = |tokens: &BTreeMap<String, u64>| {
@@ -212,6 +205,7 @@ impl MultiLock {
         let note = wait_for_note(
             &self.client,
             notifications,
+            FAIR_LOCK,
             &self.names.join(","),
             |note| mine(&tokens_of(&note["locks"])),
             || async {
@@ -221,13 +215,22 @@ impl MultiLock {
                     if status.holder != Some(me) {
                         return Ok(None);
                     }
-                    tokens.insert(name.clone(), status.token);
+                    tokens.insert(name.clone(), positive(status.token)?);
                 }
                 Ok(Some(json!({ "locks": tokens })))
             },
         )
         .await?;
-        Ok(self.guard(tokens_of(&note["locks"])))
+        self.granted(&note["locks"])
+    }
+
+    /// The guard of a grant of every lock, each with its fencing token.
+    fn granted(&self, tokens: &Value) -> Result<MultiLockGuard, Error> {
+        let tokens = tokens_of(tokens);
+        for name in &self.names {
+            positive(tokens.get(name).copied().unwrap_or(0))?;
+        }
+        Ok(self.guard(tokens))
     }
 }
 

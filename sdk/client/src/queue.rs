@@ -106,6 +106,7 @@ impl Queue {
         let note = wait_for_note(
             &self.client,
             notifications,
+            "queue",
             &self.name,
             |note| note["queue"] == self.name.as_str() && note["ticket"] == ticket.ticket,
             || async {
@@ -194,6 +195,7 @@ impl Barrier {
             wait_for_note(
                 &self.client,
                 notifications,
+                "barrier",
                 &self.name,
                 |note| note["barrier"] == self.name.as_str() && note["entered"] == true,
                 || async {
@@ -225,6 +227,7 @@ impl BarrierRound {
         wait_for_note(
             &barrier.client,
             notifications,
+            "barrier",
             &barrier.name,
             |note| {
                 note["barrier"] == barrier.name.as_str()

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::handles::{call, call_in_background, wait_for_note};
+use crate::handles::{call, call_in_background, fencing_token, wait_for_note};
 use crate::{Client, Error};
 
 /// The recipe the handles call.
@@ -70,25 +70,26 @@ impl RwLock {
         call(&self.client, RW_LOCK, op, args).await
     }
 
-    fn guard(&self, reply: &Value) -> RwLockGuard {
-        RwLockGuard {
+    fn guard(&self, reply: &Value) -> Result<RwLockGuard, Error> {
+        Ok(RwLockGuard {
             lock: self.clone(),
             access: Access::parse(&reply["mode"]),
-            token: reply["token"].as_u64().unwrap_or(0),
+            token: fencing_token(reply, "token", RW_LOCK)?,
             released: false,
-        }
+        })
     }
 
     async fn acquire(&self, access: Access) -> Result<RwLockGuard, Error> {
         let notifications = self.client.notifications();
         let reply = self.call("acquire", json!({ "mode": access.as_str(), "wait": true })).await?;
         if reply["granted"] == true {
-            return Ok(self.guard(&reply));
+            return self.guard(&reply);
         }
         let me = self.client.session_id();
         let granted = wait_for_note(
             &self.client,
             notifications,
+            RW_LOCK,
             &self.name,
             |note| note["lock"] == self.name.as_str(),
             || async {
@@ -98,12 +99,15 @@ impl RwLock {
             },
         )
         .await?;
-        Ok(self.guard(&granted))
+        self.guard(&granted)
     }
 
     async fn try_acquire(&self, access: Access) -> Result<Option<RwLockGuard>, Error> {
         let reply = self.call("acquire", json!({ "mode": access.as_str(), "wait": false })).await?;
-        Ok((reply["granted"] == true).then(|| self.guard(&reply)))
+        if reply["granted"] != true {
+            return Ok(None);
+        }
+        self.guard(&reply).map(Some)
     }
 
     /// Waits in line for a shared hold.

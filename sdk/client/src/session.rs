@@ -75,7 +75,16 @@ pub(crate) struct Shared {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notification {
     pub zxid: u64,
+    /// The recipe that sent it, as `name@version`.
+    pub recipe: String,
     pub message: Vec<u8>,
+}
+
+impl Notification {
+    /// Whether recipe `name` (any version) sent it.
+    pub fn is_from(&self, name: &str) -> bool {
+        self.recipe.split_once('@').is_some_and(|(sender, _)| sender == name)
+    }
 }
 
 impl Drop for Shared {
@@ -192,7 +201,8 @@ impl Shared {
             EventKind::SessionExpired => self.finish(SessionState::Expired),
             EventKind::Notification => {
                 let message = event.message.unwrap_or_default();
-                let _ = self.notifications.send(Notification { zxid: event.zxid, message });
+                let recipe = event.recipe.unwrap_or_default();
+                let _ = self.notifications.send(Notification { zxid: event.zxid, recipe, message });
             }
             _ => self.watchers().dispatch(event),
         }

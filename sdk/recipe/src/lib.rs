@@ -103,6 +103,10 @@ pub trait Host {
     /// The leader's timestamp on the entry, ms since the Unix epoch.
     fn time_ms(&self) -> u64;
     fn session_live(&self, session: u64) -> bool;
+    /// A fencing token larger than every one the host gave before, to any recipe or version:
+    /// the host keeps the counter where no recipe can write it. Use it for every grant that
+    /// must fence (lock grants, leases, leadership terms) instead of a counter of your own.
+    fn fencing_token(&mut self) -> u64;
     /// Queues a message for a session, delivered after the entry commits.
     fn notify(&mut self, session: u64, message: &[u8]);
 

@@ -23,6 +23,8 @@ pub struct MemoryHost {
     pub live_sessions: BTreeSet<u64>,
     /// Notifications sent, in order: (session, message).
     pub notifications: Vec<(u64, Vec<u8>)>,
+    /// The last fencing token given; the next is one more, whatever a call's outcome.
+    pub fencing_token: u64,
 }
 
 impl Default for MemoryHost {
@@ -36,6 +38,7 @@ impl Default for MemoryHost {
             time_ms: 0,
             live_sessions: BTreeSet::new(),
             notifications: Vec::new(),
+            fencing_token: 0,
         }
     }
 }
@@ -191,6 +194,11 @@ impl Host for MemoryHost {
 
     fn session_live(&self, session: u64) -> bool {
         self.live_sessions.contains(&session)
+    }
+
+    fn fencing_token(&mut self) -> u64 {
+        self.fencing_token += 1;
+        self.fencing_token
     }
 
     fn notify(&mut self, session: u64, message: &[u8]) {

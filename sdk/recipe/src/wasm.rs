@@ -90,6 +90,10 @@ impl Host for WasmHost {
         context::session_live(session)
     }
 
+    fn fencing_token(&mut self) -> u64 {
+        context::fencing_token()
+    }
+
     fn notify(&mut self, session: u64, message: &[u8]) {
         notify::notify(session, message);
     }

@@ -54,6 +54,12 @@ pub enum ErrorCode {
     /// `recipe-trap`: the recipe trapped (a panic, an unreachable, a bad access). Nothing it
     /// wrote was kept.
     RecipeTrap,
+    /// `recipe-limit`: the recipe went past what one call may do through its host calls
+    /// (znodes created, bytes written, bytes moved, host calls). Nothing it wrote was kept.
+    RecipeLimit,
+    /// `quota-exceeded`: the write would take the cluster past its node-wide bounds (znodes,
+    /// stored bytes, deployed recipes). Deletes still succeed, to make room.
+    QuotaExceeded,
     /// `malformed-request`: the frame's body is not a valid request (bad encoding, unknown kind,
     /// missing field). The connection stays usable.
     MalformedRequest,
@@ -93,6 +99,8 @@ impl ErrorCode {
             ErrorCode::OutOfFuel => "out-of-fuel",
             ErrorCode::OutOfMemory => "out-of-memory",
             ErrorCode::RecipeTrap => "recipe-trap",
+            ErrorCode::RecipeLimit => "recipe-limit",
+            ErrorCode::QuotaExceeded => "quota-exceeded",
             ErrorCode::MalformedRequest => "malformed-request",
             ErrorCode::RequestTooLarge => "request-too-large",
             ErrorCode::NotLeader => "not-leader",
@@ -124,6 +132,8 @@ impl ErrorCode {
             ErrorCode::OutOfFuel => "out of fuel",
             ErrorCode::OutOfMemory => "out of memory",
             ErrorCode::RecipeTrap => "recipe trap",
+            ErrorCode::RecipeLimit => "recipe limit",
+            ErrorCode::QuotaExceeded => "quota exceeded",
             ErrorCode::MalformedRequest => "malformed request",
             ErrorCode::RequestTooLarge => "request too large",
             ErrorCode::NotLeader => "not leader",
@@ -225,6 +235,8 @@ mod tests {
             ErrorCode::OutOfFuel,
             ErrorCode::OutOfMemory,
             ErrorCode::RecipeTrap,
+            ErrorCode::RecipeLimit,
+            ErrorCode::QuotaExceeded,
             ErrorCode::MalformedRequest,
             ErrorCode::RequestTooLarge,
             ErrorCode::NotLeader,

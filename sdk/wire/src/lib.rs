@@ -54,6 +54,10 @@ pub const CLOSE_PROTOCOL_VIOLATION: u32 = 1;
 /// The QUIC application error code a node closes connections with when it shuts down.
 pub const CLOSE_SHUTDOWN: u32 = 2;
 
+/// The QUIC application error code a node closes a connection with when the client does not
+/// read its replies: a stream's queue of replies stayed full past the node's deadline.
+pub const CLOSE_SLOW_READER: u32 = 3;
+
 /// Shortest session timeout a node grants, in milliseconds.
 pub const SESSION_TIMEOUT_MS_MIN: u64 = 500;
 
@@ -62,6 +66,9 @@ pub const SESSION_TIMEOUT_MS_MAX: u64 = 600_000;
 
 /// Most watches one session may hold.
 pub const WATCHES_PER_SESSION_MAX: usize = 65_536;
+
+/// Most bytes of watched paths one session may hold, over all its watches.
+pub const WATCH_PATH_BYTES_PER_SESSION_MAX: usize = 4 * 1024 * 1024;
 
 /// Most watches in one `set-watches` request; clients re-register more in several.
 pub const SET_WATCHES_BATCH_MAX: usize = 1_024;

@@ -346,6 +346,9 @@ pub struct EventFrame {
     /// For `notification`: the message a recipe addressed to this stream's session.
     #[serde(default, with = "serde_bytes")]
     pub message: Option<Vec<u8>>,
+    /// For `notification`: the recipe that sent it, as `name@version`.
+    #[serde(default)]
+    pub recipe: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
