@@ -460,7 +460,8 @@ mod tests {
         );
         assert_eq!(call(&mut host, 3, "acquire", json!({"lock": "a"}))["granted"], false);
         call(&mut host, 1, "release", json!({"lock": "b"}));
-        assert_eq!(host.notifications.last(), Some(&(2, br#"{"locks":{"a":1,"b":2}}"#.to_vec())));
+        // Tokens come from the host's one counter: 1 went to session 1's hold of b.
+        assert_eq!(host.notifications.last(), Some(&(2, br#"{"locks":{"a":2,"b":3}}"#.to_vec())));
         assert_eq!(call(&mut host, 9, "status", json!({"lock": "a"}))["holder"], 2);
         assert_eq!(
             call(&mut host, 2, "release-all", json!({"locks": ["a", "b"]})),
