@@ -333,7 +333,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub listen: Option<SocketAddr>,
     /// A TOML file with any of: data_dir, listen, node_id, snapshot_every_entries,
-    /// compiled_dir, peer_listen, initial_cluster (a table id = "addr"), dev_certs, tls_cert,
+    /// compiled_dir, compiled_key, peer_listen, initial_cluster (a table id = "addr"), dev_certs, tls_cert,
     /// tls_key, tls_ca. Flags win.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -346,6 +346,10 @@ pub struct ServeArgs {
     /// Keep compiled recipes here between starts [default: DATA_DIR/compiled].
     #[arg(long)]
     pub compiled_dir: Option<PathBuf>,
+    /// The key that signs compiled recipes, made on first start (nodes sharing a compiled dir
+    /// share it too) [default: DATA_DIR/compiled.key].
+    #[arg(long)]
+    pub compiled_key: Option<PathBuf>,
     /// Peer address (QUIC over UDP, mutual TLS): where the other nodes reach this one.
     #[arg(long)]
     pub peer_listen: Option<SocketAddr>,
@@ -882,6 +886,8 @@ async fn dev_cluster(args: DevClusterArgs) -> anyhow::Result<ExitCode> {
             .arg(&certs)
             .arg("--compiled-dir")
             .arg(args.data_dir.join("compiled"))
+            .arg("--compiled-key")
+            .arg(args.data_dir.join("compiled.key"))
             // Elections narrate at warn in openraft; a console wants only real trouble.
             .env(
                 "RUST_LOG",
@@ -1180,6 +1186,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(dir) = args.compiled_dir {
         config.compiled_dir = Some(dir);
+    }
+    if let Some(key) = args.compiled_key {
+        config.compiled_key = Some(key);
     }
     if let Some(addr) = args.peer_listen {
         config.peer_listen = Some(addr);

@@ -29,8 +29,12 @@ pub struct ServeConfig {
     /// Build a snapshot (and purge the log before it) every this many entries.
     pub snapshot_every_entries: u64,
     /// Where compiled recipe components are kept between starts (default: `compiled` in the
-    /// data directory). Nodes on one machine may share it.
+    /// data directory).
     pub compiled_dir: Option<PathBuf>,
+    /// The secret key that signs compiled components (default: `compiled.key` in the data
+    /// directory; made on first start). Nodes on one machine that share `compiled_dir` share
+    /// compiled components only if they share this key too. Never inside `compiled_dir`.
+    pub compiled_key: Option<PathBuf>,
     /// Address of the peer endpoint (QUIC/UDP, mutual TLS); a cluster member needs one.
     pub peer_listen: Option<SocketAddr>,
     /// The members a new cluster starts with, by id, at their peer addresses. Every member is
@@ -60,6 +64,7 @@ impl Default for ServeConfig {
             node_id: 1,
             snapshot_every_entries: DEFAULT_SNAPSHOT_EVERY_ENTRIES,
             compiled_dir: None,
+            compiled_key: None,
             peer_listen: None,
             initial_cluster: BTreeMap::new(),
             peer_routes: BTreeMap::new(),
@@ -117,6 +122,15 @@ impl ServeConfig {
 
     /// Checks the values together; run once before the node starts.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let (Some(key), Some(dir)) = (&self.compiled_key, &self.compiled_dir)
+            && key.starts_with(dir)
+        {
+            return Err(ConfigError::Invalid(
+                "compiled_key must not be inside compiled_dir: whoever can write the compiled \
+                 files must not be able to replace the key that signs them"
+                    .into(),
+            ));
+        }
         if self.node_id == 0 {
             return Err(ConfigError::Invalid("node id 0 is reserved; use 1 or more".into()));
         }

@@ -102,7 +102,9 @@ impl RunningNode {
             config.compiled_dir.clone().unwrap_or_else(|| config.data_dir.join("compiled"));
         // The key that signs compiled recipes lives in the data dir, apart from the compiled
         // files, so whoever can write those cannot sign one.
-        let compiled_key = CompiledKey::load_or_create(&config.data_dir.join(COMPILED_KEY_FILE))?;
+        let key_file =
+            config.compiled_key.clone().unwrap_or_else(|| config.data_dir.join(COMPILED_KEY_FILE));
+        let compiled_key = CompiledKey::load_or_create(&key_file)?;
         let recipes =
             Arc::new(RecipeRuntime::new()?.with_compiled_dir(&compiled_dir, compiled_key)?);
         let state_machine = StateMachineStore::open(storage, recipes)?;

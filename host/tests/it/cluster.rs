@@ -8,7 +8,7 @@ use cairn_client::CreateOptions;
 use cairn_tests::cluster::Cluster;
 use cairn_tests::wait_for;
 
-use crate::{binary, compiled_dir, start_cluster};
+use crate::{binary, compiled_dir, compiled_key, start_cluster};
 
 /// Generous: these waits end as soon as their condition holds.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -227,7 +227,13 @@ async fn a_session_opened_on_a_follower_of_an_old_leader_lives() -> anyhow::Resu
 fn a_node_joins_and_leaves() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let compiled = compiled_dir().to_str().unwrap_or_default().to_string();
-    let mut cluster = Cluster::start(binary(), dir.path(), 3, &["--compiled-dir", &compiled])?;
+    let key = compiled_key().to_str().unwrap_or_default().to_string();
+    let mut cluster = Cluster::start(
+        binary(),
+        dir.path(),
+        3,
+        &["--compiled-dir", &compiled, "--compiled-key", &key],
+    )?;
     let written = cluster.nodes[0].cli(&["create", "/before-join", "here"])?;
     assert!(written.status.success(), "{}", String::from_utf8_lossy(&written.stderr));
 
@@ -236,13 +242,13 @@ fn a_node_joins_and_leaves() -> anyhow::Result<()> {
     let certs = cluster.certs_dir().to_path_buf();
     let joining = std::thread::spawn({
         let data = dir.path().join("node-4");
-        let compiled = compiled.clone();
+        let (compiled, key) = (compiled.clone(), key.clone());
         move || {
             let peer = peer.to_string();
             let args = ["--node-id", "4", "--peer-listen", &peer, "--join", "--dev-certs"];
             let mut args = args.to_vec();
             args.push(certs.to_str().unwrap_or_default());
-            args.extend_from_slice(&["--compiled-dir", &compiled]);
+            args.extend_from_slice(&["--compiled-dir", &compiled, "--compiled-key", &key]);
             cairn_tests::Server::start_on(binary(), &data, client, &args)
         }
     });
@@ -276,12 +282,12 @@ fn a_node_joins_and_leaves() -> anyhow::Result<()> {
     let certs = cluster.certs_dir().to_path_buf();
     let joining = std::thread::spawn({
         let data = dir.path().join("node-5");
-        let compiled = compiled.clone();
+        let (compiled, key) = (compiled.clone(), key.clone());
         move || {
             let peer = peer.to_string();
             let mut args = vec!["--node-id", "5", "--peer-listen", &peer, "--join", "--dev-certs"];
             args.push(certs.to_str().unwrap_or_default());
-            args.extend_from_slice(&["--compiled-dir", &compiled]);
+            args.extend_from_slice(&["--compiled-dir", &compiled, "--compiled-key", &key]);
             cairn_tests::Server::start_on(binary(), &data, client, &args)
         }
     });
@@ -466,12 +472,17 @@ async fn a_rolling_restart_under_load_loses_nothing() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partitioned_leader_acknowledges_nothing_and_rejoins() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let compiled = compiled_dir();
+    let (compiled, key) = (compiled_dir(), compiled_key());
     let cluster = Cluster::start_linked(
         binary(),
         dir.path(),
         3,
-        &["--compiled-dir", compiled.to_str().unwrap_or_default()],
+        &[
+            "--compiled-dir",
+            compiled.to_str().unwrap_or_default(),
+            "--compiled-key",
+            key.to_str().unwrap_or_default(),
+        ],
     )
     .await?;
     let leader = cluster.leader(&[1, 2, 3], DEADLINE).await?;
@@ -534,6 +545,8 @@ async fn a_node_serves_with_the_certificate_files_it_is_given() -> anyhow::Resul
             files.ca.to_str().unwrap_or_default(),
             "--compiled-dir",
             compiled.to_str().unwrap_or_default(),
+            "--compiled-key",
+            compiled_key().to_str().unwrap_or_default(),
         ],
     )?;
     assert!(!data.join("tls").exists(), "no development certificates written");

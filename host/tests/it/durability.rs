@@ -112,3 +112,40 @@ async fn sigterm_stops_cleanly_and_restart_resumes() -> anyhow::Result<()> {
     assert!(later.czxid > stat.czxid, "zxids never go back across restarts");
     Ok(())
 }
+
+/// Everything a node keeps is private to its user, created so: the data directory and every
+/// directory in it 0700, every file 0600 — the journal (all data, and the hashes of session
+/// secrets), snapshots, keys and compiled recipes. (Before, the journal and compiled files were
+/// 0644 and the data directory 0755: any local user could read every session's secret.)
+#[tokio::test(flavor = "multi_thread")]
+async fn everything_the_node_keeps_is_private() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, node) = start_node(&["--snapshot-every", "10"])?;
+    let client = node.client().await?;
+    // Enough writes for a snapshot and a purged log.
+    for i in 0..30 {
+        client.create(&format!("/f{i}"), vec![1; 100], CreateOptions::persistent()).await?;
+    }
+    wait_for("a snapshot", Duration::from_secs(60), || async {
+        client.server_info().await.is_ok_and(|info| info.snapshot_zxid.is_some())
+    })
+    .await?;
+    let mut checked = 0;
+    let mut pending = vec![node.data_dir().to_path_buf(), crate::compiled_dir()];
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&path)?;
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_dir() {
+            assert_eq!(mode, 0o700, "{} is {mode:o}", path.display());
+            for entry in std::fs::read_dir(&path)? {
+                pending.push(entry?.path());
+            }
+        } else {
+            assert_eq!(mode, 0o600, "{} is {mode:o}", path.display());
+        }
+        checked += 1;
+    }
+    assert!(checked > 5, "only {checked} files and directories");
+    drop(dir);
+    Ok(())
+}

@@ -25,9 +25,8 @@ pub fn binary() -> &'static Path {
 /// share one directory of compiled recipes, so only the first compiles the built-ins.
 pub fn start_node(extra_args: &[&str]) -> anyhow::Result<(tempfile::TempDir, Server)> {
     let dir = tempfile::tempdir()?;
-    let compiled = compiled_dir();
-    let mut args = vec!["--compiled-dir", compiled.to_str().unwrap_or_default()];
-    args.extend_from_slice(extra_args);
+    let args = with_shared_compiled(extra_args);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = Server::start(binary(), &dir.path().join("cairn-data"), &args)?;
     Ok((dir, server))
 }
@@ -37,15 +36,32 @@ pub fn compiled_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("compiled-recipes")
 }
 
+/// The key the test nodes sign compiled recipes with: one for all of them, so they share the
+/// compiled files.
+pub fn compiled_key() -> std::path::PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("compiled-recipes.key")
+}
+
+/// `extra_args` after the flags that share the compiled recipes of every test node.
+fn with_shared_compiled(extra_args: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "--compiled-dir".to_string(),
+        compiled_dir().to_string_lossy().into_owned(),
+        "--compiled-key".to_string(),
+        compiled_key().to_string_lossy().into_owned(),
+    ];
+    args.extend(extra_args.iter().map(|arg| arg.to_string()));
+    args
+}
+
 /// A cluster of `size` nodes in `dir`, sharing the compiled recipes of every test node.
 pub fn start_cluster(
     dir: &Path,
     size: usize,
     extra_args: &[&str],
 ) -> anyhow::Result<cairn_tests::cluster::Cluster> {
-    let compiled = compiled_dir();
-    let mut args = vec!["--compiled-dir", compiled.to_str().unwrap_or_default()];
-    args.extend_from_slice(extra_args);
+    let args = with_shared_compiled(extra_args);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     cairn_tests::cluster::Cluster::start(binary(), dir, size, &args)
 }
 

@@ -265,3 +265,27 @@ async fn a_watcher_is_told_to_resync_when_the_node_cannot_replay() -> anyhow::Re
     assert_eq!(watcher.get("/s").await?.0, b"missed");
     Ok(())
 }
+
+/// A session's watches are bounded by the bytes of their paths as well as by count: with 4 KiB
+/// paths it holds 4 MiB of them, not 65,536 × 4 KiB. (Before: about 530 MiB per session.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_watches_at_most_four_mib_of_paths() -> anyhow::Result<()> {
+    use cairn_wire::{PATH_BYTES_MAX, WATCH_PATH_BYTES_PER_SESSION_MAX};
+    let (_dir, node) = start_node(&[])?;
+    let client = node.client().await?;
+    let path = |i: usize| {
+        let head = format!("/w{i:05}-");
+        format!("{head}{}", "x".repeat(PATH_BYTES_MAX - head.len()))
+    };
+    let fit = WATCH_PATH_BYTES_PER_SESSION_MAX / PATH_BYTES_MAX;
+    let mut held = Vec::new();
+    for i in 0..fit {
+        held.push(client.watch(&path(i), false).await?);
+    }
+    let error = client.watch(&path(fit), false).await.expect_err("past the bound");
+    assert_eq!(error.code(), Some(cairn_client::ErrorCode::TooManyWatches), "{error}");
+    // Another session is not held back by this one's watches.
+    let other = node.client().await?;
+    other.watch(&path(fit), false).await?;
+    Ok(())
+}

@@ -68,11 +68,13 @@ fn finish_round(
     if !state.open || !all.iter().all(|(_, m)| m.leaving) {
         return Ok(false);
     }
+    // Notified while their member znodes still stand: the host delivers a recipe's messages
+    // only to sessions with a stake in it (an ephemeral znode in its namespace, or the caller).
+    notify_all(host, &all, quiet, &json!({ "barrier": name, "round": state.round, "left": true }));
     for (path, _) in &all {
         host.delete(path, None).map_err(|e| e.to_string())?;
     }
     records::write(host, barrier, &State { round: state.round + 1, open: false, ..*state })?;
-    notify_all(host, &all, quiet, &json!({ "barrier": name, "round": state.round, "left": true }));
     Ok(true)
 }
 

@@ -21,7 +21,7 @@ pub struct MemoryHost {
     pub time_ms: u64,
     /// Sessions that are live.
     pub live_sessions: BTreeSet<u64>,
-    /// Notifications sent, in order: (session, message).
+    /// Notifications sent to sessions with a stake in the recipe, in order: (session, message).
     pub notifications: Vec<(u64, Vec<u8>)>,
     /// The last fencing token given; the next is one more, whatever a call's outcome.
     pub fencing_token: u64,
@@ -201,7 +201,14 @@ impl Host for MemoryHost {
         self.fencing_token
     }
 
+    /// As the node does: only the caller and sessions owning an ephemeral znode here have a
+    /// stake in the recipe; a message to any other session is dropped.
     fn notify(&mut self, session: u64, message: &[u8]) {
-        self.notifications.push((session, message.to_vec()));
+        let stake = session != 0
+            && (session == self.session
+                || self.nodes.values().any(|node| node.stat.ephemeral_owner == session));
+        if stake {
+            self.notifications.push((session, message.to_vec()));
+        }
     }
 }
