@@ -847,6 +847,8 @@ async fn cluster_status(client: &Client, args: &ClientArgs) -> anyhow::Result<Ex
             info.node_id,
             info.applied_zxid
         );
+        let cluster_runtime = info.cluster_recipe_runtime.as_deref().unwrap_or("none yet");
+        out!("recipe runtime {} (the cluster's: {cluster_runtime})", info.recipe_runtime);
     }
     Ok(ExitCode::SUCCESS)
 }

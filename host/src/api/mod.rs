@@ -305,6 +305,8 @@ impl Frontend {
                     snapshot_zxid: metrics.snapshot.map(|id| id.index),
                     purged_zxid: metrics.purged.map(|id| id.index),
                     members: members_of(&metrics),
+                    recipe_runtime: crate::recipe::RUNTIME_VERSION.to_string(),
+                    cluster_recipe_runtime: tree.recipes().runtime.clone(),
                 }))
             }
             other => Err(ApiError::new(ErrorCode::Internal)

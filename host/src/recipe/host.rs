@@ -78,7 +78,8 @@ fn error(error: ApiError) -> store::Error {
         ErrorCode::NodeExists => store::Error::NodeExists,
         ErrorCode::BadVersion => store::Error::BadVersion,
         ErrorCode::NotEmpty => store::Error::NotEmpty,
-        ErrorCode::TooLarge => store::Error::TooLarge,
+        // The WIT's errors have no quota of their own: "too large" is the nearest.
+        ErrorCode::TooLarge | ErrorCode::QuotaExceeded => store::Error::TooLarge,
         ErrorCode::NoSession | ErrorCode::SessionExpired => store::Error::NoSession,
         ErrorCode::NoChildrenForEphemerals => store::Error::NoChildrenForEphemerals,
         _ => store::Error::InvalidPath,

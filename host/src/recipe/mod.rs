@@ -441,6 +441,7 @@ impl RecipeRuntime {
             tracing::warn!(file = %file.display(), %error, "cannot keep a compiled recipe");
             let _ = std::fs::remove_file(&partial);
         }
+        self.prune_compiled();
     }
 
     /// The pre-instantiated component for a content hash, compiling it on first use.

@@ -440,6 +440,14 @@ pub struct ServerInfo {
     /// The cluster's members as this node knows them.
     #[serde(default)]
     pub members: Vec<MemberInfo>,
+    /// The recipe runtime this node runs (engine and fuel accounting).
+    #[serde(default)]
+    pub recipe_runtime: String,
+    /// The recipe runtime the cluster's recipes were deployed for, recorded in the replicated
+    /// state by the first deploy; a node whose runtime differs stops rather than apply a recipe
+    /// entry.
+    #[serde(default)]
+    pub cluster_recipe_runtime: Option<String>,
 }
 
 /// One member of the cluster, as `server-info` reports it.
