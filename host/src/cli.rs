@@ -322,6 +322,19 @@ pub enum ClusterCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Stop running recipe code cluster-wide, before moving to a new recipe runtime (a Cairn
+    /// built on another wasmtime): invokes and deploys fail with `unavailable`, and the recipe
+    /// hooks of sessions that end wait, until `adopt-runtime`.
+    FreezeRecipes {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Run recipes on the runtime this node runs from now on, ending a freeze: refused unless
+    /// every member runs it.
+    AdoptRuntime {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -538,7 +551,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cluster(args) => Some(match &args.command {
             ClusterCommand::Status { client }
             | ClusterCommand::Add { client, .. }
-            | ClusterCommand::Remove { client, .. } => client,
+            | ClusterCommand::Remove { client, .. }
+            | ClusterCommand::FreezeRecipes { client }
+            | ClusterCommand::AdoptRuntime { client } => client,
         }),
         Command::DevCluster(_) => None,
     };
@@ -702,6 +717,14 @@ async fn run_client_command(client: &Client, command: Command) -> anyhow::Result
                 client.remove_member(node_id).await?;
                 cluster_status(client, &client_args).await
             }
+            ClusterCommand::FreezeRecipes { client: client_args } => {
+                client.freeze_recipes().await?;
+                cluster_status(client, &client_args).await
+            }
+            ClusterCommand::AdoptRuntime { client: client_args } => {
+                client.adopt_recipe_runtime().await?;
+                cluster_status(client, &client_args).await
+            }
         },
         Command::Recipe(args) => run_recipe_command(client, args).await,
         Command::Counter(args) => run_counter_command(client, args).await,
@@ -819,12 +842,14 @@ async fn cluster_status(client: &Client, args: &ClientArgs) -> anyhow::Result<Ex
                 json!({
                     "node_id": m.node_id, "role": role(&info, m), "client_addr": m.client_addr,
                     "peer_addr": m.peer_addr, "matched_zxid": m.matched_zxid,
+                    "recipe_runtime": m.recipe_runtime,
                 })
             })
             .collect();
         print_json(&json!({
             "leader": info.leader, "term": info.term, "members": members,
             "reported_by": info.node_id, "applied_zxid": info.applied_zxid,
+            "recipe_runtime": info.cluster_recipe_runtime, "recipes_frozen": info.recipes_frozen,
         }))?;
     } else {
         out!("{:<6} {:<9} {:<22} {:<22} {:>10}", "NODE", "ROLE", "CLIENT", "PEER", "MATCHED");
@@ -848,7 +873,12 @@ async fn cluster_status(client: &Client, args: &ClientArgs) -> anyhow::Result<Ex
             info.applied_zxid
         );
         let cluster_runtime = info.cluster_recipe_runtime.as_deref().unwrap_or("none yet");
-        out!("recipe runtime {} (the cluster's: {cluster_runtime})", info.recipe_runtime);
+        let frozen = if info.recipes_frozen { ", frozen for a change" } else { "" };
+        out!("recipe runtime {} (the cluster's: {cluster_runtime}{frozen})", info.recipe_runtime);
+        for m in info.members.iter().filter(|m| m.recipe_runtime != info.recipe_runtime) {
+            let runtime = if m.recipe_runtime.is_empty() { "unknown" } else { &m.recipe_runtime };
+            out!("node {} runs recipe runtime {runtime}", m.node_id);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -19,7 +19,7 @@ use crate::raft::peer::{self, Forwarder, PEER_ALPN, PeerNetwork, PeerService};
 use crate::raft::state_machine::StateMachineStore;
 use crate::raft::{Member, Raft, Storage};
 use crate::recipe::builtin::BUILTIN_RECIPES;
-use crate::recipe::{CompiledKey, RecipeRuntime};
+use crate::recipe::{CompiledKey, RUNTIME_VERSION, RecipeRuntime};
 use crate::session::{self, SessionTracker};
 use crate::store::{Action, Write};
 use crate::tls;
@@ -185,7 +185,11 @@ impl RunningNode {
         } else if !is_initialized && config.initial_cluster.is_empty() {
             let members = BTreeMap::from([(
                 config.node_id,
-                Member { client_addr: client_addr.to_string(), peer_addr: String::new() },
+                Member {
+                    client_addr: client_addr.to_string(),
+                    recipe_runtime: RUNTIME_VERSION.to_string(),
+                    ..Member::default()
+                },
             )]);
             raft.initialize(members).await.map_err(|e| NodeError::Raft(e.to_string()))?;
             tracing::info!(node = config.node_id, "bootstrapped a new single-node cluster");
@@ -196,7 +200,7 @@ impl RunningNode {
                 .initial_cluster
                 .iter()
                 .map(|(id, peer_addr)| {
-                    (*id, Member { client_addr: String::new(), peer_addr: peer_addr.clone() })
+                    (*id, Member { peer_addr: peer_addr.clone(), ..Member::default() })
                 })
                 .collect();
             if let Err(error) = raft.initialize(members).await {
@@ -243,6 +247,7 @@ impl RunningNode {
         let me = Member {
             client_addr: client_addr.to_string(),
             peer_addr: config.peer_listen.map(|addr| addr.to_string()).unwrap_or_default(),
+            recipe_runtime: RUNTIME_VERSION.to_string(),
         };
         let tasks = vec![
             tokio::spawn(announce(frontend.clone(), me, stopped.clone())),
@@ -299,6 +304,7 @@ impl RunningNode {
         for task in self.tasks {
             let _ = task.await;
         }
+        snapshot_before_stopping(&self.raft).await;
         if let Err(error) = self.raft.shutdown().await {
             tracing::warn!(%error, "raft did not shut down cleanly");
         }
@@ -314,6 +320,32 @@ impl RunningNode {
             tracing::warn!("clients still connected after {SHUTDOWN_DRAIN_MS} ms; closing anyway");
         }
         tracing::info!("node stopped");
+    }
+}
+
+/// How long a stopping node waits for its last snapshot to be written.
+const SHUTDOWN_SNAPSHOT_MS: u64 = 10_000;
+
+/// Builds a snapshot of everything applied, if the latest is older: the next start then
+/// replays no entry this build applied. That is what lets a node move to another recipe
+/// runtime while the recipes are frozen (it never applies a recipe entry of the old runtime
+/// again), and it makes the next start quicker. Failing to is only slower.
+async fn snapshot_before_stopping(raft: &Raft) {
+    let metrics = raft.metrics().borrow().clone();
+    let applied = metrics.last_applied.map(|id| id.index);
+    if applied.is_none() || metrics.snapshot.map(|id| id.index) >= applied {
+        return;
+    }
+    if let Err(error) = raft.trigger().snapshot().await {
+        tracing::warn!(%error, "no snapshot before stopping");
+        return;
+    }
+    let written = raft
+        .wait(Some(Duration::from_millis(SHUTDOWN_SNAPSHOT_MS)))
+        .metrics(|m| m.snapshot.map(|id| id.index) >= applied, "the snapshot before stopping")
+        .await;
+    if let Err(error) = written {
+        tracing::warn!(%error, "no snapshot before stopping");
     }
 }
 

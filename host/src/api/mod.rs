@@ -30,7 +30,7 @@ use tracing::Instrument;
 use crate::raft::peer::{Forwarder, MembershipChange};
 use crate::raft::{ApplyReply, Member, NodeId, Raft, SharedState, StorageCounters};
 use crate::session::SessionTracker;
-use crate::store::{SessionId, Write};
+use crate::store::{Action, SessionId, Write};
 use crate::watch::{Outbox, WatchHub};
 
 /// Most client connections a node serves at once; more are refused at the handshake.
@@ -126,6 +126,30 @@ impl Frontend {
                     .with_detail(format!("the change is not on this node yet: {error}"))
             })?;
         Ok(Reply::MembershipChanged { members: members_of(&metrics) })
+    }
+
+    /// The write that moves the cluster's recipes to the runtime this node runs, if every
+    /// member has announced that it runs it too; else an error naming who runs what.
+    pub(crate) fn adopt_runtime_write(&self) -> Result<Action, ApiError> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let runtime = crate::recipe::RUNTIME_VERSION;
+        let others: Vec<String> = metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(_, member)| member.recipe_runtime != runtime)
+            .map(|(id, member)| match member.recipe_runtime.as_str() {
+                "" => format!("node {id} has not said"),
+                other => format!("node {id} runs {other}"),
+            })
+            .collect();
+        if !others.is_empty() {
+            return Err(ApiError::new(ErrorCode::Unavailable).with_detail(format!(
+                "not every member runs recipe runtime {runtime}: {}",
+                others.join(", ")
+            )));
+        }
+        Ok(Action::AdoptRecipeRuntime { runtime: runtime.to_string() })
     }
 
     /// Whether this node leads now.
@@ -307,6 +331,7 @@ impl Frontend {
                     members: members_of(&metrics),
                     recipe_runtime: crate::recipe::RUNTIME_VERSION.to_string(),
                     cluster_recipe_runtime: tree.recipes().runtime.clone(),
+                    recipes_frozen: tree.recipes().frozen,
                 }))
             }
             other => Err(ApiError::new(ErrorCode::Internal)
@@ -331,6 +356,7 @@ fn members_of(metrics: &openraft::RaftMetrics<NodeId, Member>) -> Vec<MemberInfo
                 .as_ref()
                 .and_then(|progress| progress.get(id).copied().flatten())
                 .map(|log_id| log_id.index),
+            recipe_runtime: member.recipe_runtime.clone(),
         })
         .collect()
 }

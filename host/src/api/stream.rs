@@ -137,7 +137,8 @@ async fn serve_stream(
             // Membership changes take as long as a new member needs to catch up: they run on
             // their own, not holding up this stream.
             Request::AddMember { node_id, peer_addr, client_addr, voter } => {
-                let member = Member { client_addr, peer_addr };
+                // Its runtime is known once it announces itself.
+                let member = Member { client_addr, peer_addr, ..Member::default() };
                 let change = MembershipChange::Add(node_id, member, voter);
                 let (frontend, outbox) = (frontend.clone(), outbox.clone());
                 tokio::spawn(async move {
@@ -196,7 +197,19 @@ async fn serve_stream(
             other => other,
         };
         let outbox = outbox.clone();
-        match into_write(request) {
+        let write = match request {
+            Request::AdoptRecipeRuntime {} => frontend.adopt_runtime_write().map_err(Err),
+            other => into_write(other).map_err(Ok),
+        };
+        let write = match write {
+            Ok(action) => Ok(action),
+            Err(Ok(read)) => Err(read),
+            Err(Err(refused)) => {
+                outbox.send_frame(respond(id, frontend.applied_zxid(), Err(refused)));
+                continue;
+            }
+        };
+        match write {
             Ok(action) => {
                 writes_proposed += 1;
                 let writes_completed = writes_completed.clone();
@@ -329,6 +342,7 @@ fn into_write(request: Request) -> Result<Action, Request> {
             Ok(Action::DeployRecipe { name, version, component })
         }
         Request::RetireRecipe { name, version } => Ok(Action::RetireRecipe { name, version }),
+        Request::FreezeRecipes {} => Ok(Action::FreezeRecipes),
         Request::Invoke { name, version, op, args } => {
             Ok(Action::InvokeRecipe { name, version, op, args })
         }

@@ -40,6 +40,10 @@ pub struct Member {
     /// that has no peers.
     #[serde(default)]
     pub peer_addr: String,
+    /// The recipe runtime the member runs, as it announced it (empty until it has): the
+    /// cluster adopts a new runtime only once every member runs it.
+    #[serde(default)]
+    pub recipe_runtime: String,
 }
 
 impl fmt::Display for Member {

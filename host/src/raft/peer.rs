@@ -633,8 +633,7 @@ mod tests {
         let two_files = certificate(&ca, &dir.path().join("two/tls"));
         let (one, _, one_addr) = node(1, &dir.path().join("one"), &one_files).await;
         let (two, two_state, two_addr) = node(2, &dir.path().join("two"), &two_files).await;
-        let member =
-            |peer_addr: &str| Member { client_addr: String::new(), peer_addr: peer_addr.into() };
+        let member = |peer_addr: &str| Member { peer_addr: peer_addr.into(), ..Member::default() };
         let members = BTreeMap::from([(1, member(&one_addr)), (2, member(&two_addr))]);
         one.initialize(members).await.expect("initialized");
         let leader = one

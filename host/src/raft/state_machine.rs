@@ -114,9 +114,13 @@ impl StateMachineStore {
         if let Some(stored) = store.read_stored_snapshot()? {
             let machine = decode_image(&stored.data)
                 .map_err(|e| StorageIOError::read_snapshot(Some(stored.meta.signature()), &e))?;
-            // A node that cannot run the cluster's recipes exactly must not join in applying.
-            if let Some(runtime) = &machine.tree.recipes().runtime
+            // A node that cannot run the cluster's recipes exactly must not join in applying,
+            // unless they are frozen for a change of runtime: then it may start, announce its
+            // runtime and wait for the cluster to adopt it.
+            let recipes = machine.tree.recipes();
+            if let Some(runtime) = &recipes.runtime
                 && runtime != store.recipes.runtime_version()
+                && !recipes.frozen
             {
                 let fault = crate::store::NodeFault {
                     zxid: machine.applied_zxid(),

@@ -1373,6 +1373,60 @@ mod tests {
         assert!(replies[0].is_ok(), "{replies:?}");
     }
 
+    /// Moving to another runtime: frozen, no recipe code runs (invokes refused, hooks wait);
+    /// a node on the new runtime may then load the state and adopt it, running the hooks
+    /// there, while a node still on the old one stops at the adopt rather than run them.
+    #[test]
+    fn the_cluster_moves_to_another_runtime_through_a_freeze() {
+        let mut node = Node::new();
+        node.deploy("fair-lock", builtin("fair-lock")).expect("deploys");
+        let holder = open_session(&mut node);
+        let waiter = open_session(&mut node);
+        let lock = br#"{"lock":"l","wait":true}"#;
+        invoke_as(&mut node, holder, "fair-lock", "acquire", lock).0.expect("granted");
+        invoke_as(&mut node, waiter, "fair-lock", "acquire", lock).0.expect("queued");
+        let adopt = |runtime: &str| Action::AdoptRecipeRuntime { runtime: runtime.into() };
+        // Adopting another runtime unfrozen would apply old entries' successors on it: refused.
+        let refused = node.apply(None, adopt("wasmtime-0.0.0/fuel-0")).0.expect_err("refused");
+        assert_eq!(refused.code, ErrorCode::InvalidArgument);
+
+        let frozen = node.apply(None, Action::FreezeRecipes).0.expect("frozen");
+        assert!(matches!(frozen, Reply::RecipeRuntime { frozen: true, .. }), "{frozen:?}");
+        let error = invoke_as(&mut node, holder, "fair-lock", "status", br#"{"lock":"l"}"#)
+            .0
+            .expect_err("no recipe code while frozen");
+        assert_eq!(error.code, ErrorCode::Unavailable);
+        // The holder's session ends: its znode goes, its hook waits.
+        let (ended, effects) = node.apply(Some(holder), Action::CloseSession);
+        ended.expect("closed");
+        assert!(effects.notifications.is_empty(), "no hook ran: {:?}", effects.notifications);
+        assert_eq!(node.tree.recipes().pending_hooks.len(), 1);
+
+        // A node still on the old runtime stops at the adopt instead of running the hook.
+        let mut old = node.tree.clone();
+        let command = Command {
+            time_ms: 1,
+            writes: vec![Write::sessionless(adopt("wasmtime-0.0.0/fuel-0"))],
+        };
+        let fault = old
+            .apply_command(node.zxid + 1, &command, &mut Effects::default(), &node.runtime)
+            .expect_err("stops");
+        assert!(fault.why.contains("wasmtime-0.0.0/fuel-0"), "{fault}");
+
+        // A node on the new runtime adopts it and runs the hook: the waiter gets the lock.
+        let new = OtherRuntime(RecipeRuntime::new().expect("engine"));
+        let mut effects = Effects::default();
+        let replies =
+            node.tree.apply_command(node.zxid + 1, &command, &mut effects, &new).expect("applies");
+        assert!(
+            matches!(&replies[0], Ok(Reply::RecipeRuntime { frozen: false, runtime: Some(r) }) if r == "wasmtime-0.0.0/fuel-0"),
+            "{replies:?}"
+        );
+        assert!(node.tree.recipes().pending_hooks.is_empty());
+        assert_eq!(effects.notifications.len(), 1, "{:?}", effects.notifications);
+        assert_eq!(effects.notifications[0].session, SessionId(waiter));
+    }
+
     #[test]
     fn clients_cannot_write_a_recipe_namespace() {
         let mut node = Node::new();

@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::recipes::{
-    Deployed, Entry, RECIPE_COMPONENT_BYTES_MAX, RECIPES_ROOT, RESERVED_ROOT, RecipeCall,
-    RecipeRunner, RecipeTxn, is_reserved, namespace, recipe_path, validate_name,
+    Deployed, Entry, PendingHook, RECIPE_COMPONENT_BYTES_MAX, RECIPES_ROOT, RESERVED_ROOT,
+    RecipeCall, RecipeRunner, RecipeTxn, is_reserved, namespace, recipe_path, validate_name,
 };
 use super::{
     Action, Command, DataTree, Effects, NodeFault, NodeKind, SecretHash, Session, SessionId, Write,
@@ -50,6 +50,50 @@ impl DataTree {
         Ok(replies)
     }
 
+    /// Refuses recipe code while the recipes are frozen for a change of runtime.
+    fn check_not_frozen(&self) -> Result<(), ApiError> {
+        if self.recipes.frozen {
+            return Err(ApiError::new(ErrorCode::Unavailable).with_detail(
+                "recipes are frozen for a change of runtime until the cluster adopts one \
+                 (cairn cluster adopt-runtime)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// What the cluster runs recipes on, and whether they are frozen.
+    fn runtime_reply(&self) -> Reply {
+        Reply::RecipeRuntime { runtime: self.recipes.runtime.clone(), frozen: self.recipes.frozen }
+    }
+
+    /// Records `runtime` as the one recipes run on from this entry on, ends a freeze and runs
+    /// the session-end hooks it deferred, in order. Every member announced `runtime` before
+    /// this was proposed; a node that does not run it stops here rather than run the hooks.
+    fn adopt_runtime(
+        &mut self,
+        runtime: &str,
+        recipes: &dyn RecipeRunner,
+        effects: &mut Effects,
+    ) -> Result<Reply, ApiError> {
+        let changes = self.recipes.runtime.as_deref() != Some(runtime);
+        if changes && !self.recipes.frozen && self.recipes.runtime.is_some() {
+            return Err(ApiError::new(ErrorCode::InvalidArgument).with_detail(
+                "freeze the recipes first (cairn cluster freeze-recipes): a recipe entry applied \
+                 on the old runtime must never be applied again on the new one",
+            ));
+        }
+        self.recipes.runtime = Some(runtime.to_string());
+        self.recipes.frozen = false;
+        let pending = std::mem::take(&mut self.recipes.pending_hooks);
+        if !pending.is_empty() {
+            self.check_runtime(recipes)?;
+        }
+        for hook in pending {
+            self.run_session_hook(&hook.name, hook.session, &hook.deleted, recipes, effects)?;
+        }
+        Ok(self.runtime_reply())
+    }
+
     /// The recipe runtime recorded in the state (by the first deploy) must be this node's:
     /// fuel counts and the served imports may differ between runtimes, so running recipe code
     /// on another could make this replica differ from the rest. `internal`, so the node stops.
@@ -75,8 +119,18 @@ impl DataTree {
         recipes: &dyn RecipeRunner,
     ) -> Result<Reply, ApiError> {
         match &write.action {
+            Action::FreezeRecipes => {
+                self.advance(zxid, time_ms);
+                self.recipes.frozen = true;
+                Ok(self.runtime_reply())
+            }
+            Action::AdoptRecipeRuntime { runtime } => {
+                self.advance(zxid, time_ms);
+                self.adopt_runtime(runtime, recipes, effects)
+            }
             Action::DeployRecipe { name, version, component } => {
                 self.advance(zxid, time_ms);
+                self.check_not_frozen()?;
                 self.check_runtime(recipes)?;
                 self.deploy_recipe(name, *version, component, recipes, effects)
             }
@@ -86,6 +140,7 @@ impl DataTree {
             }
             Action::InvokeRecipe { name, version, op, args } => {
                 self.advance(zxid, time_ms);
+                self.check_not_frozen()?;
                 self.check_runtime(recipes)?;
                 let (version, deployed) = self.recipes.resolve(name, *version)?;
                 let deployed = deployed.clone();
@@ -118,13 +173,19 @@ impl DataTree {
                         }
                     }
                 }
-                if !by_recipe.is_empty() {
+                let frozen = self.recipes.frozen;
+                if !by_recipe.is_empty() && !frozen {
                     self.check_runtime(recipes)?;
                 }
                 let reply = self.apply(zxid, time_ms, write, effects)?;
                 if let Some(session) = ending {
                     for (name, deleted) in by_recipe {
-                        self.run_session_hook(&name, session, &deleted, recipes, effects)?;
+                        if frozen {
+                            // No recipe code runs while frozen: the hook runs at the thaw.
+                            self.recipes.pending_hooks.push(PendingHook { name, session, deleted });
+                        } else {
+                            self.run_session_hook(&name, session, &deleted, recipes, effects)?;
+                        }
                     }
                 }
                 Ok(reply)
@@ -260,6 +321,8 @@ impl DataTree {
         let reply = match &write.action {
             Action::DeployRecipe { .. }
             | Action::RetireRecipe { .. }
+            | Action::FreezeRecipes
+            | Action::AdoptRecipeRuntime { .. }
             | Action::InvokeRecipe { .. } => {
                 Err(ApiError::new(ErrorCode::Internal).with_detail("a recipe write needs a runner"))
             }

@@ -62,6 +62,14 @@ pub enum Action {
         name: String,
         version: u32,
     },
+    /// Stop running recipe code, for a change of runtime: invokes and deploys are refused and
+    /// session-end hooks wait, until `AdoptRecipeRuntime`.
+    FreezeRecipes,
+    /// Run recipes on `runtime` from this entry on (every member runs it: the proposing node
+    /// checked), ending a freeze and running the hooks it deferred.
+    AdoptRecipeRuntime {
+        runtime: String,
+    },
     /// Run one operation of a recipe (the named version, or the newest).
     InvokeRecipe {
         name: String,
@@ -81,6 +89,7 @@ impl Command {
                 write.action,
                 Action::DeployRecipe { .. }
                     | Action::InvokeRecipe { .. }
+                    | Action::AdoptRecipeRuntime { .. }
                     | Action::CloseSession
                     | Action::ExpireSession { .. }
             )
@@ -107,7 +116,9 @@ impl Action {
                 Action::DeployRecipe { name, component, .. } => name.len() + component.len(),
                 Action::InvokeRecipe { name, op, args, .. } => name.len() + op.len() + args.len(),
                 Action::RetireRecipe { name, .. } => name.len(),
-                Action::ReapTtl
+                Action::AdoptRecipeRuntime { runtime } => runtime.len(),
+                Action::FreezeRecipes
+                | Action::ReapTtl
                 | Action::OpenSession { .. }
                 | Action::CloseSession
                 | Action::ExpireSession { .. } => 0,

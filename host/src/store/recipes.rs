@@ -68,6 +68,24 @@ pub struct RecipeTable {
     /// `NAME@V` names one component for as long as the cluster lives.
     #[serde(default)]
     pub highest: BTreeMap<String, u32>,
+    /// Frozen for a change of runtime: no recipe code runs (invokes and deploys are refused,
+    /// session-end hooks wait in `pending_hooks`) until the cluster adopts a runtime.
+    #[serde(default)]
+    pub frozen: bool,
+    /// Session-end hooks deferred while frozen, in the order the sessions ended. Bounded by the
+    /// state at the freeze: no recipe can create an ephemeral while frozen, so at most one per
+    /// recipe per session that held one then.
+    #[serde(default)]
+    pub pending_hooks: Vec<PendingHook>,
+}
+
+/// A session-end hook that waits for the recipes to thaw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingHook {
+    pub name: String,
+    pub session: SessionId,
+    /// The recipe's znodes that went with the session (relative paths).
+    pub deleted: Vec<String>,
 }
 
 impl RecipeTable {

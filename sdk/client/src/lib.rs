@@ -469,6 +469,24 @@ impl Client {
         }
     }
 
+    /// Stops recipe code cluster-wide for a change of runtime (see `cairn cluster
+    /// freeze-recipes`). Returns the cluster's runtime.
+    pub async fn freeze_recipes(&self) -> Result<Option<String>, Error> {
+        match self.call(Request::FreezeRecipes {}).await? {
+            Reply::RecipeRuntime { runtime, .. } => Ok(runtime),
+            other => Err(unexpected("recipe-runtime", &other)),
+        }
+    }
+
+    /// Moves the cluster's recipes to the runtime the node runs, ending a freeze; refused
+    /// unless every member runs it. Returns the runtime adopted.
+    pub async fn adopt_recipe_runtime(&self) -> Result<Option<String>, Error> {
+        match self.call(Request::AdoptRecipeRuntime {}).await? {
+            Reply::RecipeRuntime { runtime, .. } => Ok(runtime),
+            other => Err(unexpected("recipe-runtime", &other)),
+        }
+    }
+
     /// The deployed recipes, by name then version.
     pub async fn recipes(&self) -> Result<Vec<RecipeInfo>, Error> {
         match self.call(Request::ListRecipes {}).await? {

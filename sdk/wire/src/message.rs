@@ -121,6 +121,13 @@ pub enum Request {
     },
     /// Retire one version of a recipe.
     RetireRecipe { name: String, version: u32 },
+    /// Stop running recipe code cluster-wide, to change the recipe runtime: invokes and
+    /// deploys fail with `unavailable` and session-end hooks wait, until
+    /// `adopt-recipe-runtime`.
+    FreezeRecipes {},
+    /// Run recipes on the runtime this node runs from now on, ending a freeze. Refused unless
+    /// every member has announced that it runs it.
+    AdoptRecipeRuntime {},
     /// List the deployed recipes.
     ListRecipes {},
     /// Run one operation of a recipe, atomically against the replicated state.
@@ -307,6 +314,9 @@ pub enum Reply {
     RecipeDeployed { name: String, version: u32, hash: String },
     /// To `retire-recipe`.
     RecipeRetired {},
+    /// To `freeze-recipes` and `adopt-recipe-runtime`: the runtime the cluster's recipes run
+    /// on (none before the first deploy) and whether they are frozen for a change of it.
+    RecipeRuntime { runtime: Option<String>, frozen: bool },
     /// To `list-recipes`, by name then version.
     Recipes { recipes: Vec<RecipeInfo> },
     /// To `invoke`: the recipe's result, in its own encoding.
@@ -448,6 +458,9 @@ pub struct ServerInfo {
     /// entry.
     #[serde(default)]
     pub cluster_recipe_runtime: Option<String>,
+    /// Whether recipes are frozen for a change of runtime.
+    #[serde(default)]
+    pub recipes_frozen: bool,
 }
 
 /// One member of the cluster, as `server-info` reports it.
@@ -463,6 +476,9 @@ pub struct MemberInfo {
     /// On the leader: the last log index known to be on that member.
     #[serde(default)]
     pub matched_zxid: Option<u64>,
+    /// The recipe runtime the member announced it runs (empty until it has).
+    #[serde(default)]
+    pub recipe_runtime: String,
 }
 
 /// A request frame whose body could not be decoded.
