@@ -199,29 +199,13 @@ fn decode_image(data: &[u8]) -> Result<StateMachine, ImageError> {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
-    /// Copies the state under its lock (a copy shares every znode's data, so it is quick) and
-    /// encodes the copy on a blocking thread: applying entries and serving reads go on while a
-    /// snapshot of a large tree is built.
+    /// Copies the state under its lock (a copy shares every znode's data, so it is quick), then
+    /// encodes the copy and writes it to disk on a blocking thread: applying entries and
+    /// serving requests go on while a snapshot of a large tree is built.
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let (tree, last_applied, last_membership) = {
             let state = self.state.read();
             (state.tree.clone(), state.last_applied, state.last_membership.clone())
-        };
-        let membership = last_membership.clone();
-        let encoded = tokio::task::spawn_blocking(move || {
-            let tree = tree.to_image()?;
-            rmp_serde::to_vec_named(&SnapshotImage {
-                last_applied,
-                last_membership: membership,
-                tree,
-            })
-        })
-        .await;
-        let data = match encoded {
-            Ok(data) => data.map_err(|e| StorageIOError::write_snapshot(None, &e))?,
-            Err(error) => {
-                return Err(StorageIOError::write_snapshot(None, AnyError::error(error)).into());
-            }
         };
         let built = self.snapshots_built.fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match last_applied {
@@ -229,7 +213,25 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             None => format!("empty-{built}"),
         };
         let meta = SnapshotMeta { last_log_id: last_applied, last_membership, snapshot_id };
-        self.save_snapshot(&meta, &data)?;
+        let (store, saved_meta) = (self.clone(), meta.clone());
+        let saved = tokio::task::spawn_blocking(move || {
+            let image = SnapshotImage {
+                last_applied,
+                last_membership: saved_meta.last_membership.clone(),
+                tree: tree.to_image().map_err(|e| StorageIOError::write_snapshot(None, &e))?,
+            };
+            let data = rmp_serde::to_vec_named(&image)
+                .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+            store.save_snapshot(&saved_meta, &data)?;
+            Ok::<_, StorageError>(data)
+        })
+        .await;
+        let data = match saved {
+            Ok(data) => data?,
+            Err(error) => {
+                return Err(StorageIOError::write_snapshot(None, AnyError::error(error)).into());
+            }
+        };
         tracing::info!(
             zxid = last_applied.map_or(0, |id| id.index),
             bytes = data.len(),
