@@ -37,7 +37,7 @@ pub const EVENTS_QUEUED_PER_STREAM_MAX: usize = 10_000;
 pub const OUTBOX_BYTES_PER_STREAM_MAX: usize = 8 * 1024 * 1024;
 /// How long a full outbox may take to drain below [`OUTBOX_BYTES_PER_STREAM_MAX`] before the
 /// node closes the connection of a client that does not read its replies.
-pub const OUTBOX_DRAIN_MS_MAX: u64 = 30_000;
+pub const OUTBOX_DRAIN_MS_MAX: u64 = 20_000;
 
 /// What a stream's writer sends, in order.
 #[derive(Debug)]
@@ -70,6 +70,10 @@ pub struct OutboxLoad {
     bytes: AtomicUsize,
     /// Woken whenever the writer has written something.
     drained: tokio::sync::Notify,
+    /// Set once a reply gave up waiting for room: the client does not read, and the stream's
+    /// reader closes the connection (woken through `gave_up`).
+    abandoned: std::sync::atomic::AtomicBool,
+    gave_up: tokio::sync::Notify,
 }
 
 impl OutboxLoad {
@@ -105,8 +109,24 @@ impl OutboxLoad {
                 return true;
             }
             if tokio::time::timeout_at(deadline, drained).await.is_err() {
-                return self.bytes() < OUTBOX_BYTES_PER_STREAM_MAX;
+                let room = self.bytes() < OUTBOX_BYTES_PER_STREAM_MAX;
+                if !room {
+                    self.abandoned.store(true, Ordering::Relaxed);
+                    self.gave_up.notify_waiters();
+                }
+                return room;
             }
+        }
+    }
+
+    /// Resolves once a reply has given up waiting for room in the outbox.
+    pub async fn abandoned(&self) {
+        loop {
+            let gave_up = self.gave_up.notified();
+            if self.abandoned.load(Ordering::Relaxed) {
+                return;
+            }
+            gave_up.await;
         }
     }
 }

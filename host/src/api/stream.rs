@@ -74,7 +74,16 @@ async fn serve_stream(
             close_slow_reader(&connection, &load);
             return;
         }
-        let body = match read_frame(&mut recv).await {
+        // A reply that gave up waiting for room means the client does not read, even if it
+        // has stopped sending too.
+        let frame = tokio::select! {
+            frame = read_frame(&mut recv) => frame,
+            () = load.abandoned() => {
+                close_slow_reader(&connection, &load);
+                return;
+            }
+        };
+        let body = match frame {
             Ok(Some(body)) => body,
             Ok(None) => break,
             Err(FrameReadError::TooLong(error)) => {

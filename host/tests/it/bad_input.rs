@@ -28,7 +28,15 @@ impl Raw {
     async fn connect(node: &Server, alpn: Option<&[u8]>) -> anyhow::Result<Raw> {
         let ca = std::fs::read(node.ca_file())?;
         let config = match alpn {
-            None => cairn_client::quic_client_config(&ca)?,
+            None => {
+                // Kept alive, as a real client keeps itself: a raw client that neither sends nor
+                // reads must be closed by the node, not by its own idle timer.
+                let mut config = cairn_client::quic_client_config(&ca)?;
+                let mut transport = quinn::TransportConfig::default();
+                transport.keep_alive_interval(Some(Duration::from_secs(1)));
+                config.transport_config(Arc::new(transport));
+                config
+            }
             Some(alpn) => {
                 let mut roots = rustls::RootCertStore::empty();
                 for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(&ca) {
