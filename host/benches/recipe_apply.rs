@@ -100,6 +100,7 @@ fn run() {
             name: name.to_string(),
             version: None,
             component: component.to_vec(),
+            runtime: cairn::recipe::RUNTIME_VERSION.to_string(),
         };
         bench.apply(None, deploy);
     }

@@ -377,6 +377,7 @@ async fn deploy_builtin_recipes(frontend: &Frontend) -> Result<(), NodeError> {
                     name: name.to_string(),
                     version: Some(1),
                     component: component.to_vec(),
+                    runtime: crate::recipe::RUNTIME_VERSION.to_string(),
                 };
                 let outcome = match frontend.propose(Write::sessionless(action)).await {
                     Ok(applied) => applied.await.1.map(|_| ()),

@@ -35,8 +35,9 @@ pub const EVENTS_QUEUED_PER_STREAM_MAX: usize = 10_000;
 /// outbox holds more, the node reads no more of its requests (QUIC's flow control then holds
 /// the client back); see [`OUTBOX_DRAIN_MS_MAX`].
 pub const OUTBOX_BYTES_PER_STREAM_MAX: usize = 8 * 1024 * 1024;
-/// How long a full outbox may take to drain below [`OUTBOX_BYTES_PER_STREAM_MAX`] before the
-/// node closes the connection of a client that does not read its replies.
+/// How long a full outbox may go without the client reading anything before the node closes
+/// the connection of a client that does not read its replies. (Below the 30 s idle timeout
+/// QUIC clients commonly use, so such a client hears why.)
 pub const OUTBOX_DRAIN_MS_MAX: u64 = 20_000;
 
 /// What a stream's writer sends, in order.
@@ -99,16 +100,17 @@ impl OutboxLoad {
         self.bytes.load(Ordering::Relaxed)
     }
 
-    /// Waits until fewer than [`OUTBOX_BYTES_PER_STREAM_MAX`] bytes are queued; false if that
-    /// takes longer than [`OUTBOX_DRAIN_MS_MAX`].
+    /// Waits until fewer than [`OUTBOX_BYTES_PER_STREAM_MAX`] bytes are queued; false if the
+    /// writer writes nothing for [`OUTBOX_DRAIN_MS_MAX`] meanwhile (a client that reads, however
+    /// slowly, is waited for; one that does not read is given up on).
     pub async fn wait_for_room(&self) -> bool {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(OUTBOX_DRAIN_MS_MAX);
+        let stalled = Duration::from_millis(OUTBOX_DRAIN_MS_MAX);
         loop {
             let drained = self.drained.notified();
             if self.bytes() < OUTBOX_BYTES_PER_STREAM_MAX {
                 return true;
             }
-            if tokio::time::timeout_at(deadline, drained).await.is_err() {
+            if tokio::time::timeout(stalled, drained).await.is_err() {
                 let room = self.bytes() < OUTBOX_BYTES_PER_STREAM_MAX;
                 if !room {
                     self.abandoned.store(true, Ordering::Relaxed);
@@ -383,16 +385,16 @@ impl WatchHub {
             }
         }
         for note in &effects.notifications {
-            if let Some(binding) = hub.bindings.get(&note.session) {
-                binding.outbox.send_event(EventFrame {
-                    kind: EventKind::Notification,
-                    path: String::new(),
-                    zxid,
-                    watch: None,
-                    message: Some(note.message.clone()),
-                    recipe: Some(note.recipe.clone()),
-                });
-            }
+            // Through `deliver`: a stream too far behind to take it hears `resync-needed`.
+            let event = EventFrame {
+                kind: EventKind::Notification,
+                path: String::new(),
+                zxid,
+                watch: None,
+                message: Some(note.message.clone()),
+                recipe: Some(note.recipe.clone()),
+            };
+            hub.deliver(note.session, event);
         }
         for session in &effects.ended_sessions {
             if let Some(binding) = hub.bindings.get(session) {

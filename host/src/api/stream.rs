@@ -152,7 +152,11 @@ async fn serve_stream(
                 let (frontend, outbox) = (frontend.clone(), outbox.clone());
                 tokio::spawn(async move {
                     let reply = frontend.change_membership(change).await;
-                    outbox.send_frame(respond(id, frontend.applied_zxid(), reply));
+                    if let Some(_turn) = outbox.room_for_reply().await {
+                        outbox.send_frame(respond(id, frontend.applied_zxid(), reply));
+                    }
+                    // In flight until answered, like any request.
+                    drop(permit);
                 });
                 continue;
             }
@@ -161,7 +165,10 @@ async fn serve_stream(
                 let (frontend, outbox) = (frontend.clone(), outbox.clone());
                 tokio::spawn(async move {
                     let reply = frontend.change_membership(change).await;
-                    outbox.send_frame(respond(id, frontend.applied_zxid(), reply));
+                    if let Some(_turn) = outbox.room_for_reply().await {
+                        outbox.send_frame(respond(id, frontend.applied_zxid(), reply));
+                    }
+                    drop(permit);
                 });
                 continue;
             }
@@ -348,7 +355,8 @@ fn into_write(request: Request) -> Result<Action, Request> {
         Request::Delete(delete) => Ok(Action::Delete(delete)),
         Request::Multi { ops } => Ok(Action::Multi(ops)),
         Request::DeployRecipe { name, version, component } => {
-            Ok(Action::DeployRecipe { name, version, component })
+            let runtime = crate::recipe::RUNTIME_VERSION.to_string();
+            Ok(Action::DeployRecipe { name, version, component, runtime })
         }
         Request::RetireRecipe { name, version } => Ok(Action::RetireRecipe { name, version }),
         Request::FreezeRecipes {} => Ok(Action::FreezeRecipes),

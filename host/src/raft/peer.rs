@@ -449,6 +449,11 @@ impl Forwarder {
 
 /// On the leader: records where `node` serves, in the membership every node replicates.
 pub async fn record_member(raft: &Raft, node: NodeId, member: Member) -> Result<(), ApiError> {
+    // Only a member's own record: a node removed (or never added) must not put itself back.
+    let known = raft.metrics().borrow().membership_config.membership().get_node(&node).is_some();
+    if !known {
+        return Err(unavailable(format!("node {node} is not a member")));
+    }
     let changes =
         openraft::ChangeMembers::SetNodes(std::collections::BTreeMap::from([(node, member)]));
     raft.change_membership(changes, true)

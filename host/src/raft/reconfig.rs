@@ -75,6 +75,9 @@ pub fn check_voters_change(
     )))
 }
 
+/// Serializes membership changes on the leader.
+static CHANGES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn list(nodes: &BTreeSet<NodeId>) -> String {
     let names: Vec<String> = nodes.iter().map(ToString::to_string).collect();
     format!("{{{}}}", names.join(", "))
@@ -92,6 +95,9 @@ fn failed(error: &dyn std::fmt::Display) -> ApiError {
 /// or removes a node altogether. Refuses what would cost the cluster its quorum; a new member
 /// that does not catch up in time is removed again.
 pub async fn change_membership(raft: &Raft, change: MembershipChange) -> Result<(), ApiError> {
+    // One change at a time: each is checked against the voters as they are when it starts, so
+    // two changes checked side by side could each keep a quorum and together lose it.
+    let _one_at_a_time = CHANGES.lock().await;
     let metrics = raft.metrics().borrow().clone();
     if metrics.current_leader != Some(metrics.id) {
         return Err(ApiError::new(ErrorCode::NotLeader).with_detail("not the leader any more"));

@@ -96,6 +96,10 @@ pub struct StateMachineStore {
     storage: Storage,
     /// Distinguishes snapshots built at the same log id.
     snapshots_built: Arc<AtomicU64>,
+    /// The log id the stored snapshot covers, held while it is compared and replaced: a build
+    /// of an older state that finishes after a newer snapshot was installed must not
+    /// overwrite it.
+    stored_snapshot: Arc<std::sync::Mutex<Option<LogId>>>,
 }
 
 impl StateMachineStore {
@@ -110,6 +114,7 @@ impl StateMachineStore {
             recipes,
             storage,
             snapshots_built: Arc::new(AtomicU64::new(0)),
+            stored_snapshot: Arc::new(std::sync::Mutex::new(None)),
         };
         if let Some(stored) = store.read_stored_snapshot()? {
             let machine = decode_image(&stored.data)
@@ -133,6 +138,8 @@ impl StateMachineStore {
                     StorageIOError::read_snapshot(Some(stored.meta.signature()), &fault).into()
                 );
             }
+            *store.stored_snapshot.lock().unwrap_or_else(PoisonError::into_inner) =
+                stored.meta.last_log_id;
             store.watches = Arc::new(WatchHub::new(machine.applied_zxid()));
             *store.state.write() = machine;
         }
@@ -167,6 +174,11 @@ impl StateMachineStore {
         meta: &SnapshotMeta<NodeId, Member>,
         data: &[u8],
     ) -> Result<(), StorageError> {
+        let mut stored_id = self.stored_snapshot.lock().unwrap_or_else(PoisonError::into_inner);
+        if *stored_id > meta.last_log_id {
+            tracing::debug!(stored = ?*stored_id, "a newer snapshot is stored; keeping it");
+            return Ok(());
+        }
         let stored = StoredSnapshot { meta: meta.clone(), data: data.to_vec() };
         let bytes = rmp_serde::to_vec_named(&stored)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
@@ -177,6 +189,7 @@ impl StateMachineStore {
         self.storage
             .sync()
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        *stored_id = meta.last_log_id;
         Ok(())
     }
 }

@@ -272,6 +272,9 @@ impl CompiledKey {
     }
 
     /// The key kept in `file` (0600), made from the operating system's randomness on first use.
+    /// Nodes started together with one key file agree on one key: a new key appears in `file`
+    /// whole (linked in place from a file already written) or not at all, and whoever links
+    /// second reads the first one's.
     pub fn load_or_create(file: &Path) -> Result<CompiledKey, RuntimeError> {
         let unreadable = |e: std::io::Error| RuntimeError(format!("{}: {e}", file.display()));
         match std::fs::read(file) {
@@ -289,8 +292,19 @@ impl CompiledKey {
                 let mut bytes = [0u8; 32];
                 getrandom::getrandom(&mut bytes)
                     .map_err(|e| RuntimeError(format!("no randomness for a key: {e}")))?;
-                crate::files::write_private(file, &bytes).map_err(unreadable)?;
-                Ok(CompiledKey(bytes))
+                // Named by the new key's first bytes: unique to this attempt.
+                let attempt: String = bytes[..8].iter().map(|b| format!("{b:02x}")).collect();
+                let partial = file.with_extension(format!("partial-{attempt}"));
+                crate::files::write_private(&partial, &bytes).map_err(unreadable)?;
+                let linked = std::fs::hard_link(&partial, file);
+                let _ = std::fs::remove_file(&partial);
+                match linked {
+                    Ok(()) => Ok(CompiledKey(bytes)),
+                    Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                        CompiledKey::load_or_create(file)
+                    }
+                    Err(error) => Err(unreadable(error)),
+                }
             }
             Err(error) => Err(unreadable(error)),
         }
@@ -455,6 +469,7 @@ impl RecipeRuntime {
             None => {
                 let component = Component::new(&self.engine, component)
                     .map_err(|e| format!("not a component: {e:#}"))?;
+                check_imports(&self.engine, &component)?;
                 self.store_compiled(hash, &component);
                 component
             }
@@ -570,6 +585,8 @@ struct Ran {
     memory_refused: bool,
     /// The per-call bound the call's host calls passed, if any: it fails whatever it returned.
     limit: Option<String>,
+    /// The host failed to run the call at all (not the recipe's doing): the node must stop.
+    host_fault: Option<String>,
     notifications: Vec<Notification>,
     live: Option<Live>,
 }
@@ -604,6 +621,19 @@ fn run(
         None => pre.instantiate(&mut store),
     });
     let (outcome, recipe) = match recipe {
+        // Not the recipe's trap (its start function's) nor its memory: the host could not make
+        // an instance (no pool slot, no memory from the system), which another replica could.
+        Err(error) if error.downcast_ref::<Trap>().is_none() && !store.data().memory_refused => {
+            let host_fault = format!("cannot instantiate: {error:#}");
+            return Ran {
+                outcome: Err(error),
+                memory_refused: false,
+                limit: None,
+                host_fault: Some(host_fault),
+                notifications: Vec::new(),
+                live: None,
+            };
+        }
         Err(error) => (Err(error), None),
         Ok(recipe) => {
             let outcome = match entry {
@@ -621,7 +651,7 @@ fn run(
     let limit = store.data_mut().budget.exceeded.take();
     let notifications = std::mem::take(&mut store.data_mut().notifications);
     let live = recipe.map(|recipe| Live { store, recipe, calls: calls + 1 });
-    Ran { outcome, memory_refused, limit, notifications, live }
+    Ran { outcome, memory_refused, limit, host_fault: None, notifications, live }
 }
 
 impl RecipeRuntime {
@@ -769,11 +799,12 @@ impl RecipeRunner for RecipeRuntime {
         effects: &mut Effects,
     ) -> Result<Vec<u8>, ApiError> {
         let name = format!("{}@{}", call.name, call.version);
-        // Every replica compiled this component when it was deployed; one that cannot now is
-        // broken, not the call.
+        // Every replica compiled this component when it was deployed, on this runtime (or it
+        // would have stopped): compiling is deterministic, so a failure here is the same on
+        // every replica, and answered as the component's.
         let pre = self
             .prepare(&call.deployed.hash, &call.deployed.component)
-            .map_err(|why| fault(ErrorCode::Internal, &name, why))?;
+            .map_err(|why| fault(ErrorCode::InvalidRecipe, &name, why))?;
         let shared = Arc::new(Mutex::new(Shared {
             tree: std::mem::take(tree),
             txn: Some(RecipeTxn::new(call.zxid, call.time_ms, call.session)),
@@ -801,9 +832,10 @@ impl RecipeRunner for RecipeRuntime {
                 if let Some(live) = ran.live {
                     self.keep_live(call.zxid, name.clone(), live);
                 }
-                match ran.limit {
-                    Some(why) => Err(fault(ErrorCode::RecipeLimit, &name, why)),
-                    None => classify(&name, ran.outcome, ran.memory_refused)
+                match (ran.host_fault, ran.limit) {
+                    (Some(why), _) => Err(fault(ErrorCode::Internal, &name, why)),
+                    (None, Some(why)) => Err(fault(ErrorCode::RecipeLimit, &name, why)),
+                    (None, None) => classify(&name, ran.outcome, ran.memory_refused)
                         .map(|result| (result, ran.notifications)),
                 }
             }
@@ -879,6 +911,7 @@ mod tests {
                 name: name.into(),
                 version: None,
                 component: component.to_vec(),
+                runtime: crate::recipe::RUNTIME_VERSION.to_string(),
             };
             self.apply(None, action).0
         }
@@ -943,6 +976,7 @@ mod tests {
             name: "counter".into(),
             version: Some(1),
             component: counter().to_vec(),
+            runtime: crate::recipe::RUNTIME_VERSION.to_string(),
         };
         assert_eq!(node.apply(None, again).0.expect_err("reused").code, ErrorCode::InvalidArgument);
     }
@@ -1011,6 +1045,26 @@ mod tests {
             .0
             .expect("retires");
         node.deploy("counter", counter()).expect("room again");
+    }
+
+    /// Nodes started at once with one key file (`dev-cluster`'s) all end up with one key.
+    #[test]
+    fn nodes_sharing_a_key_file_agree_on_the_key() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("compiled.key");
+        let keys: Vec<[u8; 32]> = (0..8)
+            .map(|_| {
+                let file = file.clone();
+                std::thread::spawn(move || CompiledKey::load_or_create(&file).expect("a key").0)
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|started| started.join().expect("no panic"))
+            .collect();
+        assert!(keys.iter().all(|key| *key == keys[0]), "keys differ");
+        assert_eq!(std::fs::read(&file).expect("kept"), keys[0]);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).expect("listed").collect();
+        assert_eq!(left.len(), 1, "no partial files left: {left:?}");
     }
 
     #[test]
@@ -1343,6 +1397,7 @@ mod tests {
                 name: "counter".into(),
                 version: None,
                 component: counter().to_vec(),
+                runtime: crate::recipe::RUNTIME_VERSION.to_string(),
             },
         };
         for write in [add, deploy] {

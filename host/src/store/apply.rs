@@ -128,9 +128,13 @@ impl DataTree {
                 self.advance(zxid, time_ms);
                 self.adopt_runtime(runtime, recipes, effects)
             }
-            Action::DeployRecipe { name, version, component } => {
+            Action::DeployRecipe { name, version, component, runtime } => {
                 self.advance(zxid, time_ms);
                 self.check_not_frozen()?;
+                if self.recipes.runtime.is_none() {
+                    // The first deploy: the cluster runs recipes on the proposer's runtime.
+                    self.recipes.runtime = Some(runtime.clone());
+                }
                 self.check_runtime(recipes)?;
                 self.deploy_recipe(name, *version, component, recipes, effects)
             }
@@ -278,7 +282,6 @@ impl DataTree {
         let deployed = Deployed { hash: hash.clone(), component: Arc::new(component.to_vec()) };
         self.recipes.deployed.entry(name.to_string()).or_default().insert(version, deployed);
         self.recipes.highest.insert(name.to_string(), version);
-        self.recipes.runtime.get_or_insert_with(|| recipes.runtime_version().to_string());
         Ok(Reply::RecipeDeployed { name: name.to_string(), version, hash })
     }
 

@@ -57,6 +57,9 @@ pub enum Action {
         version: Option<u32>,
         #[serde(with = "serde_bytes")]
         component: Vec<u8>,
+        /// The recipe runtime of the node that proposed it: the first deploy records it as the
+        /// cluster's, the same on every replica whatever runtime each one runs.
+        runtime: String,
     },
     RetireRecipe {
         name: String,

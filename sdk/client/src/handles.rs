@@ -81,6 +81,11 @@ where
     Fut: Future<Output = Result<Option<Value>, Error>>,
 {
     let mut state = client.session_state();
+    // A notification may never come (a stream too far behind loses some): look anyway, now
+    // and then.
+    let mut recheck = tokio::time::interval(client.session_timeout());
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    recheck.tick().await;
     loop {
         tokio::select! {
             note = notifications.recv() => {
@@ -105,11 +110,26 @@ where
                     continue;
                 }
             }
+            _ = recheck.tick() => {}
         }
-        if let Some(granted) = check().await? {
-            return Ok(granted);
+        match check().await {
+            Ok(Some(granted)) => return Ok(granted),
+            Ok(None) => {}
+            // The grant may be there already: only the look failed, not the wait, so it is
+            // made again at the next wake-up (the session's end still ends the wait).
+            Err(error) if is_transient(&error) => {}
+            Err(error) => return Err(error),
         }
     }
+}
+
+/// Errors after which the same request may simply be made again.
+fn is_transient(error: &Error) -> bool {
+    matches!(error, Error::ConnectionLost(_))
+        || matches!(
+            error.code(),
+            Some(cairn_wire::ErrorCode::Unavailable | cairn_wire::ErrorCode::NotLeader)
+        )
 }
 
 /// A named leader election. See [`Client::election`].
