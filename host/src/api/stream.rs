@@ -106,6 +106,10 @@ async fn serve_stream(
         // Requests in flight wait for room in the outbox too: if they are all waiting, and it
         // stays full, the client is not reading.
         let permit = loop {
+            // The usual case, without a timer.
+            if let Ok(permit) = in_flight.clone().try_acquire_owned() {
+                break Some(permit);
+            }
             let drain = Duration::from_millis(OUTBOX_DRAIN_MS_MAX);
             match tokio::time::timeout(drain, in_flight.clone().acquire_owned()).await {
                 Ok(permit) => break permit.ok(),

@@ -70,27 +70,52 @@ impl Lock {
     /// Waits in line for the lock. A grant's notification only says when to look: the guard
     /// is handed out once the lock's state names this session as the holder (so no other
     /// recipe's message, nor a stale one, can pass for a grant); the state is read again after
-    /// a reconnect too, and the wait ends with an error if the session ends.
+    /// a reconnect and now and then, and the wait ends with an error if the session ends.
     pub async fn acquire(&self) -> Result<LockGuard, Error> {
         let notifications = self.client.notifications();
         let reply = self.call("acquire", true).await?;
         if reply["granted"] == true {
             return Ok(self.guard(fencing_token(&reply, "token", FAIR_LOCK)?));
         }
-        let me = self.client.session_id();
         let granted = wait_for_note(
             &self.client,
             notifications,
             FAIR_LOCK,
             &self.name,
             |note| note["lock"] == self.name.as_str(),
-            || async {
-                let status = self.status().await?;
-                Ok((status.holder == Some(me)).then(|| json!({ "token": status.token })))
-            },
+            || self.granted_here(),
         )
         .await?;
         Ok(self.guard(fencing_token(&granted, "token", FAIR_LOCK)?))
+    }
+
+    /// Whether the lock's state, as the connected node has it, shows this session holding the
+    /// lock: `{"token": T}` if so. Read locally, without a log entry: the node delivered the
+    /// grant's notification after applying it, so its state has the grant; a state read
+    /// elsewhere or earlier can only be behind, and show no grant yet (this session cannot
+    /// lose a hold while it waits for one). The layout is fair-lock's (see its crate docs):
+    /// the first waiter by sequence number holds the lock, its record's `count` above 0.
+    async fn granted_here(&self) -> Result<Option<Value>, Error> {
+        let lock = format!("/cairn/recipes/{FAIR_LOCK}/{}", self.name);
+        let names = match self.client.local().children(&lock).await {
+            Ok(names) => names,
+            Err(error) if error.code() == Some(cairn_wire::ErrorCode::NoNode) => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        let head = names
+            .iter()
+            .filter_map(|name| {
+                let (_session, sequence) = name.strip_prefix("w-")?.split_once('-')?;
+                Some((sequence, name))
+            })
+            .min();
+        let mine = format!("w-{:016x}-", self.client.session_id());
+        let Some((_, head)) = head.filter(|(_, name)| name.starts_with(&mine)) else {
+            return Ok(None);
+        };
+        let (data, _) = self.client.local().get(&format!("{lock}/{head}")).await?;
+        let record = parse(&data)?;
+        Ok((record["count"].as_u64().unwrap_or(0) > 0).then(|| json!({ "token": record["token"] })))
     }
 
     /// Who holds the lock and who waits.
