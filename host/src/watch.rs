@@ -161,7 +161,7 @@ impl Outbox {
     }
 
     /// Waits until the outbox has room for a reply and returns the turn to make and queue it;
-    /// `None` if the client did not drain it within [`OUTBOX_DRAIN_MS_MAX`] (the stream's
+    /// `None` if the client read nothing for [`OUTBOX_DRAIN_MS_MAX`] meanwhile (the stream's
     /// reader closes the connection then).
     pub async fn room_for_reply(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         let turn = self.turn.lock().await;

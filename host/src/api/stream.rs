@@ -15,9 +15,7 @@ use super::{Frontend, REQUESTS_IN_FLIGHT_PER_STREAM_MAX, Served};
 use crate::raft::peer::MembershipChange;
 use crate::raft::{ApplyReply, Member};
 use crate::store::{Action, SecretHash, SessionId, Write};
-use crate::watch::{
-    OUTBOX_BYTES_PER_STREAM_MAX, OUTBOX_DRAIN_MS_MAX, Outbox, OutboxLoad, Outgoing,
-};
+use crate::watch::{Outbox, OutboxLoad, Outgoing};
 
 /// How long a finished stream waits for the client to acknowledge its last responses, in
 /// milliseconds.
@@ -103,21 +101,13 @@ async fn serve_stream(
             }
             Err(FrameReadError::Lost) => break,
         };
-        // Requests in flight wait for room in the outbox too: if they are all waiting, and it
-        // stays full, the client is not reading.
-        let permit = loop {
-            // The usual case, without a timer.
-            if let Ok(permit) = in_flight.clone().try_acquire_owned() {
-                break Some(permit);
-            }
-            let drain = Duration::from_millis(OUTBOX_DRAIN_MS_MAX);
-            match tokio::time::timeout(drain, in_flight.clone().acquire_owned()).await {
-                Ok(permit) => break permit.ok(),
-                Err(_) if load.bytes() >= OUTBOX_BYTES_PER_STREAM_MAX => {
-                    close_slow_reader(&connection, &load);
-                    return;
-                }
-                Err(_) => {}
+        // Requests in flight wait for room in the outbox too: if they are all waiting and one
+        // gives up, the client is not reading.
+        let permit = tokio::select! {
+            permit = in_flight.clone().acquire_owned() => permit.ok(),
+            () = load.abandoned() => {
+                close_slow_reader(&connection, &load);
+                return;
             }
         };
         let Some(permit) = permit else { break };
@@ -218,16 +208,14 @@ async fn serve_stream(
         };
         let outbox = outbox.clone();
         let write = match request {
-            Request::AdoptRecipeRuntime {} => frontend.adopt_runtime_write().map_err(Err),
-            other => into_write(other).map_err(Ok),
-        };
-        let write = match write {
-            Ok(action) => Ok(action),
-            Err(Ok(read)) => Err(read),
-            Err(Err(refused)) => {
-                outbox.send_frame(respond(id, frontend.applied_zxid(), Err(refused)));
-                continue;
-            }
+            Request::AdoptRecipeRuntime {} => match frontend.adopt_runtime_write() {
+                Ok(action) => Ok(action),
+                Err(refused) => {
+                    outbox.send_frame(respond(id, frontend.applied_zxid(), Err(refused)));
+                    continue;
+                }
+            },
+            other => into_write(other),
         };
         match write {
             Ok(action) => {

@@ -931,7 +931,7 @@ mod tests {
     }
 
     fn counter() -> &'static [u8] {
-        builtin::BUILTIN_RECIPES.iter().find(|(name, _)| *name == "counter").expect("built in").1
+        builtin("counter")
     }
 
     #[test]
@@ -1231,6 +1231,19 @@ mod tests {
         (result, effects)
     }
 
+    /// A node with fair-lock deployed and lock `l` held by one session and awaited by another:
+    /// the node, the holder and the waiter.
+    fn lock_held_and_awaited() -> (Node, u64, u64) {
+        let mut node = Node::new();
+        node.deploy("fair-lock", builtin("fair-lock")).expect("deploys");
+        let holder = open_session(&mut node);
+        let waiter = open_session(&mut node);
+        let lock = br#"{"lock":"l","wait":true}"#;
+        invoke_as(&mut node, holder, "fair-lock", "acquire", lock).0.expect("granted");
+        invoke_as(&mut node, waiter, "fair-lock", "acquire", lock).0.expect("queued");
+        (node, holder, waiter)
+    }
+
     /// A recipe that sleeps, with std's `sleep` or raw WASI polling, is answered at once: its
     /// clock stands still at the entry's time, so any wait is already over. (Before, the sleep
     /// was real, inside apply, with the state locked.)
@@ -1287,14 +1300,8 @@ mod tests {
     /// dropped, so no recipe can pass its message off as another's grant.
     #[test]
     fn notifications_reach_only_sessions_with_a_stake() {
-        let mut node = Node::new();
+        let (mut node, holder, waiter) = lock_held_and_awaited();
         node.deploy("hostile", HOSTILE).expect("deploys");
-        node.deploy("fair-lock", builtin("fair-lock")).expect("deploys");
-        let holder = open_session(&mut node);
-        let waiter = open_session(&mut node);
-        let lock = br#"{"lock":"l","wait":true}"#;
-        invoke_as(&mut node, holder, "fair-lock", "acquire", lock).0.expect("granted");
-        invoke_as(&mut node, waiter, "fair-lock", "acquire", lock).0.expect("queued");
 
         // The waiter has no stake in `hostile`: the forged grant goes nowhere.
         let forged = format!(r#"{waiter} {{"lock":"l","token":99}}"#);
@@ -1433,13 +1440,7 @@ mod tests {
     /// there, while a node still on the old one stops at the adopt rather than run them.
     #[test]
     fn the_cluster_moves_to_another_runtime_through_a_freeze() {
-        let mut node = Node::new();
-        node.deploy("fair-lock", builtin("fair-lock")).expect("deploys");
-        let holder = open_session(&mut node);
-        let waiter = open_session(&mut node);
-        let lock = br#"{"lock":"l","wait":true}"#;
-        invoke_as(&mut node, holder, "fair-lock", "acquire", lock).0.expect("granted");
-        invoke_as(&mut node, waiter, "fair-lock", "acquire", lock).0.expect("queued");
+        let (mut node, holder, waiter) = lock_held_and_awaited();
         let adopt = |runtime: &str| Action::AdoptRecipeRuntime { runtime: runtime.into() };
         // Adopting another runtime unfrozen would apply old entries' successors on it: refused.
         let refused = node.apply(None, adopt("wasmtime-0.0.0/fuel-0")).0.expect_err("refused");
