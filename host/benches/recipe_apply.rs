@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use cairn::recipe::RecipeRuntime;
 use cairn::recipe::builtin::BUILTIN_RECIPES;
-use cairn::store::{Action, DataTree, Effects, SessionId, Write};
+use cairn::store::{Action, DataTree, Effects, Principal, SessionId, Write};
 use cairn_wire::{CreateRequest, Reply, SetRequest};
 
 /// Calls measured per workload, after as many unmeasured ones to warm up.
@@ -26,7 +26,7 @@ struct Bench {
 impl Bench {
     fn apply(&mut self, session: Option<u64>, action: Action) -> Reply {
         self.zxid += 1;
-        let write = Write { session: session.map(SessionId), action };
+        let write = Write { session: session.map(SessionId), principal: Principal::System, action };
         let mut effects = Effects::default();
         let time_ms = 1_700_000_000_000 + self.zxid;
         match self.tree.apply_with(self.zxid, time_ms, &write, &mut effects, &self.runtime) {
@@ -101,6 +101,7 @@ fn run() {
             version: None,
             component: component.to_vec(),
             runtime: cairn::recipe::RUNTIME_VERSION.to_string(),
+            owner: None,
         };
         bench.apply(None, deploy);
     }
@@ -116,6 +117,7 @@ fn run() {
         mode: Default::default(),
         sequential: false,
         ttl_ms: None,
+        acl: None,
     };
     bench.apply(None, Action::Create(create));
 

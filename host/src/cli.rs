@@ -4,14 +4,17 @@
 use std::io::Write;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
 
 use anyhow::Context;
 
-use cairn_client::{Client, CreateOptions, ErrorCode, EventKind, SessionState, Stat, WatchEvent};
+use cairn_client::{
+    AclEntry, Client, CreateOptions, Credentials, ErrorCode, EventKind, Quota, SessionState, Stat,
+    WatchEvent,
+};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
@@ -76,6 +79,146 @@ pub enum Command {
     Recipe(RecipeArgs),
     /// Named counters (the built-in counter recipe).
     Counter(CounterArgs),
+    /// Read or replace a znode's ACL.
+    Acl(AclArgs),
+    /// Issue and revoke tokens (administrators only).
+    Token(TokenArgs),
+    /// Issue client certificates from a development CA (offline: needs the CA's key).
+    Cert(CertArgs),
+    /// Print the principal this client speaks for.
+    Whoami(SessionsArgs),
+    /// Make a principal an administrator, or not (administrators only).
+    Admin(AdminArgs),
+    /// Read or set what a principal may hold.
+    Quota(QuotaArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AclArgs {
+    #[command(subcommand)]
+    pub command: AclCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AclCommand {
+    /// Print a znode's ACL, one scheme:id:perms entry a line, and its aversion.
+    Get {
+        path: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Replace a znode's ACL: comma-separated scheme:id:perms entries (`user:alice:cdrwa`,
+    /// `world:anyone:r`, `auth::cdrwa` for yourself), perms from c d r w a.
+    Set {
+        path: String,
+        acl: String,
+        /// Refuse unless the ACL's version (aversion) is this one.
+        #[arg(long)]
+        version: Option<u32>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    pub command: TokenCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a token for principal NAME and print it (the cluster keeps only its hash).
+    Create {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Revoke principal NAME's token.
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CertArgs {
+    #[command(subcommand)]
+    pub command: CertCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Issue a client certificate for principal NAME: writes NAME.pem and NAME-key.pem.
+    Issue {
+        name: String,
+        /// Where to write them.
+        #[arg(long)]
+        out: PathBuf,
+        /// The CA certificate; its key (ca-key.pem) must be beside it.
+        #[arg(long, default_value_os_t = PathBuf::from(DEFAULT_DATA_DIR).join("tls/ca.pem"))]
+        ca: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Make principal NAME an administrator.
+    Add {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Make principal NAME an administrator no longer (the last one stays).
+    Remove {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct QuotaArgs {
+    #[command(subcommand)]
+    pub command: QuotaCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuotaCommand {
+    /// Print what principal NAME (yours when absent) may hold and holds.
+    Get {
+        name: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Set what principal NAME may hold; limits not given keep their value.
+    Set {
+        name: String,
+        /// Live sessions, across the cluster.
+        #[arg(long)]
+        sessions: Option<u64>,
+        /// Open connections, on each node.
+        #[arg(long)]
+        connections: Option<u64>,
+        /// Watches, on each node.
+        #[arg(long)]
+        watches: Option<u64>,
+        /// Znodes it created.
+        #[arg(long)]
+        znodes: Option<u64>,
+        /// Bytes of path and data of those znodes.
+        #[arg(long)]
+        bytes: Option<u64>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 /// What the commands that run a command while holding something share.
@@ -215,6 +358,10 @@ pub enum RecipeCommand {
         /// The version number; the next one when absent.
         #[arg(long)]
         version: Option<u32>,
+        /// For a new name (administrators only): the principal it belongs to, who may then
+        /// deploy its next versions. The deployer when absent.
+        #[arg(long)]
+        owner: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -401,6 +548,19 @@ pub struct ClientArgs {
     /// PEM file of the CA that signed the node's certificate.
     #[arg(long, env = "CAIRN_CA", default_value_os_t = PathBuf::from(DEFAULT_DATA_DIR).join("tls/ca.pem"))]
     pub ca: PathBuf,
+    /// Client certificate (PEM) to present; with no --cert, --token or --anonymous, the first
+    /// administrator's (admin.pem) beside the CA file, if it is there.
+    #[arg(long, env = "CAIRN_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "CAIRN_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// A token to authenticate with (from `cairn token create`).
+    #[arg(long, env = "CAIRN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Present no certificate and no token: speak as the anonymous principal.
+    #[arg(long, conflicts_with_all = ["cert", "token"])]
+    pub anonymous: bool,
     /// Print JSON for programs instead of text for people.
     #[arg(long)]
     pub json: bool,
@@ -427,6 +587,9 @@ pub struct CreateArgs {
     /// Make the znode ephemeral: it lives while this command runs, until SIGINT or SIGTERM.
     #[arg(long, conflicts_with = "container")]
     pub ephemeral: bool,
+    /// The znode's ACL (as `cairn acl set` takes it); its parent's when absent.
+    #[arg(long)]
+    pub acl: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -555,13 +718,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             | ClusterCommand::FreezeRecipes { client }
             | ClusterCommand::AdoptRuntime { client } => client,
         }),
-        Command::DevCluster(_) => None,
+        Command::DevCluster(_) | Command::Cert(_) => None,
+        Command::Acl(args) => Some(match &args.command {
+            AclCommand::Get { client, .. } | AclCommand::Set { client, .. } => client,
+        }),
+        Command::Token(args) => Some(match &args.command {
+            TokenCommand::Create { client, .. } | TokenCommand::Revoke { client, .. } => client,
+        }),
+        Command::Admin(args) => Some(match &args.command {
+            AdminCommand::Add { client, .. } | AdminCommand::Remove { client, .. } => client,
+        }),
+        Command::Quota(args) => Some(match &args.command {
+            QuotaCommand::Get { client, .. } | QuotaCommand::Set { client, .. } => client,
+        }),
+        Command::Whoami(args) => Some(&args.client),
     };
     let Some(client_args) = client_args else {
         return match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::DevCluster(args) => dev_cluster(args).await,
-            _ => unreachable!("only serve and dev-cluster have no client"),
+            Command::Cert(CertArgs { command: CertCommand::Issue { name, out, ca } }) => {
+                let (cert, key) = crate::tls::issue_client_certificate(&ca, &name, &out)?;
+                out!("{}\n{}", cert.display(), key.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            _ => unreachable!("only serve, dev-cluster and cert have no client"),
         };
     };
     let client = connect(client_args).await?;
@@ -574,9 +755,50 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn run_client_command(client: &Client, command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve(_) | Command::DevCluster(_) => {
-            unreachable!("serve and dev-cluster are not client commands")
+        Command::Serve(_) | Command::DevCluster(_) | Command::Cert(_) => {
+            unreachable!("serve, dev-cluster and cert are not client commands")
         }
+        Command::Acl(args) => run_acl_command(client, args).await,
+        Command::Token(args) => match args.command {
+            TokenCommand::Create { name, client: client_args } => {
+                let token = client.create_token(&name).await?;
+                if client_args.json {
+                    print_json(&json!({ "name": name, "token": token }))?;
+                } else {
+                    out!("{token}");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            TokenCommand::Revoke { name, .. } => {
+                client.revoke_token(&name).await?;
+                Ok(ExitCode::SUCCESS)
+            }
+        },
+        Command::Whoami(args) => {
+            let (principal, admin) = client.who_am_i().await?;
+            if args.client.json {
+                print_json(&json!({ "principal": principal, "admin": admin }))?;
+            } else if admin {
+                out!("{principal} (administrator)");
+            } else {
+                out!("{principal}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Admin(args) => {
+            let (name, admin, json_out) = match &args.command {
+                AdminCommand::Add { name, client } => (name, true, client.json),
+                AdminCommand::Remove { name, client } => (name, false, client.json),
+            };
+            let admins = client.set_admin(name, admin).await?;
+            if json_out {
+                print_json(&json!({ "admins": admins }))?;
+            } else {
+                out!("{}", admins.join("\n"));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Quota(args) => run_quota_command(client, args).await,
         Command::Create(args) => {
             let options = match (args.container, args.ttl, args.ephemeral) {
                 (true, _, _) => CreateOptions::container(),
@@ -585,7 +807,13 @@ async fn run_client_command(client: &Client, command: Command) -> anyhow::Result
                 (false, None, false) => CreateOptions::persistent(),
             };
             let options = if args.sequential { options.sequential() } else { options };
-            let path = client.create(&args.path, args.data.into_bytes(), options).await?;
+            let path = match &args.acl {
+                Some(acl) => {
+                    let acl = AclEntry::parse_list(acl).map_err(|why| anyhow::anyhow!(why))?;
+                    client.create_with_acl(&args.path, args.data.into_bytes(), options, acl).await?
+                }
+                None => client.create(&args.path, args.data.into_bytes(), options).await?,
+            };
             if args.client.json {
                 print_json(&json!({ "path": path }))?;
             } else {
@@ -827,7 +1055,8 @@ async fn cluster_status(client: &Client, args: &ClientArgs) -> anyhow::Result<Ex
         .map(|m| m.client_addr.clone());
     if info.leader != Some(info.node_id)
         && let Some(addr) = leader_addr
-        && let Ok(leader) = Client::connect(&addr, &args.ca).await
+        && let Ok(credentials) = credentials(args)
+        && let Ok(leader) = Client::connect(&addr, &credentials).await
     {
         if let Ok(from_leader) = leader.server_info().await {
             info = from_leader;
@@ -1079,10 +1308,14 @@ fn recipe_spec(spec: &str, required: bool) -> anyhow::Result<(&str, Option<u32>)
 async fn run_recipe_command(client: &Client, args: RecipeArgs) -> anyhow::Result<ExitCode> {
     let json_out = args.command.client().json;
     match args.command {
-        RecipeCommand::Deploy { file, name, version, .. } => {
+        RecipeCommand::Deploy { file, name, version, owner, .. } => {
             let component =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let (version, hash) = client.deploy_recipe(&name, version, component).await?;
+            let (version, hash) = match (owner, version) {
+                (Some(owner), None) => client.deploy_recipe_for(&name, &owner, component).await?,
+                (Some(_), Some(_)) => anyhow::bail!("--owner is for a new name's first version"),
+                (None, version) => client.deploy_recipe(&name, version, component).await?,
+            };
             if json_out {
                 print_json(&json!({ "name": name, "version": version, "hash": hash }))?;
             } else {
@@ -1282,7 +1515,86 @@ async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
         );
     }
     let timeout = Duration::from_millis(args.session_timeout);
-    Ok(Client::connect_with_timeout(&args.server, &args.ca, timeout).await?)
+    Ok(Client::connect_with_timeout(&args.server, &credentials(args)?, timeout).await?)
+}
+
+/// What a client command presents: the CA it trusts, and --cert/--key, --token, or (with none
+/// of them and no --anonymous) the first administrator's certificate beside the CA file, as a
+/// first start writes it.
+fn credentials(args: &ClientArgs) -> anyhow::Result<Credentials> {
+    let mut credentials = Credentials::from_ca_file(&args.ca)?;
+    if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+        credentials = credentials.with_certificate_files(cert, key)?;
+    } else if args.token.is_none() && !args.anonymous {
+        let dir = args.ca.parent().unwrap_or(Path::new("."));
+        let (cert, key) = (dir.join("admin.pem"), dir.join("admin-key.pem"));
+        if cert.exists() && key.exists() {
+            credentials = credentials.with_certificate_files(cert, key)?;
+        }
+    }
+    if let Some(token) = &args.token {
+        credentials = credentials.with_token(token.clone());
+    }
+    Ok(credentials)
+}
+
+async fn run_acl_command(client: &Client, args: AclArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        AclCommand::Get { path, client: client_args } => {
+            let (acl, stat) = client.get_acl(&path).await?;
+            let entries: Vec<String> = acl.iter().map(ToString::to_string).collect();
+            if client_args.json {
+                print_json(&json!({ "path": path, "acl": entries, "aversion": stat.aversion }))?;
+            } else {
+                for entry in &entries {
+                    out!("{entry}");
+                }
+                out!("aversion = {}", stat.aversion);
+            }
+        }
+        AclCommand::Set { path, acl, version, client: client_args } => {
+            let acl = AclEntry::parse_list(&acl).map_err(|why| anyhow::anyhow!(why))?;
+            let stat = client.set_acl(&path, acl, version).await?;
+            if client_args.json {
+                print_json(&json!({ "path": path, "aversion": stat.aversion }))?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_quota_command(client: &Client, args: QuotaArgs) -> anyhow::Result<ExitCode> {
+    let (name, json_out) = match args.command {
+        QuotaCommand::Get { name, client: client_args } => (name, client_args.json),
+        QuotaCommand::Set { name, sessions, connections, watches, znodes, bytes, client: c } => {
+            let (_, now, _) = client.quota(Some(&name)).await?;
+            let quota = Quota {
+                sessions: sessions.unwrap_or(now.sessions),
+                connections: connections.unwrap_or(now.connections),
+                watches: watches.unwrap_or(now.watches),
+                znodes: znodes.unwrap_or(now.znodes),
+                bytes: bytes.unwrap_or(now.bytes),
+            };
+            client.set_quota(&name, quota).await?;
+            (Some(name), c.json)
+        }
+    };
+    let (name, quota, usage) = client.quota(name.as_deref()).await?;
+    if json_out {
+        print_json(&json!({ "name": name, "quota": quota, "usage": usage }))?;
+    } else {
+        out!("{:<12} {:>12} {:>12}", name, "HOLDS", "MAY HOLD");
+        for (what, held, most) in [
+            ("sessions", usage.sessions, quota.sessions),
+            ("connections", usage.connections, quota.connections),
+            ("watches", usage.watches, quota.watches),
+            ("znodes", usage.znodes, quota.znodes),
+            ("bytes", usage.bytes, quota.bytes),
+        ] {
+            out!("{what:<12} {held:>12} {most:>12}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Deletes `path` and everything under it, children first. Znodes deleted meanwhile by someone

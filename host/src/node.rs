@@ -132,6 +132,15 @@ impl RunningNode {
         let (tls_files, generated_certificates) = node_certificates(config, &names)?;
         let peer_endpoint = match config.peer_listen {
             Some(addr) => {
+                // Peers believe what a node's certificate says it is: it must say this node.
+                let named = tls::own_node_id(&tls_files)?;
+                if named != config.node_id {
+                    return Err(NodeError::Tls(tls::TlsError::Config(format!(
+                        "the node certificate {} names node {named}, not node {}",
+                        tls_files.cert.display(),
+                        config.node_id
+                    ))));
+                }
                 let mut server = tls::peer_server_config(&tls_files, PEER_ALPN)?;
                 server.transport_config(peer::transport());
                 let mut endpoint = quinn::Endpoint::server(server, addr)
@@ -238,6 +247,7 @@ impl RunningNode {
             sessions,
             forwarder,
             digests: tokio::sync::Semaphore::new(1),
+            connections: Arc::default(),
         });
         // A cluster gets the built-ins when it is created: before anything was ever deployed.
         let never_deployed = state.read().tree.recipes().runtime.is_none();
@@ -378,8 +388,10 @@ async fn deploy_builtin_recipes(frontend: &Frontend) -> Result<(), NodeError> {
                     version: Some(1),
                     component: component.to_vec(),
                     runtime: crate::recipe::RUNTIME_VERSION.to_string(),
+                    // The built-ins belong to the system: no principal deploys their versions.
+                    owner: Some(cairn_wire::access::SYSTEM.to_string()),
                 };
-                let outcome = match frontend.propose(Write::sessionless(action)).await {
+                let outcome = match frontend.propose(Write::system(action)).await {
                     Ok(applied) => applied.await.1.map(|_| ()),
                     Err(error) => Err(error),
                 };
@@ -447,7 +459,7 @@ async fn reap_ttl_znodes(frontend: Arc<Frontend>, mut stopped: watch::Receiver<b
         let now = api::now_ms();
         let due = leading && frontend.state.read().tree.ttl_due(now);
         if due {
-            match frontend.propose(Write::sessionless(Action::ReapTtl)).await {
+            match frontend.propose(Write::system(Action::ReapTtl)).await {
                 Ok(applied) => {
                     if let (_, Err(error)) = applied.await {
                         tracing::debug!(%error, "TTL reap not applied; retrying next tick");
@@ -484,7 +496,7 @@ fn node_certificates(
     }
     let own = config.data_dir.join("tls");
     match &config.dev_certs {
-        Some(shared) => tls::ensure_cluster_dev_certificates(shared, &own, names),
-        None => tls::ensure_dev_certificates(&own, names),
+        Some(shared) => tls::ensure_cluster_dev_certificates(shared, &own, names, config.node_id),
+        None => tls::ensure_dev_certificates(&own, names, config.node_id),
     }
 }

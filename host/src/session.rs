@@ -119,7 +119,7 @@ pub async fn expire_sessions(frontend: Arc<Frontend>, mut stopped: watch::Receiv
                 continue;
             }
             tracing::info!(session = %id, timeout_ms, "session expired");
-            let write = Write::sessionless(Action::ExpireSession { session: id });
+            let write = Write::system(Action::ExpireSession { session: id });
             let frontend = frontend.clone();
             let expiring = expiring.clone();
             tokio::spawn(async move {

@@ -7,6 +7,9 @@
 //! stream's outbox, the same ordered queue its replies take. So a client sees an event before
 //! any reply reflecting a later zxid, and its events arrive in zxid order.
 //!
+//! Every event is checked against the ACL the changed znode had (for a children change, the
+//! parent's): a session hears only of what its principal may read, recursive watches included.
+//!
 //! Watches are node-local and never logged. They belong to a session while a stream is bound to
 //! it; when the stream ends they are dropped, and the client library registers them again on
 //! its next stream with `set-watches` and the last zxid it saw.
@@ -22,7 +25,7 @@ use cairn_wire::{
 };
 use tokio::sync::mpsc;
 
-use crate::store::{DataTree, Effects, SessionId};
+use crate::store::{Acl, Caller, DataTree, Effects, SessionId};
 
 /// Changes kept for replay to persistent watches after a reconnect.
 pub const CHANGE_HISTORY_MAX: usize = 100_000;
@@ -197,20 +200,24 @@ impl Outbox {
 #[derive(Debug)]
 struct Binding {
     outbox: Outbox,
+    /// Who the stream speaks for: what its watches may hear of.
+    reader: Caller,
     watches: BTreeSet<WatchSpec>,
     /// Bytes of the watched paths, against [`WATCH_PATH_BYTES_PER_SESSION_MAX`].
     watched_path_bytes: usize,
 }
 
 impl Binding {
-    fn new(outbox: Outbox) -> Binding {
-        Binding { outbox, watches: BTreeSet::new(), watched_path_bytes: 0 }
+    fn new(outbox: Outbox, reader: Caller) -> Binding {
+        Binding { outbox, reader, watches: BTreeSet::new(), watched_path_bytes: 0 }
     }
 
-    fn remove(&mut self, spec: &WatchSpec) {
-        if self.watches.remove(spec) {
+    fn remove(&mut self, spec: &WatchSpec) -> bool {
+        let removed = self.watches.remove(spec);
+        if removed {
             self.watched_path_bytes -= spec.path.len();
         }
+        removed
     }
 
     /// Drops every watch, returning them.
@@ -225,8 +232,10 @@ struct Hub {
     bindings: HashMap<SessionId, Binding>,
     /// Who watches each (path, kind).
     index: BTreeMap<WatchSpec, BTreeSet<SessionId>>,
+    /// Watches held by each principal's sessions, against its quota.
+    held: HashMap<Arc<str>, u64>,
     /// Recent changes, oldest first.
-    history: VecDeque<(u64, EventKind, String)>,
+    history: VecDeque<(u64, EventKind, String, Acl)>,
     /// Every change after this zxid is in `history`.
     history_since: u64,
 }
@@ -248,10 +257,27 @@ impl WatchHub {
     }
 
     /// Binds a session to a stream's outbox, dropping the watches of any stream bound before.
-    pub fn bind(&self, session: SessionId, outbox: Outbox) {
+    /// Its watches hear only of what `reader` may read.
+    pub fn bind(&self, session: SessionId, outbox: Outbox, reader: Caller) {
         let mut hub = self.lock();
         hub.unbind(session);
-        hub.bindings.insert(session, Binding::new(outbox));
+        hub.bindings.insert(session, Binding::new(outbox, reader));
+    }
+
+    /// Makes a bound session's watches hear what `reader` may read from now on (its connection
+    /// authenticated as another principal).
+    pub fn set_reader(&self, session: SessionId, reader: Caller) {
+        let mut hub = self.lock();
+        let Some(binding) = hub.bindings.get_mut(&session) else { return };
+        let (old, count) = (std::mem::replace(&mut binding.reader, reader), binding.watches.len());
+        let new = binding.reader.name.clone();
+        hub.release(&old.name, count as u64);
+        *hub.held.entry(new).or_default() += count as u64;
+    }
+
+    /// How many watches `name`'s sessions hold on this node.
+    pub fn held_by(&self, name: &str) -> u64 {
+        self.lock().held.get(name).copied().unwrap_or(0)
     }
 
     /// Unbinds a session from a stream that has ended, if that stream is still the bound one.
@@ -262,9 +288,15 @@ impl WatchHub {
         }
     }
 
-    /// Registers a watch for a bound session.
-    pub fn register(&self, session: SessionId, spec: WatchSpec) -> Result<(), ApiError> {
-        self.lock().register(session, spec)
+    /// Registers a watch for a bound session, if its principal holds fewer than `quota`
+    /// watches (`None`: not bounded).
+    pub fn register(
+        &self,
+        session: SessionId,
+        spec: WatchSpec,
+        quota: Option<u64>,
+    ) -> Result<(), ApiError> {
+        self.lock().register(session, spec, quota)
     }
 
     /// Removes a session's watches of `kind` on `path`; returns how many.
@@ -280,6 +312,8 @@ impl WatchHub {
         for spec in &removed {
             binding.remove(spec);
         }
+        let name = binding.reader.name.clone();
+        hub.release(&name, removed.len() as u64);
         for spec in &removed {
             hub.unindex(session, spec);
         }
@@ -290,7 +324,8 @@ impl WatchHub {
     /// read lock, so nothing is applied meanwhile). A one-shot watch whose znode changed after
     /// `since` fires at once, as ZooKeeper's SetWatches does; a persistent watch gets every
     /// change after `since` replayed from the history, or `resync-needed` if the history no
-    /// longer reaches back that far.
+    /// longer reaches back that far. Every watched path must be one the session's principal
+    /// may read, and its watches stay within its quota.
     pub fn set_watches(
         &self,
         session: SessionId,
@@ -300,8 +335,14 @@ impl WatchHub {
     ) -> Result<(), ApiError> {
         let mut hub = self.lock();
         let zxid = tree.last_zxid();
+        let Some(reader) = hub.bindings.get(&session).map(|binding| binding.reader.clone()) else {
+            return Err(ApiError::new(ErrorCode::NoSession).with_detail("no stream bound"));
+        };
+        let quota = (!reader.admin).then(|| tree.access().quota(&reader.name).watches);
+        for spec in &specs {
+            tree.check_read(&reader, &spec.path)?;
+        }
         for spec in specs {
-            path::validate(&spec.path)?;
             let stat = tree.node(&spec.path).map(|node| node.stat());
             let fired = match (spec.kind, stat) {
                 (WatchKind::Exists, Some(_)) => Some(EventKind::Created),
@@ -313,7 +354,7 @@ impl WatchHub {
                 }
                 (WatchKind::Persistent | WatchKind::PersistentRecursive, _) => {
                     hub.replay(session, &spec, since, zxid);
-                    hub.register(session, spec)?;
+                    hub.register(session, spec, quota)?;
                     continue;
                 }
                 _ => None,
@@ -330,7 +371,7 @@ impl WatchHub {
                     };
                     hub.deliver(session, event);
                 }
-                None => hub.register(session, spec)?,
+                None => hub.register(session, spec, quota)?,
             }
         }
         Ok(())
@@ -343,6 +384,7 @@ impl WatchHub {
         hub.history.clear();
         hub.history_since = zxid;
         hub.index.clear();
+        hub.held.clear();
         for binding in hub.bindings.values_mut() {
             binding.take_all();
             let event = EventFrame {
@@ -367,9 +409,17 @@ impl WatchHub {
             return;
         }
         let mut hub = self.lock();
-        for (kind, changed) in &effects.changes {
-            hub.record(zxid, *kind, changed);
+        for change in &effects.changes {
+            let (kind, changed) = (&change.kind, &change.path);
+            hub.record(zxid, *kind, changed, &change.acl);
             for (spec, session) in hub.watchers(*kind, changed) {
+                // Only what the session's principal may read.
+                let allowed = hub.bindings.get(&session).is_some_and(|binding| {
+                    binding.reader.allows(&change.acl, cairn_wire::access::READ)
+                });
+                if !allowed {
+                    continue;
+                }
                 let event = EventFrame {
                     kind: *kind,
                     path: changed.clone(),
@@ -425,12 +475,28 @@ fn matches_remove(kind: WatchKind, remove: RemoveKind) -> bool {
 }
 
 impl Hub {
-    fn register(&mut self, session: SessionId, spec: WatchSpec) -> Result<(), ApiError> {
+    fn register(
+        &mut self,
+        session: SessionId,
+        spec: WatchSpec,
+        quota: Option<u64>,
+    ) -> Result<(), ApiError> {
         let Some(binding) = self.bindings.get_mut(&session) else {
             return Err(ApiError::new(ErrorCode::NoSession).with_detail("no stream bound"));
         };
         if binding.watches.contains(&spec) {
             return Ok(());
+        }
+        let held = self.held.get(&binding.reader.name).copied().unwrap_or(0);
+        if let Some(quota) = quota
+            && held >= quota
+        {
+            return Err(ApiError::at(ErrorCode::QuotaExceeded, spec.path.clone()).with_detail(
+                format!(
+                    "{}'s sessions hold {quota} watches on this node, its quota",
+                    binding.reader.name
+                ),
+            ));
         }
         if binding.watches.len() >= WATCHES_PER_SESSION_MAX {
             return Err(ApiError::at(ErrorCode::TooManyWatches, spec.path.clone())
@@ -443,13 +509,27 @@ impl Hub {
         }
         binding.watched_path_bytes += spec.path.len();
         binding.watches.insert(spec.clone());
+        *self.held.entry(binding.reader.name.clone()).or_default() += 1;
         self.index.entry(spec).or_default().insert(session);
         Ok(())
     }
 
+    /// `count` watches of `name`'s sessions are gone.
+    fn release(&mut self, name: &Arc<str>, count: u64) {
+        if let Some(held) = self.held.get_mut(name) {
+            *held = held.saturating_sub(count);
+            if *held == 0 {
+                self.held.remove(name);
+            }
+        }
+    }
+
     fn unregister(&mut self, session: SessionId, spec: &WatchSpec) {
-        if let Some(binding) = self.bindings.get_mut(&session) {
-            binding.remove(spec);
+        if let Some(binding) = self.bindings.get_mut(&session)
+            && binding.remove(spec)
+        {
+            let name = binding.reader.name.clone();
+            self.release(&name, 1);
         }
         self.unindex(session, spec);
     }
@@ -465,6 +545,7 @@ impl Hub {
 
     fn unbind(&mut self, session: SessionId) {
         if let Some(binding) = self.bindings.remove(&session) {
+            self.release(&binding.reader.name, binding.watches.len() as u64);
             for spec in &binding.watches {
                 self.unindex(session, spec);
             }
@@ -511,14 +592,14 @@ impl Hub {
         found
     }
 
-    fn record(&mut self, zxid: u64, kind: EventKind, changed: &str) {
+    fn record(&mut self, zxid: u64, kind: EventKind, changed: &str, acl: &Acl) {
         if self.history.len() >= CHANGE_HISTORY_MAX
-            && let Some((dropped, _, _)) = self.history.pop_front()
+            && let Some((dropped, _, _, _)) = self.history.pop_front()
         {
             // Changes at the dropped zxid may remain; replay from it is no longer whole.
             self.history_since = dropped;
         }
-        self.history.push_back((zxid, kind, changed.to_string()));
+        self.history.push_back((zxid, kind, changed.to_string(), acl.clone()));
     }
 
     /// Sends a persistent watch every change after `since` it would have fired for, or
@@ -539,13 +620,18 @@ impl Hub {
             self.deliver(session, event);
             return;
         }
+        let Some(reader) = self.bindings.get(&session).map(|binding| binding.reader.clone()) else {
+            return;
+        };
         let missed: Vec<EventFrame> = self
             .history
             .iter()
-            .filter(|(change_zxid, kind, changed)| {
-                *change_zxid > since && fires(spec, *kind, changed)
+            .filter(|(change_zxid, kind, changed, acl)| {
+                *change_zxid > since
+                    && fires(spec, *kind, changed)
+                    && reader.allows(acl, cairn_wire::access::READ)
             })
-            .map(|(change_zxid, kind, changed)| EventFrame {
+            .map(|(change_zxid, kind, changed, _)| EventFrame {
                 kind: *kind,
                 path: changed.clone(),
                 zxid: *change_zxid,
@@ -568,6 +654,7 @@ impl Hub {
         }
         tracing::warn!(%session, "event queue full; dropping the session's watches");
         let dropped = binding.take_all();
+        let name = binding.reader.name.clone();
         // Past the limit by one: the client must learn its watches are gone.
         let _ = binding.outbox.send(Outgoing::Event(EventFrame {
             kind: EventKind::ResyncNeeded,
@@ -577,6 +664,7 @@ impl Hub {
             message: None,
             recipe: None,
         }));
+        self.release(&name, dropped.len() as u64);
         for spec in &dropped {
             self.unindex(session, spec);
         }

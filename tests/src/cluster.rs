@@ -149,6 +149,11 @@ impl Cluster {
         self.certs.join("ca.pem")
     }
 
+    /// The credentials of the cluster's first administrator.
+    pub fn admin(&self) -> cairn_client::Credentials {
+        crate::admin_in(&self.certs)
+    }
+
     /// Node `id` (1-based).
     pub fn node(&mut self, id: u64) -> &mut Server {
         &mut self.nodes[usize::try_from(id - 1).unwrap_or(usize::MAX)]
@@ -157,7 +162,7 @@ impl Cluster {
     /// A client of node `id`.
     pub async fn client(&self, id: u64) -> anyhow::Result<Client> {
         let node = &self.nodes[usize::try_from(id - 1).unwrap_or(usize::MAX)];
-        Ok(Client::connect(&node.addr().to_string(), self.ca_file()).await?)
+        Ok(Client::connect(&node.addr().to_string(), &self.admin()).await?)
     }
 
     /// Waits until every node reports the same state digest as of the same zxid: the nodes

@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 
 pub mod cluster;
 pub mod history;
-use cairn_client::Client;
+use cairn_client::{Client, Credentials};
 
 /// How long a node may take to start serving.
 pub const START_DEADLINE: Duration = Duration::from_secs(60);
@@ -75,9 +75,29 @@ impl Server {
         self.data_dir.join("tls/ca.pem")
     }
 
-    /// A new client connection to this node.
+    /// Where the node's development CA and the first administrator's certificate are: its
+    /// data dir's `tls/`, or the shared directory a development cluster's nodes were given.
+    pub fn certs_dir(&self) -> PathBuf {
+        self.extra_args
+            .iter()
+            .position(|arg| arg == "--dev-certs")
+            .and_then(|at| self.extra_args.get(at + 1))
+            .map_or_else(|| self.data_dir.join("tls"), PathBuf::from)
+    }
+
+    /// The credentials of the cluster's first administrator, as a first start writes them.
+    pub fn admin(&self) -> Credentials {
+        admin_in(&self.certs_dir())
+    }
+
+    /// Credentials that present nothing: the anonymous principal.
+    pub fn anonymous(&self) -> Credentials {
+        Credentials::from_ca_file(self.ca_file()).expect("the node wrote its CA")
+    }
+
+    /// A new client connection to this node, as the first administrator.
     pub async fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::connect(&self.addr.to_string(), self.ca_file()).await?)
+        Ok(Client::connect(&self.addr.to_string(), &self.admin()).await?)
     }
 
     /// `cairn ARGS` connected to this node: `--server ADDR --ca CA` added before a `--` if
@@ -88,6 +108,9 @@ impl Server {
             .args(self.connected_args(args))
             .env_remove("CAIRN_SERVER")
             .env_remove("CAIRN_CA")
+            .env_remove("CAIRN_CERT")
+            .env_remove("CAIRN_KEY")
+            .env_remove("CAIRN_TOKEN")
             .stdin(Stdio::null());
         command
     }
@@ -99,7 +122,7 @@ impl Server {
             "--server".into(),
             self.addr.to_string().into(),
             "--ca".into(),
-            self.ca_file().into(),
+            self.certs_dir().join("ca.pem").into(),
         ]);
         all.extend(args[split..].iter().map(Into::into));
         all
@@ -285,6 +308,21 @@ fn signal(pid: libc::pid_t, signal: libc::c_int) -> anyhow::Result<()> {
         bail!("kill({pid}, {signal}): {}", std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// The first administrator's credentials beside the CA file `ca` (as `cairn`'s client commands
+/// find them).
+pub fn admin_beside(ca: &Path) -> Credentials {
+    admin_in(ca.parent().unwrap_or(Path::new(".")))
+}
+
+/// The first administrator's credentials in a directory a first start wrote certificates to.
+pub fn admin_in(certs: &Path) -> Credentials {
+    Credentials::from_ca_file(certs.join("ca.pem"))
+        .and_then(|credentials| {
+            credentials.with_certificate_files(certs.join("admin.pem"), certs.join("admin-key.pem"))
+        })
+        .expect("a first start wrote the CA and the administrator's certificate")
 }
 
 /// Waits until `condition` holds, checking every 20 ms, or fails after `deadline`.

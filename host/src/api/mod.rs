@@ -9,10 +9,12 @@
 //! (`raft::peer::Forwarder`); either way the answer waits until this node has applied what it
 //! reflects.
 
+mod identity;
 mod proposer;
 mod read_index;
 mod stream;
 
+pub use identity::ConnectionCounts;
 pub use proposer::Proposer;
 pub use read_index::ReadIndex;
 
@@ -30,7 +32,8 @@ use tracing::Instrument;
 use crate::raft::peer::{Forwarder, MembershipChange};
 use crate::raft::{ApplyReply, Member, NodeId, Raft, SharedState, StorageCounters};
 use crate::session::SessionTracker;
-use crate::store::{Action, SessionId, Write};
+use crate::store::recipes::RECIPES_ROOT;
+use crate::store::{Action, Caller, DataTree, Principal, SessionId, Write};
 use crate::watch::{Outbox, WatchHub};
 
 /// Most client connections a node serves at once; more are refused at the handshake.
@@ -62,6 +65,8 @@ pub struct Frontend {
     pub forwarder: Arc<Forwarder>,
     /// One state digest at a time: each encodes the whole tree.
     pub digests: tokio::sync::Semaphore,
+    /// Connections open here, per principal.
+    pub connections: Arc<ConnectionCounts>,
 }
 
 impl std::fmt::Debug for Frontend {
@@ -152,6 +157,11 @@ impl Frontend {
         Ok(Action::AdoptRecipeRuntime { runtime: runtime.to_string() })
     }
 
+    /// `no-auth` unless `principal` administers the cluster (as this node's state says).
+    pub(crate) fn require_admin(&self, principal: &Principal, what: &str) -> Result<(), ApiError> {
+        self.state.read().tree.caller(principal)?.require_admin(what)
+    }
+
     /// Whether this node leads now.
     pub(crate) fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().current_leader == Some(self.node_id)
@@ -165,6 +175,7 @@ impl Frontend {
         id: u64,
         request: &Request,
         session: Option<SessionId>,
+        principal: &Principal,
         outbox: &Outbox,
     ) {
         let local = match request {
@@ -176,7 +187,8 @@ impl Frontend {
             | Request::StateDigest {}
             | Request::Ping {}
             | Request::AddWatch { .. }
-            | Request::RemoveWatches { .. } => true,
+            | Request::RemoveWatches { .. }
+            | Request::WhoAmI {} => true,
             _ => false,
         };
         if !local && let Err(error) = self.linearize().await {
@@ -184,7 +196,10 @@ impl Frontend {
             return;
         }
         if let Request::StateDigest {} = request {
-            let (zxid, reply) = self.state_digest().await;
+            let (zxid, reply) = match self.require_admin(principal, "a state digest") {
+                Ok(()) => self.state_digest().await,
+                Err(refused) => (self.applied_zxid(), Err(refused)),
+            };
             if let Some(_turn) = outbox.room_for_reply().await {
                 outbox.send_frame(stream::respond(id, zxid, reply));
             }
@@ -193,7 +208,10 @@ impl Frontend {
         let Some(_turn) = outbox.room_for_reply().await else { return };
         let state = self.state.read();
         let zxid = state.applied_zxid();
-        let reply = self.local_reply(&state.tree, request, session, zxid);
+        let reply = state
+            .tree
+            .caller(principal)
+            .and_then(|caller| self.local_reply(&state.tree, request, session, &caller, zxid));
         outbox.send_frame(stream::respond(id, zxid, reply));
     }
 
@@ -225,11 +243,15 @@ impl Frontend {
         }
     }
 
+    /// Answers a request served from this node's state, for `caller`: every read and every
+    /// watch registration needs read on the znode (or, when there is none, on the nearest one
+    /// above it); session listings show the caller's own sessions to all but administrators.
     fn local_reply(
         &self,
-        tree: &crate::store::DataTree,
+        tree: &DataTree,
         request: &Request,
         session: Option<SessionId>,
+        caller: &Caller,
         zxid: u64,
     ) -> ApplyReply {
         let needs_session = || {
@@ -238,34 +260,66 @@ impl Frontend {
                     .with_detail("open a session on this stream first")
             })
         };
+        let quota = (!caller.admin).then(|| tree.access().quota(&caller.name).watches);
         let watch = |watch: bool, path: &str, kind: WatchKind| -> Result<(), ApiError> {
             if watch {
-                self.watches
-                    .register(needs_session()?, WatchSpec { path: path.to_string(), kind })?;
+                let spec = WatchSpec { path: path.to_string(), kind };
+                self.watches.register(needs_session()?, spec, quota)?;
             }
             Ok(())
         };
         match request {
             Request::Get { path, watch: w, .. } => {
+                tree.check_read(caller, path)?;
                 let (data, stat) = tree.get(path)?;
                 watch(*w, path, WatchKind::Data)?;
                 Ok(Reply::Data { data: data.to_vec(), stat })
             }
             Request::Exists { path, watch: w, .. } => {
+                tree.check_read(caller, path)?;
                 let stat = tree.exists(path)?;
                 let kind = if stat.is_some() { WatchKind::Data } else { WatchKind::Exists };
                 watch(*w, path, kind)?;
                 Ok(Reply::Exists { stat })
             }
             Request::Children { path, with_stats, watch: w, .. } => {
+                tree.check_read(caller, path)?;
                 let (stat, children) = tree.children(path, *with_stats)?;
                 watch(*w, path, WatchKind::Children)?;
                 Ok(Reply::Children { stat, children })
             }
+            Request::GetAcl { path } => {
+                cairn_wire::path::validate(path)?;
+                let Some(node) = tree.node(path) else {
+                    tree.check_read(caller, path)?;
+                    return Err(ApiError::at(ErrorCode::NoNode, path));
+                };
+                if !caller.allows(node.acl(), cairn_wire::access::ADMIN) {
+                    caller.require(node.acl(), cairn_wire::access::READ, path)?;
+                }
+                Ok(Reply::Acl { acl: node.acl().to_vec(), stat: node.stat() })
+            }
+            Request::WhoAmI {} => {
+                Ok(Reply::Identity { principal: caller.name.to_string(), admin: caller.admin })
+            }
+            Request::GetQuota { name } => {
+                let name = name.as_deref().unwrap_or(&caller.name);
+                if name != &*caller.name {
+                    caller.require_admin("reading another principal's quota")?;
+                }
+                let held = tree.usage(name);
+                let usage = cairn_wire::Usage {
+                    connections: self.connections.held_by(name),
+                    watches: self.watches.held_by(name),
+                    ..held
+                };
+                let quota = tree.access().quota(name);
+                Ok(Reply::Quota { name: name.to_string(), quota, usage })
+            }
             Request::Sync {} => Ok(Reply::Synced {}),
             Request::Ping {} => needs_session().map(|_| Reply::Pong {}),
             Request::AddWatch { path, recursive } => {
-                cairn_wire::path::validate(path)?;
+                tree.check_read(caller, path)?;
                 let kind =
                     if *recursive { WatchKind::PersistentRecursive } else { WatchKind::Persistent };
                 watch(true, path, kind)?;
@@ -288,37 +342,50 @@ impl Frontend {
             Request::ListSessions {} => Ok(Reply::Sessions {
                 sessions: tree
                     .sessions()
+                    .filter(|(_, session)| caller.admin || session.principal == *caller.name)
                     .map(|(id, session)| SessionInfo {
                         session_id: id.0,
                         timeout_ms: session.timeout_ms,
                         ephemerals: tree.ephemerals_of(id).count() as u32,
+                        principal: session.principal.clone(),
                     })
                     .collect(),
             }),
-            Request::ListRecipes {} => Ok(Reply::Recipes {
-                recipes: tree
-                    .recipes()
-                    .deployed
-                    .iter()
-                    .flat_map(|(name, versions)| {
-                        versions.iter().map(move |(version, deployed)| RecipeInfo {
-                            name: name.clone(),
-                            version: *version,
-                            hash: deployed.hash.clone(),
-                            bytes: deployed.component.len() as u64,
+            Request::ListRecipes {} => {
+                tree.check_read(caller, RECIPES_ROOT).map(|()| Reply::Recipes {
+                    recipes: tree
+                        .recipes()
+                        .deployed
+                        .iter()
+                        .flat_map(|(name, versions)| {
+                            versions.iter().map(move |(version, deployed)| RecipeInfo {
+                                name: name.clone(),
+                                version: *version,
+                                hash: deployed.hash.clone(),
+                                bytes: deployed.component.len() as u64,
+                            })
                         })
-                    })
-                    .collect(),
-            }),
+                        .collect(),
+                })
+            }
             Request::Ephemerals { session_id } => {
                 let id = match session_id {
                     Some(id) => SessionId(*id),
                     None => needs_session()?,
                 };
+                // Another principal's session reads as one that does not exist.
+                let owner = tree.session(id).map(|session| session.principal.as_str());
+                if !caller.admin && owner.is_some_and(|owner| owner != &*caller.name) {
+                    return Err(ApiError::new(ErrorCode::NoAuth)
+                        .with_detail(format!("session {id} is not {}'s", caller.name)));
+                }
                 Ok(Reply::Paths { paths: tree.ephemerals_of(id).cloned().collect() })
             }
             Request::ServerInfo {} => {
                 let metrics = self.raft.metrics().borrow().clone();
+                if !caller.admin {
+                    return Ok(Reply::ServerInfo(self.server_info_outline(&metrics, zxid)));
+                }
                 Ok(Reply::ServerInfo(ServerInfo {
                     node_id: self.node_id,
                     leader: metrics.current_leader,
@@ -336,6 +403,41 @@ impl Frontend {
             }
             other => Err(ApiError::new(ErrorCode::Internal)
                 .with_detail(format!("{other:?} is not served locally"))),
+        }
+    }
+}
+
+impl Frontend {
+    /// What anyone may learn of this node: who it is, who leads, how far it has applied, and
+    /// where the members serve clients (to reconnect elsewhere); not its storage counters, its
+    /// peers' addresses or replication progress.
+    fn server_info_outline(
+        &self,
+        metrics: &openraft::RaftMetrics<NodeId, Member>,
+        zxid: u64,
+    ) -> ServerInfo {
+        let members = members_of(metrics)
+            .into_iter()
+            .map(|member| MemberInfo {
+                peer_addr: String::new(),
+                matched_zxid: None,
+                recipe_runtime: String::new(),
+                ..member
+            })
+            .collect();
+        ServerInfo {
+            node_id: self.node_id,
+            leader: metrics.current_leader,
+            term: metrics.current_term,
+            applied_zxid: zxid,
+            log_entries_written: 0,
+            log_fsyncs: 0,
+            snapshot_zxid: None,
+            purged_zxid: None,
+            members,
+            recipe_runtime: String::new(),
+            cluster_recipe_runtime: None,
+            recipes_frozen: false,
         }
     }
 }

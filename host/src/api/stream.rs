@@ -4,17 +4,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_wire::{
-    ApiError, CLOSE_PROTOCOL_VIOLATION, CLOSE_SLOW_READER, ErrorCode, FRAME_HEADER_BYTES,
-    REQUEST_BYTES_MAX, RESPONSE_BYTES_MAX, Reply, Request, RequestFrame, Response, ResponseFrame,
-    ServerFrame, encode_frame, frame_length,
+    ApiError, CLOSE_BAD_IDENTITY, CLOSE_PROTOCOL_VIOLATION, CLOSE_QUOTA_EXCEEDED,
+    CLOSE_SLOW_READER, ErrorCode, FRAME_HEADER_BYTES, REQUEST_BYTES_MAX, RESPONSE_BYTES_MAX, Reply,
+    Request, RequestFrame, Response, ResponseFrame, ServerFrame, encode_frame, frame_length,
 };
 use quinn::{Connection, Incoming, ReadExactError, RecvStream, SendStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
+use super::identity::Identity;
 use super::{Frontend, REQUESTS_IN_FLIGHT_PER_STREAM_MAX, Served};
 use crate::raft::peer::MembershipChange;
 use crate::raft::{ApplyReply, Member};
-use crate::store::{Action, SecretHash, SessionId, Write};
+use crate::store::{Action, Principal, SecretHash, SessionId, TokenHash, Write};
 use crate::watch::{Outbox, OutboxLoad, Outgoing};
 
 /// How long a finished stream waits for the client to acknowledge its last responses, in
@@ -30,13 +31,35 @@ pub(super) async fn serve_connection(incoming: Incoming, frontend: Arc<Frontend>
             return;
         }
     };
-    tracing::debug!("client connected");
+    let principal = match crate::tls::client_principal(&connection) {
+        Ok(Some(name)) => Principal::Certificate(name),
+        Ok(None) => Principal::Anonymous,
+        Err(why) => {
+            tracing::info!(%why, "client refused");
+            connection.close(CLOSE_BAD_IDENTITY.into(), why.as_bytes());
+            return;
+        }
+    };
+    let slot = frontend.connections.take(&principal, &frontend.state.read().tree);
+    let slot = match slot {
+        Ok(slot) => slot,
+        Err(error) => {
+            tracing::info!(%error, "client refused");
+            connection.close(CLOSE_QUOTA_EXCEEDED.into(), error.to_string().as_bytes());
+            return;
+        }
+    };
+    tracing::debug!(principal = principal.name(), "client connected");
+    let identity = Arc::new(Identity::new(principal, slot));
     loop {
         match connection.accept_bi().await {
             Ok((send, recv)) => {
                 let frontend = frontend.clone();
                 let connection = connection.clone();
-                tokio::spawn(async move { serve_stream(connection, send, recv, frontend).await });
+                let identity = identity.clone();
+                tokio::spawn(async move {
+                    serve_stream(connection, send, recv, frontend, identity).await;
+                });
             }
             Err(error) => {
                 tracing::debug!(%error, "client gone");
@@ -52,6 +75,7 @@ async fn serve_stream(
     send: SendStream,
     mut recv: RecvStream,
     frontend: Arc<Frontend>,
+    identity: Arc<Identity>,
 ) {
     let (outbox, queue, load) = Outbox::new();
     let writer = tokio::spawn(write_outgoing(send, queue, load.clone()));
@@ -136,7 +160,22 @@ async fn serve_stream(
             }
             frontend.sessions.touch(bound);
         }
+        let principal = identity.principal();
+        if matches!(frame.request, Request::AddMember { .. } | Request::RemoveMember { .. })
+            && let Err(refused) = frontend.require_admin(&principal, "changing the members")
+        {
+            outbox.send_frame(respond(id, frontend.applied_zxid(), Err(refused)));
+            continue;
+        }
         let request = match frame.request {
+            // A change of principal holds the stream like a session request does: what is
+            // read next speaks for the new one.
+            Request::Authenticate { token } => {
+                let (zxid, reply) = authenticate(&frontend, &identity, &token, session).await;
+                outbox.send_frame(respond(id, zxid, reply));
+                continue;
+            }
+
             // Membership changes take as long as a new member needs to catch up: they run on
             // their own, not holding up this stream.
             Request::AddMember { node_id, peer_addr, client_addr, voter } => {
@@ -169,7 +208,8 @@ async fn serve_stream(
             // Session requests change what this loop knows, so each finishes before the next
             // request is read.
             Request::OpenSession { timeout_ms } => {
-                let (zxid, reply) = open_session(&frontend, session, timeout_ms, &outbox).await;
+                let (zxid, reply) =
+                    open_session(&frontend, session, &principal, timeout_ms, &outbox).await;
                 if let Ok(Reply::Session { session_id, .. }) = &reply {
                     session = Some(SessionId(*session_id));
                 }
@@ -178,7 +218,8 @@ async fn serve_stream(
             }
             Request::ResumeSession { session_id, secret } => {
                 let (zxid, reply) =
-                    resume_session(&frontend, SessionId(session_id), secret, &outbox).await;
+                    resume_session(&frontend, SessionId(session_id), secret, &principal, &outbox)
+                        .await;
                 if reply.is_ok() {
                     session = Some(SessionId(session_id));
                 }
@@ -193,7 +234,8 @@ async fn serve_stream(
                 };
                 // Unbound first: the client asked for the end, it needs no news of it.
                 frontend.watches.unbind(bound, &outbox);
-                let write = Write { session, action: Action::CloseSession };
+                let write =
+                    Write { session, principal: principal.clone(), action: Action::CloseSession };
                 let (zxid, reply) = match frontend.propose(write).await {
                     Ok(applied) => applied.await,
                     Err(error) => (frontend.applied_zxid(), Err(error)),
@@ -217,14 +259,35 @@ async fn serve_stream(
             },
             other => into_write(other),
         };
+        // A token is chosen here and only its hash logged; the reply carries the token.
+        let mut token = None;
+        let write = match write {
+            Ok(Action::CreateToken { name, .. }) => match random_token() {
+                Ok(chosen) => {
+                    let hash = TokenHash::of(&chosen);
+                    token = Some(chosen);
+                    Ok(Action::CreateToken { name, hash })
+                }
+                Err(error) => {
+                    outbox.send_frame(respond(id, frontend.applied_zxid(), Err(error)));
+                    continue;
+                }
+            },
+            other => other,
+        };
         match write {
             Ok(action) => {
                 writes_proposed += 1;
                 let writes_completed = writes_completed.clone();
-                match frontend.propose(Write { session, action }).await {
+                match frontend.propose(Write { session, principal, action }).await {
                     Ok(applied) => {
                         tokio::spawn(async move {
-                            let (zxid, reply) = applied.await;
+                            let (zxid, mut reply) = applied.await;
+                            if let (Ok(Reply::Token { token: answered, .. }), Some(token)) =
+                                (&mut reply, token)
+                            {
+                                *answered = token;
+                            }
                             writes_completed.send_modify(|done| *done += 1);
                             if let Some(_turn) = outbox.room_for_reply().await {
                                 outbox.send_frame(respond(id, zxid, reply));
@@ -246,7 +309,7 @@ async fn serve_stream(
                     // The sender lives as long as the stream's reader loop; if it is gone, the
                     // stream is over and so is the wait.
                     let _ = writes_seen.wait_for(|done| *done >= writes_before).await;
-                    frontend.serve_local(id, &read, session, &outbox).await;
+                    frontend.serve_local(id, &read, session, &principal, &outbox).await;
                     drop(permit);
                 });
             }
@@ -269,10 +332,53 @@ fn close_slow_reader(connection: &Connection, load: &OutboxLoad) {
         .close(CLOSE_SLOW_READER.into(), b"replies not read: the stream's outbox stayed full");
 }
 
+/// Makes the connection speak for the principal `token` names, if the cluster knows the token
+/// (as of everything committed before now), and rebinds this stream's watches to it.
+async fn authenticate(
+    frontend: &Frontend,
+    identity: &Identity,
+    token: &str,
+    session: Option<SessionId>,
+) -> Served {
+    if let Err(error) = frontend.linearize().await {
+        return (frontend.applied_zxid(), Err(error));
+    }
+    let state = frontend.state.read();
+    let zxid = state.applied_zxid();
+    let hash = TokenHash::of(token);
+    let Some(name) = state.tree.access().token_owner(&hash) else {
+        return (
+            zxid,
+            Err(ApiError::new(ErrorCode::AuthFailed)
+                .with_detail("the cluster knows no such token (never issued, or revoked)")),
+        );
+    };
+    let principal = Principal::Token { name: name.to_string(), hash };
+    let reply = frontend.connections.take(&principal, &state.tree).and_then(|slot| {
+        let caller = state.tree.caller(&principal)?;
+        if let Some(session) = session {
+            frontend.watches.set_reader(session, caller.clone());
+        }
+        identity.replace(principal, slot);
+        Ok(Reply::Identity { principal: caller.name.to_string(), admin: caller.admin })
+    });
+    (zxid, reply)
+}
+
+/// A new token: 32 bytes from the operating system's random source, as hex.
+fn random_token() -> Result<String, ApiError> {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).map_err(|e| {
+        ApiError::new(ErrorCode::Internal).with_detail(format!("no randomness for a token: {e}"))
+    })?;
+    Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
 /// Opens a session through the log and binds this stream to it.
 async fn open_session(
     frontend: &Frontend,
     bound: Option<SessionId>,
+    principal: &Principal,
     timeout_ms: u64,
     outbox: &Outbox,
 ) -> Served {
@@ -288,7 +394,8 @@ async fn open_session(
         Err(error) => return (frontend.applied_zxid(), Err(error)),
     };
     let secret_hash = SecretHash::of(secret);
-    let write = Write::sessionless(Action::OpenSession { timeout_ms, secret_hash });
+    let action = Action::OpenSession { timeout_ms, secret_hash };
+    let write = Write { session: None, principal: principal.clone(), action };
     let (zxid, mut reply) = match frontend.propose(write).await {
         Ok(applied) => applied.await,
         Err(error) => return (frontend.applied_zxid(), Err(error)),
@@ -297,18 +404,23 @@ async fn open_session(
         // The entry carried only the secret's hash; the client gets the secret from us.
         *answered = secret;
         let id = SessionId(*session_id);
-        frontend.watches.bind(id, outbox.clone());
+        match frontend.state.read().tree.caller(principal) {
+            Ok(reader) => frontend.watches.bind(id, outbox.clone(), reader),
+            Err(error) => return (zxid, Err(error)),
+        }
         frontend.sessions.touch(id);
         tracing::debug!(session = %id, timeout_ms, "session opened");
     }
     (zxid, reply)
 }
 
-/// Binds this stream to an existing session whose secret the client proves it knows.
+/// Binds this stream to an existing session whose secret the client proves it knows, if the
+/// session is its principal's.
 async fn resume_session(
     frontend: &Frontend,
     id: SessionId,
     secret: u64,
+    principal: &Principal,
     outbox: &Outbox,
 ) -> Served {
     if let Err(error) = frontend.linearize().await {
@@ -318,9 +430,18 @@ async fn resume_session(
     let zxid = state.applied_zxid();
     let reply = match state.tree.session(id) {
         Some(session) if session.secret_hash == SecretHash::of(secret) => {
-            frontend.watches.bind(id, outbox.clone());
-            frontend.sessions.touch(id);
-            Ok(Reply::Session { session_id: id.0, secret, timeout_ms: session.timeout_ms })
+            match state.tree.caller(principal) {
+                Ok(reader) if *reader.name == session.principal => {
+                    frontend.watches.bind(id, outbox.clone(), reader);
+                    frontend.sessions.touch(id);
+                    Ok(Reply::Session { session_id: id.0, secret, timeout_ms: session.timeout_ms })
+                }
+                Ok(reader) => Err(ApiError::new(ErrorCode::AuthFailed).with_detail(format!(
+                    "session {id} is {}'s, not {}'s",
+                    session.principal, reader.name
+                ))),
+                Err(error) => Err(error),
+            }
         }
         // A wrong secret reads as an ended session: nothing tells a guesser which ids are live.
         _ => Err(ApiError::new(ErrorCode::SessionExpired)
@@ -346,10 +467,16 @@ fn into_write(request: Request) -> Result<Action, Request> {
         Request::Set(set) => Ok(Action::Set(set)),
         Request::Delete(delete) => Ok(Action::Delete(delete)),
         Request::Multi { ops } => Ok(Action::Multi(ops)),
-        Request::DeployRecipe { name, version, component } => {
+        Request::DeployRecipe { name, version, component, owner } => {
             let runtime = crate::recipe::RUNTIME_VERSION.to_string();
-            Ok(Action::DeployRecipe { name, version, component, runtime })
+            Ok(Action::DeployRecipe { name, version, component, runtime, owner })
         }
+        Request::SetAcl { path, acl, version } => Ok(Action::SetAcl { path, acl, version }),
+        // The hash is filled in by the stream, which keeps the token for the reply.
+        Request::CreateToken { name } => Ok(Action::CreateToken { name, hash: TokenHash([0; 32]) }),
+        Request::RevokeToken { name } => Ok(Action::RevokeToken { name }),
+        Request::SetAdmin { name, admin } => Ok(Action::SetAdmin { name, admin }),
+        Request::SetQuota { name, quota } => Ok(Action::SetQuota { name, quota }),
         Request::RetireRecipe { name, version } => Ok(Action::RetireRecipe { name, version }),
         Request::FreezeRecipes {} => Ok(Action::FreezeRecipes),
         Request::Invoke { name, version, op, args } => {

@@ -495,15 +495,50 @@ pub async fn serve(endpoint: quinn::Endpoint, service: PeerService) {
                     return;
                 }
             };
+            // The CA signed it; it must also be a node certificate, naming the node it speaks
+            // for. A client certificate from the same CA is refused here.
+            let from = match crate::tls::peer_node_id(&connection) {
+                Ok(node) => node,
+                Err(why) => {
+                    tracing::warn!(remote = %connection.remote_address(), %why, "peer refused");
+                    connection.close(quinn::VarInt::from_u32(1), b"not a node certificate");
+                    return;
+                }
+            };
             while let Ok((send, recv)) = connection.accept_bi().await {
-                tokio::spawn(answer(send, recv, service.clone()));
+                tokio::spawn(answer(send, recv, service.clone(), from));
             }
         });
     }
 }
 
-/// Reads one request from a peer's stream, lets Raft handle it, writes the answer.
-async fn answer(mut send: quinn::SendStream, mut recv: quinn::RecvStream, service: PeerService) {
+/// Why a peer's request is not one node `from` may send: a node speaks only for itself (its
+/// votes, its leadership, its address), and only a member forwards clients' requests.
+fn refusal(request: &PeerRequest, from: NodeId, raft: &Raft) -> Option<String> {
+    let speaks_for = match request {
+        PeerRequest::Append(rpc) => rpc.vote.leader_id().voted_for(),
+        PeerRequest::Vote(rpc) => rpc.vote.leader_id().voted_for(),
+        PeerRequest::Snapshot(rpc) => rpc.vote.leader_id().voted_for(),
+        PeerRequest::Announce(node, _) => Some(*node),
+        PeerRequest::Propose(_)
+        | PeerRequest::ReadIndex
+        | PeerRequest::Heard(_)
+        | PeerRequest::Membership(_) => {
+            let member =
+                raft.metrics().borrow().membership_config.membership().get_node(&from).is_some();
+            return (!member).then(|| format!("node {from} is not a member"));
+        }
+    };
+    (speaks_for != Some(from)).then(|| format!("node {from} speaks for node {speaks_for:?}"))
+}
+
+/// Reads one request from peer `from`'s stream, lets Raft handle it, writes the answer.
+async fn answer(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    service: PeerService,
+    from: NodeId,
+) {
     let raft = &service.raft;
     let request = match recv.read_to_end(PEER_MESSAGE_BYTES_MAX).await {
         Ok(bytes) => rmp_serde::from_slice::<PeerRequest>(&bytes),
@@ -512,6 +547,13 @@ async fn answer(mut send: quinn::SendStream, mut recv: quinn::RecvStream, servic
             return;
         }
     };
+    if let Ok(request) = &request
+        && let Some(why) = refusal(request, from, raft)
+    {
+        tracing::warn!(%why, "peer request refused");
+        let _ = send.reset(quinn::VarInt::from_u32(2));
+        return;
+    }
     let response = match request {
         Ok(PeerRequest::Append(rpc)) => PeerResponse::Append(raft.append_entries(rpc).await),
         Ok(PeerRequest::Vote(rpc)) => PeerResponse::Vote(raft.vote(rpc).await),
@@ -571,15 +613,35 @@ mod tests {
 
     const WAIT: Duration = Duration::from_secs(30);
 
-    /// A node's certificate from the CA in `ca_dir` (made there if missing), in `dir`.
-    fn certificate(ca_dir: &std::path::Path, dir: &std::path::Path) -> TlsFiles {
+    /// Node `id`'s certificate from the CA in `ca_dir` (made there if missing), in `dir`.
+    fn certificate(ca_dir: &std::path::Path, dir: &std::path::Path, id: NodeId) -> TlsFiles {
         let names = ["127.0.0.1".to_string(), "localhost".to_string()];
-        let (ca, _) = tls::ensure_dev_certificates(ca_dir, &names).expect("CA");
+        let (ca, _) = tls::ensure_dev_certificates(ca_dir, &names, 0).expect("CA");
         std::fs::create_dir_all(dir).expect("dir");
         for file in ["ca.pem", "ca-key.pem"] {
             std::fs::copy(ca.ca.with_file_name(file), dir.join(file)).expect("copy CA");
         }
-        tls::ensure_dev_certificates(dir, &names).expect("node certificate").0
+        tls::ensure_dev_certificates(dir, &names, id).expect("node certificate").0
+    }
+
+    /// Sends node 1 a vote request of a high term for `candidate` from a peer presenting
+    /// `files`, and says whether node 1 saw it (its term moved).
+    async fn vote_arrives(
+        files: &TlsFiles,
+        one: &Raft,
+        one_addr: &str,
+        candidate: NodeId,
+        last: openraft::LogId<NodeId>,
+    ) -> bool {
+        let member = Member { peer_addr: one_addr.into(), ..Member::default() };
+        let mut peer =
+            PeerNetwork::new(endpoint(files), Routes::default()).new_client(1, &member).await;
+        let before = one.metrics().borrow().vote.leader_id().term;
+        // Up to date and of a higher term: node 1 would take it, if it were let through.
+        let vote = VoteRequest::new(openraft::Vote::new(before + 50, candidate), Some(last));
+        let answered = peer.call(&PeerRequest::Vote(vote), WAIT).await;
+        let term = one.metrics().borrow().vote.leader_id().term;
+        answered.is_ok() || term > before
     }
 
     fn endpoint(files: &TlsFiles) -> quinn::Endpoint {
@@ -634,8 +696,8 @@ mod tests {
     async fn nodes_replicate_over_quic_and_strangers_are_refused() {
         let dir = tempfile::tempdir().expect("temp dir");
         let ca = dir.path().join("ca");
-        let one_files = certificate(&ca, &dir.path().join("one/tls"));
-        let two_files = certificate(&ca, &dir.path().join("two/tls"));
+        let one_files = certificate(&ca, &dir.path().join("one/tls"), 1);
+        let two_files = certificate(&ca, &dir.path().join("two/tls"), 2);
         let (one, _, one_addr) = node(1, &dir.path().join("one"), &one_files).await;
         let (two, two_state, two_addr) = node(2, &dir.path().join("two"), &two_files).await;
         let member = |peer_addr: &str| Member { peer_addr: peer_addr.into(), ..Member::default() };
@@ -655,9 +717,9 @@ mod tests {
             mode: CreateMode::Persistent,
             sequential: false,
             ttl_ms: None,
+            acl: None,
         };
-        let command =
-            Command { time_ms: 1, writes: vec![Write::sessionless(Action::Create(create))] };
+        let command = Command { time_ms: 1, writes: vec![Write::system(Action::Create(create))] };
         let written = leader.client_write(command).await.expect("committed");
         two.wait(Some(WAIT))
             .applied_index_at_least(Some(written.log_id.index), "the write")
@@ -667,18 +729,22 @@ mod tests {
         assert_eq!(replicated.expect("there"), b"over quic");
 
         // A node that trusts the cluster CA but whose certificate another CA signed: node 1
-        // refuses the handshake, so its votes never arrive.
-        let other = certificate(&dir.path().join("other-ca"), &dir.path().join("x/tls"));
-        let stranger_files = TlsFiles { ca: one_files.ca.clone(), ..other };
-        let mut stranger = PeerNetwork::new(endpoint(&stranger_files), Routes::default())
-            .new_client(1, &member(&one_addr))
-            .await;
-        // Up to date and of a higher term: node 1 would grant it, if it ever arrived.
-        let vote = VoteRequest::new(openraft::Vote::new(99, 3), Some(written.log_id));
-        let refused = stranger.call(&PeerRequest::Vote(vote), WAIT).await;
-        // TLS 1.3 lets the client finish first; the server then closes the connection.
-        assert!(refused.is_err(), "{refused:?}");
-        let term = one.metrics().borrow().vote.leader_id().term;
-        assert!(term < 99, "the stranger's vote request reached node 1 (term {term})");
+        // refuses the handshake, so its votes never arrive. (TLS 1.3 lets the client finish
+        // first; the server then closes the connection.)
+        let other = certificate(&dir.path().join("other-ca"), &dir.path().join("x/tls"), 3);
+        let stranger = TlsFiles { ca: one_files.ca.clone(), ..other };
+        assert!(!vote_arrives(&stranger, &one, &one_addr, 3, written.log_id).await);
+
+        // A client certificate the cluster CA signed is no node's: refused on the peer port.
+        let (cert, key) =
+            tls::issue_client_certificate(&one_files.ca, "mallory", &dir.path().join("m"))
+                .expect("client certificate");
+        let client = TlsFiles { ca: one_files.ca.clone(), cert, key };
+        assert!(!vote_arrives(&client, &one, &one_addr, 3, written.log_id).await);
+
+        // A node speaks only for itself: node 2's certificate cannot ask votes for node 3.
+        assert!(!vote_arrives(&two_files, &one, &one_addr, 3, written.log_id).await);
+        // The same certificate asking for its own node is heard (the check is not blind).
+        assert!(vote_arrives(&two_files, &one, &one_addr, 2, written.log_id).await);
     }
 }

@@ -807,7 +807,7 @@ impl RecipeRunner for RecipeRuntime {
             .map_err(|why| fault(ErrorCode::InvalidRecipe, &name, why))?;
         let shared = Arc::new(Mutex::new(Shared {
             tree: std::mem::take(tree),
-            txn: Some(RecipeTxn::new(call.zxid, call.time_ms, call.session)),
+            txn: Some(RecipeTxn::new(call.zxid, call.time_ms, call.session, call.caller.clone())),
         }));
         let this_call = Call {
             shared: shared.clone(),
@@ -867,7 +867,7 @@ mod tests {
     use cairn_wire::Reply;
 
     use super::*;
-    use crate::store::{Action, Command, SessionId, Write};
+    use crate::store::{Action, Command, Principal, SessionId, Write};
 
     const HOSTILE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cairn_recipe_hostile.wasm"));
     /// A component of the recipe world that also imports WASI's sockets.
@@ -892,7 +892,8 @@ mod tests {
         ) -> (Result<Reply, ApiError>, Effects) {
             self.zxid += 1;
             let mut effects = Effects::default();
-            let write = Write { session: session.map(SessionId), action };
+            let write =
+                Write { session: session.map(SessionId), principal: Principal::System, action };
             let reply = self.tree.apply_with(
                 self.zxid,
                 self.zxid * 10,
@@ -912,6 +913,7 @@ mod tests {
                 version: None,
                 component: component.to_vec(),
                 runtime: crate::recipe::RUNTIME_VERSION.to_string(),
+                owner: None,
             };
             self.apply(None, action).0
         }
@@ -977,6 +979,7 @@ mod tests {
             version: Some(1),
             component: counter().to_vec(),
             runtime: crate::recipe::RUNTIME_VERSION.to_string(),
+            owner: None,
         };
         assert_eq!(node.apply(None, again).0.expect_err("reused").code, ErrorCode::InvalidArgument);
     }
@@ -1139,6 +1142,7 @@ mod tests {
         node.deploy("hostile", HOSTILE).expect("deploys");
         let call = |op: &str| Write {
             session: None,
+            principal: Principal::System,
             action: Action::InvokeRecipe {
                 name: "hostile".into(),
                 version: None,
@@ -1391,6 +1395,7 @@ mod tests {
         let other = OtherRuntime(RecipeRuntime::new().expect("engine"));
         let add = Write {
             session: None,
+            principal: Principal::System,
             action: Action::InvokeRecipe {
                 name: "counter".into(),
                 version: None,
@@ -1400,11 +1405,13 @@ mod tests {
         };
         let deploy = Write {
             session: None,
+            principal: Principal::System,
             action: Action::DeployRecipe {
                 name: "counter".into(),
                 version: None,
                 component: counter().to_vec(),
                 runtime: crate::recipe::RUNTIME_VERSION.to_string(),
+                owner: None,
             },
         };
         for write in [add, deploy] {
@@ -1420,6 +1427,7 @@ mod tests {
             time_ms: 1,
             writes: vec![Write {
                 session: None,
+                principal: Principal::System,
                 action: Action::InvokeRecipe {
                     name: "counter".into(),
                     version: None,
@@ -1460,10 +1468,8 @@ mod tests {
 
         // A node still on the old runtime stops at the adopt instead of running the hook.
         let mut old = node.tree.clone();
-        let command = Command {
-            time_ms: 1,
-            writes: vec![Write::sessionless(adopt("wasmtime-0.0.0/fuel-0"))],
-        };
+        let command =
+            Command { time_ms: 1, writes: vec![Write::system(adopt("wasmtime-0.0.0/fuel-0"))] };
         let fault = old
             .apply_command(node.zxid + 1, &command, &mut Effects::default(), &node.runtime)
             .expect_err("stops");
@@ -1493,6 +1499,7 @@ mod tests {
             mode: cairn_wire::CreateMode::Persistent,
             sequential: false,
             ttl_ms: None,
+            acl: None,
         });
         let error = node.apply(Some(1), forged).0.expect_err("reserved");
         assert_eq!(error.code, ErrorCode::InvalidArgument);

@@ -5,10 +5,12 @@
 //! (empty containers, expired TTL znodes) run at the end of the command that triggers them, in
 //! the same entry, so every replica sees the same tree after every zxid.
 
+use cairn_wire::access::{ADMIN, CREATE, DELETE, READ, SYSTEM, WRITE};
 use cairn_wire::{
-    ApiError, CreateMode, CreateRequest, DeleteRequest, ErrorCode, EventKind, MULTI_OPS_MAX,
-    MultiOp, MultiResult, OpResult, PATH_BYTES_MAX, Reply, SESSION_TIMEOUT_MS_MAX,
-    SESSION_TIMEOUT_MS_MIN, SESSIONS_MAX, SetRequest, TTL_MS_MAX, ZNODE_DATA_BYTES_MAX, path,
+    AclEntry, ApiError, CreateMode, CreateRequest, DeleteRequest, ErrorCode, EventKind,
+    MULTI_OPS_MAX, MultiOp, MultiResult, OpResult, PATH_BYTES_MAX, Reply, SESSION_TIMEOUT_MS_MAX,
+    SESSION_TIMEOUT_MS_MIN, SESSIONS_MAX, SetRequest, TTL_MS_MAX, Usage, ZNODE_DATA_BYTES_MAX,
+    path,
 };
 
 use std::collections::BTreeMap;
@@ -19,8 +21,8 @@ use super::recipes::{
     RecipeCall, RecipeRunner, RecipeTxn, is_reserved, namespace, recipe_path, validate_name,
 };
 use super::{
-    Action, Command, DataTree, Effects, NodeFault, NodeKind, SecretHash, Session, SessionId, Write,
-    Znode, stored_bytes_of, ttl_expired,
+    Action, Caller, Change, Command, DataTree, Effects, NodeFault, NodeKind, SecretHash, Session,
+    SessionId, Write, Znode, stored_bytes_of, ttl_expired,
 };
 
 impl DataTree {
@@ -118,34 +120,54 @@ impl DataTree {
         effects: &mut Effects,
         recipes: &dyn RecipeRunner,
     ) -> Result<Reply, ApiError> {
+        let recipe_action = matches!(
+            write.action,
+            Action::FreezeRecipes
+                | Action::AdoptRecipeRuntime { .. }
+                | Action::DeployRecipe { .. }
+                | Action::RetireRecipe { .. }
+                | Action::InvokeRecipe { .. }
+        );
+        let caller = if recipe_action {
+            self.advance(zxid, time_ms);
+            self.caller(&write.principal)?
+        } else {
+            Caller::system()
+        };
         match &write.action {
             Action::FreezeRecipes => {
-                self.advance(zxid, time_ms);
+                caller.require_admin("freezing the recipes")?;
                 self.recipes.frozen = true;
                 Ok(self.runtime_reply())
             }
             Action::AdoptRecipeRuntime { runtime } => {
-                self.advance(zxid, time_ms);
+                caller.require_admin("adopting a recipe runtime")?;
                 self.adopt_runtime(runtime, recipes, effects)
             }
-            Action::DeployRecipe { name, version, component, runtime } => {
-                self.advance(zxid, time_ms);
+            Action::DeployRecipe { name, version, component, runtime, owner } => {
                 self.check_not_frozen()?;
+                let owner = self.deploy_owner(&caller, name, owner.as_deref())?;
                 if self.recipes.runtime.is_none() {
                     // The first deploy: the cluster runs recipes on the proposer's runtime.
                     self.recipes.runtime = Some(runtime.clone());
                 }
                 self.check_runtime(recipes)?;
-                self.deploy_recipe(name, *version, component, recipes, effects)
+                let reply = self.deploy_recipe(name, *version, component, recipes, effects)?;
+                self.recipes.owners.insert(name.clone(), owner);
+                Ok(reply)
             }
             Action::RetireRecipe { name, version } => {
-                self.advance(zxid, time_ms);
+                caller.require_admin("retiring a recipe")?;
                 self.retire_recipe(name, *version)
             }
             Action::InvokeRecipe { name, version, op, args } => {
-                self.advance(zxid, time_ms);
                 self.check_not_frozen()?;
                 self.check_runtime(recipes)?;
+                // Invoking needs write on the recipe's namespace root.
+                let root = namespace(name);
+                if let Some(node) = self.nodes.get(&root) {
+                    caller.require(&node.acl, WRITE, &root)?;
+                }
                 let (version, deployed) = self.recipes.resolve(name, *version)?;
                 let deployed = deployed.clone();
                 let call = RecipeCall {
@@ -153,6 +175,7 @@ impl DataTree {
                     version,
                     deployed: &deployed,
                     session: write.session,
+                    caller: &caller,
                     zxid,
                     time_ms: self.clock_ms,
                     entry: Entry::Invoke { op, args },
@@ -216,6 +239,7 @@ impl DataTree {
             version,
             deployed: &deployed,
             session: None,
+            caller: &Caller::system(),
             zxid: self.last_zxid,
             time_ms: self.clock_ms,
             entry: Entry::SessionEnded { session, deleted },
@@ -229,6 +253,42 @@ impl DataTree {
                 Ok(())
             }
             Ok(_) => Ok(()),
+        }
+    }
+
+    /// Who recipe `name` belongs to after a deploy by `caller`: a new name needs an
+    /// administrator and belongs to `owner` (the deployer when absent); a new version of a name
+    /// needs its owner or an administrator, and only an administrator hands it to another.
+    fn deploy_owner(
+        &self,
+        caller: &Caller,
+        name: &str,
+        owner: Option<&str>,
+    ) -> Result<String, ApiError> {
+        let current = self.recipes.owners.get(name);
+        match current {
+            None => caller.require_admin(&format!("deploying the new recipe name {name}"))?,
+            Some(current) if !caller.admin && **current != *caller.name => {
+                return Err(ApiError::new(ErrorCode::NoAuth).with_detail(format!(
+                    "{name} belongs to {current}: only its owner or an administrator deploys it"
+                )));
+            }
+            Some(_) => {}
+        }
+        match (owner, current) {
+            (Some(owner), _) => {
+                if Some(&owner.to_string()) != current {
+                    caller.require_admin("giving a recipe to another principal")?;
+                }
+                if owner != SYSTEM {
+                    cairn_wire::access::validate_principal_name(owner).map_err(|why| {
+                        ApiError::new(ErrorCode::InvalidArgument).with_detail(why)
+                    })?;
+                }
+                Ok(owner.to_string())
+            }
+            (None, Some(current)) => Ok(current.clone()),
+            (None, None) => Ok(caller.name.to_string()),
         }
     }
 
@@ -271,7 +331,7 @@ impl DataTree {
             ApiError::new(ErrorCode::InvalidRecipe).with_detail(format!("{name}@{version}: {why}"))
         })?;
         // The namespace exists from the first deploy on, so a recipe can write at its root.
-        let mut txn = RecipeTxn::new(self.last_zxid, self.clock_ms, None);
+        let mut txn = RecipeTxn::new(self.last_zxid, self.clock_ms, None, Caller::system());
         for path in [RESERVED_ROOT.to_string(), RECIPES_ROOT.to_string(), namespace(name)] {
             if !self.nodes.contains_key(&path) {
                 txn.create(self, &path, Vec::new(), false, false)?;
@@ -310,10 +370,12 @@ impl DataTree {
         debug_assert!(zxid >= self.last_zxid, "zxid {zxid} after {}", self.last_zxid);
         self.last_zxid = zxid;
         self.clock_ms = self.clock_ms.max(time_ms);
+        let caller = self.caller(&write.principal)?;
         let mut txn = Txn {
             zxid,
             time_ms: self.clock_ms,
             session: write.session,
+            caller,
             privileged: false,
             tree: self,
             undo: Vec::new(),
@@ -335,6 +397,40 @@ impl DataTree {
             Action::Set(request) => txn.set(request).map(|stat| Reply::Stat { stat }),
             Action::Delete(request) => txn.delete(request).map(|()| Reply::Deleted {}),
             Action::Multi(ops) => txn.multi(ops),
+            Action::SetAcl { path, acl, version } => {
+                txn.set_acl(path, acl, *version).map(|stat| Reply::Stat { stat })
+            }
+            Action::CreateToken { name, hash } => txn
+                .caller
+                .require_admin("issuing a token")
+                .and_then(|()| txn.tree.access.add_token(name, *hash))
+                // The proposing node puts the token in; the entry never carried it.
+                .map(|()| Reply::Token { name: name.clone(), token: String::new() }),
+            Action::RevokeToken { name } => {
+                txn.caller.require_admin("revoking a token").and_then(|()| {
+                    match txn.tree.access.tokens.remove(name) {
+                        Some(_) => Ok(Reply::TokenRevoked {}),
+                        None => Err(ApiError::new(ErrorCode::NoNode)
+                            .with_detail(format!("{name} has no token"))),
+                    }
+                })
+            }
+            Action::SetAdmin { name, admin } => txn
+                .caller
+                .require_admin("changing who administers the cluster")
+                .and_then(|()| txn.tree.access.set_admin(name, *admin))
+                .map(|()| Reply::Admins {
+                    admins: txn.tree.access.admins.iter().cloned().collect(),
+                }),
+            Action::SetQuota { name, quota } => txn
+                .caller
+                .require_admin("setting a quota")
+                .and_then(|()| txn.tree.access.set_quota(name, *quota))
+                .map(|()| Reply::Quota {
+                    name: name.clone(),
+                    quota: *quota,
+                    usage: txn.tree.usage(name),
+                }),
             Action::ReapTtl => {
                 txn.reap_ttl();
                 Ok(Reply::Synced {})
@@ -379,18 +475,25 @@ pub(super) struct TxnParts {
     zxid: u64,
     time_ms: u64,
     session: Option<SessionId>,
+    caller: Caller,
     undo: Vec<Undo>,
     emptied: Vec<String>,
-    changes: Vec<(EventKind, String)>,
+    changes: Vec<Change>,
     ended_sessions: Vec<SessionId>,
 }
 
 impl TxnParts {
-    pub(super) fn new(zxid: u64, time_ms: u64, session: Option<SessionId>) -> TxnParts {
+    pub(super) fn new(
+        zxid: u64,
+        time_ms: u64,
+        session: Option<SessionId>,
+        caller: Caller,
+    ) -> TxnParts {
         TxnParts {
             zxid,
             time_ms,
             session,
+            caller,
             undo: Vec::new(),
             emptied: Vec::new(),
             changes: Vec::new(),
@@ -405,6 +508,7 @@ impl TxnParts {
             zxid: self.zxid,
             time_ms: self.time_ms,
             session: self.session,
+            caller: self.caller.clone(),
             privileged: true,
             undo: std::mem::take(&mut self.undo),
             emptied: std::mem::take(&mut self.emptied),
@@ -445,13 +549,16 @@ pub(super) struct Txn<'a> {
     time_ms: u64,
     /// The session of the stream that sent the write.
     session: Option<SessionId>,
-    /// Whether the write may touch the reserved namespace (a recipe's or the node's own).
+    /// Who the write speaks for: its rights, and whose quota what it creates counts against.
+    caller: Caller,
+    /// Whether the write may touch the reserved namespace (a recipe's or the node's own). A
+    /// recipe's writes inside its own namespace pass no ACL: invoking it took the right.
     privileged: bool,
     undo: Vec<Undo>,
     /// Containers that lost a child in this write: deleted at its end if they are empty.
     emptied: Vec<String>,
     /// What changed, for the watches; dropped if the write is undone.
-    changes: Vec<(EventKind, String)>,
+    changes: Vec<Change>,
     /// Sessions this write ended. Session writes never fail after they start changing things.
     ended_sessions: Vec<SessionId>,
 }
@@ -465,6 +572,80 @@ impl Txn<'_> {
                 .with_detail("reserved for recipes: invoke the recipe instead"));
         }
         Ok(())
+    }
+
+    /// `no-auth` at `path` unless the caller holds `perms` in `acl` (a recipe in its own
+    /// namespace always does).
+    fn require(&self, acl: &[AclEntry], perms: u32, path: &str) -> Result<(), ApiError> {
+        if self.privileged {
+            return Ok(());
+        }
+        self.caller.require(acl, perms, path)
+    }
+
+    /// `error` (which says whether `path` exists) for a caller who may know that, `no-auth`
+    /// for one who may not read what is above it.
+    fn absent(&self, path: &str, error: ApiError) -> ApiError {
+        if self.privileged {
+            return error;
+        }
+        match self.tree.check_read(&self.caller, path) {
+            Ok(()) => error,
+            Err(denied) => denied,
+        }
+    }
+
+    /// Whether `name` may hold `more_znodes` and `more_bytes` more; administrators and the
+    /// node itself are not bounded.
+    fn check_quota(
+        &self,
+        name: &str,
+        more_znodes: u64,
+        more_bytes: u64,
+        path: &str,
+    ) -> Result<(), ApiError> {
+        if name == SYSTEM || self.tree.access.admins.contains(name) {
+            return Ok(());
+        }
+        let quota = self.tree.access.quota(name);
+        let held = self.tree.usage(name);
+        if held.znodes + more_znodes > quota.znodes {
+            return Err(ApiError::at(ErrorCode::QuotaExceeded, path)
+                .with_detail(format!("{name} holds {} znodes, its quota", quota.znodes)));
+        }
+        if held.bytes + more_bytes > quota.bytes {
+            return Err(ApiError::at(ErrorCode::QuotaExceeded, path).with_detail(format!(
+                "{more_bytes} more bytes would take {name} past its quota of {} bytes",
+                quota.bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Replaces a znode's ACL.
+    fn set_acl(
+        &mut self,
+        path: &str,
+        acl: &[AclEntry],
+        version: Option<u32>,
+    ) -> Result<cairn_wire::Stat, ApiError> {
+        path::validate(path)?;
+        let Some(node) = self.tree.nodes.get(path) else {
+            return Err(self.absent(path, ApiError::at(ErrorCode::NoNode, path)));
+        };
+        self.require(&node.acl, ADMIN, path)?;
+        if let Some(expected) = version
+            && expected != node.aversion
+        {
+            return Err(ApiError::at(ErrorCode::BadVersion, path)
+                .with_detail(format!("expected ACL version {expected}, found {}", node.aversion)));
+        }
+        let acl = self.caller.acl_to_store(Some(acl), &node.acl, path)?;
+        let node =
+            self.tree.nodes.get_mut(path).ok_or_else(|| ApiError::at(ErrorCode::NoNode, path))?;
+        node.acl = acl;
+        node.aversion = node.aversion.wrapping_add(1);
+        Ok(node.stat())
     }
 
     /// Opens a session. The reply's `secret` is 0: only the proposing node knows the secret,
@@ -484,9 +665,19 @@ impl Txn<'_> {
             return Err(ApiError::new(ErrorCode::TooManySessions)
                 .with_detail(format!("{SESSIONS_MAX} sessions are open")));
         }
+        let name = self.caller.name.clone();
+        if !self.caller.admin {
+            let quota = self.tree.access.quota(&name).sessions;
+            if self.tree.usage(&name).sessions >= quota {
+                return Err(ApiError::new(ErrorCode::QuotaExceeded)
+                    .with_detail(format!("{name} has {quota} sessions open, its quota")));
+            }
+        }
         let id = SessionId(self.tree.next_session_id);
         self.tree.next_session_id += 1;
-        self.tree.sessions.insert(id, Session { timeout_ms, secret_hash });
+        self.tree.usage.entry(name.clone()).or_default().sessions += 1;
+        let principal = name.to_string();
+        self.tree.sessions.insert(id, Session { timeout_ms, secret_hash, principal });
         Ok(Reply::Session { session_id: id.0, secret: 0, timeout_ms })
     }
 
@@ -500,7 +691,9 @@ impl Txn<'_> {
         for path in owned {
             self.remove_node(&path);
         }
-        self.tree.sessions.remove(&id);
+        if let Some(session) = self.tree.sessions.remove(&id) {
+            self.tree.release(&session.principal, Usage { sessions: 1, ..Usage::default() });
+        }
         self.ended_sessions.push(id);
         Ok(())
     }
@@ -558,9 +751,12 @@ impl Txn<'_> {
         if given == "/" && !request.sequential {
             return Err(ApiError::at(ErrorCode::NodeExists, "/"));
         }
-        let parent = self.tree.nodes.get(parent_path).ok_or_else(|| {
-            ApiError::at(ErrorCode::NoNode, parent_path).with_detail(format!("parent of {given}"))
-        })?;
+        let Some(parent) = self.tree.nodes.get(parent_path) else {
+            let missing = ApiError::at(ErrorCode::NoNode, parent_path)
+                .with_detail(format!("parent of {given}"));
+            return Err(self.absent(parent_path, missing));
+        };
+        self.require(&parent.acl, CREATE, given)?;
         if parent.kind == NodeKind::Ephemeral {
             return Err(ApiError::at(ErrorCode::NoChildrenForEphemerals, parent_path)
                 .with_detail(format!("parent of {given}")));
@@ -599,10 +795,15 @@ impl Txn<'_> {
             return Err(ApiError::at(ErrorCode::NodeExists, path));
         }
 
-        self.tree.check_room(&path, 1, stored_bytes_of(&path, &request.data))?;
+        let bytes = stored_bytes_of(&path, &request.data);
+        self.tree.check_room(&path, 1, bytes)?;
+        self.check_quota(&self.caller.name, 1, bytes, &path)?;
+        let acl = self.caller.acl_to_store(request.acl.as_deref(), &parent.acl, &path)?;
 
         self.add_child(parent_path, &name, cversion);
-        let mut node = Znode::new(request.data.clone(), kind, self.zxid, self.time_ms);
+        let creator = self.caller.name.clone();
+        let mut node =
+            Znode::new(request.data.clone(), kind, self.zxid, self.time_ms, acl.clone(), creator);
         if let Some(owner) = owner {
             node.ephemeral_owner = owner.0;
         }
@@ -610,7 +811,7 @@ impl Txn<'_> {
         self.tree.index(&path, &node);
         self.tree.nodes.insert(path.clone(), node);
         self.undo.push(Undo::Created { path: path.clone() });
-        self.changes.push((EventKind::Created, path.clone()));
+        self.changes.push(Change { kind: EventKind::Created, path: path.clone(), acl });
         Ok((path, stat))
     }
 
@@ -619,16 +820,21 @@ impl Txn<'_> {
         path::validate(path)?;
         check_data_size(path, &request.data)?;
         self.check_reserved(path)?;
-        let node =
-            self.tree.nodes.get(path).ok_or_else(|| ApiError::at(ErrorCode::NoNode, path))?;
+        let Some(node) = self.tree.nodes.get(path) else {
+            return Err(self.absent(path, ApiError::at(ErrorCode::NoNode, path)));
+        };
+        self.require(&node.acl, WRITE, path)?;
         check_version(path, node, request.version)?;
         let growth = request.data.len().saturating_sub(node.data.len()) as u64;
         self.tree.check_room(path, 0, growth)?;
+        // The bytes count against whoever created the znode.
+        self.check_quota(&node.creator, 0, growth, path)?;
+        let (creator, acl) = (node.creator.clone(), node.acl.clone());
+        let before = node.data.len() as u64;
+        self.tree.resize(&creator, before, request.data.len() as u64);
         let node =
             self.tree.nodes.get_mut(path).ok_or_else(|| ApiError::at(ErrorCode::NoNode, path))?;
         let data = std::mem::replace(&mut node.data, Arc::new(request.data.clone()));
-        self.tree.stored_bytes =
-            self.tree.stored_bytes + request.data.len() as u64 - data.len() as u64;
         self.undo.push(Undo::Set {
             path: path.to_string(),
             data,
@@ -641,7 +847,7 @@ impl Txn<'_> {
         node.mzxid = self.zxid;
         node.mtime = self.time_ms;
         let stat = node.stat();
-        self.changes.push((EventKind::DataChanged, path.to_string()));
+        self.changes.push(Change { kind: EventKind::DataChanged, path: path.to_string(), acl });
         Ok(stat)
     }
 
@@ -653,8 +859,12 @@ impl Txn<'_> {
                 .with_detail("the root cannot be deleted"));
         }
         self.check_reserved(path)?;
-        let node =
-            self.tree.nodes.get(path).ok_or_else(|| ApiError::at(ErrorCode::NoNode, path))?;
+        let Some(node) = self.tree.nodes.get(path) else {
+            return Err(self.absent(path, ApiError::at(ErrorCode::NoNode, path)));
+        };
+        if let Some(parent) = self.tree.nodes.get(path::parent(path)) {
+            self.require(&parent.acl, DELETE, path)?;
+        }
         check_version(path, node, request.version)?;
         if !node.children.is_empty() {
             return Err(ApiError::at(ErrorCode::NotEmpty, path)
@@ -666,8 +876,10 @@ impl Txn<'_> {
 
     fn check(&mut self, path: &str, version: u32) -> Result<(), ApiError> {
         path::validate(path)?;
-        let node =
-            self.tree.nodes.get(path).ok_or_else(|| ApiError::at(ErrorCode::NoNode, path))?;
+        let Some(node) = self.tree.nodes.get(path) else {
+            return Err(self.absent(path, ApiError::at(ErrorCode::NoNode, path)));
+        };
+        self.require(&node.acl, READ, path)?;
         check_version(path, node, Some(version))
     }
 
@@ -703,8 +915,9 @@ impl Txn<'_> {
         };
         debug_assert!(node.children.is_empty(), "removing {path} with children");
         self.tree.unindex(path, &node);
+        let acl = node.acl.clone();
         self.undo.push(Undo::Deleted { path: path.to_string(), node });
-        self.changes.push((EventKind::Deleted, path.to_string()));
+        self.changes.push(Change { kind: EventKind::Deleted, path: path.to_string(), acl });
         let parent_path = path::parent(path);
         let name = path::name(path);
         if let Some(parent) = self.tree.nodes.get_mut(parent_path) {
@@ -721,7 +934,9 @@ impl Txn<'_> {
             if parent.kind == NodeKind::Container && parent.children.is_empty() {
                 self.emptied.push(parent_path.to_string());
             }
-            self.changes.push((EventKind::ChildrenChanged, parent_path.to_string()));
+            let acl = parent.acl.clone();
+            let change = Change { kind: EventKind::ChildrenChanged, path: parent_path.into(), acl };
+            self.changes.push(change);
         }
     }
 
@@ -737,7 +952,9 @@ impl Txn<'_> {
             parent.children.insert(name.to_string());
             parent.cversion = cversion;
             parent.pzxid = self.zxid;
-            self.changes.push((EventKind::ChildrenChanged, parent_path.to_string()));
+            let acl = parent.acl.clone();
+            let change = Change { kind: EventKind::ChildrenChanged, path: parent_path.into(), acl };
+            self.changes.push(change);
         }
     }
 
@@ -756,12 +973,13 @@ impl Txn<'_> {
                 }
                 Undo::Set { path, data, version, mzxid, mtime } => {
                     if let Some(node) = self.tree.nodes.get_mut(&path) {
-                        self.tree.stored_bytes =
-                            self.tree.stored_bytes + data.len() as u64 - node.data.len() as u64;
+                        let (creator, now) = (node.creator.clone(), node.data.len() as u64);
                         node.data = data;
                         node.version = version;
                         node.mzxid = mzxid;
                         node.mtime = mtime;
+                        let before = node.data.len() as u64;
+                        self.tree.resize(&creator, now, before);
                     }
                 }
                 Undo::Child { parent, name, added, cversion, pzxid } => {
@@ -786,7 +1004,11 @@ impl DataTree {
     /// Adds a znode to the derived indexes (TTL znodes, each session's ephemerals) and its
     /// bytes to the tree's count.
     fn index(&mut self, path: &str, node: &Znode) {
-        self.stored_bytes += stored_bytes_of(path, &node.data);
+        let bytes = stored_bytes_of(path, &node.data);
+        self.stored_bytes += bytes;
+        let held = self.usage.entry(node.creator.clone()).or_default();
+        held.znodes += 1;
+        held.bytes += bytes;
         match node.kind {
             NodeKind::Ttl { .. } => {
                 self.ttl_nodes.insert(path.to_string());
@@ -801,7 +1023,9 @@ impl DataTree {
 
     /// Removes a znode from the derived indexes and its bytes from the tree's count.
     fn unindex(&mut self, path: &str, node: &Znode) {
-        self.stored_bytes -= stored_bytes_of(path, &node.data);
+        let bytes = stored_bytes_of(path, &node.data);
+        self.stored_bytes -= bytes;
+        self.release(&node.creator, Usage { znodes: 1, bytes, ..Usage::default() });
         match node.kind {
             NodeKind::Ttl { .. } => {
                 self.ttl_nodes.remove(path);
@@ -817,6 +1041,27 @@ impl DataTree {
             }
             NodeKind::Persistent | NodeKind::Container => {}
         }
+    }
+}
+
+impl DataTree {
+    /// Takes what `name` no longer holds off its count.
+    fn release(&mut self, name: &str, gone: Usage) {
+        if let Some(held) = self.usage.get_mut(name) {
+            held.znodes = held.znodes.saturating_sub(gone.znodes);
+            held.bytes = held.bytes.saturating_sub(gone.bytes);
+            held.sessions = held.sessions.saturating_sub(gone.sessions);
+            if *held == Usage::default() {
+                self.usage.remove(name);
+            }
+        }
+    }
+
+    /// A znode of `creator`'s went from `from` to `to` bytes of data.
+    fn resize(&mut self, creator: &std::sync::Arc<str>, from: u64, to: u64) {
+        self.stored_bytes = (self.stored_bytes + to).saturating_sub(from);
+        let held = self.usage.entry(creator.clone()).or_default();
+        held.bytes = (held.bytes + to).saturating_sub(from);
     }
 }
 
@@ -867,7 +1112,7 @@ mod tests {
     use cairn_wire::Stat;
 
     use super::*;
-    use crate::store::SessionId;
+    use crate::store::{Principal, SessionId};
 
     fn create(path: &str) -> Action {
         Action::Create(CreateRequest {
@@ -876,6 +1121,7 @@ mod tests {
             mode: CreateMode::Persistent,
             sequential: false,
             ttl_ms: None,
+            acl: None,
         })
     }
 
@@ -886,6 +1132,7 @@ mod tests {
             mode,
             sequential,
             ttl_ms,
+            acl: None,
         })
     }
 
@@ -925,7 +1172,7 @@ mod tests {
             last = tree.apply(
                 zxid,
                 zxid * 1000,
-                &Write::sessionless(action.clone()),
+                &Write::system(action.clone()),
                 &mut Effects::default(),
             );
             tree.check_invariants().unwrap_or_else(|e| panic!("after {action:?}: {e}"));
@@ -978,6 +1225,7 @@ mod tests {
             mode: CreateMode::Persistent,
             sequential: false,
             ttl_ms: None,
+            acl: None,
         });
         let cases = vec![
             Case {
@@ -1246,6 +1494,7 @@ mod tests {
                             mode: CreateMode::Persistent,
                             sequential: false,
                             ttl_ms: None,
+                            acl: None,
                         }),
                         MultiOp::Delete(DeleteRequest { path: "/k".into(), version: None }),
                         check("/k", 0),
@@ -1352,8 +1601,7 @@ mod tests {
         let mut zxid = 0;
         let mut apply = |tree: &mut DataTree, action: Action| {
             zxid += 1;
-            let reply =
-                tree.apply(zxid, zxid, &Write::sessionless(action), &mut Effects::default());
+            let reply = tree.apply(zxid, zxid, &Write::system(action), &mut Effects::default());
             tree.check_invariants().expect("invariants");
             match reply {
                 Ok(Reply::Multi { results }) => results.iter().find_map(|result| match result {
@@ -1403,9 +1651,9 @@ mod tests {
     fn time_never_goes_back() {
         let mut tree = DataTree::new();
         let mut effects = Effects::default();
-        tree.apply(1, 5000, &Write::sessionless(create("/a")), &mut effects).expect("create");
+        tree.apply(1, 5000, &Write::system(create("/a")), &mut effects).expect("create");
         // A new leader whose clock is behind stamps an earlier time.
-        tree.apply(2, 4000, &Write::sessionless(set("/a", "x", None)), &mut effects).expect("set");
+        tree.apply(2, 4000, &Write::system(set("/a", "x", None)), &mut effects).expect("set");
         assert_eq!(stat(&tree, "/a").mtime, 5000);
         tree.check_invariants().expect("invariants");
     }
@@ -1415,7 +1663,7 @@ mod tests {
         let mut tree = DataTree::new();
         let writes = [create("/a"), create("/a"), create("/a/b"), set("/a", "x", Some(0))];
         let command =
-            Command { time_ms: 1000, writes: writes.into_iter().map(Write::sessionless).collect() };
+            Command { time_ms: 1000, writes: writes.into_iter().map(Write::system).collect() };
         let replies = tree
             .apply_command(7, &command, &mut Effects::default(), &crate::store::recipes::NoRecipes)
             .expect("no fault");
@@ -1442,7 +1690,8 @@ mod tests {
         let mut apply =
             |tree: &mut DataTree, session: Option<u64>, action: Action, effects: &mut Effects| {
                 zxid += 1;
-                let write = Write { session: session.map(SessionId), action };
+                let write =
+                    Write { session: session.map(SessionId), principal: Principal::System, action };
                 let reply = tree.apply(zxid, zxid * 1000, &write, effects);
                 tree.check_invariants().unwrap_or_else(|e| panic!("after {write:?}: {e}"));
                 reply
@@ -1490,7 +1739,8 @@ mod tests {
         assert_eq!(ended.ended_sessions, vec![SessionId(1)]);
         for path in ["/e", "/c/e", "/c"] {
             assert!(tree.exists(path).expect("valid").is_none(), "{path} outlived its session");
-            assert!(ended.changes.contains(&(EventKind::Deleted, path.to_string())), "{path}");
+            let deleted = |c: &Change| c.kind == EventKind::Deleted && c.path == path;
+            assert!(ended.changes.iter().any(deleted), "{path}");
         }
         assert!(tree.session(SessionId(1)).is_none());
         assert_eq!(
@@ -1526,8 +1776,7 @@ mod tests {
                 .into_iter()
                 .enumerate()
         {
-            tree.apply(zxid as u64 + 1, 0, &Write::sessionless(action), &mut effects)
-                .expect("applies");
+            tree.apply(zxid as u64 + 1, 0, &Write::system(action), &mut effects).expect("applies");
         }
         let expected = [
             (EventKind::ChildrenChanged, "/"),
@@ -1539,13 +1788,13 @@ mod tests {
             (EventKind::ChildrenChanged, "/a"),
         ];
         let got: Vec<(EventKind, &str)> =
-            effects.changes.iter().map(|(k, p)| (*k, p.as_str())).collect();
+            effects.changes.iter().map(|c| (c.kind, c.path.as_str())).collect();
         assert_eq!(got, expected);
 
         // A refused multi reports no change at all.
         let mut refused = Effects::default();
         let failing = multi(vec![create("/z"), delete("/missing", None)]);
-        tree.apply(9, 0, &Write::sessionless(failing), &mut refused).expect("answers");
+        tree.apply(9, 0, &Write::system(failing), &mut refused).expect("answers");
         assert!(refused.changes.is_empty(), "{refused:?}");
     }
 

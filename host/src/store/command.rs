@@ -1,9 +1,9 @@
 //! Commands: what one Raft log entry asks of the tree.
 
-use cairn_wire::{CreateRequest, DeleteRequest, MultiOp, SetRequest};
+use cairn_wire::{AclEntry, CreateRequest, DeleteRequest, MultiOp, Quota, SetRequest};
 use serde::{Deserialize, Serialize};
 
-use super::{SecretHash, SessionId};
+use super::{Principal, SecretHash, SessionId, TokenHash};
 
 /// The payload of a log entry: the actions of one group commit, applied in order, each on its
 /// own (one failing does not undo another), all under the entry's zxid; and the leader's
@@ -14,19 +14,21 @@ pub struct Command {
     pub writes: Vec<Write>,
 }
 
-/// One client's write: the action, and the session of the stream that sent it (ephemeral
-/// creates belong to it; session actions act on it).
+/// One client's write: the action, the session of the stream that sent it (ephemeral creates
+/// belong to it; session actions act on it), and the principal it speaks for (every replica
+/// checks the same rights against the same state).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Write {
     #[serde(default)]
     pub session: Option<SessionId>,
+    pub principal: Principal,
     pub action: Action,
 }
 
 impl Write {
-    /// A write from no session (a sessionless stream, or the node itself).
-    pub fn sessionless(action: Action) -> Write {
-        Write { session: None, action }
+    /// A write of the node itself (the TTL reaper, session expiry, built-in recipes).
+    pub fn system(action: Action) -> Write {
+        Write { session: None, principal: Principal::System, action }
     }
 }
 
@@ -37,6 +39,29 @@ pub enum Action {
     Set(SetRequest),
     Delete(DeleteRequest),
     Multi(Vec<MultiOp>),
+    /// Replace a znode's ACL, if its aversion is `version` (when given).
+    SetAcl {
+        path: String,
+        acl: Vec<AclEntry>,
+        version: Option<u32>,
+    },
+    /// Keep a token's hash for principal `name`; the proposing node answers its client with
+    /// the token.
+    CreateToken {
+        name: String,
+        hash: TokenHash,
+    },
+    RevokeToken {
+        name: String,
+    },
+    SetAdmin {
+        name: String,
+        admin: bool,
+    },
+    SetQuota {
+        name: String,
+        quota: Quota,
+    },
     /// Delete every TTL znode whose time has come, as of the entry's time.
     ReapTtl,
     /// Open a session. The node that proposes it chose the secret and keeps it to answer its
@@ -60,6 +85,8 @@ pub enum Action {
         /// The recipe runtime of the node that proposed it: the first deploy records it as the
         /// cluster's, the same on every replica whatever runtime each one runs.
         runtime: String,
+        /// Who a new name belongs to; the deployer when absent.
+        owner: Option<String>,
     },
     RetireRecipe {
         name: String,
@@ -120,6 +147,13 @@ impl Action {
                 Action::InvokeRecipe { name, op, args, .. } => name.len() + op.len() + args.len(),
                 Action::RetireRecipe { name, .. } => name.len(),
                 Action::AdoptRecipeRuntime { runtime } => runtime.len(),
+                Action::SetAcl { path, acl, .. } => {
+                    path.len() + acl.iter().map(|e| e.id.len() + OVERHEAD_BYTES).sum::<usize>()
+                }
+                Action::CreateToken { name, .. }
+                | Action::RevokeToken { name }
+                | Action::SetAdmin { name, .. }
+                | Action::SetQuota { name, .. } => name.len(),
                 Action::FreezeRecipes
                 | Action::ReapTtl
                 | Action::OpenSession { .. }

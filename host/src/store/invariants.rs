@@ -82,6 +82,20 @@ impl DataTree {
         if stored != self.stored_bytes {
             return Err(format!("{} stored bytes counted, {stored} held", self.stored_bytes));
         }
+        let held = |usage: &std::collections::BTreeMap<std::sync::Arc<str>, cairn_wire::Usage>| {
+            usage
+                .iter()
+                .filter(|(_, usage)| **usage != cairn_wire::Usage::default())
+                .map(|(name, usage)| (name.clone(), *usage))
+                .collect::<Vec<_>>()
+        };
+        if held(&self.usage) != held(&super::usage_of(&self.nodes, &self.sessions)) {
+            return Err("what principals hold is counted out of step".into());
+        }
+        for (node_path, node) in &self.nodes {
+            cairn_wire::access::validate_acl(&node.acl)
+                .map_err(|why| format!("{node_path}: stored ACL: {why}"))?;
+        }
         if self.sessions.keys().any(|id| id.0 >= self.next_session_id) {
             return Err("a session id at or above the next one".into());
         }

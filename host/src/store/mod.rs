@@ -6,6 +6,7 @@
 //! timestamp the leader stamped on the entry, so every replica that applies the same log holds
 //! the same tree.
 
+pub mod access;
 mod apply;
 mod command;
 mod invariants;
@@ -14,9 +15,10 @@ pub mod recipes;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use cairn_wire::{ApiError, ChildEntry, ErrorCode, EventKind, Stat, path};
+use cairn_wire::{ApiError, ChildEntry, ErrorCode, EventKind, Stat, Usage, path};
 use serde::{Deserialize, Serialize};
 
+pub use access::{AccessTable, Acl, Caller, Principal, TokenHash};
 pub use command::{Action, Command, Write};
 use recipes::RecipeTable;
 
@@ -40,6 +42,9 @@ pub struct Session {
     /// client, which proves a reconnecting client owns the session. Only the hash is in the
     /// state, the log and snapshots: whoever reads them cannot take a session over.
     pub secret_hash: SecretHash,
+    /// The principal that opened it: only that principal may resume it, and its sessions
+    /// count against its quota.
+    pub principal: String,
 }
 
 /// The SHA-256 of a session secret.
@@ -61,10 +66,19 @@ impl SecretHash {
 /// watches, sessions ended for their connections.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Effects {
-    pub changes: Vec<(EventKind, String)>,
+    pub changes: Vec<Change>,
     pub ended_sessions: Vec<SessionId>,
     /// Messages recipes addressed to sessions, delivered after commit.
     pub notifications: Vec<Notification>,
+}
+
+/// One change to the tree, for the watches: what happened, where, and the ACL that decides who
+/// may hear of it (the znode's own; for a children change, the parent's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub kind: EventKind,
+    pub path: String,
+    pub acl: Acl,
 }
 
 /// A message a recipe addressed to a session with a stake in it.
@@ -108,10 +122,21 @@ pub struct Znode {
     version: u32,
     cversion: u32,
     ephemeral_owner: u64,
+    acl: Acl,
+    aversion: u32,
+    /// The principal that created it, whose quota it counts against.
+    creator: Arc<str>,
 }
 
 impl Znode {
-    fn new(data: Vec<u8>, kind: NodeKind, zxid: u64, time_ms: u64) -> Znode {
+    fn new(
+        data: Vec<u8>,
+        kind: NodeKind,
+        zxid: u64,
+        time_ms: u64,
+        acl: Acl,
+        creator: Arc<str>,
+    ) -> Znode {
         Znode {
             data: Arc::new(data),
             kind,
@@ -124,7 +149,14 @@ impl Znode {
             version: 0,
             cversion: 0,
             ephemeral_owner: 0,
+            acl,
+            aversion: 0,
+            creator,
         }
+    }
+
+    pub fn acl(&self) -> &Acl {
+        &self.acl
     }
 
     pub fn data(&self) -> &[u8] {
@@ -144,7 +176,7 @@ impl Znode {
             mtime: self.mtime,
             version: self.version,
             cversion: self.cversion,
-            aversion: 0,
+            aversion: self.aversion,
             ephemeral_owner: self.ephemeral_owner,
             // Both are bounded far below u32::MAX: data by ZNODE_DATA_BYTES_MAX, children by
             // the parent's u32 cversion, which counts every child ever added.
@@ -169,6 +201,11 @@ pub struct DataTree {
     ephemerals: BTreeMap<SessionId, BTreeSet<String>>,
     /// Deployed recipes.
     recipes: RecipeTable,
+    /// Administrators, tokens, quotas.
+    access: AccessTable,
+    /// What each principal holds (znodes and bytes it created, sessions it opened). Derived
+    /// from `nodes` and `sessions`; not part of the snapshot.
+    usage: BTreeMap<Arc<str>, Usage>,
     /// The zxid of the last entry applied.
     last_zxid: u64,
     /// The latest leader timestamp applied: entries from a leader whose clock is behind never
@@ -214,9 +251,9 @@ struct TreeImage {
     sessions: BTreeMap<SessionId, Session>,
     next_session_id: u64,
     recipes: RecipeTable,
+    access: AccessTable,
     last_zxid: u64,
     clock_ms: u64,
-    #[serde(default)]
     fencing_token: u64,
 }
 
@@ -230,8 +267,23 @@ impl DataTree {
     /// A tree holding only the root.
     pub fn new() -> DataTree {
         let mut nodes = BTreeMap::new();
-        nodes.insert("/".to_string(), Znode::new(Vec::new(), NodeKind::Persistent, 0, 0));
+        let root = Znode::new(
+            Vec::new(),
+            NodeKind::Persistent,
+            0,
+            0,
+            access::root_acl(),
+            cairn_wire::access::SYSTEM.into(),
+        );
+        nodes.insert("/".to_string(), root);
+        let usage = [(
+            Arc::from(cairn_wire::access::SYSTEM),
+            Usage { znodes: 1, bytes: stored_bytes_of("/", &[]), ..Usage::default() },
+        )]
+        .into();
         DataTree {
+            access: AccessTable::default(),
+            usage,
             nodes,
             ttl_nodes: BTreeSet::new(),
             sessions: BTreeMap::new(),
@@ -337,6 +389,37 @@ impl DataTree {
         &self.recipes
     }
 
+    /// Administrators, tokens and quotas.
+    pub fn access(&self) -> &AccessTable {
+        &self.access
+    }
+
+    /// What `name` holds: its sessions, and the znodes and bytes it created.
+    pub fn usage(&self, name: &str) -> Usage {
+        self.usage.get(name).copied().unwrap_or_default()
+    }
+
+    /// Who `principal` is as of this state (`auth-failed` for a revoked token).
+    pub fn caller(&self, principal: &Principal) -> Result<Caller, ApiError> {
+        self.access.caller(principal)
+    }
+
+    /// Whether `caller` may learn what is at `path`: `no-auth` unless it may read the znode,
+    /// or, when there is none, the nearest znode above it (whose children say it is not there).
+    pub fn check_read(&self, caller: &Caller, path: &str) -> Result<(), ApiError> {
+        path::validate(path)?;
+        let mut at = path;
+        loop {
+            if let Some(node) = self.nodes.get(at) {
+                return caller.require(&node.acl, cairn_wire::access::READ, path);
+            }
+            if at == "/" {
+                return Err(ApiError::at(ErrorCode::NoAuth, path));
+            }
+            at = path::parent(at);
+        }
+    }
+
     /// Whether `session` owns an ephemeral znode below `prefix` (a namespace root): its stake in
     /// that recipe.
     pub fn owns_ephemeral_below(&self, session: SessionId, prefix: &str) -> bool {
@@ -366,6 +449,7 @@ impl DataTree {
             sessions: &'a BTreeMap<SessionId, Session>,
             next_session_id: u64,
             recipes: &'a RecipeTable,
+            access: &'a AccessTable,
             last_zxid: u64,
             clock_ms: u64,
             fencing_token: u64,
@@ -375,6 +459,7 @@ impl DataTree {
             sessions: &self.sessions,
             next_session_id: self.next_session_id,
             recipes: &self.recipes,
+            access: &self.access,
             last_zxid: self.last_zxid,
             clock_ms: self.clock_ms,
             fencing_token: self.fencing_token,
@@ -383,7 +468,12 @@ impl DataTree {
 
     /// Decodes a tree from a snapshot and checks it whole before anyone reads it.
     pub fn from_image(bytes: &[u8]) -> Result<DataTree, ImageError> {
-        let image: TreeImage = rmp_serde::from_slice(bytes)?;
+        let mut image: TreeImage = rmp_serde::from_slice(bytes)?;
+        // Znodes that shared an ACL before the snapshot share it again.
+        let mut shared: std::collections::HashMap<Acl, Acl> = std::collections::HashMap::new();
+        for node in image.nodes.values_mut() {
+            node.acl = shared.entry(node.acl.clone()).or_insert_with(|| node.acl.clone()).clone();
+        }
         let ttl_nodes = image
             .nodes
             .iter()
@@ -398,7 +488,10 @@ impl DataTree {
         }
         let stored_bytes =
             image.nodes.iter().map(|(path, node)| stored_bytes_of(path, &node.data)).sum();
+        let usage = usage_of(&image.nodes, &image.sessions);
         let tree = DataTree {
+            access: image.access,
+            usage,
             stored_bytes,
             limits: TreeLimits::DEFAULT,
             nodes: image.nodes,
@@ -435,6 +528,23 @@ pub enum ImageError {
     Decode(#[from] rmp_serde::decode::Error),
     #[error("snapshot image breaks an invariant: {0}")]
     Invariant(String),
+}
+
+/// What each principal holds in `nodes` and `sessions`.
+fn usage_of(
+    nodes: &BTreeMap<String, Znode>,
+    sessions: &BTreeMap<SessionId, Session>,
+) -> BTreeMap<Arc<str>, Usage> {
+    let mut usage: BTreeMap<Arc<str>, Usage> = BTreeMap::new();
+    for (path, node) in nodes {
+        let held = usage.entry(node.creator.clone()).or_default();
+        held.znodes += 1;
+        held.bytes += stored_bytes_of(path, &node.data);
+    }
+    for session in sessions.values() {
+        usage.entry(session.principal.as_str().into()).or_default().sessions += 1;
+    }
+    usage
 }
 
 fn ttl_expired(node: &Znode, now_ms: u64) -> bool {

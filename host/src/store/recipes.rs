@@ -12,7 +12,7 @@ use std::sync::Arc;
 use cairn_wire::{ApiError, CreateMode, CreateRequest, DeleteRequest, ErrorCode, SetRequest, Stat};
 use serde::{Deserialize, Serialize};
 
-use super::{DataTree, Effects, SessionId};
+use super::{Caller, DataTree, Effects, SessionId};
 
 /// Where every recipe's namespace lives; clients may read below it but not write.
 pub const RESERVED_ROOT: &str = "/cairn";
@@ -77,6 +77,10 @@ pub struct RecipeTable {
     /// recipe per session that held one then.
     #[serde(default)]
     pub pending_hooks: Vec<PendingHook>,
+    /// Who each name belongs to: its owner (or an administrator) deploys its new versions.
+    /// The built-ins belong to `system`.
+    #[serde(default)]
+    pub owners: BTreeMap<String, String>,
 }
 
 /// A session-end hook that waits for the recipes to thaw.
@@ -156,6 +160,9 @@ pub struct RecipeCall<'a> {
     pub deployed: &'a Deployed,
     /// The session the call comes from (none for the host's own calls).
     pub session: Option<SessionId>,
+    /// Who invoked it (the node itself for session hooks): what the recipe creates counts
+    /// against its quota.
+    pub caller: &'a Caller,
     pub zxid: u64,
     pub time_ms: u64,
     pub entry: Entry<'a>,
@@ -226,8 +233,8 @@ pub struct RecipeTxn {
 }
 
 impl RecipeTxn {
-    pub fn new(zxid: u64, time_ms: u64, session: Option<SessionId>) -> RecipeTxn {
-        RecipeTxn { parts: super::apply::TxnParts::new(zxid, time_ms, session) }
+    pub fn new(zxid: u64, time_ms: u64, session: Option<SessionId>, caller: Caller) -> RecipeTxn {
+        RecipeTxn { parts: super::apply::TxnParts::new(zxid, time_ms, session, caller) }
     }
 
     pub fn create(
@@ -239,8 +246,14 @@ impl RecipeTxn {
         sequential: bool,
     ) -> Result<String, ApiError> {
         let mode = if ephemeral { CreateMode::Ephemeral } else { CreateMode::Persistent };
-        let request =
-            CreateRequest { path: path.to_string(), data, mode, sequential, ttl_ms: None };
+        let request = CreateRequest {
+            path: path.to_string(),
+            data,
+            mode,
+            sequential,
+            ttl_ms: None,
+            acl: None,
+        };
         self.parts.with(tree, |txn| txn.create(&request)).map(|(path, _)| path)
     }
 

@@ -27,11 +27,12 @@ struct Raw {
 impl Raw {
     async fn connect(node: &Server, alpn: Option<&[u8]>) -> anyhow::Result<Raw> {
         let ca = std::fs::read(node.ca_file())?;
+        let admin = node.admin();
         let config = match alpn {
             None => {
                 // Kept alive, as a real client keeps itself: a raw client that neither sends nor
                 // reads must be closed by the node, not by its own idle timer.
-                let mut config = cairn_client::quic_client_config(&ca)?;
+                let mut config = cairn_client::quic_client_config(&admin)?;
                 let mut transport = quinn::TransportConfig::default();
                 transport.keep_alive_interval(Some(Duration::from_secs(1)));
                 config.transport_config(Arc::new(transport));

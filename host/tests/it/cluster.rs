@@ -159,7 +159,7 @@ async fn a_client_fails_over_to_another_node_keeping_its_session() -> anyhow::Re
         order.map(|id| cluster.nodes[id as usize - 1].addr().to_string()).collect();
     let client = cairn_client::Client::connect_with_timeout(
         &servers.join(","),
-        cluster.ca_file(),
+        &cluster.admin(),
         Duration::from_secs(6),
     )
     .await?;
@@ -205,7 +205,7 @@ async fn a_session_opened_on_a_follower_of_an_old_leader_lives() -> anyhow::Resu
 
     let client = cairn_client::Client::connect_with_timeout(
         &cluster.nodes[follower as usize - 1].addr().to_string(),
-        cluster.ca_file(),
+        &cluster.admin(),
         timeout,
     )
     .await?;
@@ -412,7 +412,7 @@ async fn a_rolling_restart_under_load_loses_nothing() -> anyhow::Result<()> {
         order.rotate_left(writer);
         let client = cairn_client::Client::connect_with_timeout(
             &order.join(","),
-            cluster.ca_file(),
+            &cluster.admin(),
             Duration::from_secs(8),
         )
         .await?;
@@ -530,7 +530,7 @@ async fn a_partitioned_leader_acknowledges_nothing_and_rejoins() -> anyhow::Resu
 async fn a_node_serves_with_the_certificate_files_it_is_given() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let names = ["127.0.0.1".to_string(), "localhost".to_string()];
-    let (files, _) = cairn::tls::ensure_dev_certificates(&dir.path().join("pki"), &names)?;
+    let (files, _) = cairn::tls::ensure_dev_certificates(&dir.path().join("pki"), &names, 1)?;
     let compiled = compiled_dir();
     let data = dir.path().join("node");
     let node = cairn_tests::Server::start(
@@ -550,7 +550,8 @@ async fn a_node_serves_with_the_certificate_files_it_is_given() -> anyhow::Resul
         ],
     )?;
     assert!(!data.join("tls").exists(), "no development certificates written");
-    let client = cairn_client::Client::connect(&node.addr().to_string(), &files.ca).await?;
+    let admin = cairn_tests::admin_in(&dir.path().join("pki"));
+    let client = cairn_client::Client::connect(&node.addr().to_string(), &admin).await?;
     client.create("/signed", Vec::new(), CreateOptions::persistent()).await?;
     Ok(())
 }

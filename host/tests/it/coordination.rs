@@ -17,7 +17,7 @@ const DEADLINE: Duration = Duration::from_secs(60);
 async fn short_session(node: &cairn_tests::Server) -> anyhow::Result<Client> {
     Ok(Client::connect_with_timeout(
         &node.addr().to_string(),
-        node.ca_file(),
+        &node.admin(),
         Duration::from_secs(2),
     )
     .await?)

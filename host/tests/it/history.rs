@@ -96,7 +96,7 @@ async fn histories_under_leader_failures_are_linearizable() -> anyhow::Result<()
     let dir = tempfile::tempdir()?;
     let mut cluster = start_cluster(dir.path(), 3, &[])?;
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr().to_string()).collect();
-    let ca = cluster.ca_file();
+    let admin = cluster.admin();
     let setup = cluster.client(1).await?;
     setup.create("/h", Vec::new(), CreateOptions::persistent()).await?;
 
@@ -104,8 +104,10 @@ async fn histories_under_leader_failures_are_linearizable() -> anyhow::Result<()
     let connect = |first: usize| {
         let mut order: Vec<String> = addrs.clone();
         order.rotate_left(first % addrs.len());
-        let ca = ca.clone();
-        async move { Client::connect_with_timeout(&order.join(","), ca, Duration::from_secs(8)).await }
+        let admin = admin.clone();
+        async move {
+            Client::connect_with_timeout(&order.join(","), &admin, Duration::from_secs(8)).await
+        }
     };
     let events: Arc<Mutex<Vec<Event>>> = Arc::default();
     let mut workers = Vec::new();

@@ -190,7 +190,7 @@ async fn a_dead_holders_lock_passes_to_the_next_waiter() -> anyhow::Result<()> {
     let timeout = Duration::from_secs(2);
     let doomed = cairn_client::Client::connect_with_timeout(
         &node.addr().to_string(),
-        node.ca_file(),
+        &node.admin(),
         timeout,
     )
     .await?;
@@ -278,7 +278,7 @@ async fn election_moves_on_when_the_leader_dies() -> anyhow::Result<()> {
     let (_dir, node) = start_node(&[])?;
     let short = Duration::from_secs(2);
     let leader =
-        cairn_client::Client::connect_with_timeout(&node.addr().to_string(), node.ca_file(), short)
+        cairn_client::Client::connect_with_timeout(&node.addr().to_string(), &node.admin(), short)
             .await?;
     let follower = node.client().await?;
     let mut told = follower.notifications();
@@ -317,7 +317,7 @@ async fn semaphore_permits_return_with_their_session() -> anyhow::Result<()> {
     let (_dir, node) = start_node(&[])?;
     let short = Duration::from_secs(2);
     let doomed =
-        cairn_client::Client::connect_with_timeout(&node.addr().to_string(), node.ca_file(), short)
+        cairn_client::Client::connect_with_timeout(&node.addr().to_string(), &node.admin(), short)
             .await?;
     let steady = node.client().await?;
     let waiting = node.client().await?;

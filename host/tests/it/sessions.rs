@@ -15,7 +15,7 @@ async fn client_with_timeout(
     node: &cairn_tests::Server,
     timeout: Duration,
 ) -> anyhow::Result<Client> {
-    Ok(Client::connect_with_timeout(&node.addr().to_string(), node.ca_file(), timeout).await?)
+    Ok(Client::connect_with_timeout(&node.addr().to_string(), &node.admin(), timeout).await?)
 }
 
 async fn exists(client: &Client, path: &str) -> bool {
@@ -94,7 +94,7 @@ async fn ephemerals_cannot_have_children_and_need_a_live_session() -> anyhow::Re
 
     let too_short = Client::connect_with_timeout(
         &node.addr().to_string(),
-        node.ca_file(),
+        &node.admin(),
         Duration::from_millis(1),
     )
     .await;
@@ -131,7 +131,7 @@ async fn a_dropped_connection_that_comes_back_keeps_the_session() -> anyhow::Res
     let relay = Relay::start(node.addr()).await?;
     let holder = Client::connect_with_timeout(
         &relay.addr().to_string(),
-        node.ca_file(),
+        &node.admin(),
         Duration::from_secs(10),
     )
     .await?;

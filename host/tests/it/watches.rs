@@ -174,7 +174,7 @@ async fn events_missed_while_disconnected_are_delivered() -> anyhow::Result<()> 
     let relay = Relay::start(node.addr()).await?;
     let watcher = Client::connect_with_timeout(
         &relay.addr().to_string(),
-        node.ca_file(),
+        &node.admin(),
         Duration::from_secs(10),
     )
     .await?;
@@ -232,7 +232,7 @@ async fn a_watcher_is_told_to_resync_when_the_node_cannot_replay() -> anyhow::Re
     let relay = Relay::start(node.addr()).await?;
     let watcher = Client::connect_with_timeout(
         &relay.addr().to_string(),
-        node.ca_file(),
+        &node.admin(),
         Duration::from_secs(6),
     )
     .await?;

@@ -17,8 +17,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::Error;
 use crate::watches::Watchers;
+use crate::{Credentials, Error};
 
 /// Request frames waiting for the writer task; callers wait for room beyond this.
 const OUTGOING_FRAMES_MAX: usize = 1024;
@@ -54,14 +54,14 @@ impl Link {
     /// `last_zxid`.
     pub(crate) async fn open(
         server: &str,
-        ca_pem: &[u8],
+        credentials: &Credentials,
         events: EventRoute,
         last_zxid: Arc<AtomicU64>,
         idle_timeout: std::time::Duration,
     ) -> Result<Link, Error> {
         let connect_error = |reason: String| Error::Connect { server: server.to_string(), reason };
         let (host, addr) = resolve(server).await.map_err(connect_error)?;
-        let mut client_config = quic_client_config(ca_pem)?;
+        let mut client_config = quic_client_config(credentials)?;
         // A connection silent this long is dead: give up on it while the session can still be
         // resumed elsewhere.
         let mut transport = quinn::TransportConfig::default();
@@ -89,7 +89,7 @@ impl Link {
             reader.run(recv).await;
             let _ = done.send(true);
         });
-        Ok(Link {
+        let link = Link {
             inner: Arc::new(Inner {
                 connection,
                 _endpoint: endpoint,
@@ -98,7 +98,11 @@ impl Link {
                 next_id: AtomicU64::new(1),
                 reader_done,
             }),
-        })
+        };
+        if let Some(token) = &credentials.token {
+            link.call(Request::Authenticate { token: token.clone() }).await?;
+        }
+        Ok(link)
     }
 
     /// Sends one request and waits for its response: the zxid it reflects and the reply.
@@ -167,11 +171,12 @@ async fn resolve(server: &str) -> Result<(String, SocketAddr), String> {
 }
 
 /// The QUIC client configuration Cairn's client protocol needs: TLS 1.3 trusting the CA
-/// certificates in `ca_pem`, and the protocol's ALPN.
-pub fn quic_client_config(ca_pem: &[u8]) -> Result<quinn::ClientConfig, Error> {
+/// certificates of `credentials`, presenting its client certificate if it has one, and the
+/// protocol's ALPN.
+pub fn quic_client_config(credentials: &Credentials) -> Result<quinn::ClientConfig, Error> {
     let mut roots = rustls::RootCertStore::empty();
     let mut found = 0;
-    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+    for cert in CertificateDer::pem_slice_iter(&credentials.ca_pem) {
         let cert = cert.map_err(|e| Error::Tls(format!("bad CA certificate: {e}")))?;
         roots.add(cert).map_err(|e| Error::Tls(format!("bad CA certificate: {e}")))?;
         found += 1;
@@ -180,11 +185,26 @@ pub fn quic_client_config(ca_pem: &[u8]) -> Result<quinn::ClientConfig, Error> {
         return Err(Error::Tls("the CA file holds no certificate".into()));
     }
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| Error::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut tls = match &credentials.certificate {
+        None => builder.with_no_client_auth(),
+        Some((cert_pem, key_pem)) => {
+            let chain = CertificateDer::pem_slice_iter(cert_pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| Error::Tls(format!("bad client certificate: {e}")))?;
+            if chain.is_empty() {
+                return Err(Error::Tls("the certificate file holds no certificate".into()));
+            }
+            let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem)
+                .map_err(|e| Error::Tls(format!("bad client key: {e}")))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| Error::Tls(format!("unusable client certificate: {e}")))?
+        }
+    };
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = QuicClientConfig::try_from(tls).map_err(|e| Error::Tls(e.to_string()))?;
     Ok(quinn::ClientConfig::new(Arc::new(quic)))

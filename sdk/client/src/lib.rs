@@ -15,7 +15,11 @@
 //! # async fn example() -> Result<(), cairn_client::Error> {
 //! use cairn_client::{Client, CreateOptions};
 //!
-//! let client = Client::connect("127.0.0.1:7181", "cairn-data/tls/ca.pem").await?;
+//! use cairn_client::Credentials;
+//!
+//! let credentials = Credentials::from_ca_file("cairn-data/tls/ca.pem")?
+//!     .with_certificate_files("cairn-data/tls/admin.pem", "cairn-data/tls/admin-key.pem")?;
+//! let client = Client::connect("127.0.0.1:7181", &credentials).await?;
 //! client.create("/config", b"v1", CreateOptions::persistent()).await?;
 //! let (data, stat) = client.get("/config").await?;
 //! client.set("/config", b"v2", Some(stat.version)).await?; // compare-and-set
@@ -23,6 +27,7 @@
 //! ```
 
 mod connection;
+mod credentials;
 mod error;
 mod handles;
 mod lock;
@@ -32,10 +37,11 @@ mod rwlock;
 mod session;
 mod watches;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use cairn_wire::access::{ADMIN, ALL, CREATE, DELETE, READ, WRITE};
+pub use cairn_wire::{AclEntry, Quota, Usage};
 pub use cairn_wire::{
     ApiError, ChildEntry, CreateMode, ErrorCode, EventKind, MemberInfo, MultiOp, OpResult,
     RecipeInfo, RemoveKind, ServerInfo, SessionInfo, Stat,
@@ -44,6 +50,7 @@ use cairn_wire::{
     CreateRequest, DeleteRequest, MultiResult, Reply, Request, SetRequest, WatchKind, WatchSpec,
 };
 pub use connection::quic_client_config;
+pub use credentials::Credentials;
 pub use error::Error;
 pub use handles::{Election, Leader, LeaderWatch, Leadership, Permits, Semaphore};
 pub use lock::{Lock, LockGuard, LockStatus, MultiLock, MultiLockGuard};
@@ -104,6 +111,7 @@ impl CreateOptions {
             sequential: self.sequential,
             // Durations past u64 milliseconds are far past the TTL limit; the node refuses them.
             ttl_ms: self.ttl.map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+            acl: None,
         }
     }
 }
@@ -125,38 +133,29 @@ fn is_read(request: &Request) -> bool {
             | Request::ListSessions {}
             | Request::Ephemerals { .. }
             | Request::ListRecipes {}
+            | Request::WhoAmI {}
+            | Request::GetAcl { .. }
+            | Request::GetQuota { .. }
     )
 }
 
 impl Client {
-    /// Connects to the node at `server` (`host:port`), trusting the CA certificates in the PEM
-    /// file `ca_file`, and opens a session with the default timeout. `server` may list several
-    /// nodes of a cluster, `host:port,host:port,...` as ZooKeeper's connect string does: the
-    /// session opens on the first that answers, and after a lost connection it resumes on the
-    /// next, keeping its ephemerals and watches.
-    pub async fn connect(server: &str, ca_file: impl AsRef<Path>) -> Result<Client, Error> {
-        Client::connect_with_timeout(server, ca_file, DEFAULT_SESSION_TIMEOUT).await
+    /// Connects to the node at `server` (`host:port`) with `credentials` (the CA it trusts and
+    /// the identity it presents) and opens a session with the default timeout. `server` may
+    /// list several nodes of a cluster, `host:port,host:port,...` as ZooKeeper's connect string
+    /// does: the session opens on the first that answers, and after a lost connection it
+    /// resumes on the next, keeping its ephemerals and watches.
+    pub async fn connect(server: &str, credentials: &Credentials) -> Result<Client, Error> {
+        Client::connect_with_timeout(server, credentials, DEFAULT_SESSION_TIMEOUT).await
     }
 
     /// Connects like [`Client::connect`], asking for a session timeout of `session_timeout`.
     pub async fn connect_with_timeout(
         server: &str,
-        ca_file: impl AsRef<Path>,
+        credentials: &Credentials,
         session_timeout: Duration,
     ) -> Result<Client, Error> {
-        let ca_pem = std::fs::read(ca_file.as_ref()).map_err(|e| {
-            Error::Tls(format!("cannot read CA file {}: {e}", ca_file.as_ref().display()))
-        })?;
-        Client::connect_with_ca_pem(server, &ca_pem, session_timeout).await
-    }
-
-    /// Connects with the CA certificates given as PEM text.
-    pub async fn connect_with_ca_pem(
-        server: &str,
-        ca_pem: &[u8],
-        session_timeout: Duration,
-    ) -> Result<Client, Error> {
-        Ok(Client { shared: Shared::connect(server, ca_pem, session_timeout).await? })
+        Ok(Client { shared: Shared::connect(server, credentials, session_timeout).await? })
     }
 
     /// This client's session id.
@@ -446,6 +445,113 @@ impl Client {
         }
     }
 
+    /// Creates a znode with `acl` instead of its parent's ACL; returns the path it got.
+    pub async fn create_with_acl(
+        &self,
+        path: &str,
+        data: impl Into<Vec<u8>>,
+        options: CreateOptions,
+        acl: Vec<AclEntry>,
+    ) -> Result<String, Error> {
+        let mut request = options.request(path, data.into());
+        request.acl = Some(acl);
+        match self.call(Request::Create(request)).await? {
+            Reply::Created { path, .. } => Ok(path),
+            other => Err(unexpected("created", &other)),
+        }
+    }
+
+    /// A znode's ACL and stat (its `aversion` counts the ACL's changes).
+    pub async fn get_acl(&self, path: &str) -> Result<(Vec<AclEntry>, Stat), Error> {
+        match self.call(Request::GetAcl { path: path.to_string() }).await? {
+            Reply::Acl { acl, stat } => Ok((acl, stat)),
+            other => Err(unexpected("acl", &other)),
+        }
+    }
+
+    /// Replaces a znode's ACL, if its `aversion` is `version` (when given); returns its stat.
+    pub async fn set_acl(
+        &self,
+        path: &str,
+        acl: Vec<AclEntry>,
+        version: Option<u32>,
+    ) -> Result<Stat, Error> {
+        match self.call(Request::SetAcl { path: path.to_string(), acl, version }).await? {
+            Reply::Stat { stat } => Ok(stat),
+            other => Err(unexpected("stat", &other)),
+        }
+    }
+
+    /// The principal this client speaks for, and whether it administers the cluster.
+    pub async fn who_am_i(&self) -> Result<(String, bool), Error> {
+        match self.call(Request::WhoAmI {}).await? {
+            Reply::Identity { principal, admin } => Ok((principal, admin)),
+            other => Err(unexpected("identity", &other)),
+        }
+    }
+
+    /// Issues a token for principal `name` (administrators only). The cluster keeps only its
+    /// hash: this is the one chance to read it.
+    pub async fn create_token(&self, name: &str) -> Result<String, Error> {
+        match self.call(Request::CreateToken { name: name.to_string() }).await? {
+            Reply::Token { token, .. } => Ok(token),
+            other => Err(unexpected("token", &other)),
+        }
+    }
+
+    /// Revokes principal `name`'s token (administrators only).
+    pub async fn revoke_token(&self, name: &str) -> Result<(), Error> {
+        match self.call(Request::RevokeToken { name: name.to_string() }).await? {
+            Reply::TokenRevoked {} => Ok(()),
+            other => Err(unexpected("token-revoked", &other)),
+        }
+    }
+
+    /// Makes principal `name` an administrator or not (administrators only); returns the
+    /// administrators now.
+    pub async fn set_admin(&self, name: &str, admin: bool) -> Result<Vec<String>, Error> {
+        match self.call(Request::SetAdmin { name: name.to_string(), admin }).await? {
+            Reply::Admins { admins } => Ok(admins),
+            other => Err(unexpected("admins", &other)),
+        }
+    }
+
+    /// Sets what principal `name` may hold (administrators only).
+    pub async fn set_quota(&self, name: &str, quota: Quota) -> Result<(), Error> {
+        match self.call(Request::SetQuota { name: name.to_string(), quota }).await? {
+            Reply::Quota { .. } => Ok(()),
+            other => Err(unexpected("quota", &other)),
+        }
+    }
+
+    /// What principal `name` (this client's when `None`) may hold and holds now.
+    pub async fn quota(&self, name: Option<&str>) -> Result<(String, Quota, Usage), Error> {
+        match self.call(Request::GetQuota { name: name.map(String::from) }).await? {
+            Reply::Quota { name, quota, usage } => Ok((name, quota, usage)),
+            other => Err(unexpected("quota", &other)),
+        }
+    }
+
+    /// Deploys a new recipe name for `owner` (administrators only): its owner may deploy its
+    /// next versions.
+    pub async fn deploy_recipe_for(
+        &self,
+        name: &str,
+        owner: &str,
+        component: Vec<u8>,
+    ) -> Result<(u32, String), Error> {
+        let request = Request::DeployRecipe {
+            name: name.to_string(),
+            version: None,
+            component,
+            owner: Some(owner.to_string()),
+        };
+        match self.call(request).await? {
+            Reply::RecipeDeployed { version, hash, .. } => Ok((version, hash)),
+            other => Err(unexpected("recipe-deployed", &other)),
+        }
+    }
+
     /// Deploys a recipe component under `name` (as the next version unless `version` is given);
     /// returns the version and the component's hash.
     pub async fn deploy_recipe(
@@ -454,7 +560,8 @@ impl Client {
         version: Option<u32>,
         component: Vec<u8>,
     ) -> Result<(u32, String), Error> {
-        let request = Request::DeployRecipe { name: name.to_string(), version, component };
+        let request =
+            Request::DeployRecipe { name: name.to_string(), version, component, owner: None };
         match self.call(request).await? {
             Reply::RecipeDeployed { version, hash, .. } => Ok((version, hash)),
             other => Err(unexpected("recipe-deployed", &other)),

@@ -18,9 +18,9 @@ use cairn_wire::{
 };
 use tokio::sync::{mpsc, watch};
 
-use crate::Error;
 use crate::connection::{EventRoute, Link};
 use crate::watches::Watchers;
+use crate::{Credentials, Error};
 
 /// Shortest wait between reconnect attempts, in milliseconds.
 const RECONNECT_BACKOFF_MS_MIN: u64 = 50;
@@ -59,7 +59,7 @@ pub(crate) struct Shared {
     servers: Vec<String>,
     /// Which of `servers` the session is on (or was on when the connection dropped).
     current: std::sync::atomic::AtomicUsize,
-    ca_pem: Vec<u8>,
+    credentials: Credentials,
     /// The current connection; `None` while suspended and after the end.
     link: Mutex<Option<Link>>,
     pub(crate) keys: SessionKeys,
@@ -99,7 +99,7 @@ impl Shared {
     /// Connects, opens a session and starts its supervisor.
     pub(crate) async fn connect(
         server: &str,
-        ca_pem: &[u8],
+        credentials: &Credentials,
         timeout: Duration,
     ) -> Result<Arc<Shared>, Error> {
         let (supervisor, incoming) = mpsc::unbounded_channel();
@@ -115,7 +115,7 @@ impl Shared {
         for (index, server) in servers.iter().enumerate() {
             let attempt = async {
                 let link =
-                    Link::open(server, ca_pem, events.clone(), last_zxid.clone(), timeout / 2)
+                    Link::open(server, credentials, events.clone(), last_zxid.clone(), timeout / 2)
                         .await?;
                 match link.call(Request::OpenSession { timeout_ms }).await? {
                     (_, Reply::Session { session_id, secret, timeout_ms }) => {
@@ -138,7 +138,7 @@ impl Shared {
         let shared = Arc::new(Shared {
             servers,
             current: std::sync::atomic::AtomicUsize::new(index),
-            ca_pem: ca_pem.to_vec(),
+            credentials: credentials.clone(),
             link: Mutex::new(Some(link)),
             keys,
             state: watch::channel(SessionState::Connected).0,
@@ -231,7 +231,7 @@ impl Shared {
                     patience,
                     Link::open(
                         server,
-                        &self.ca_pem,
+                        &self.credentials,
                         self.events.clone(),
                         self.last_zxid.clone(),
                         idle_timeout,
@@ -257,7 +257,15 @@ impl Shared {
                     *self.link.lock().unwrap_or_else(PoisonError::into_inner) = Some(link);
                     return true;
                 }
-                Err(error) if error.code() == Some(ErrorCode::SessionExpired) => return false,
+                // Gone, or no longer this principal's to resume (its token was revoked).
+                Err(error)
+                    if matches!(
+                        error.code(),
+                        Some(ErrorCode::SessionExpired | ErrorCode::AuthFailed)
+                    ) =>
+                {
+                    return false;
+                }
                 Err(error) => tracing::debug!(%error, "reconnect failed; retrying"),
             }
             tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())))

@@ -57,7 +57,17 @@ pub enum ErrorCode {
     /// `recipe-limit`: the recipe went past what one call may do through its host calls
     /// (znodes created, bytes written, bytes moved, host calls). Nothing it wrote was kept.
     RecipeLimit,
-    /// `quota-exceeded`: the write would take the cluster past its node-wide bounds (znodes,
+    /// `no-auth`: the principal this connection speaks for lacks the permission the request
+    /// needs (an ACL, an administrator's right, a recipe's namespace).
+    NoAuth,
+    /// `auth-failed`: the token presented is not one the cluster knows (never issued or
+    /// revoked), or the session belongs to another principal.
+    AuthFailed,
+    /// `invalid-acl`: an ACL that is not well formed (unknown scheme, bad id, too many
+    /// entries), or one that would leave nobody able to change it.
+    InvalidAcl,
+    /// `quota-exceeded`: the request would take its principal past its quota (sessions,
+    /// connections, watches, znodes, bytes) or the cluster past its node-wide bounds (znodes,
     /// stored bytes, deployed recipes). Deletes still succeed, to make room.
     QuotaExceeded,
     /// `malformed-request`: the frame's body is not a valid request (bad encoding, unknown kind,
@@ -100,6 +110,9 @@ impl ErrorCode {
             ErrorCode::OutOfMemory => "out-of-memory",
             ErrorCode::RecipeTrap => "recipe-trap",
             ErrorCode::RecipeLimit => "recipe-limit",
+            ErrorCode::NoAuth => "no-auth",
+            ErrorCode::AuthFailed => "auth-failed",
+            ErrorCode::InvalidAcl => "invalid-acl",
             ErrorCode::QuotaExceeded => "quota-exceeded",
             ErrorCode::MalformedRequest => "malformed-request",
             ErrorCode::RequestTooLarge => "request-too-large",
@@ -133,6 +146,9 @@ impl ErrorCode {
             ErrorCode::OutOfMemory => "out of memory",
             ErrorCode::RecipeTrap => "recipe trap",
             ErrorCode::RecipeLimit => "recipe limit",
+            ErrorCode::NoAuth => "not authorized",
+            ErrorCode::AuthFailed => "authentication failed",
+            ErrorCode::InvalidAcl => "invalid ACL",
             ErrorCode::QuotaExceeded => "quota exceeded",
             ErrorCode::MalformedRequest => "malformed request",
             ErrorCode::RequestTooLarge => "request too large",
@@ -236,6 +252,9 @@ mod tests {
             ErrorCode::OutOfMemory,
             ErrorCode::RecipeTrap,
             ErrorCode::RecipeLimit,
+            ErrorCode::NoAuth,
+            ErrorCode::AuthFailed,
+            ErrorCode::InvalidAcl,
             ErrorCode::QuotaExceeded,
             ErrorCode::MalformedRequest,
             ErrorCode::RequestTooLarge,

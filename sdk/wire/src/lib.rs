@@ -7,11 +7,13 @@
 //! one bidirectional stream; each direction carries frames of a 4-byte big-endian length followed
 //! by a MessagePack body whose structs are maps keyed by field name.
 
+pub mod access;
 mod error;
 mod frame;
 mod message;
 pub mod path;
 
+pub use access::{AclEntry, Quota, Usage};
 pub use error::{ApiError, ErrorCode};
 pub use frame::{FRAME_HEADER_BYTES, FrameError, decode_body, encode_frame, frame_length};
 pub use message::{
@@ -75,6 +77,14 @@ pub const SET_WATCHES_BATCH_MAX: usize = 1_024;
 
 /// Most live sessions a cluster holds.
 pub const SESSIONS_MAX: usize = 100_000;
+
+/// The QUIC application error code a node closes a connection with when the client certificate
+/// does not name a principal (its common name is missing or not a valid principal name).
+pub const CLOSE_BAD_IDENTITY: u32 = 4;
+
+/// The QUIC application error code a node closes a connection with when its principal already
+/// holds as many connections to the node as its quota allows.
+pub const CLOSE_QUOTA_EXCEEDED: u32 = 5;
 
 /// The QUIC application error code a client closes its connection with when it is done.
 pub const CLOSE_CLIENT_DONE: u32 = 0;

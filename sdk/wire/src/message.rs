@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ApiError;
+use crate::access::{AclEntry, Quota, Usage};
 
 /// One request, with the id its response will carry. Ids are the client's choice; a client with
 /// several requests in flight keeps them distinct.
@@ -111,13 +112,16 @@ pub enum Request {
         session_id: Option<u64>,
     },
     /// Deploy a recipe component (a `cairn:recipe` world component) under `name`; as the next
-    /// version when `version` is absent.
+    /// version when `version` is absent. A new name needs an administrator, and belongs to
+    /// `owner` (the deployer when absent); a new version needs its owner or an administrator.
     DeployRecipe {
         name: String,
         #[serde(default)]
         version: Option<u32>,
         #[serde(with = "serde_bytes")]
         component: Vec<u8>,
+        #[serde(default)]
+        owner: Option<String>,
     },
     /// Retire one version of a recipe.
     RetireRecipe { name: String, version: u32 },
@@ -130,6 +134,37 @@ pub enum Request {
     AdoptRecipeRuntime {},
     /// List the deployed recipes.
     ListRecipes {},
+    /// Speak for the principal a token names from now on, on every stream of this connection.
+    Authenticate { token: String },
+    /// Who this connection speaks for.
+    WhoAmI {},
+    /// A znode's ACL and stat (needs read, or admin, on the znode).
+    GetAcl { path: String },
+    /// Replace a znode's ACL (needs admin on the znode). Refused with `bad-version` unless the
+    /// znode's `aversion` is `version`, when given.
+    SetAcl {
+        path: String,
+        acl: Vec<AclEntry>,
+        #[serde(default)]
+        version: Option<u32>,
+    },
+    /// Issue a token for principal `name` (administrators only). The reply carries the token,
+    /// once: the cluster keeps only its hash.
+    CreateToken { name: String },
+    /// Revoke principal `name`'s token (administrators only): connections that authenticated
+    /// with it are refused from their next request on.
+    RevokeToken { name: String },
+    /// Make principal `name` an administrator, or not (administrators only). The last one
+    /// cannot be removed.
+    SetAdmin { name: String, admin: bool },
+    /// Set what principal `name` may hold (administrators only).
+    SetQuota { name: String, quota: Quota },
+    /// What principal `name` (this connection's when absent) may hold and holds (its own, or
+    /// any for an administrator).
+    GetQuota {
+        #[serde(default)]
+        name: Option<String>,
+    },
     /// Run one operation of a recipe, atomically against the replicated state.
     Invoke {
         name: String,
@@ -215,6 +250,9 @@ pub struct CreateRequest {
     /// For [`CreateMode::Ttl`] only, and required there.
     #[serde(default)]
     pub ttl_ms: Option<u64>,
+    /// The new znode's ACL; its parent's when absent.
+    #[serde(default)]
+    pub acl: Option<Vec<AclEntry>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -319,6 +357,18 @@ pub enum Reply {
     RecipeRuntime { runtime: Option<String>, frozen: bool },
     /// To `list-recipes`, by name then version.
     Recipes { recipes: Vec<RecipeInfo> },
+    /// To `authenticate` and `who-am-i`: the principal this connection speaks for.
+    Identity { principal: String, admin: bool },
+    /// To `get-acl`.
+    Acl { acl: Vec<AclEntry>, stat: Stat },
+    /// To `create-token`: the token, which the cluster does not keep.
+    Token { name: String, token: String },
+    /// To `revoke-token`.
+    TokenRevoked {},
+    /// To `set-admin`: the administrators now.
+    Admins { admins: Vec<String> },
+    /// To `set-quota` and `get-quota`.
+    Quota { name: String, quota: Quota, usage: Usage },
     /// To `invoke`: the recipe's result, in its own encoding.
     Invoked {
         #[serde(with = "serde_bytes")]
@@ -332,6 +382,9 @@ pub struct SessionInfo {
     pub session_id: u64,
     pub timeout_ms: u64,
     pub ephemerals: u32,
+    /// The principal that opened it.
+    #[serde(default)]
+    pub principal: String,
 }
 
 /// What a node sends on a stream: a response to a request, or an event nobody asked for.
@@ -418,7 +471,7 @@ pub struct Stat {
     pub version: u32,
     /// Number of changes to the children.
     pub cversion: u32,
-    /// Number of changes to the ACL (always 0: Cairn has no per-znode ACLs yet).
+    /// Number of changes to the ACL.
     pub aversion: u32,
     /// Session id of the owner of an ephemeral znode, 0 otherwise.
     pub ephemeral_owner: u64,
@@ -518,6 +571,7 @@ mod tests {
                 mode: CreateMode::Ttl,
                 sequential: true,
                 ttl_ms: Some(5),
+                acl: None,
             }),
         };
         let bytes = encode_frame(&frame).expect("encodes");

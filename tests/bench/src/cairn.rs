@@ -1,11 +1,11 @@
 //! Cairn under test: `cairn serve` processes started by the harness the integration tests use
 //! (one node, or a cluster with development certificates), or a node already running.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use cairn_client::{Client, CreateOptions, ErrorCode, LockGuard};
+use cairn_client::{Client, CreateOptions, Credentials, ErrorCode, LockGuard};
 use cairn_tests::Server;
 use cairn_tests::cluster::Cluster;
 
@@ -18,7 +18,7 @@ const ROOT: &str = "/bench";
 #[derive(Debug)]
 pub struct Cairn {
     servers: Vec<String>,
-    ca: PathBuf,
+    credentials: Credentials,
     session_timeout: Duration,
     /// Keeps the processes started here running until dropped (which kills them).
     nodes: Nodes,
@@ -39,35 +39,40 @@ impl Cairn {
     pub async fn start(binary: &Path, dir: &Path, size: usize) -> anyhow::Result<Cairn> {
         let (servers, ca, nodes) = if size == 1 {
             let server = Server::start(binary, &dir.join("node"), &[])?;
-            (vec![server.addr().to_string()], server.ca_file(), Nodes::One(server))
+            (vec![server.addr().to_string()], server.admin(), Nodes::One(server))
         } else {
             let cluster = Cluster::start(binary, dir, size, &[])?;
             let servers = cluster.nodes.iter().map(|node| node.addr().to_string()).collect();
-            (servers, cluster.ca_file(), Nodes::Cluster { _running: cluster })
+            (servers, cluster.admin(), Nodes::Cluster { _running: cluster })
         };
         Cairn::running(servers, ca, nodes).await
     }
 
-    /// A node or cluster started elsewhere: `servers` as in a connect string.
+    /// A node or cluster started elsewhere: `servers` as in a connect string, reached as the
+    /// first administrator whose certificate is beside the CA file `ca`.
     pub async fn attach(servers: &str, ca: &Path) -> anyhow::Result<Cairn> {
         let servers = servers.split(',').map(str::to_string).collect();
-        Cairn::running(servers, ca.to_path_buf(), Nodes::Running).await
+        Cairn::running(servers, cairn_tests::admin_beside(ca), Nodes::Running).await
     }
 
-    /// The address, CA file and process id of a node started here alone.
-    pub fn single_node(&self) -> Option<(String, PathBuf, u32)> {
+    /// The address, the administrator's credentials and the process id of a node started
+    /// here alone.
+    pub fn single_node(&self) -> Option<(String, Credentials, u32)> {
         match &self.nodes {
-            Nodes::One(server) => {
-                Some((server.addr().to_string(), server.ca_file(), server.pid()?))
-            }
+            Nodes::One(server) => Some((server.addr().to_string(), server.admin(), server.pid()?)),
             _ => None,
         }
     }
 
-    async fn running(servers: Vec<String>, ca: PathBuf, nodes: Nodes) -> anyhow::Result<Cairn> {
-        let cairn = Cairn { servers, ca, session_timeout: Duration::from_secs(10), nodes };
+    async fn running(
+        servers: Vec<String>,
+        credentials: Credentials,
+        nodes: Nodes,
+    ) -> anyhow::Result<Cairn> {
+        let session_timeout = Duration::from_secs(10);
+        let cairn = Cairn { servers, credentials, session_timeout, nodes };
         // Ready once a write goes through (a cluster has elected a leader).
-        let client = Client::connect(&cairn.servers.join(","), &cairn.ca).await?;
+        let client = Client::connect(&cairn.servers.join(","), &cairn.credentials).await?;
         cairn_tests::wait_for("a write to go through", Duration::from_secs(60), || async {
             match client.create(ROOT, Vec::new(), CreateOptions::persistent()).await {
                 Ok(_) => true,
@@ -93,7 +98,7 @@ impl System for Cairn {
 
     async fn connect(&self, client: usize) -> anyhow::Result<CairnSession> {
         let server = &self.servers[client % self.servers.len()];
-        let client = Client::connect_with_timeout(server, &self.ca, self.session_timeout)
+        let client = Client::connect_with_timeout(server, &self.credentials, self.session_timeout)
             .await
             .with_context(|| format!("connecting to Cairn at {server}"))?;
         Ok(CairnSession { client })

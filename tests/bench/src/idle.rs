@@ -1,7 +1,6 @@
 //! Idle sessions: many clients connected to one node doing nothing but keeping their sessions
 //! alive, and what they cost the node in memory and CPU (read from /proc).
 
-use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -54,7 +53,7 @@ fn process_usage(pid: u32) -> anyhow::Result<(u64, f64)> {
 /// settle for the warm-up, then measures the node for the measured time.
 pub async fn measure(
     server: &str,
-    ca: &Path,
+    credentials: &cairn_client::Credentials,
     pid: u32,
     sessions: usize,
     timing: Timing,
@@ -64,7 +63,7 @@ pub async fn measure(
     let opening = Instant::now();
     while clients.len() < sessions {
         let batch = (clients.len()..sessions.min(clients.len() + OPEN_AT_ONCE))
-            .map(|_| Client::connect(server, ca));
+            .map(|_| Client::connect(server, credentials));
         for client in futures::future::join_all(batch).await {
             clients.push(client.with_context(|| format!("idle session {}", clients.len()))?);
         }

@@ -181,7 +181,7 @@ async fn main() -> anyhow::Result<()> {
         Command::IdleSessions(args) => {
             let record = idle::measure(
                 &args.server,
-                &args.ca,
+                &cairn_tests::admin_beside(&args.ca),
                 args.server_pid,
                 args.sessions,
                 args.timing.timing()?,
@@ -268,10 +268,10 @@ async fn compare(args: CompareArgs) -> anyhow::Result<()> {
                         repeat_all(&cairn, &CAIRN_ONLY, &args, &mut records).await?;
                     }
                     if nodes == 1 && args.idle_sessions > 0 {
-                        let (server, ca, pid) = cairn.single_node().context("one node")?;
+                        let (server, admin, pid) = cairn.single_node().context("one node")?;
                         let mut record = idle::measure(
                             &server,
-                            &ca,
+                            &admin,
                             pid,
                             args.idle_sessions,
                             args.timing.timing()?,
