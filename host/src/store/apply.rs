@@ -811,6 +811,7 @@ impl Txn<'_> {
         self.tree.index(&path, &node);
         self.tree.nodes.insert(path.clone(), node);
         self.undo.push(Undo::Created { path: path.clone() });
+        let acl = self.tree.governing_acl(&path, &acl).clone();
         self.changes.push(Change { kind: EventKind::Created, path: path.clone(), acl });
         Ok((path, stat))
     }
@@ -829,7 +830,8 @@ impl Txn<'_> {
         self.tree.check_room(path, 0, growth)?;
         // The bytes count against whoever created the znode.
         self.check_quota(&node.creator, 0, growth, path)?;
-        let (creator, acl) = (node.creator.clone(), node.acl.clone());
+        let (creator, acl) =
+            (node.creator.clone(), self.tree.governing_acl(path, &node.acl).clone());
         let before = node.data.len() as u64;
         self.tree.resize(&creator, before, request.data.len() as u64);
         let node =
@@ -915,7 +917,7 @@ impl Txn<'_> {
         };
         debug_assert!(node.children.is_empty(), "removing {path} with children");
         self.tree.unindex(path, &node);
-        let acl = node.acl.clone();
+        let acl = self.tree.governing_acl(path, &node.acl).clone();
         self.undo.push(Undo::Deleted { path: path.to_string(), node });
         self.changes.push(Change { kind: EventKind::Deleted, path: path.to_string(), acl });
         let parent_path = path::parent(path);
@@ -935,6 +937,7 @@ impl Txn<'_> {
                 self.emptied.push(parent_path.to_string());
             }
             let acl = parent.acl.clone();
+            let acl = self.tree.governing_acl(parent_path, &acl).clone();
             let change = Change { kind: EventKind::ChildrenChanged, path: parent_path.into(), acl };
             self.changes.push(change);
         }
@@ -953,6 +956,7 @@ impl Txn<'_> {
             parent.cversion = cversion;
             parent.pzxid = self.zxid;
             let acl = parent.acl.clone();
+            let acl = self.tree.governing_acl(parent_path, &acl).clone();
             let change = Change { kind: EventKind::ChildrenChanged, path: parent_path.into(), acl };
             self.changes.push(change);
         }

@@ -404,6 +404,19 @@ impl DataTree {
         self.access.caller(principal)
     }
 
+    /// The ACL that decides who may read `path`, whose own ACL is `own`: its own, but strictly
+    /// inside a recipe's namespace the namespace root's. A recipe's state is read as one thing:
+    /// what it creates keeps no ACL of its own worth setting, and a grant on the root reaches
+    /// what the recipe made before it.
+    pub fn governing_acl<'a>(&'a self, path: &str, own: &'a Acl) -> &'a Acl {
+        match recipes::recipe_path(path) {
+            Some((name, relative)) if relative != "/" => {
+                self.nodes.get(&recipes::namespace(name)).map_or(own, |root| &root.acl)
+            }
+            _ => own,
+        }
+    }
+
     /// Whether `caller` may learn what is at `path`: `no-auth` unless it may read the znode,
     /// or, when there is none, the nearest znode above it (whose children say it is not there).
     pub fn check_read(&self, caller: &Caller, path: &str) -> Result<(), ApiError> {
@@ -411,7 +424,8 @@ impl DataTree {
         let mut at = path;
         loop {
             if let Some(node) = self.nodes.get(at) {
-                return caller.require(&node.acl, cairn_wire::access::READ, path);
+                let acl = self.governing_acl(at, &node.acl);
+                return caller.require(acl, cairn_wire::access::READ, path);
             }
             if at == "/" {
                 return Err(ApiError::at(ErrorCode::NoAuth, path));

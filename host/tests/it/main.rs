@@ -1,6 +1,7 @@
 //! Integration tests of one node: a real `cairn serve` process on a loopback port picked at run
 //! time, with its data in a temporary directory.
 
+mod access;
 mod bad_input;
 mod cli;
 mod cluster;

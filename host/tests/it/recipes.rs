@@ -7,7 +7,7 @@ use cairn_client::ErrorCode;
 
 use crate::start_node;
 
-fn component(name: &str) -> Vec<u8> {
+pub fn component(name: &str) -> Vec<u8> {
     let path = format!("{}/cairn_recipe_{name}.wasm", env!("CAIRN_RECIPES_DIR"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
