@@ -1170,7 +1170,8 @@ async fn dev_cluster(args: DevClusterArgs) -> anyhow::Result<ExitCode> {
         }
     }
     out!(
-        "clients: --server 127.0.0.1:{} --ca {} (any node)",
+        "clients: --server 127.0.0.1:{} --ca {} (any node; the administrator's certificate, \
+         admin.pem, is beside it)",
         args.port,
         certs.join("ca.pem").display()
     );
@@ -1475,7 +1476,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     crate::files::make_private_by_default();
     let node = RunningNode::start(&config).await?;
     if node.generated_certificates() {
-        tracing::info!(ca = %node.ca_file().display(), "wrote development TLS certificates; clients trust the CA file");
+        tracing::info!(ca = %node.ca_file().display(), "wrote development TLS certificates and the administrator's client certificate (admin.pem) beside the CA; clients trust the CA file");
     }
     // One line for people and for scripts that wait for the node: where it listens.
     out!("cairn listening on {} (clients trust {})", node.client_addr(), node.ca_file().display());

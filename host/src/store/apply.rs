@@ -1118,6 +1118,17 @@ mod tests {
     use super::*;
     use crate::store::{Principal, SessionId};
 
+    fn request(path: &str) -> CreateRequest {
+        CreateRequest {
+            path: path.into(),
+            data: path.as_bytes().to_vec(),
+            mode: CreateMode::Persistent,
+            sequential: false,
+            ttl_ms: None,
+            acl: None,
+        }
+    }
+
     fn create(path: &str) -> Action {
         Action::Create(CreateRequest {
             path: path.into(),
@@ -1837,5 +1848,86 @@ mod tests {
         let image = tree.to_image().expect("encodes");
         let loaded = DataTree::from_image(&image).expect("loads");
         assert_eq!(loaded, tree);
+    }
+
+    /// Applies `action` as `principal` at the next zxid.
+    fn apply_as(
+        tree: &mut DataTree,
+        principal: &Principal,
+        action: Action,
+    ) -> Result<Reply, ApiError> {
+        let zxid = tree.last_zxid() + 1;
+        let write = Write { session: None, principal: principal.clone(), action };
+        let reply = tree.apply(zxid, zxid, &write, &mut Effects::default());
+        tree.check_invariants().expect("invariants hold");
+        reply
+    }
+
+    #[test]
+    fn a_multi_with_one_op_it_may_not_do_changes_nothing_and_counts_nothing() {
+        use cairn_wire::access::{ALL, READ};
+        let mut tree = DataTree::new();
+        let alice = Principal::Certificate("alice".into());
+        let acl = vec![AclEntry::user("alice", ALL)];
+        let mut app = CreateRequest { acl: Some(acl), ..request("/app") };
+        app.data = Vec::new();
+        apply_as(&mut tree, &Principal::System, Action::Create(app)).expect("created");
+        let locked =
+            CreateRequest { acl: Some(vec![AclEntry::user("alice", READ)]), ..request("/ro") };
+        apply_as(&mut tree, &Principal::System, Action::Create(locked)).expect("created");
+        let before = tree.clone();
+
+        // Two creates alice may do, then one under a znode she may only read.
+        let ops = vec![
+            MultiOp::Create(request("/app/a")),
+            MultiOp::Create(request("/app/b")),
+            MultiOp::Create(request("/ro/c")),
+        ];
+        let Ok(Reply::Multi { results }) = apply_as(&mut tree, &alice, Action::Multi(ops)) else {
+            panic!("a multi answers per operation");
+        };
+        assert!(matches!(&results[2], MultiResult::Error(e) if e.code == ErrorCode::NoAuth));
+        assert!(tree.node("/app/a").is_none());
+        assert_eq!(tree.usage("alice"), Usage::default(), "nothing left counted against alice");
+        assert_eq!(tree.nodes, before.nodes);
+
+        // Done alone, the creates count against alice, and deleting gives the room back.
+        apply_as(&mut tree, &alice, create("/app/a")).expect("created");
+        assert_eq!(tree.usage("alice").znodes, 1);
+        apply_as(&mut tree, &alice, delete("/app/a", None)).expect("deleted");
+        assert_eq!(tree.usage("alice"), Usage::default());
+    }
+
+    #[test]
+    fn an_acl_changes_only_with_admin_right_and_the_expected_aversion() {
+        use cairn_wire::access::{ADMIN, ALL, READ};
+        let mut tree = DataTree::new();
+        let (alice, bob) =
+            (Principal::Certificate("alice".into()), Principal::Certificate("bob".into()));
+        let acl = vec![AclEntry::user("alice", ADMIN), AclEntry::user("bob", READ)];
+        let app = CreateRequest { acl: Some(acl), ..request("/app") };
+        apply_as(&mut tree, &Principal::System, Action::Create(app)).expect("created");
+        let set = |version| Action::SetAcl {
+            path: "/app".into(),
+            acl: vec![AclEntry::anyone(ALL)],
+            version,
+        };
+        let refused = apply_as(&mut tree, &bob, set(None)).expect_err("bob may only read");
+        assert_eq!(refused.code, ErrorCode::NoAuth);
+        let stale = apply_as(&mut tree, &alice, set(Some(3))).expect_err("stale aversion");
+        assert_eq!(stale.code, ErrorCode::BadVersion);
+        let Ok(Reply::Stat { stat }) = apply_as(&mut tree, &alice, set(Some(0))) else {
+            panic!("set");
+        };
+        assert_eq!(stat.aversion, 1);
+        assert_eq!(**tree.node("/app").expect("there").acl(), [AclEntry::anyone(ALL)]);
+        // A missing znode is no-auth to whoever may not read above it, no-node to who may.
+        let missing = Action::SetAcl { path: "/nope/x".into(), acl: Vec::new(), version: None };
+        assert_eq!(
+            apply_as(&mut tree, &bob, missing.clone()).expect_err("").code,
+            ErrorCode::NoAuth
+        );
+        let readable = Action::SetAcl { path: "/app/x".into(), acl: Vec::new(), version: None };
+        assert_eq!(apply_as(&mut tree, &bob, readable).expect_err("").code, ErrorCode::NoNode);
     }
 }

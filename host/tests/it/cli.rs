@@ -262,3 +262,62 @@ fn a_closed_pipe_ends_the_output_quietly() -> anyhow::Result<()> {
     assert!(output.status.success(), "{:?}: {}", output.status, stderr(&output));
     Ok(())
 }
+
+/// README's "Who may do what" walkthrough, as typed (from the directory holding the node's
+/// `cairn-data`, with CAIRN_SERVER naming the node's port), then tokens.
+#[test]
+fn access_walkthrough() -> anyhow::Result<()> {
+    let (dir, node) = start_node(&[])?;
+    let server = node.addr().to_string();
+    let run = |args: &[&str], token: Option<&str>| -> anyhow::Result<Output> {
+        let mut command = Command::new(binary());
+        command.args(args).current_dir(dir.path()).env("CAIRN_SERVER", &server);
+        for key in ["CAIRN_CA", "CAIRN_CERT", "CAIRN_KEY", "CAIRN_TOKEN"] {
+            command.env_remove(key);
+        }
+        if let Some(token) = token {
+            command.env("CAIRN_TOKEN", token);
+        }
+        Ok(command.stdin(Stdio::null()).output()?)
+    };
+    let alice = ["--cert", "alice/alice.pem", "--key", "alice/alice-key.pem"];
+    fn as_alice<'a>(args: &[&'a str], alice: &[&'a str]) -> Vec<&'a str> {
+        [args, alice].concat()
+    }
+
+    assert_eq!(ok(run(&["whoami"], None)?), "admin (administrator)\n");
+    assert_eq!(ok(run(&["create", "/shared", "for the team"], None)?), "/shared\n");
+    assert_eq!(ok(run(&["create", "/private", "not for alice"], None)?), "/private\n");
+    assert_eq!(
+        ok(run(&["cert", "issue", "alice", "--out", "alice"], None)?),
+        "alice/alice.pem\nalice/alice-key.pem\n"
+    );
+    assert_eq!(ok(run(&["acl", "set", "/shared", "user:alice:r"], None)?), "");
+    assert_eq!(ok(run(&as_alice(&["get", "/shared"], &alice), None)?), "for the team\n");
+    let private = run(&as_alice(&["get", "/private"], &alice), None)?;
+    assert_eq!(stderr(&private), "error: not authorized: /private (alice may not read here)\n");
+    let create = run(&as_alice(&["create", "/shared/x"], &alice), None)?;
+    assert_eq!(
+        stderr(&create),
+        "error: not authorized: /shared/x (alice may not create children here)\n"
+    );
+    let anonymous = run(&["get", "/shared", "--anonymous"], None)?;
+    assert_eq!(
+        stderr(&anonymous),
+        "error: not authorized: /shared (anonymous may not read here)\n"
+    );
+    assert_eq!(ok(run(&["acl", "get", "/shared"], None)?), "user:alice:r\naversion = 1\n");
+
+    // Tokens: issued once, spoken with, revoked.
+    let token = ok(run(&["token", "create", "ci"], None)?).trim().to_string();
+    assert_eq!(token.len(), 64, "{token}");
+    ok(run(&["acl", "set", "/shared", "user:alice:r,user:ci:rw", "--version", "1"], None)?);
+    let stale = run(&["acl", "set", "/shared", "user:alice:r", "--version", "1"], None)?;
+    assert!(stderr(&stale).starts_with("error: bad version: /shared"), "{}", stderr(&stale));
+    assert_eq!(ok(run(&["whoami"], Some(&token))?), "ci\n");
+    ok(run(&["set", "/shared", "v2"], Some(&token))?);
+    ok(run(&["token", "revoke", "ci"], None)?);
+    let revoked = run(&["get", "/shared"], Some(&token))?;
+    assert!(stderr(&revoked).contains("authentication failed"), "{}", stderr(&revoked));
+    Ok(())
+}
