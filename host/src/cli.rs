@@ -961,11 +961,11 @@ async fn run_client_command(client: &Client, command: Command) -> anyhow::Result
             if args.client.json {
                 let sessions: Vec<_> = sessions
                     .iter()
-                    .map(|s| json!({ "session_id": format!("{:#x}", s.session_id), "timeout_ms": s.timeout_ms, "ephemerals": s.ephemerals }))
+                    .map(|s| json!({ "session_id": format!("{:#x}", s.session_id), "timeout_ms": s.timeout_ms, "ephemerals": s.ephemerals, "principal": s.principal }))
                     .collect();
                 print_json(&json!({ "sessions": sessions }))?;
             } else {
-                out!("{:<20} {:>10} {:>10}", "SESSION", "TIMEOUT_MS", "EPHEMERALS");
+                out!("{:<20} {:>10} {:>10}  PRINCIPAL", "SESSION", "TIMEOUT_MS", "EPHEMERALS");
                 for session in &sessions {
                     let this = if session.session_id == client.session_id() {
                         "  (this command)"
@@ -973,10 +973,11 @@ async fn run_client_command(client: &Client, command: Command) -> anyhow::Result
                         ""
                     };
                     out!(
-                        "{:<20} {:>10} {:>10}{this}",
+                        "{:<20} {:>10} {:>10}  {}{this}",
                         format!("{:#x}", session.session_id),
                         session.timeout_ms,
-                        session.ephemerals
+                        session.ephemerals,
+                        session.principal
                     );
                 }
             }

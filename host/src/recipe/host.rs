@@ -66,6 +66,16 @@ impl CallState {
         if budget.exceeded.is_some() { Err(store::Error::TooLarge) } else { Ok(()) }
     }
 
+    /// A write's error, for the guest. A refusal of the caller's rights or quota is also
+    /// kept, to end the call with it.
+    fn write_error(&mut self, refused: ApiError) -> store::Error {
+        let code = error(refused.clone());
+        if matches!(refused.code, ErrorCode::NoAuth | ErrorCode::QuotaExceeded) {
+            self.budget.refused.get_or_insert(refused);
+        }
+        code
+    }
+
     fn txn_error() -> store::Error {
         // The transaction is only taken after the call returns; a host call cannot see that.
         store::Error::InvalidPath
@@ -137,8 +147,9 @@ impl store::Host for CallState {
             let mut shared = self.lock();
             let Shared { tree, txn } = &mut *shared;
             let txn = txn.as_mut().ok_or_else(CallState::txn_error)?;
-            txn.create(tree, &absolute, data, ephemeral, sequential).map_err(error)?
+            txn.create(tree, &absolute, data, ephemeral, sequential)
         };
+        let created = created.map_err(|refused| self.write_error(refused))?;
         Ok(self.relative(&created))
     }
 
@@ -150,10 +161,13 @@ impl store::Host for CallState {
     ) -> Result<store::Stat, store::Error> {
         self.charge(relative.len() + data.len(), data.len(), 0)?;
         let absolute = self.absolute(&relative)?;
-        let mut shared = self.lock();
-        let Shared { tree, txn } = &mut *shared;
-        let txn = txn.as_mut().ok_or_else(CallState::txn_error)?;
-        txn.set(tree, &absolute, data, version).map(stat).map_err(error)
+        let set = {
+            let mut shared = self.lock();
+            let Shared { tree, txn } = &mut *shared;
+            let txn = txn.as_mut().ok_or_else(CallState::txn_error)?;
+            txn.set(tree, &absolute, data, version)
+        };
+        set.map(stat).map_err(|refused| self.write_error(refused))
     }
 
     fn delete(&mut self, relative: String, version: Option<u32>) -> Result<(), store::Error> {
@@ -162,10 +176,13 @@ impl store::Host for CallState {
             return Err(store::Error::InvalidPath);
         }
         let absolute = self.absolute(&relative)?;
-        let mut shared = self.lock();
-        let Shared { tree, txn } = &mut *shared;
-        let txn = txn.as_mut().ok_or_else(CallState::txn_error)?;
-        txn.delete(tree, &absolute, version).map_err(error)
+        let deleted = {
+            let mut shared = self.lock();
+            let Shared { tree, txn } = &mut *shared;
+            let txn = txn.as_mut().ok_or_else(CallState::txn_error)?;
+            txn.delete(tree, &absolute, version)
+        };
+        deleted.map_err(|refused| self.write_error(refused))
     }
 }
 

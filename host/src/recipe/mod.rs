@@ -195,6 +195,9 @@ struct CallBudget {
     znodes_created: u32,
     /// The first bound passed: the call ends with `recipe-limit`.
     exceeded: Option<String>,
+    /// The first write refused for the caller's rights or quota (`no-auth`, `quota-exceeded`):
+    /// the call ends with it, whatever the recipe makes of it, so the caller hears why.
+    refused: Option<ApiError>,
 }
 
 impl WasiView for CallState {
@@ -585,6 +588,8 @@ struct Ran {
     memory_refused: bool,
     /// The per-call bound the call's host calls passed, if any: it fails whatever it returned.
     limit: Option<String>,
+    /// A write refused for the caller's rights or quota: it fails whatever it returned.
+    refused: Option<ApiError>,
     /// The host failed to run the call at all (not the recipe's doing): the node must stop.
     host_fault: Option<String>,
     notifications: Vec<Notification>,
@@ -629,6 +634,7 @@ fn run(
                 outcome: Err(error),
                 memory_refused: false,
                 limit: None,
+                refused: None,
                 host_fault: Some(host_fault),
                 notifications: Vec::new(),
                 live: None,
@@ -649,9 +655,10 @@ fn run(
     };
     let memory_refused = store.data().memory_refused;
     let limit = store.data_mut().budget.exceeded.take();
+    let refused = store.data_mut().budget.refused.take();
     let notifications = std::mem::take(&mut store.data_mut().notifications);
     let live = recipe.map(|recipe| Live { store, recipe, calls: calls + 1 });
-    Ran { outcome, memory_refused, limit, host_fault: None, notifications, live }
+    Ran { outcome, memory_refused, limit, refused, host_fault: None, notifications, live }
 }
 
 impl RecipeRuntime {
@@ -832,10 +839,11 @@ impl RecipeRunner for RecipeRuntime {
                 if let Some(live) = ran.live {
                     self.keep_live(call.zxid, name.clone(), live);
                 }
-                match (ran.host_fault, ran.limit) {
-                    (Some(why), _) => Err(fault(ErrorCode::Internal, &name, why)),
-                    (None, Some(why)) => Err(fault(ErrorCode::RecipeLimit, &name, why)),
-                    (None, None) => classify(&name, ran.outcome, ran.memory_refused)
+                match (ran.host_fault, ran.limit, ran.refused) {
+                    (Some(why), _, _) => Err(fault(ErrorCode::Internal, &name, why)),
+                    (None, Some(why), _) => Err(fault(ErrorCode::RecipeLimit, &name, why)),
+                    (None, None, Some(refused)) => Err(refused),
+                    (None, None, None) => classify(&name, ran.outcome, ran.memory_refused)
                         .map(|result| (result, ran.notifications)),
                 }
             }

@@ -21,8 +21,8 @@ use super::recipes::{
     RecipeCall, RecipeRunner, RecipeTxn, is_reserved, namespace, recipe_path, validate_name,
 };
 use super::{
-    Action, Caller, Change, Command, DataTree, Effects, NodeFault, NodeKind, SecretHash, Session,
-    SessionId, Write, Znode, stored_bytes_of, ttl_expired,
+    Acl, Action, Caller, Change, Command, DataTree, Effects, NodeFault, NodeKind, SecretHash,
+    Session, SessionId, Write, Znode, stored_bytes_of, ttl_expired,
 };
 
 impl DataTree {
@@ -574,11 +574,12 @@ impl Txn<'_> {
         Ok(())
     }
 
-    /// `no-auth` at `path` unless the caller holds `perms` in `acl` (a recipe in its own
-    /// namespace always does).
-    fn require(&self, acl: &[AclEntry], perms: u32, path: &str) -> Result<(), ApiError> {
+    /// `no-auth` at `path` unless the caller holds `perms` in `acl`. A recipe acts with its
+    /// caller's rights, as the ACL of its namespace root grants them (the one that governs
+    /// everything the recipe holds).
+    fn require(&self, acl: &Acl, perms: u32, path: &str) -> Result<(), ApiError> {
         if self.privileged {
-            return Ok(());
+            return self.caller.require(self.tree.governing_acl(path, acl), perms, path);
         }
         self.caller.require(acl, perms, path)
     }

@@ -178,10 +178,14 @@ async fn administrators_rights_and_recipe_owners() -> anyhow::Result<()> {
     let bob = connect(&node, &user(&node, dir.path(), "bob")?).await?;
     let component = crate::recipes::component("counter");
 
-    // invoke: write on /cairn/recipes/counter.
+    // invoke: write on /cairn/recipes/counter; the recipe then acts with alice's rights
+    // there, so a new counter (a new znode) needs create too.
     refused(alice.invoke("counter", None, "add", counter_add()).await, ErrorCode::NoAuth);
-    let granted = vec![AclEntry::user("alice", READ | WRITE)];
-    admin.set_acl("/cairn/recipes/counter", granted, None).await?;
+    let namespace = "/cairn/recipes/counter";
+    admin.set_acl(namespace, vec![AclEntry::user("alice", READ | WRITE)], None).await?;
+    refused(alice.invoke("counter", None, "add", counter_add()).await, ErrorCode::NoAuth);
+    let granted = vec![AclEntry::user("alice", READ | WRITE | CREATE)];
+    admin.set_acl(namespace, granted, None).await?;
     alice.invoke("counter", None, "add", counter_add()).await?;
     refused(bob.invoke("counter", None, "add", counter_add()).await, ErrorCode::NoAuth);
 
@@ -301,6 +305,10 @@ async fn quotas_bound_each_principal() -> anyhow::Result<()> {
     refused(second.get_watch("/a/3").await, ErrorCode::QuotaExceeded);
     let (_, _, usage) = admin.quota(Some("alice")).await?;
     assert_eq!((usage.sessions, usage.znodes, usage.watches), (2, 2, 1));
+    // What a recipe creates for alice counts against her quota, and the call says so.
+    let use_counter = vec![AclEntry::user("alice", ALL & !ADMIN)];
+    admin.set_acl("/cairn/recipes/counter", use_counter, None).await?;
+    refused(alice.invoke("counter", None, "add", counter_add()).await, ErrorCode::QuotaExceeded);
     // Administrators are not bounded by anyone's quota; alice's does not touch bob's.
     for n in 0..3 {
         admin.create(&format!("/a/admin-{n}"), Vec::new(), CreateOptions::persistent()).await?;
@@ -371,7 +379,7 @@ async fn a_grant_on_a_recipe_reaches_everything_it_holds() -> anyhow::Result<()>
     let held = admin.lock("jobs").acquire().await?;
     refused(alice.lock("jobs").try_acquire().await, ErrorCode::NoAuth);
 
-    let granted = vec![AclEntry::user("alice", READ | WRITE)];
+    let granted = vec![AclEntry::user("alice", ALL & !ADMIN)];
     admin.set_acl("/cairn/recipes/fair-lock", granted, None).await?;
     let waiting = tokio::spawn(async move {
         let guard = alice.lock("jobs").acquire().await?;
