@@ -1131,14 +1131,7 @@ mod tests {
     }
 
     fn create(path: &str) -> Action {
-        Action::Create(CreateRequest {
-            path: path.into(),
-            data: path.as_bytes().to_vec(),
-            mode: CreateMode::Persistent,
-            sequential: false,
-            ttl_ms: None,
-            acl: None,
-        })
+        Action::Create(request(path))
     }
 
     fn create_as(path: &str, mode: CreateMode, sequential: bool, ttl_ms: Option<u64>) -> Action {
