@@ -25,7 +25,7 @@ use cairn_wire::{
 };
 use tokio::sync::mpsc;
 
-use crate::store::{Acl, Caller, DataTree, Effects, SessionId};
+use crate::store::{Acl, Caller, DataTree, Effects, Principal, SessionId};
 
 /// Changes kept for replay to persistent watches after a reconnect.
 pub const CHANGE_HISTORY_MAX: usize = 100_000;
@@ -200,7 +200,9 @@ impl Outbox {
 #[derive(Debug)]
 struct Binding {
     outbox: Outbox,
-    /// Who the stream speaks for: what its watches may hear of.
+    /// Who the stream speaks for, and what that principal is as of the applied state: what
+    /// its watches may hear of.
+    principal: Principal,
     reader: Caller,
     watches: BTreeSet<WatchSpec>,
     /// Bytes of the watched paths, against [`WATCH_PATH_BYTES_PER_SESSION_MAX`].
@@ -208,8 +210,8 @@ struct Binding {
 }
 
 impl Binding {
-    fn new(outbox: Outbox, reader: Caller) -> Binding {
-        Binding { outbox, reader, watches: BTreeSet::new(), watched_path_bytes: 0 }
+    fn new(outbox: Outbox, principal: Principal, reader: Caller) -> Binding {
+        Binding { outbox, principal, reader, watches: BTreeSet::new(), watched_path_bytes: 0 }
     }
 
     fn remove(&mut self, spec: &WatchSpec) -> bool {
@@ -257,22 +259,11 @@ impl WatchHub {
     }
 
     /// Binds a session to a stream's outbox, dropping the watches of any stream bound before.
-    /// Its watches hear only of what `reader` may read.
-    pub fn bind(&self, session: SessionId, outbox: Outbox, reader: Caller) {
+    /// Its watches hear only of what `principal` (now `reader`) may read.
+    pub fn bind(&self, session: SessionId, outbox: Outbox, principal: Principal, reader: Caller) {
         let mut hub = self.lock();
         hub.unbind(session);
-        hub.bindings.insert(session, Binding::new(outbox, reader));
-    }
-
-    /// Makes a bound session's watches hear what `reader` may read from now on (its connection
-    /// authenticated as another principal).
-    pub fn set_reader(&self, session: SessionId, reader: Caller) {
-        let mut hub = self.lock();
-        let Some(binding) = hub.bindings.get_mut(&session) else { return };
-        let (old, count) = (std::mem::replace(&mut binding.reader, reader), binding.watches.len());
-        let new = binding.reader.name.clone();
-        hub.release(&old.name, count as u64);
-        *hub.held.entry(new).or_default() += count as u64;
+        hub.bindings.insert(session, Binding::new(outbox, principal, reader));
     }
 
     /// How many watches `name`'s sessions hold on this node.
@@ -379,7 +370,7 @@ impl WatchHub {
 
     /// Forgets the history and every watch after the state jumped to `zxid` (a snapshot was
     /// installed), telling every bound stream `resync-needed`.
-    pub fn reset(&self, zxid: u64) {
+    pub fn reset(&self, zxid: u64, tree: &DataTree) {
         let mut hub = self.lock();
         hub.history.clear();
         hub.history_since = zxid;
@@ -387,6 +378,9 @@ impl WatchHub {
         hub.held.clear();
         for binding in hub.bindings.values_mut() {
             binding.take_all();
+            binding.reader = tree
+                .caller(&binding.principal)
+                .unwrap_or_else(|_| Caller { name: binding.reader.name.clone(), admin: false });
             let event = EventFrame {
                 kind: EventKind::ResyncNeeded,
                 path: "/".into(),
@@ -400,15 +394,20 @@ impl WatchHub {
     }
 
     /// Delivers the changes of the entry at `zxid` to the watches they fire, and tells the
-    /// streams of ended sessions. Called under the state's write lock.
-    pub fn publish(&self, zxid: u64, effects: &Effects) {
+    /// streams of ended sessions. Called under the state's write lock, with the state `tree`
+    /// the entry left.
+    pub fn publish(&self, zxid: u64, effects: &Effects, tree: &DataTree) {
         if effects.changes.is_empty()
             && effects.ended_sessions.is_empty()
             && effects.notifications.is_empty()
+            && !effects.access_changed
         {
             return;
         }
         let mut hub = self.lock();
+        if effects.access_changed {
+            hub.decide_readers_again(zxid, tree);
+        }
         for change in &effects.changes {
             let (kind, changed) = (&change.kind, &change.path);
             hub.record(zxid, *kind, changed, &change.acl);
@@ -512,6 +511,36 @@ impl Hub {
         *self.held.entry(binding.reader.name.clone()).or_default() += 1;
         self.index.entry(spec).or_default().insert(session);
         Ok(())
+    }
+
+    /// Resolves every stream's principal against `tree` again (an administrator was made or
+    /// unmade, a token revoked). A stream whose token is no longer good loses its watches and
+    /// hears `resync-needed`; its next request fails with `auth-failed`.
+    fn decide_readers_again(&mut self, zxid: u64, tree: &DataTree) {
+        let sessions: Vec<SessionId> = self.bindings.keys().copied().collect();
+        for session in sessions {
+            let Some(binding) = self.bindings.get_mut(&session) else { continue };
+            match tree.caller(&binding.principal) {
+                Ok(reader) => binding.reader = reader,
+                Err(_) => {
+                    binding.reader.admin = false;
+                    let dropped = binding.take_all();
+                    let name = binding.reader.name.clone();
+                    binding.outbox.send_event(EventFrame {
+                        kind: EventKind::ResyncNeeded,
+                        path: "/".into(),
+                        zxid,
+                        watch: None,
+                        message: None,
+                        recipe: None,
+                    });
+                    self.release(&name, dropped.len() as u64);
+                    for spec in &dropped {
+                        self.unindex(session, spec);
+                    }
+                }
+            }
+        }
     }
 
     /// `count` watches of `name`'s sessions are gone.

@@ -7,6 +7,7 @@
 //! into the log ([`Write`](crate::store::Write)) or into the read checks.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use cairn_wire::{ApiError, ErrorCode};
@@ -69,11 +70,23 @@ impl ConnectionCounts {
 #[derive(Debug)]
 pub struct Identity {
     current: Mutex<(Principal, ConnectionSlot)>,
+    /// A stream of the connection has opened or resumed a session: the principal is settled,
+    /// since a session belongs to the principal that opened it.
+    settled: AtomicBool,
 }
 
 impl Identity {
     pub fn new(principal: Principal, slot: ConnectionSlot) -> Identity {
-        Identity { current: Mutex::new((principal, slot)) }
+        Identity { current: Mutex::new((principal, slot)), settled: AtomicBool::new(false) }
+    }
+
+    /// A stream of the connection now has a session: no more changes of principal.
+    pub fn settle(&self) {
+        self.settled.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_settled(&self) -> bool {
+        self.settled.load(Ordering::Relaxed)
     }
 
     pub fn principal(&self) -> Principal {

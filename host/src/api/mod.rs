@@ -184,7 +184,6 @@ impl Frontend {
             | Request::Children { local, .. } => *local,
             // Node-local bookkeeping: nothing to wait for.
             Request::ServerInfo {}
-            | Request::StateDigest {}
             | Request::Ping {}
             | Request::AddWatch { .. }
             | Request::RemoveWatches { .. }
@@ -196,6 +195,8 @@ impl Frontend {
             return;
         }
         if let Request::StateDigest {} = request {
+            // Linearized above (it is not local), so the check sees every change of rights
+            // committed before the request.
             let (zxid, reply) = match self.require_admin(principal, "a state digest") {
                 Ok(()) => self.state_digest().await,
                 Err(refused) => (self.applied_zxid(), Err(refused)),
@@ -284,7 +285,14 @@ impl Frontend {
             }
             Request::Children { path, with_stats, watch: w, .. } => {
                 tree.check_read(caller, path)?;
-                let (stat, children) = tree.children(path, *with_stats)?;
+                let (stat, mut children) = tree.children(path, *with_stats)?;
+                // A child's stat is its own to read: the list shows only its name otherwise.
+                for child in children.iter_mut().filter(|child| child.stat.is_some()) {
+                    let child_path = cairn_wire::path::join(path, &child.name);
+                    if tree.check_read(caller, &child_path).is_err() {
+                        child.stat = None;
+                    }
+                }
                 watch(*w, path, WatchKind::Children)?;
                 Ok(Reply::Children { stat, children })
             }
@@ -294,8 +302,9 @@ impl Frontend {
                     tree.check_read(caller, path)?;
                     return Err(ApiError::at(ErrorCode::NoNode, path));
                 };
-                if !caller.allows(node.acl(), cairn_wire::access::ADMIN) {
-                    caller.require(node.acl(), cairn_wire::access::READ, path)?;
+                let governing = tree.governing_acl(path, node.acl());
+                if !caller.allows(governing, cairn_wire::access::ADMIN) {
+                    caller.require(governing, cairn_wire::access::READ, path)?;
                 }
                 Ok(Reply::Acl { acl: node.acl().to_vec(), stat: node.stat() })
             }
@@ -373,11 +382,10 @@ impl Frontend {
                     Some(id) => SessionId(*id),
                     None => needs_session()?,
                 };
-                // Another principal's session reads as one that does not exist.
+                // Another principal's session reads as one that does not exist: no ephemerals.
                 let owner = tree.session(id).map(|session| session.principal.as_str());
                 if !caller.admin && owner.is_some_and(|owner| owner != &*caller.name) {
-                    return Err(ApiError::new(ErrorCode::NoAuth)
-                        .with_detail(format!("session {id} is not {}'s", caller.name)));
+                    return Ok(Reply::Paths { paths: Vec::new() });
                 }
                 Ok(Reply::Paths { paths: tree.ephemerals_of(id).cloned().collect() })
             }

@@ -161,8 +161,13 @@ async fn serve_stream(
             frontend.sessions.touch(bound);
         }
         let principal = identity.principal();
+        // Checked against everything committed before the request: a right revoked a moment
+        // ago on another node is gone here too.
         if matches!(frame.request, Request::AddMember { .. } | Request::RemoveMember { .. })
-            && let Err(refused) = frontend.require_admin(&principal, "changing the members")
+            && let Err(refused) = match frontend.linearize().await {
+                Ok(()) => frontend.require_admin(&principal, "changing the members"),
+                Err(error) => Err(error),
+            }
         {
             outbox.send_frame(respond(id, frontend.applied_zxid(), Err(refused)));
             continue;
@@ -171,11 +176,10 @@ async fn serve_stream(
             // A change of principal holds the stream like a session request does: what is
             // read next speaks for the new one.
             Request::Authenticate { token } => {
-                let (zxid, reply) = authenticate(&frontend, &identity, &token, session).await;
+                let (zxid, reply) = authenticate(&frontend, &identity, &token).await;
                 outbox.send_frame(respond(id, zxid, reply));
                 continue;
             }
-
             // Membership changes take as long as a new member needs to catch up: they run on
             // their own, not holding up this stream.
             Request::AddMember { node_id, peer_addr, client_addr, voter } => {
@@ -212,6 +216,7 @@ async fn serve_stream(
                     open_session(&frontend, session, &principal, timeout_ms, &outbox).await;
                 if let Ok(Reply::Session { session_id, .. }) = &reply {
                     session = Some(SessionId(*session_id));
+                    identity.settle();
                 }
                 outbox.send_frame(respond(id, zxid, reply));
                 continue;
@@ -222,6 +227,7 @@ async fn serve_stream(
                         .await;
                 if reply.is_ok() {
                     session = Some(SessionId(session_id));
+                    identity.settle();
                 }
                 outbox.send_frame(respond(id, zxid, reply));
                 continue;
@@ -333,13 +339,14 @@ fn close_slow_reader(connection: &Connection, load: &OutboxLoad) {
 }
 
 /// Makes the connection speak for the principal `token` names, if the cluster knows the token
-/// (as of everything committed before now), and rebinds this stream's watches to it.
-async fn authenticate(
-    frontend: &Frontend,
-    identity: &Identity,
-    token: &str,
-    session: Option<SessionId>,
-) -> Served {
+/// (as of everything committed before now). Only before any stream of the connection has a
+/// session: a session belongs to the principal that opened it.
+async fn authenticate(frontend: &Frontend, identity: &Identity, token: &str) -> Served {
+    if identity.is_settled() {
+        let error = ApiError::new(ErrorCode::InvalidArgument)
+            .with_detail("authenticate before opening or resuming a session on this connection");
+        return (frontend.applied_zxid(), Err(error));
+    }
     if let Err(error) = frontend.linearize().await {
         return (frontend.applied_zxid(), Err(error));
     }
@@ -356,9 +363,6 @@ async fn authenticate(
     let principal = Principal::Token { name: name.to_string(), hash };
     let reply = frontend.connections.take(&principal, &state.tree).and_then(|slot| {
         let caller = state.tree.caller(&principal)?;
-        if let Some(session) = session {
-            frontend.watches.set_reader(session, caller.clone());
-        }
         identity.replace(principal, slot);
         Ok(Reply::Identity { principal: caller.name.to_string(), admin: caller.admin })
     });
@@ -405,7 +409,7 @@ async fn open_session(
         *answered = secret;
         let id = SessionId(*session_id);
         match frontend.state.read().tree.caller(principal) {
-            Ok(reader) => frontend.watches.bind(id, outbox.clone(), reader),
+            Ok(reader) => frontend.watches.bind(id, outbox.clone(), principal.clone(), reader),
             Err(error) => return (zxid, Err(error)),
         }
         frontend.sessions.touch(id);
@@ -432,7 +436,7 @@ async fn resume_session(
         Some(session) if session.secret_hash == SecretHash::of(secret) => {
             match state.tree.caller(principal) {
                 Ok(reader) if *reader.name == session.principal => {
-                    frontend.watches.bind(id, outbox.clone(), reader);
+                    frontend.watches.bind(id, outbox.clone(), principal.clone(), reader);
                     frontend.sessions.touch(id);
                     Ok(Reply::Session { session_id: id.0, secret, timeout_ms: session.timeout_ms })
                 }

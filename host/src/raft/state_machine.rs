@@ -296,7 +296,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                                 StorageIOError::apply(entry.log_id, &fault)
                             })?;
                         // Still under the write lock: no reply reflecting this entry is out yet.
-                        self.watches.publish(entry.log_id.index, &effects);
+                        self.watches.publish(entry.log_id.index, &effects, &state.tree);
                         replies
                     }
                     EntryPayload::Membership(membership) => {
@@ -334,8 +334,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let zxid = machine.applied_zxid();
         let mut state = self.state.write();
         *state = machine;
-        // The changes the snapshot skipped over are unknown: every watcher must read again.
-        self.watches.reset(zxid);
+        // The changes the snapshot skipped over are unknown: every watcher must read again,
+        // and who may read what is decided again from the new state.
+        self.watches.reset(zxid, &state.tree);
         Ok(())
     }
 

@@ -76,6 +76,17 @@ impl CallState {
         code
     }
 
+    /// A recipe reads with its caller's rights: read in its namespace root's ACL. A refusal
+    /// ends the call with `no-auth`.
+    fn check_read(&mut self, absolute: &str) -> Result<(), store::Error> {
+        let readable = {
+            let shared = self.lock();
+            let txn = shared.txn.as_ref().ok_or_else(CallState::txn_error)?;
+            txn.check_read(&shared.tree, absolute)
+        };
+        readable.map_err(|refused| self.write_error(refused))
+    }
+
     fn txn_error() -> store::Error {
         // The transaction is only taken after the call returns; a host call cannot see that.
         store::Error::InvalidPath
@@ -111,6 +122,7 @@ impl store::Host for CallState {
     fn get(&mut self, relative: String) -> Result<(Vec<u8>, store::Stat), store::Error> {
         self.charge(relative.len(), 0, 0)?;
         let absolute = self.absolute(&relative)?;
+        self.check_read(&absolute)?;
         let (data, found) = {
             let shared = self.lock();
             let (data, found) = shared.tree.get(&absolute).map_err(error)?;
@@ -123,6 +135,7 @@ impl store::Host for CallState {
     fn children(&mut self, relative: String) -> Result<Vec<String>, store::Error> {
         self.charge(relative.len(), 0, 0)?;
         let absolute = self.absolute(&relative)?;
+        self.check_read(&absolute)?;
         let (_, children) = self.lock().tree.children(&absolute, false).map_err(error)?;
         let names: Vec<String> = children.into_iter().map(|child| child.name).collect();
         self.charge(names.iter().map(|name| name.len() + 8).sum(), 0, 0)?;

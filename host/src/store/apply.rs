@@ -22,7 +22,7 @@ use super::recipes::{
 };
 use super::{
     Acl, Action, Caller, Change, Command, DataTree, Effects, NodeFault, NodeKind, SecretHash,
-    Session, SessionId, Write, Znode, stored_bytes_of, ttl_expired,
+    Session, SessionId, Write, Znode, acl_bytes, stored_bytes_of, ttl_expired,
 };
 
 impl DataTree {
@@ -163,11 +163,14 @@ impl DataTree {
             Action::InvokeRecipe { name, version, op, args } => {
                 self.check_not_frozen()?;
                 self.check_runtime(recipes)?;
-                // Invoking needs write on the recipe's namespace root.
+                // Invoking needs write on the recipe's namespace root (none but an
+                // administrator's, should it be missing).
                 let root = namespace(name);
-                if let Some(node) = self.nodes.get(&root) {
-                    caller.require(&node.acl, WRITE, &root)?;
-                }
+                let acl = self
+                    .nodes
+                    .get(&root)
+                    .map_or_else(super::access::root_acl, |node| node.acl.clone());
+                caller.require(&acl, WRITE, &root)?;
                 let (version, deployed) = self.recipes.resolve(name, *version)?;
                 let deployed = deployed.clone();
                 let call = RecipeCall {
@@ -409,7 +412,10 @@ impl DataTree {
             Action::RevokeToken { name } => {
                 txn.caller.require_admin("revoking a token").and_then(|()| {
                     match txn.tree.access.tokens.remove(name) {
-                        Some(_) => Ok(Reply::TokenRevoked {}),
+                        Some(_) => {
+                            effects.access_changed = true;
+                            Ok(Reply::TokenRevoked {})
+                        }
                         None => Err(ApiError::new(ErrorCode::NoNode)
                             .with_detail(format!("{name} has no token"))),
                     }
@@ -419,8 +425,9 @@ impl DataTree {
                 .caller
                 .require_admin("changing who administers the cluster")
                 .and_then(|()| txn.tree.access.set_admin(name, *admin))
-                .map(|()| Reply::Admins {
-                    admins: txn.tree.access.admins.iter().cloned().collect(),
+                .map(|()| {
+                    effects.access_changed = true;
+                    Reply::Admins { admins: txn.tree.access.admins.iter().cloned().collect() }
                 }),
             Action::SetQuota { name, quota } => txn
                 .caller
@@ -521,6 +528,10 @@ impl TxnParts {
         self.changes = txn.changes;
         self.ended_sessions = txn.ended_sessions;
         result
+    }
+
+    pub(super) fn caller(&self) -> &Caller {
+        &self.caller
     }
 
     pub(super) fn finish(&mut self, effects: &mut Effects) {
@@ -631,6 +642,11 @@ impl Txn<'_> {
         version: Option<u32>,
     ) -> Result<cairn_wire::Stat, ApiError> {
         path::validate(path)?;
+        if recipe_path(path).is_some_and(|(_, relative)| relative != "/") {
+            return Err(ApiError::at(ErrorCode::InvalidArgument, path).with_detail(
+                "a recipe's znodes are governed by its namespace root's ACL: set that one",
+            ));
+        }
         let Some(node) = self.tree.nodes.get(path) else {
             return Err(self.absent(path, ApiError::at(ErrorCode::NoNode, path)));
         };
@@ -642,6 +658,12 @@ impl Txn<'_> {
                 .with_detail(format!("expected ACL version {expected}, found {}", node.aversion)));
         }
         let acl = self.caller.acl_to_store(Some(acl), &node.acl, path)?;
+        // The ACL counts as stored bytes, against the cluster's bound and the creator's quota.
+        let (from, to) = (acl_bytes(&node.acl) as u64, acl_bytes(&acl) as u64);
+        let creator = node.creator.clone();
+        self.tree.check_room(path, 0, to.saturating_sub(from))?;
+        self.check_quota(&creator, 0, to.saturating_sub(from), path)?;
+        self.tree.resize(&creator, from, to);
         let node =
             self.tree.nodes.get_mut(path).ok_or_else(|| ApiError::at(ErrorCode::NoNode, path))?;
         node.acl = acl;
@@ -796,10 +818,10 @@ impl Txn<'_> {
             return Err(ApiError::at(ErrorCode::NodeExists, path));
         }
 
-        let bytes = stored_bytes_of(&path, &request.data);
+        let acl = self.caller.acl_to_store(request.acl.as_deref(), &parent.acl, &path)?;
+        let bytes = stored_bytes_of(&path, &request.data, &acl);
         self.tree.check_room(&path, 1, bytes)?;
         self.check_quota(&self.caller.name, 1, bytes, &path)?;
-        let acl = self.caller.acl_to_store(request.acl.as_deref(), &parent.acl, &path)?;
 
         self.add_child(parent_path, &name, cversion);
         let creator = self.caller.name.clone();
@@ -1009,7 +1031,7 @@ impl DataTree {
     /// Adds a znode to the derived indexes (TTL znodes, each session's ephemerals) and its
     /// bytes to the tree's count.
     fn index(&mut self, path: &str, node: &Znode) {
-        let bytes = stored_bytes_of(path, &node.data);
+        let bytes = stored_bytes_of(path, &node.data, &node.acl);
         self.stored_bytes += bytes;
         let held = self.usage.entry(node.creator.clone()).or_default();
         held.znodes += 1;
@@ -1028,7 +1050,7 @@ impl DataTree {
 
     /// Removes a znode from the derived indexes and its bytes from the tree's count.
     fn unindex(&mut self, path: &str, node: &Znode) {
-        let bytes = stored_bytes_of(path, &node.data);
+        let bytes = stored_bytes_of(path, &node.data, &node.acl);
         self.stored_bytes -= bytes;
         self.release(&node.creator, Usage { znodes: 1, bytes, ..Usage::default() });
         match node.kind {
@@ -1062,7 +1084,7 @@ impl DataTree {
         }
     }
 
-    /// A znode of `creator`'s went from `from` to `to` bytes of data.
+    /// A znode of `creator`'s went from `from` to `to` bytes of data (or of ACL).
     fn resize(&mut self, creator: &std::sync::Arc<str>, from: u64, to: u64) {
         self.stored_bytes = (self.stored_bytes + to).saturating_sub(from);
         let held = self.usage.entry(creator.clone()).or_default();

@@ -77,8 +77,11 @@ impl DataTree {
                 }
             }
         }
-        let stored: u64 =
-            self.nodes.iter().map(|(path, node)| super::stored_bytes_of(path, &node.data)).sum();
+        let stored: u64 = self
+            .nodes
+            .iter()
+            .map(|(path, node)| super::stored_bytes_of(path, &node.data, &node.acl))
+            .sum();
         if stored != self.stored_bytes {
             return Err(format!("{} stored bytes counted, {stored} held", self.stored_bytes));
         }

@@ -70,6 +70,9 @@ pub struct Effects {
     pub ended_sessions: Vec<SessionId>,
     /// Messages recipes addressed to sessions, delivered after commit.
     pub notifications: Vec<Notification>,
+    /// Who is an administrator, or which tokens are good, changed: what each stream's
+    /// principal may hear must be decided again.
+    pub access_changed: bool,
 }
 
 /// One change to the tree, for the watches: what happened, where, and the ACL that decides who
@@ -214,7 +217,7 @@ pub struct DataTree {
     /// The last fencing token the host gave a recipe (`context.fencing-token`). Only the host
     /// writes it, so no recipe version can make tokens go backwards.
     fencing_token: u64,
-    /// Bytes of every znode's path and data. Derived from `nodes`; not part of the snapshot.
+    /// Bytes of every znode's path, data and ACL. Derived from `nodes`; not part of the snapshot.
     stored_bytes: u64,
     /// The node-wide bounds apply enforces. The same on every replica ([`TreeLimits::DEFAULT`];
     /// tests make smaller ones); not part of the snapshot.
@@ -223,7 +226,7 @@ pub struct DataTree {
 
 /// Znodes the tree may hold. Every replica holds the whole tree in memory.
 pub const TREE_ZNODES_MAX: usize = 2_000_000;
-/// Bytes of znode paths and data the tree may hold (2 GiB, etcd's default quota).
+/// Bytes of znode paths, data and ACLs the tree may hold (2 GiB, etcd's default quota).
 pub const TREE_BYTES_MAX: u64 = 2 * 1024 * 1024 * 1024;
 
 /// How large the tree may grow; a create or set past either bound is refused with
@@ -239,9 +242,17 @@ impl TreeLimits {
         TreeLimits { znodes_max: TREE_ZNODES_MAX, bytes_max: TREE_BYTES_MAX };
 }
 
-/// What one znode counts against [`TreeLimits::bytes_max`].
-fn stored_bytes_of(path: &str, data: &[u8]) -> u64 {
-    (path.len() + data.len()) as u64
+/// What one znode counts against [`TreeLimits::bytes_max`] and its creator's quota: its path,
+/// its data and its ACL (each znode's ACL is in every snapshot, shared or not).
+fn stored_bytes_of(path: &str, data: &[u8], acl: &[cairn_wire::AclEntry]) -> u64 {
+    (path.len() + data.len() + acl_bytes(acl)) as u64
+}
+
+/// What an ACL counts as stored bytes.
+fn acl_bytes(acl: &[cairn_wire::AclEntry]) -> usize {
+    /// The permissions and the entry's framing.
+    const ENTRY_BYTES: usize = 8;
+    acl.iter().map(|entry| entry.scheme.len() + entry.id.len() + ENTRY_BYTES).sum()
 }
 
 /// The form a tree takes in a snapshot: only what cannot be derived.
@@ -278,7 +289,7 @@ impl DataTree {
         nodes.insert("/".to_string(), root);
         let usage = [(
             Arc::from(cairn_wire::access::SYSTEM),
-            Usage { znodes: 1, bytes: stored_bytes_of("/", &[]), ..Usage::default() },
+            Usage { znodes: 1, bytes: stored_bytes_of("/", &[], &[]), ..Usage::default() },
         )]
         .into();
         DataTree {
@@ -293,7 +304,7 @@ impl DataTree {
             last_zxid: 0,
             clock_ms: 0,
             fencing_token: 0,
-            stored_bytes: stored_bytes_of("/", &[]),
+            stored_bytes: stored_bytes_of("/", &[], &[]),
             limits: TreeLimits::DEFAULT,
         }
     }
@@ -500,8 +511,11 @@ impl DataTree {
                 ephemerals.entry(SessionId(node.ephemeral_owner)).or_default().insert(path.clone());
             }
         }
-        let stored_bytes =
-            image.nodes.iter().map(|(path, node)| stored_bytes_of(path, &node.data)).sum();
+        let stored_bytes = image
+            .nodes
+            .iter()
+            .map(|(path, node)| stored_bytes_of(path, &node.data, &node.acl))
+            .sum();
         let usage = usage_of(&image.nodes, &image.sessions);
         let tree = DataTree {
             access: image.access,
@@ -553,7 +567,7 @@ fn usage_of(
     for (path, node) in nodes {
         let held = usage.entry(node.creator.clone()).or_default();
         held.znodes += 1;
-        held.bytes += stored_bytes_of(path, &node.data);
+        held.bytes += stored_bytes_of(path, &node.data, &node.acl);
     }
     for session in sessions.values() {
         usage.entry(session.principal.as_str().into()).or_default().sessions += 1;

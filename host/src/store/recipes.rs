@@ -278,6 +278,11 @@ impl RecipeTxn {
         self.parts.with(tree, |txn| txn.delete(&request))
     }
 
+    /// Whether the call's caller may read `path` (as the namespace root's ACL governs it).
+    pub fn check_read(&self, tree: &DataTree, path: &str) -> Result<(), ApiError> {
+        tree.check_read(self.parts.caller(), path)
+    }
+
     /// Keeps the writes: deletes containers they emptied and reports what changed.
     pub fn commit(mut self, tree: &mut DataTree, effects: &mut Effects) {
         self.parts.with(tree, |txn| txn.delete_emptied_containers());

@@ -137,6 +137,12 @@ async fn each_znode_right_is_granted_by_the_acl_and_only_by_it() -> anyhow::Resu
     alice.create_with_acl("/app/own", Vec::new(), CreateOptions::persistent(), vec![auth]).await?;
     assert_eq!(admin.get_acl("/app/own").await?.0, [AclEntry::user("alice", ALL)]);
     refused(bob.get("/app/own").await, ErrorCode::NoAuth);
+    // Listing /app, bob sees the name but not the stat of a child he may not read.
+    let (_, listed) = bob.children_with_stats("/app").await?;
+    let own = listed.iter().find(|child| child.name == "own").expect("listed");
+    assert!(own.stat.is_none(), "{own:?}");
+    let (_, listed) = alice.children_with_stats("/app").await?;
+    assert!(listed.iter().all(|child| child.stat.is_some()), "{listed:?}");
     // An administrator passes every ACL.
     admin.get("/app/own").await?;
     Ok(())
@@ -188,6 +194,15 @@ async fn administrators_rights_and_recipe_owners() -> anyhow::Result<()> {
     admin.set_acl(namespace, granted, None).await?;
     alice.invoke("counter", None, "add", counter_add()).await?;
     refused(bob.invoke("counter", None, "add", counter_add()).await, ErrorCode::NoAuth);
+    // It reads with her rights too: with write alone, reading a counter is refused.
+    let get = br#"{"name":"n"}"#.to_vec();
+    admin.set_acl(namespace, vec![AclEntry::user("alice", WRITE)], None).await?;
+    refused(alice.invoke("counter", None, "get", get.clone()).await, ErrorCode::NoAuth);
+    admin.set_acl(namespace, vec![AclEntry::user("alice", READ | WRITE | CREATE)], None).await?;
+    alice.invoke("counter", None, "get", get).await?;
+    // A recipe's own znodes take no ACL of their own: its root's governs them.
+    let inner = admin.set_acl("/cairn/recipes/counter/n", vec![AclEntry::anyone(ALL)], None).await;
+    refused(inner, ErrorCode::InvalidArgument);
 
     // deploy: a new name is an administrator's to create, and belongs to whom it says.
     refused(bob.deploy_recipe("bobs", None, component.clone()).await, ErrorCode::NoAuth);
@@ -214,8 +229,12 @@ async fn administrators_rights_and_recipe_owners() -> anyhow::Result<()> {
     assert!(mine.iter().all(|s| s.principal == "alice") && !mine.is_empty(), "{mine:?}");
     let all = admin.sessions().await?;
     assert!(all.iter().any(|s| s.principal == "bob"), "{all:?}");
-    refused(alice.ephemerals(Some(bob.session_id())).await, ErrorCode::NoAuth);
-    admin.ephemerals(Some(bob.session_id())).await?;
+    let mine = vec![AclEntry::user("bob", ALL)];
+    admin.create_with_acl("/b", Vec::new(), CreateOptions::persistent(), mine).await?;
+    bob.create("/b/e", Vec::new(), CreateOptions::ephemeral()).await?;
+    // Another principal's session reads as one with nothing.
+    assert!(alice.ephemerals(Some(bob.session_id())).await?.is_empty());
+    assert_eq!(admin.ephemerals(Some(bob.session_id())).await?, ["/b/e"]);
 
     // tokens and quotas are administered by administrators.
     refused(alice.create_token("alice").await, ErrorCode::NoAuth);
@@ -226,9 +245,16 @@ async fn administrators_rights_and_recipe_owners() -> anyhow::Result<()> {
     // An administrator can make another; the last one cannot be removed.
     admin.set_admin("alice", true).await?;
     alice.state_digest().await?;
+    let mut everything = alice.watch("/", true).await?;
     admin.set_admin("alice", false).await?;
     refused(admin.set_admin("admin", false).await, ErrorCode::InvalidArgument);
     refused(alice.state_digest().await, ErrorCode::NoAuth);
+    // Her watch, set while she was one, hears from then on only what she may read.
+    admin.create("/hidden", Vec::new(), CreateOptions::persistent()).await?;
+    let seen = vec![AclEntry::user("alice", READ)];
+    admin.create_with_acl("/seen", Vec::new(), CreateOptions::persistent(), seen).await?;
+    let first = tokio::time::timeout(DEADLINE, everything.next()).await?.expect("an event");
+    assert_eq!((first.kind, first.path.as_str()), (EventKind::Created, "/seen"));
     Ok(())
 }
 
@@ -258,7 +284,13 @@ async fn a_token_speaks_for_its_principal_until_revoked() -> anyhow::Result<()> 
     let (_, digest_before) = admin.state_digest().await?;
     assert!(!digest_before.is_empty());
 
+    let mut builds = ci.watch("/builds", true).await?;
     admin.revoke_token("ci").await?;
+    admin.create("/builds/after", Vec::new(), CreateOptions::persistent()).await?;
+    // The stream that spoke with the token loses its watches at the revocation: it hears
+    // `resync-needed`, not the create that came after.
+    let event = tokio::time::timeout(DEADLINE, builds.next()).await?.expect("an event");
+    assert_eq!(event.kind, EventKind::ResyncNeeded, "{event:?}");
     refused(
         ci.create("/builds/2", Vec::new(), CreateOptions::persistent()).await,
         ErrorCode::AuthFailed,

@@ -291,3 +291,27 @@ async fn a_client_that_never_reads_is_bounded_and_cut_off() -> anyhow::Result<()
     bystander_round_trip(&client, "after").await?;
     Ok(())
 }
+
+/// A connection's principal is settled once one of its streams has a session: a token
+/// presented after that is refused, so a session never speaks for two principals.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_cannot_change_principal_under_a_session() -> anyhow::Result<()> {
+    let (_dir, node) = start_node(&[])?;
+    let admin = node.client().await?;
+    let token = admin.create_token("late").await?;
+    let mut raw = Raw::connect(&node, None).await?;
+    raw.send_request(1, Request::OpenSession { timeout_ms: 10_000 }).await?;
+    assert_eq!(error_code(&raw.response().await?), None);
+    raw.send_request(2, Request::Authenticate { token: token.clone() }).await?;
+    assert_eq!(error_code(&raw.response().await?), Some(ErrorCode::InvalidArgument));
+    raw.send_request(3, Request::WhoAmI {}).await?;
+    let who = raw.response().await?;
+    assert!(format!("{:?}", who.response).contains("\"admin\""), "{who:?}");
+
+    // Before any session, the token is taken.
+    let mut fresh = Raw::connect(&node, None).await?;
+    fresh.send_request(1, Request::Authenticate { token }).await?;
+    let reply = fresh.response().await?;
+    assert!(format!("{:?}", reply.response).contains("\"late\""), "{reply:?}");
+    Ok(())
+}

@@ -302,8 +302,20 @@ async fn supervise(shared: Weak<Shared>, mut incoming: mpsc::UnboundedReceiver<E
                 if event.kind == EventKind::ResyncNeeded && event.watch.is_none() {
                     let since = event.zxid.saturating_sub(1);
                     let specs = shared.watchers().specs();
-                    if let Err(error) = register_again(&link, since, specs).await {
+                    if let Err(error) = register_again(&link, since, specs.clone()).await {
+                        // The node keeps none of them (its principal may no longer read, say):
+                        // each watch hears `resync-needed`, and reading again says why.
                         tracing::warn!(%error, "cannot register watches again");
+                        for spec in specs {
+                            shared.event(EventFrame {
+                                kind: EventKind::ResyncNeeded,
+                                path: spec.path.clone(),
+                                zxid: event.zxid,
+                                watch: Some(spec),
+                                message: None,
+                                recipe: None,
+                            });
+                        }
                     }
                 } else {
                     shared.event(event);
