@@ -4,6 +4,8 @@
 //!
 //! ```text
 //! client ──QUIC──▶ api (stream: frames in, session bound, requests dispatched)
+//!                   │  api::identity: the connection's principal (client certificate CN,
+//!                   │  token, or anonymous), carried on every write and checked on reads
 //!                   │
 //!        writes ────┤ api::proposer: every write waiting → one log entry (group commit)
 //!                   ▼
@@ -11,10 +13,11 @@
 //!                   │                └─ peer: the other nodes, over QUIC with mutual TLS
 //!                   ▼ committed
 //!                  raft::state_machine ──▶ store::apply(entry) → replies + effects
-//!                   │                         (deterministic: no clock, no I/O)
+//!                   │                         (deterministic: no clock, no I/O; every
+//!                   │                         write's rights checked by store::access)
 //!                   │                         invoke → recipe: a wasm component run against
 //!                   │                         its own namespace, its writes all-or-nothing
-//!                   ├─ watch: effects → events, queued on each watcher's stream
+//!                   ├─ watch: effects → events a watcher may read, queued on its stream
 //!                   └─ replies → back to the proposing stream
 //!
 //!        reads ─────┴─▶ read index (raft) ─▶ store (DataTree) ─▶ reply, + watch registration
