@@ -66,11 +66,14 @@ impl CallState {
         if budget.exceeded.is_some() { Err(store::Error::TooLarge) } else { Ok(()) }
     }
 
-    /// A write's error, for the guest. A refusal of the caller's rights or quota is also
-    /// kept, to end the call with it.
+    /// A write's error, for the guest. A refusal that is the caller's to hear (its rights, its
+    /// quota, its missing session) is also kept, to end the call with it.
     fn write_error(&mut self, refused: ApiError) -> store::Error {
         let code = error(refused.clone());
-        if matches!(refused.code, ErrorCode::NoAuth | ErrorCode::QuotaExceeded) {
+        if matches!(
+            refused.code,
+            ErrorCode::NoAuth | ErrorCode::QuotaExceeded | ErrorCode::NoSession
+        ) {
             self.budget.refused.get_or_insert(refused);
         }
         code

@@ -195,8 +195,9 @@ struct CallBudget {
     znodes_created: u32,
     /// The first bound passed: the call ends with `recipe-limit`.
     exceeded: Option<String>,
-    /// The first write refused for the caller's rights or quota (`no-auth`, `quota-exceeded`):
-    /// the call ends with it, whatever the recipe makes of it, so the caller hears why.
+    /// The first write refused for the caller's rights, quota or missing session (`no-auth`,
+    /// `quota-exceeded`, `no-session`): the call ends with it, whatever the recipe makes of it,
+    /// so the caller hears why.
     refused: Option<ApiError>,
 }
 
@@ -588,7 +589,7 @@ struct Ran {
     memory_refused: bool,
     /// The per-call bound the call's host calls passed, if any: it fails whatever it returned.
     limit: Option<String>,
-    /// A write refused for the caller's rights or quota: it fails whatever it returned.
+    /// A write refused for the caller's rights, quota or session: it fails whatever it returned.
     refused: Option<ApiError>,
     /// The host failed to run the call at all (not the recipe's doing): the node must stop.
     host_fault: Option<String>,

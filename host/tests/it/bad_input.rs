@@ -315,3 +315,17 @@ async fn a_connection_cannot_change_principal_under_a_session() -> anyhow::Resul
     assert!(format!("{:?}", reply.response).contains("\"late\""), "{reply:?}");
     Ok(())
 }
+
+/// A recipe op that needs the caller's session, on a stream without one, says so: `no-session`,
+/// not the recipe's own error.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lock_without_a_session_is_no_session() -> anyhow::Result<()> {
+    let (_dir, node) = start_node(&[])?;
+    let mut raw = Raw::connect(&node, None).await?;
+    let args = br#"{"lock":"jobs"}"#.to_vec();
+    let invoke =
+        Request::Invoke { name: "fair-lock".into(), version: None, op: "acquire".into(), args };
+    raw.send_request(1, invoke).await?;
+    assert_eq!(error_code(&raw.response().await?), Some(ErrorCode::NoSession));
+    Ok(())
+}
