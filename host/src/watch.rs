@@ -715,3 +715,173 @@ fn fires(spec: &WatchSpec, kind: EventKind, changed: &str) -> bool {
         WatchKind::Data | WatchKind::Exists | WatchKind::Children => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use cairn_wire::AclEntry;
+    use cairn_wire::access::READ;
+
+    use super::*;
+    use crate::store::{Change, Principal};
+
+    /// A hub with one session bound, reading as `reader`, and the receiving end of its stream.
+    fn bound(reader: Caller) -> (WatchHub, SessionId, mpsc::UnboundedReceiver<Outgoing>) {
+        let hub = WatchHub::new(0);
+        let (outbox, queue, _load) = Outbox::new();
+        let session = SessionId(1);
+        let principal = Principal::Certificate(reader.name.to_string());
+        hub.bind(session, outbox, principal, reader);
+        (hub, session, queue)
+    }
+
+    fn admin() -> Caller {
+        Caller { name: "admin".into(), admin: true }
+    }
+
+    fn watch(hub: &WatchHub, session: SessionId, path: &str, kind: WatchKind) {
+        hub.register(session, WatchSpec { path: path.into(), kind }, None).expect("registered");
+    }
+
+    fn change(kind: EventKind, path: &str) -> Change {
+        Change { kind, path: path.into(), acl: Arc::new(vec![AclEntry::anyone(READ)]) }
+    }
+
+    /// Applies one entry's changes at `zxid`.
+    fn publish(hub: &WatchHub, zxid: u64, changes: Vec<Change>) {
+        let effects = Effects { changes, ..Effects::default() };
+        hub.publish(zxid, &effects, &DataTree::new());
+    }
+
+    /// The events queued so far, as (kind, path, the watch's kind).
+    fn events(
+        queue: &mut mpsc::UnboundedReceiver<Outgoing>,
+    ) -> Vec<(EventKind, String, Option<WatchKind>)> {
+        let mut seen = Vec::new();
+        while let Ok(outgoing) = queue.try_recv() {
+            if let Outgoing::Event(event) = outgoing {
+                seen.push((event.kind, event.path, event.watch.map(|w| w.kind)));
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn one_shot_watches_fire_once_and_persistent_ones_stay() {
+        let (hub, session, mut queue) = bound(admin());
+        watch(&hub, session, "/a", WatchKind::Data);
+        watch(&hub, session, "/b", WatchKind::Exists);
+        watch(&hub, session, "/a", WatchKind::Children);
+        watch(&hub, session, "/p", WatchKind::Persistent);
+        publish(
+            &hub,
+            1,
+            vec![change(EventKind::DataChanged, "/a"), change(EventKind::Created, "/b")],
+        );
+        publish(
+            &hub,
+            2,
+            vec![change(EventKind::DataChanged, "/a"), change(EventKind::ChildrenChanged, "/a")],
+        );
+        publish(
+            &hub,
+            3,
+            vec![change(EventKind::DataChanged, "/p"), change(EventKind::DataChanged, "/p")],
+        );
+        assert_eq!(
+            events(&mut queue),
+            vec![
+                (EventKind::DataChanged, "/a".into(), Some(WatchKind::Data)),
+                (EventKind::Created, "/b".into(), Some(WatchKind::Exists)),
+                // The data watch on /a fired already; the children watch fires now.
+                (EventKind::ChildrenChanged, "/a".into(), Some(WatchKind::Children)),
+                (EventKind::DataChanged, "/p".into(), Some(WatchKind::Persistent)),
+                (EventKind::DataChanged, "/p".into(), Some(WatchKind::Persistent)),
+            ]
+        );
+        assert_eq!(hub.held_by("admin"), 1, "only the persistent watch is left");
+    }
+
+    #[test]
+    fn a_recursive_watch_hears_below_it_but_not_children_changes() {
+        let (hub, session, mut queue) = bound(admin());
+        watch(&hub, session, "/a", WatchKind::PersistentRecursive);
+        publish(
+            &hub,
+            1,
+            vec![
+                change(EventKind::Created, "/a/b/c"),
+                change(EventKind::ChildrenChanged, "/a/b"),
+                change(EventKind::DataChanged, "/ab"),
+                change(EventKind::Deleted, "/a"),
+            ],
+        );
+        let kinds: Vec<(EventKind, String)> =
+            events(&mut queue).into_iter().map(|(kind, path, _)| (kind, path)).collect();
+        assert_eq!(
+            kinds,
+            vec![(EventKind::Created, "/a/b/c".into()), (EventKind::Deleted, "/a".into())]
+        );
+    }
+
+    #[test]
+    fn events_go_only_to_readers_the_acl_lets_read() {
+        let alice = Caller { name: "alice".into(), admin: false };
+        let (hub, session, mut queue) = bound(alice);
+        watch(&hub, session, "/", WatchKind::PersistentRecursive);
+        let secret = Change {
+            kind: EventKind::Created,
+            path: "/secret".into(),
+            acl: Arc::new(vec![AclEntry::user("bob", READ)]),
+        };
+        let granted = Change {
+            kind: EventKind::Created,
+            path: "/hers".into(),
+            acl: Arc::new(vec![AclEntry::user("alice", READ)]),
+        };
+        publish(&hub, 1, vec![secret, granted]);
+        let paths: Vec<String> = events(&mut queue).into_iter().map(|(_, path, _)| path).collect();
+        assert_eq!(paths, ["/hers"]);
+    }
+
+    #[test]
+    fn set_watches_replays_what_the_history_holds_and_resyncs_past_it() {
+        let (hub, session, mut queue) = bound(admin());
+        publish(&hub, 5, vec![change(EventKind::Created, "/x")]);
+        publish(&hub, 6, vec![change(EventKind::DataChanged, "/x")]);
+        // The state as of zxid 6, which the watches are registered against.
+        let mut tree = DataTree::new();
+        let reap = crate::store::Write::system(crate::store::Action::ReapTtl);
+        tree.apply(6, 0, &reap, &mut Effects::default()).expect("applies");
+        let persistent = WatchSpec { path: "/x".into(), kind: WatchKind::Persistent };
+        hub.set_watches(session, 5, vec![persistent.clone()], &tree).expect("set");
+        assert_eq!(
+            events(&mut queue),
+            vec![(EventKind::DataChanged, "/x".into(), Some(WatchKind::Persistent))]
+        );
+
+        // A history that starts after `since` cannot say what was missed.
+        let late = WatchHub::new(10);
+        let (outbox, mut queue, _load) = Outbox::new();
+        late.bind(session, outbox, Principal::System, admin());
+        late.set_watches(session, 3, vec![persistent], &tree).expect("set");
+        assert_eq!(
+            events(&mut queue),
+            vec![(EventKind::ResyncNeeded, "/x".into(), Some(WatchKind::Persistent))]
+        );
+    }
+
+    #[test]
+    fn a_stream_too_far_behind_loses_its_watches_and_hears_resync_needed() {
+        let (hub, session, mut queue) = bound(admin());
+        watch(&hub, session, "/p", WatchKind::Persistent);
+        for zxid in 1..=(EVENTS_QUEUED_PER_STREAM_MAX as u64 + 1) {
+            publish(&hub, zxid, vec![change(EventKind::DataChanged, "/p")]);
+        }
+        let seen = events(&mut queue);
+        assert_eq!(seen.len(), EVENTS_QUEUED_PER_STREAM_MAX + 1);
+        assert_eq!(seen.last(), Some(&(EventKind::ResyncNeeded, "/".into(), None)));
+        assert_eq!(hub.held_by("admin"), 0, "its watches are gone, and uncounted");
+    }
+}
