@@ -47,23 +47,40 @@ impl SessionTracker {
         self.recent.lock().unwrap_or_else(PoisonError::into_inner).drain().collect()
     }
 
-    /// When the session was last heard from; a session never heard from here (opened through
-    /// another node, whose relay has not come yet) counts as heard now, when it is first seen.
-    fn last_heard_or_now(&self, session: SessionId, now: Instant) -> Instant {
-        *self
-            .last_heard
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(session)
-            .or_insert(now)
+    /// The live `sessions` (id, timeout) past their timeout at `now`, for a leader since
+    /// `leading_since`; forgets sessions no longer live.
+    fn due(
+        &self,
+        now: Instant,
+        leading_since: Instant,
+        sessions: &[(SessionId, u64)],
+    ) -> Vec<SessionId> {
+        let mut last_heard = self.last_heard.lock().unwrap_or_else(PoisonError::into_inner);
+        due(now, leading_since, sessions, &mut last_heard)
     }
+}
 
-    fn retain(&self, live: &HashSet<SessionId>) {
-        self.last_heard
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|id, _| live.contains(id));
-    }
+/// Which of the live `sessions` (id, timeout in ms) are past their timeout at `now`, given
+/// when each was `last_heard`, for a node leading since `leading_since`: a new leader gives
+/// every session a full timeout, and a session never heard from here (opened through another
+/// node, whose relay has not come yet) counts as heard when it is first seen. Sessions no
+/// longer live are forgotten. The liveness rule, apart from clocks and tasks.
+pub fn due(
+    now: Instant,
+    leading_since: Instant,
+    sessions: &[(SessionId, u64)],
+    last_heard: &mut HashMap<SessionId, Instant>,
+) -> Vec<SessionId> {
+    let live: HashSet<SessionId> = sessions.iter().map(|(id, _)| *id).collect();
+    last_heard.retain(|id, _| live.contains(id));
+    sessions
+        .iter()
+        .filter(|(id, timeout_ms)| {
+            let heard = (*last_heard.entry(*id).or_insert(now)).max(leading_since);
+            now >= heard + Duration::from_millis(*timeout_ms)
+        })
+        .map(|(id, _)| *id)
+        .collect()
 }
 
 /// While this node leads, proposes the expiry of every session not heard from within its
@@ -108,17 +125,12 @@ pub async fn expire_sessions(frontend: Arc<Frontend>, mut stopped: watch::Receiv
             .map(|(id, session)| (id, session.timeout_ms))
             .collect();
         let live: HashSet<SessionId> = sessions.iter().map(|(id, _)| *id).collect();
-        frontend.sessions.retain(&live);
         expiring.lock().unwrap_or_else(PoisonError::into_inner).retain(|id| live.contains(id));
-        for (id, timeout_ms) in sessions {
-            let heard = frontend.sessions.last_heard_or_now(id, now).max(since);
-            if now < heard + Duration::from_millis(timeout_ms) {
-                continue;
-            }
+        for id in frontend.sessions.due(now, since, &sessions) {
             if !expiring.lock().unwrap_or_else(PoisonError::into_inner).insert(id) {
                 continue;
             }
-            tracing::info!(session = %id, timeout_ms, "session expired");
+            tracing::info!(session = %id, "session expired");
             let write = Write::system(Action::ExpireSession { session: id });
             let frontend = frontend.clone();
             let expiring = expiring.clone();
@@ -133,5 +145,48 @@ pub async fn expire_sessions(frontend: Arc<Frontend>, mut stopped: watch::Receiv
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMEOUT_MS: u64 = 1_000;
+
+    fn at(start: Instant, ms: u64) -> Instant {
+        start + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn a_session_is_due_only_after_a_whole_timeout_unheard() {
+        let start = Instant::now();
+        let sessions = [(SessionId(1), TIMEOUT_MS), (SessionId(2), TIMEOUT_MS)];
+        let mut heard = HashMap::from([(SessionId(1), start), (SessionId(2), at(start, 600))]);
+        assert!(due(at(start, 999), start, &sessions, &mut heard).is_empty());
+        assert_eq!(due(at(start, 1_000), start, &sessions, &mut heard), [SessionId(1)]);
+        assert_eq!(due(at(start, 1_600), start, &sessions, &mut heard).len(), 2);
+    }
+
+    #[test]
+    fn a_new_leader_gives_every_session_a_full_timeout() {
+        let start = Instant::now();
+        let sessions = [(SessionId(1), TIMEOUT_MS)];
+        // Last heard long ago, but this node has led only since 5 s in.
+        let mut heard = HashMap::from([(SessionId(1), start)]);
+        let leading_since = at(start, 5_000);
+        assert!(due(at(start, 5_999), leading_since, &sessions, &mut heard).is_empty());
+        assert_eq!(due(at(start, 6_000), leading_since, &sessions, &mut heard), [SessionId(1)]);
+    }
+
+    #[test]
+    fn a_session_first_seen_counts_from_then_and_ended_ones_are_forgotten() {
+        let start = Instant::now();
+        let mut heard = HashMap::from([(SessionId(9), start)]);
+        let sessions = [(SessionId(3), TIMEOUT_MS)];
+        assert!(due(at(start, 2_000), start, &sessions, &mut heard).is_empty());
+        assert!(!heard.contains_key(&SessionId(9)), "session 9 is no longer live");
+        assert_eq!(heard.get(&SessionId(3)), Some(&at(start, 2_000)));
+        assert_eq!(due(at(start, 3_000), start, &sessions, &mut heard), [SessionId(3)]);
     }
 }
