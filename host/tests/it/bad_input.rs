@@ -322,10 +322,25 @@ async fn a_connection_cannot_change_principal_under_a_session() -> anyhow::Resul
 async fn a_lock_without_a_session_is_no_session() -> anyhow::Result<()> {
     let (_dir, node) = start_node(&[])?;
     let mut raw = Raw::connect(&node, None).await?;
-    let args = br#"{"lock":"jobs"}"#.to_vec();
-    let invoke =
-        Request::Invoke { name: "fair-lock".into(), version: None, op: "acquire".into(), args };
-    raw.send_request(1, invoke).await?;
-    assert_eq!(error_code(&raw.response().await?), Some(ErrorCode::NoSession));
+    let calls: [(&str, &str, &str); 7] = [
+        ("fair-lock", "acquire", r#"{"lock":"jobs"}"#),
+        ("fair-lock", "acquire-all", r#"{"locks":["a","b"]}"#),
+        ("rw-lock", "acquire", r#"{"lock":"jobs","mode":"write","wait":false}"#),
+        ("semaphore", "acquire", r#"{"sem":"s","permits":2,"count":1}"#),
+        ("election", "campaign", r#"{"election":"e"}"#),
+        ("queue", "take", r#"{"queue":"q","wait":true}"#),
+        ("barrier", "enter", r#"{"barrier":"b","count":2}"#),
+    ];
+    for (id, (name, op, args)) in (1..).zip(calls) {
+        let invoke = Request::Invoke {
+            name: name.into(),
+            version: None,
+            op: op.into(),
+            args: args.as_bytes().to_vec(),
+        };
+        raw.send_request(id, invoke).await?;
+        let reply = raw.response().await?;
+        assert_eq!(error_code(&reply), Some(ErrorCode::NoSession), "{name} {op}: {reply:?}");
+    }
     Ok(())
 }

@@ -86,8 +86,7 @@ impl Recipe for Barrier {
         let state: Option<State> = records::read(host, &barrier)?;
         let reply = match op {
             "enter" => {
-                // Without a session the host refuses the ephemeral below, and the call ends
-                // with `no-session`.
+                let session = host.caller_session("enter")?;
                 let state = match (state, args.count) {
                     (Some(state), Some(asked)) if state.count != asked => {
                         return Err(format!(

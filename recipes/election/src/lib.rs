@@ -84,8 +84,7 @@ impl Recipe for Election {
         let session = host.session();
         let reply = match op {
             "campaign" => {
-                // Without a session the host refuses the ephemeral below, and the call ends
-                // with `no-session`.
+                let session = host.caller_session("campaign")?;
                 let mut lined_up = candidates(host, &election)?;
                 if !lined_up.iter().any(|(_, c)| c.session == session) {
                     if host.read(&election).map_err(error)?.is_none() {

@@ -194,9 +194,7 @@ fn grant_head(host: &mut dyn Host, lock_name: &str, lock: &str) -> Result<Option
 /// `acquire-all`: joins every queue in this one entry, and takes all the locks if they are free.
 fn acquire_all(host: &mut dyn Host, args: &[u8]) -> Result<serde_json::Value, String> {
     let args: AllArgs = serde_json::from_slice(args).map_err(|e| format!("bad arguments: {e}"))?;
-    let session = host.session();
-    // Without a session the host refuses the ephemeral below, and the call ends
-    // with `no-session`.
+    let session = host.caller_session("acquire-all")?;
     let mut names = args.locks;
     names.sort();
     names.dedup();
@@ -260,8 +258,7 @@ impl Recipe for FairLock {
         let session = host.session();
         let reply = match op {
             "acquire" => {
-                // Without a session the host refuses the ephemeral below, and the call ends
-                // with `no-session`.
+                let session = host.caller_session("acquire")?;
                 let waiters = queue(host, &lock)?;
                 if let Some(position) = waiters.iter().position(|(_, waiter)| *waiter == session) {
                     let held = match &waiters[0] {

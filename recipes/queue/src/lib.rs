@@ -228,8 +228,7 @@ impl Recipe for Queue {
                 json!({ "id": id })
             }
             "take" => {
-                // Without a session the host refuses the ephemeral below, and the call ends
-                // with `no-session`.
+                let session = host.caller_session("take")?;
                 q.ensure(host)?;
                 if !args.wait {
                     let taken = sorted_children(host, &q.dir("taken"))?.len();

@@ -112,9 +112,7 @@ impl Recipe for RwLock {
                 let Some(mode) = args.mode else {
                     return Err("acquire needs a mode: \"read\" or \"write\"".into());
                 };
-                if session == 0 {
-                    return Err("acquire needs a session".into());
-                }
+                let session = host.caller_session("acquire")?;
                 match mine {
                     Some(position) => {
                         let (path, held) = &line[position];

@@ -92,9 +92,7 @@ impl Recipe for Semaphore {
         let session = host.session();
         let reply = match op {
             "acquire" => {
-                if session == 0 {
-                    return Err("acquire needs a session".into());
-                }
+                let session = host.caller_session("acquire")?;
                 let capacity = match (permits(host, &sem)?, args.permits) {
                     (Some(have), Some(asked)) if have != asked => {
                         return Err(format!("{} has {have} permits, not {asked}", args.sem));

@@ -118,6 +118,19 @@ pub trait Host {
         }
     }
 
+    /// The caller's session, for an op that needs one (to create an ephemeral). Without one
+    /// the op fails, and the caller hears `no-session`: the host refuses an ephemeral create
+    /// made without a session, and that refusal ends the call with its own code.
+    fn caller_session(&mut self, op: &str) -> Result<u64, String> {
+        let session = self.session();
+        if session != 0 {
+            return Ok(session);
+        }
+        // Refused by the store before anything is written, whatever the path's state.
+        let _ = self.create("/.needs-a-session", &[], Mode::Ephemeral, false);
+        Err(format!("{op} needs a session"))
+    }
+
     /// Data of a znode, or `None` when it does not exist.
     fn read(&mut self, path: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match self.get(path) {
