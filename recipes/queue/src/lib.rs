@@ -209,7 +209,6 @@ impl Recipe for Queue {
     fn invoke(host: &mut dyn Host, op: &str, args: &[u8]) -> Result<Vec<u8>, String> {
         let args: Args = serde_json::from_slice(args).map_err(|e| format!("bad arguments: {e}"))?;
         let q = Paths::new(&args.queue)?;
-        let session = host.session();
         let reply = match op {
             "put" => {
                 let data = args.data.ok_or("put needs data")?;
