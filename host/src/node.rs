@@ -112,10 +112,6 @@ impl RunningNode {
         let watches = state_machine.watches();
 
         let raft_config = openraft::Config {
-            cluster_name: "cairn".into(),
-            heartbeat_interval: 100,
-            election_timeout_min: 300,
-            election_timeout_max: 600,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
             // Keep one snapshot interval of log behind the snapshot for followers that lag.
             max_in_snapshot_log_to_keep: config.snapshot_every_entries,
@@ -123,7 +119,7 @@ impl RunningNode {
             // time to cross and be written.
             snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
             install_snapshot_timeout: SNAPSHOT_CHUNK_TIMEOUT_MS,
-            ..Default::default()
+            ..crate::raft::timed_config()
         }
         .validate()
         .map_err(|e| NodeError::Raft(e.to_string()))?;

@@ -28,6 +28,24 @@ use crate::store::Command;
 pub use state_machine::SharedState;
 pub use storage::{Storage, StorageCounters, StorageOpenError};
 
+/// How often the leader sends heartbeats, in milliseconds.
+pub const HEARTBEAT_MS: u64 = 100;
+/// A follower that hears no heartbeat for a random time in this range (milliseconds) stands
+/// for election: three heartbeats at least, so one lost packet starts no election.
+pub const ELECTION_TIMEOUT_MS_MIN: u64 = 300;
+pub const ELECTION_TIMEOUT_MS_MAX: u64 = 600;
+
+/// openraft's configuration with Cairn's timings; the caller adds snapshot settings.
+pub fn timed_config() -> openraft::Config {
+    openraft::Config {
+        cluster_name: "cairn".into(),
+        heartbeat_interval: HEARTBEAT_MS,
+        election_timeout_min: ELECTION_TIMEOUT_MS_MIN,
+        election_timeout_max: ELECTION_TIMEOUT_MS_MAX,
+        ..Default::default()
+    }
+}
+
 /// A Raft node id. openraft's id type must be a plain integer-like value; this alias names it.
 pub type NodeId = u64;
 

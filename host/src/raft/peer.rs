@@ -666,14 +666,7 @@ mod tests {
         let state = machine.state();
         let endpoint = endpoint(files);
         let addr = endpoint.local_addr().expect("addr").to_string();
-        let config = openraft::Config {
-            heartbeat_interval: 100,
-            election_timeout_min: 300,
-            election_timeout_max: 600,
-            ..Default::default()
-        }
-        .validate()
-        .expect("config");
+        let config = crate::raft::timed_config().validate().expect("config");
         let raft = Raft::new(
             id,
             Arc::new(config),
