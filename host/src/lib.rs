@@ -7,10 +7,13 @@
 //!                   │  api::identity: the connection's principal (client certificate CN,
 //!                   │  token, or anonymous), carried on every write and checked on reads
 //!                   │
-//!        writes ────┤ api::proposer: every write waiting → one log entry (group commit)
+//!        writes ────┤ cluster: the way to the log wherever the leader is —
+//!                   │   Proposer (every write waiting → one log entry, group commit),
+//!                   │   forward (a follower's line to the leader), service (what peers
+//!                   │   ask), membership, the leader's duties and session liveness
 //!                   ▼
 //!                  raft (openraft) ── log_store: fjall, fsync before the entry counts
-//!                   │                └─ peer: the other nodes, over QUIC with mutual TLS
+//!                   │                └─ peer: the transport to the other nodes, QUIC + mTLS
 //!                   ▼ committed
 //!                  raft::state_machine ──▶ store::apply(entry) → replies + effects
 //!                   │                         (deterministic: no clock, no I/O; every
@@ -20,20 +23,20 @@
 //!                   ├─ watch: effects → events a watcher may read, queued on its stream
 //!                   └─ replies → back to the proposing stream
 //!
-//!        reads ─────┴─▶ read index (raft) ─▶ store (DataTree) ─▶ reply, + watch registration
+//!        reads ─────┴─▶ cluster read index ─▶ store (DataTree) ─▶ reply, + watch registration
 //!
-//! session: the leader's liveness tracker proposes expiry entries; tls: certificates;
-//! files: the data directory's private modes; node: starts and stops all of it; config and
-//! cli: how people run it.
+//! Imports flow one way: store → recipe, watch → raft → cluster → api → node → cli. tls:
+//! certificates; files: the data directory's private modes; node: starts and stops all of it;
+//! config and cli: how people run it.
 //! ```
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod files;
 pub mod node;
 pub mod raft;
 pub mod recipe;
-pub mod session;
 pub mod store;
 pub mod tls;
 pub mod watch;

@@ -12,26 +12,22 @@ use openraft::SnapshotPolicy;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::{self, CONNECTION_IDLE_MS_MAX, Frontend, Proposer, STREAMS_PER_CONNECTION_MAX};
+use crate::api::{self, CONNECTION_IDLE_MS_MAX, Frontend, STREAMS_PER_CONNECTION_MAX};
+use crate::cluster::duties::{self, STARTUP_LEADER_WAIT_MS};
+use crate::cluster::forward::Forwarder;
+use crate::cluster::{Cluster, liveness, service};
 use crate::config::ServeConfig;
 use crate::raft::log_store::LogStore;
-use crate::raft::peer::{self, Forwarder, PEER_ALPN, PeerNetwork, PeerService};
+use crate::raft::peer::{self, PEER_ALPN, PeerNetwork};
 use crate::raft::state_machine::StateMachineStore;
 use crate::raft::{Member, Raft, Storage};
-use crate::recipe::builtin::BUILTIN_RECIPES;
 use crate::recipe::{CompiledKey, RUNTIME_VERSION, RecipeRuntime};
-use crate::session::{self, SessionTracker};
-use crate::store::{Action, Write};
 use crate::tls;
 
-/// How long a starting node waits to become (or learn) the leader, in milliseconds.
-pub const STARTUP_LEADER_WAIT_MS: u64 = 60_000;
 /// Bytes of snapshot per install-snapshot request to a lagging or new node.
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
 /// How long one snapshot chunk may take to reach a node and be written there, in milliseconds.
 pub const SNAPSHOT_CHUNK_TIMEOUT_MS: u64 = 10_000;
-/// How often the leader looks for TTL znodes whose time has come, in milliseconds.
-pub const TTL_REAP_INTERVAL_MS: u64 = 500;
 /// The file in the data dir holding the key that signs this node's compiled recipes.
 const COMPILED_KEY_FILE: &str = "compiled.key";
 
@@ -58,8 +54,8 @@ pub enum NodeError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Recipes(#[from] crate::recipe::RuntimeError),
-    #[error("cannot deploy built-in recipe {0}: {1}")]
-    Builtin(String, String),
+    #[error(transparent)]
+    Builtin(#[from] duties::BuiltinError),
     #[error("no leader after {STARTUP_LEADER_WAIT_MS} ms")]
     NoLeader,
     #[error("the node stopped on a fatal error: {0}")]
@@ -157,16 +153,16 @@ impl RunningNode {
             Raft::new(config.node_id, Arc::new(raft_config), network, log_store, state_machine)
                 .await
                 .map_err(|e| NodeError::Raft(e.to_string()))?;
-        let sessions: Arc<SessionTracker> = Arc::default();
         let forwarder = Arc::new(Forwarder::new(config.node_id, peer_endpoint.clone(), routes));
-        let reads = api::ReadIndex::start(raft.clone(), config.node_id, forwarder.clone());
+        let cluster = Arc::new(Cluster::start(
+            config.node_id,
+            raft.clone(),
+            state.clone(),
+            counters,
+            forwarder,
+        ));
         let peers = peer_endpoint.map(|endpoint| {
-            let service = PeerService {
-                raft: raft.clone(),
-                sessions: sessions.clone(),
-                reads: reads.clone(),
-            };
-            let serving = tokio::spawn(peer::serve(endpoint.clone(), service));
+            let serving = tokio::spawn(service::serve(endpoint.clone(), cluster.peer_service()));
             (endpoint, serving)
         });
 
@@ -228,27 +224,15 @@ impl RunningNode {
 
         let (stop, stopped) = watch::channel(false);
         let frontend = Arc::new(Frontend {
-            node_id: config.node_id,
-            raft: raft.clone(),
-            state: state.clone(),
-            counters,
-            proposer: Proposer::start(
-                raft.clone(),
-                state.clone(),
-                config.node_id,
-                forwarder.clone(),
-            ),
-            reads,
+            cluster: cluster.clone(),
             watches,
-            sessions,
-            forwarder,
             digests: tokio::sync::Semaphore::new(1),
             connections: Arc::default(),
         });
         // A cluster gets the built-ins when it is created: before anything was ever deployed.
         let never_deployed = state.read().tree.recipes().runtime.is_none();
         if never_deployed {
-            deploy_builtin_recipes(&frontend).await?;
+            duties::deploy_builtin_recipes(&cluster).await?;
         }
         let me = Member {
             client_addr: client_addr.to_string(),
@@ -256,10 +240,10 @@ impl RunningNode {
             recipe_runtime: RUNTIME_VERSION.to_string(),
         };
         let tasks = vec![
-            tokio::spawn(announce(frontend.clone(), me, stopped.clone())),
-            tokio::spawn(api::serve(endpoint.clone(), frontend.clone(), stopped.clone())),
-            tokio::spawn(reap_ttl_znodes(frontend.clone(), stopped.clone())),
-            tokio::spawn(session::expire_sessions(frontend, stopped)),
+            tokio::spawn(duties::announce(cluster.clone(), me, stopped.clone())),
+            tokio::spawn(api::serve(endpoint.clone(), frontend, stopped.clone())),
+            tokio::spawn(duties::reap_ttl_znodes(cluster.clone(), stopped.clone())),
+            tokio::spawn(liveness::expire_sessions(cluster, stopped)),
         ];
 
         tracing::info!(addr = %client_addr, data_dir = %config.data_dir.display(), "serving clients");
@@ -352,118 +336,6 @@ async fn snapshot_before_stopping(raft: &Raft) {
         .await;
     if let Err(error) = written {
         tracing::warn!(%error, "no snapshot before stopping");
-    }
-}
-
-/// Deploys the built-in recipes through the log, as any recipe is deployed, each as version 1
-/// (so two nodes that both believe they lead cannot deploy one twice). Whichever node leads does
-/// it; a node that does not lead waits until it is done.
-async fn deploy_builtin_recipes(frontend: &Frontend) -> Result<(), NodeError> {
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(STARTUP_LEADER_WAIT_MS);
-    let mut last_error = String::new();
-    loop {
-        let missing: Vec<(&str, &[u8])> = {
-            let state = frontend.state.read();
-            let deployed = &state.tree.recipes().highest;
-            BUILTIN_RECIPES
-                .iter()
-                .filter(|(name, _)| !deployed.contains_key(*name))
-                .copied()
-                .collect()
-        };
-        if missing.is_empty() {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            return Err(NodeError::Builtin(missing[0].0.to_string(), last_error));
-        }
-        if frontend.is_leader() {
-            for (name, component) in missing {
-                let action = Action::DeployRecipe {
-                    name: name.to_string(),
-                    version: Some(1),
-                    component: component.to_vec(),
-                    runtime: crate::recipe::RUNTIME_VERSION.to_string(),
-                    // The built-ins belong to the system: no principal deploys their versions.
-                    owner: Some(cairn_wire::access::SYSTEM.to_string()),
-                };
-                let outcome = match frontend.propose(Write::system(action)).await {
-                    Ok(applied) => applied.await.1.map(|_| ()),
-                    Err(error) => Err(error),
-                };
-                match outcome {
-                    Ok(()) => tracing::info!(recipe = %name, "deployed built-in recipe"),
-                    Err(error) => {
-                        // Not leading after all, say: look again shortly.
-                        tracing::debug!(recipe = %name, %error, "built-in recipe not deployed yet");
-                        last_error = error.to_string();
-                        break;
-                    }
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(BUILTIN_RETRY_MS)).await;
-    }
-}
-
-/// Until the membership records where this node serves (its client address, which the initial
-/// cluster list does not give), asks the leader to record it.
-async fn announce(frontend: Arc<Frontend>, me: Member, mut stopped: watch::Receiver<bool>) {
-    let metrics = frontend.raft.metrics();
-    loop {
-        let recorded = metrics
-            .borrow()
-            .membership_config
-            .membership()
-            .get_node(&frontend.node_id)
-            .is_some_and(|known| *known == me);
-        if recorded {
-            return;
-        }
-        let done = if frontend.is_leader() {
-            peer::record_member(&frontend.raft, frontend.node_id, me.clone()).await
-        } else {
-            frontend.forwarder.announce(&frontend.raft, frontend.node_id, me.clone()).await
-        };
-        if let Err(error) = done {
-            tracing::debug!(%error, "client address not recorded yet");
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(ANNOUNCE_RETRY_MS)) => {}
-            _ = stopped.wait_for(|stop| *stop) => return,
-        }
-    }
-}
-
-/// How often a node asks again to have its address recorded.
-const ANNOUNCE_RETRY_MS: u64 = 500;
-
-/// How often a starting node looks again whether the built-in recipes are deployed.
-const BUILTIN_RETRY_MS: u64 = 100;
-
-/// While this node leads, proposes a reap entry whenever a TTL znode's time has come by the
-/// leader's clock. Apply checks again with the entry's own time, so every replica agrees.
-async fn reap_ttl_znodes(frontend: Arc<Frontend>, mut stopped: watch::Receiver<bool>) {
-    let mut ticks = tokio::time::interval(Duration::from_millis(TTL_REAP_INTERVAL_MS));
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            _ = stopped.wait_for(|stop| *stop) => return,
-        }
-        let leading = frontend.raft.metrics().borrow().current_leader == Some(frontend.node_id);
-        let now = api::now_ms();
-        let due = leading && frontend.state.read().tree.ttl_due(now);
-        if due {
-            match frontend.propose(Write::system(Action::ReapTtl)).await {
-                Ok(applied) => {
-                    if let (_, Err(error)) = applied.await {
-                        tracing::debug!(%error, "TTL reap not applied; retrying next tick");
-                    }
-                }
-                Err(error) => tracing::debug!(%error, "TTL reap not proposed; retrying next tick"),
-            }
-        }
     }
 }
 

@@ -1,25 +1,20 @@
 //! The client front end: QUIC connections from clients, requests in, responses out.
 //!
 //! Request path: [`serve`] accepts connections; each bidirectional stream a client opens is run
-//! by `stream::serve_stream`, which reads frames, decodes them (`cairn_wire`), and hands
-//! each request to [`Frontend`]: writes go to Raft in the order they arrived (`raft`, then
-//! `store::apply` on commit), reads wait for the read-index check and then read the state
-//! machine. Responses go back on the same stream as their requests complete. On a follower,
-//! the proposer sends its batches to the leader and reads take the leader's read index
-//! (`raft::peer::Forwarder`); either way the answer waits until this node has applied what it
-//! reflects.
+//! by `stream::serve_stream`, which reads frames, decodes them (`cairn_wire`), learns who the
+//! connection speaks for (`identity`), and hands each request on: writes go to the cluster
+//! layer (`cluster::Cluster::propose`, then `store::apply` on commit) in the order they
+//! arrived, reads wait for its read index (`cluster::Cluster::linearize`) and then read the
+//! state, checked against the reader's rights. Responses go back on the same stream as their
+//! requests complete. The front end depends on the cluster layer, the state and the watch hub
+//! only; where the leader is, and how to reach it, is the cluster layer's business.
 
 mod identity;
-mod proposer;
-mod read_index;
 mod stream;
 
 pub use identity::ConnectionCounts;
-pub use proposer::Proposer;
-pub use read_index::ReadIndex;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use cairn_wire::{
     ApiError, CLOSE_SHUTDOWN, ErrorCode, MemberInfo, RecipeInfo, Reply, Request,
@@ -29,11 +24,9 @@ use quinn::Endpoint;
 use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
 
-use crate::raft::peer::{Forwarder, MembershipChange};
-use crate::raft::{ApplyReply, Member, NodeId, Raft, SharedState, StorageCounters};
-use crate::session::SessionTracker;
+use crate::cluster::{ApplyReply, Cluster, Member, NodeId, Served, members_of, shutting_down};
 use crate::store::recipes::RECIPES_ROOT;
-use crate::store::{Action, Caller, DataTree, Principal, SessionId, Write};
+use crate::store::{Caller, DataTree, Principal, SessionId};
 use crate::watch::{Outbox, WatchHub};
 
 /// Most client connections a node serves at once; more are refused at the handshake.
@@ -50,19 +43,11 @@ pub const REQUESTS_IN_FLIGHT_PER_STREAM_MAX: usize = 1024;
 /// How long a connection may stay silent before the node drops it, in milliseconds.
 pub const CONNECTION_IDLE_MS_MAX: u32 = 60_000;
 
-/// What every connection's requests are served with.
+/// What every connection's requests are served with: the cluster layer, the watch hub, and
+/// what the client front end keeps for itself.
 pub struct Frontend {
-    pub node_id: NodeId,
-    pub raft: Raft,
-    pub state: SharedState,
-    pub counters: Arc<StorageCounters>,
-    pub proposer: Proposer,
-    /// Read indexes for linearizable reads, one check for all reads waiting.
-    pub reads: ReadIndex,
+    pub cluster: Arc<Cluster>,
     pub watches: Arc<WatchHub>,
-    pub sessions: Arc<SessionTracker>,
-    /// The way to the leader, when this node is not it.
-    pub forwarder: Arc<Forwarder>,
     /// One state digest at a time: each encodes the whole tree.
     pub digests: tokio::sync::Semaphore,
     /// Connections open here, per principal.
@@ -71,100 +56,14 @@ pub struct Frontend {
 
 impl std::fmt::Debug for Frontend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Frontend").field("node_id", &self.node_id).finish_non_exhaustive()
+        f.debug_struct("Frontend").field("node_id", &self.cluster.node_id).finish_non_exhaustive()
     }
 }
 
-/// The outcome of one request: the reply (or error) and the zxid it reflects.
-pub(crate) type Served = (u64, ApplyReply);
-
 impl Frontend {
-    /// The zxid of the last entry this node applied.
-    pub(crate) fn applied_zxid(&self) -> u64 {
-        self.state.read().applied_zxid()
-    }
-
-    /// Submits a write for the next group commit; returns once it has its place in the order
-    /// of writes, with a future that resolves when it is applied.
-    pub(crate) async fn propose(
-        &self,
-        write: Write,
-    ) -> Result<impl Future<Output = Served> + use<>, ApiError> {
-        let outcome = self.proposer.submit(write).await?;
-        let state = self.state.clone();
-        Ok(async move {
-            outcome.await.unwrap_or_else(|_| (state.read().applied_zxid(), Err(shutting_down())))
-        })
-    }
-
-    /// Waits until this node has applied everything committed before now (read index): the
-    /// leader confirms its leadership; a follower asks the leader for its read index and waits
-    /// to have applied that far.
-    pub(crate) async fn linearize(&self) -> Result<(), ApiError> {
-        let index = self.reads.get().await?;
-        wait_applied(&self.raft, index).await
-    }
-
-    /// Adds or removes a member, on the leader (asked through this node if it is not it).
-    pub(crate) async fn change_membership(&self, change: MembershipChange) -> ApplyReply {
-        let done = |m: &openraft::RaftMetrics<NodeId, Member>| {
-            let membership = m.membership_config.membership();
-            match &change {
-                MembershipChange::Add(node, _, true) => membership.voter_ids().any(|v| v == *node),
-                MembershipChange::Add(node, _, false) => membership.get_node(node).is_some(),
-                MembershipChange::Remove(node) => membership.get_node(node).is_none(),
-            }
-        };
-        if self.is_leader() {
-            crate::raft::peer::change_membership(&self.raft, change.clone()).await?;
-        } else {
-            self.forwarder.change_membership(&self.raft, change.clone()).await?;
-        }
-        // Committed on the leader; this node answers once it has the change too.
-        let metrics = self
-            .raft
-            .wait(Some(std::time::Duration::from_millis(FOLLOWER_CATCH_UP_MS)))
-            .metrics(done, "the membership change")
-            .await
-            .map_err(|error| {
-                ApiError::new(ErrorCode::Unavailable)
-                    .with_detail(format!("the change is not on this node yet: {error}"))
-            })?;
-        Ok(Reply::MembershipChanged { members: members_of(&metrics) })
-    }
-
-    /// The write that moves the cluster's recipes to the runtime this node runs, if every
-    /// member has announced that it runs it too; else an error naming who runs what.
-    pub(crate) fn adopt_runtime_write(&self) -> Result<Action, ApiError> {
-        let metrics = self.raft.metrics().borrow().clone();
-        let runtime = crate::recipe::RUNTIME_VERSION;
-        let others: Vec<String> = metrics
-            .membership_config
-            .membership()
-            .nodes()
-            .filter(|(_, member)| member.recipe_runtime != runtime)
-            .map(|(id, member)| match member.recipe_runtime.as_str() {
-                "" => format!("node {id} has not said"),
-                other => format!("node {id} runs {other}"),
-            })
-            .collect();
-        if !others.is_empty() {
-            return Err(ApiError::new(ErrorCode::Unavailable).with_detail(format!(
-                "not every member runs recipe runtime {runtime}: {}",
-                others.join(", ")
-            )));
-        }
-        Ok(Action::AdoptRecipeRuntime { runtime: runtime.to_string() })
-    }
-
     /// `no-auth` unless `principal` administers the cluster (as this node's state says).
     pub(crate) fn require_admin(&self, principal: &Principal, what: &str) -> Result<(), ApiError> {
-        self.state.read().tree.caller(principal)?.require_admin(what)
-    }
-
-    /// Whether this node leads now.
-    pub(crate) fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().current_leader == Some(self.node_id)
+        self.cluster.state.read().tree.caller(principal)?.require_admin(what)
     }
 
     /// Serves a request that does not go through the log: reads, `sync`, and the node-local
@@ -190,8 +89,8 @@ impl Frontend {
             | Request::WhoAmI {} => true,
             _ => false,
         };
-        if !local && let Err(error) = self.linearize().await {
-            outbox.send_frame(stream::respond(id, self.applied_zxid(), Err(error)));
+        if !local && let Err(error) = self.cluster.linearize().await {
+            outbox.send_frame(stream::respond(id, self.cluster.applied_zxid(), Err(error)));
             return;
         }
         if let Request::StateDigest {} = request {
@@ -199,7 +98,7 @@ impl Frontend {
             // committed before the request.
             let (zxid, reply) = match self.require_admin(principal, "a state digest") {
                 Ok(()) => self.state_digest().await,
-                Err(refused) => (self.applied_zxid(), Err(refused)),
+                Err(refused) => (self.cluster.applied_zxid(), Err(refused)),
             };
             if let Some(_turn) = outbox.room_for_reply().await {
                 outbox.send_frame(stream::respond(id, zxid, reply));
@@ -207,7 +106,7 @@ impl Frontend {
             return;
         }
         let Some(_turn) = outbox.room_for_reply().await else { return };
-        let state = self.state.read();
+        let state = self.cluster.state.read();
         let zxid = state.applied_zxid();
         let reply = state
             .tree
@@ -221,10 +120,10 @@ impl Frontend {
     /// at a time, so neither writes nor other reads wait for the encoding.
     async fn state_digest(&self) -> Served {
         let Ok(_one_at_a_time) = self.digests.acquire().await else {
-            return (self.applied_zxid(), Err(shutting_down()));
+            return (self.cluster.applied_zxid(), Err(shutting_down()));
         };
         let (zxid, tree) = {
-            let state = self.state.read();
+            let state = self.cluster.state.read();
             (state.applied_zxid(), state.tree.clone())
         };
         let digest = tokio::task::spawn_blocking(move || {
@@ -390,17 +289,17 @@ impl Frontend {
                 Ok(Reply::Paths { paths: tree.ephemerals_of(id).cloned().collect() })
             }
             Request::ServerInfo {} => {
-                let metrics = self.raft.metrics().borrow().clone();
+                let metrics = self.cluster.raft.metrics().borrow().clone();
                 if !caller.admin {
                     return Ok(Reply::ServerInfo(self.server_info_outline(&metrics, zxid)));
                 }
                 Ok(Reply::ServerInfo(ServerInfo {
-                    node_id: self.node_id,
+                    node_id: self.cluster.node_id,
                     leader: metrics.current_leader,
                     term: metrics.current_term,
                     applied_zxid: zxid,
-                    log_entries_written: self.counters.entries_written(),
-                    log_fsyncs: self.counters.fsyncs(),
+                    log_entries_written: self.cluster.counters.entries_written(),
+                    log_fsyncs: self.cluster.counters.fsyncs(),
                     snapshot_zxid: metrics.snapshot.map(|id| id.index),
                     purged_zxid: metrics.purged.map(|id| id.index),
                     members: members_of(&metrics),
@@ -434,7 +333,7 @@ impl Frontend {
             })
             .collect();
         ServerInfo {
-            node_id: self.node_id,
+            node_id: self.cluster.node_id,
             leader: metrics.current_leader,
             term: metrics.current_term,
             applied_zxid: zxid,
@@ -448,27 +347,6 @@ impl Frontend {
             recipes_frozen: false,
         }
     }
-}
-
-/// The membership in `metrics`, with replication progress when this node leads.
-fn members_of(metrics: &openraft::RaftMetrics<NodeId, Member>) -> Vec<MemberInfo> {
-    let membership = metrics.membership_config.membership();
-    let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
-    membership
-        .nodes()
-        .map(|(id, member)| MemberInfo {
-            node_id: *id,
-            client_addr: member.client_addr.clone(),
-            peer_addr: member.peer_addr.clone(),
-            voter: voters.contains(id),
-            matched_zxid: metrics
-                .replication
-                .as_ref()
-                .and_then(|progress| progress.get(id).copied().flatten())
-                .map(|log_id| log_id.index),
-            recipe_runtime: member.recipe_runtime.clone(),
-        })
-        .collect()
 }
 
 /// Accepts client connections until `shutdown` turns true, then closes them all.
@@ -500,29 +378,4 @@ pub async fn serve(
         );
     }
     endpoint.close(CLOSE_SHUTDOWN.into(), b"node shutting down");
-}
-
-/// What a request gets when the node stops under it.
-fn shutting_down() -> ApiError {
-    ApiError::new(ErrorCode::Unavailable).with_detail("the node is shutting down")
-}
-
-/// How long a follower waits to apply what the leader has committed before it answers.
-pub const FOLLOWER_CATCH_UP_MS: u64 = 10_000;
-
-/// Waits until this node has applied the entry at `index`.
-pub(crate) async fn wait_applied(raft: &Raft, index: u64) -> Result<(), ApiError> {
-    raft.wait(Some(std::time::Duration::from_millis(FOLLOWER_CATCH_UP_MS)))
-        .applied_index_at_least(Some(index), "catching up with the leader")
-        .await
-        .map(|_| ())
-        .map_err(|error| {
-            ApiError::new(ErrorCode::Unavailable)
-                .with_detail(format!("this node has not applied entry {index}: {error}"))
-        })
-}
-
-/// The leader's wall clock, stamped on each proposed command: the only time `apply` sees.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -12,9 +12,9 @@ use quinn::{Connection, Incoming, ReadExactError, RecvStream, SendStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::identity::Identity;
-use super::{Frontend, REQUESTS_IN_FLIGHT_PER_STREAM_MAX, Served};
-use crate::raft::peer::MembershipChange;
-use crate::raft::{ApplyReply, Member};
+use super::{Frontend, REQUESTS_IN_FLIGHT_PER_STREAM_MAX};
+use crate::cluster::Served;
+use crate::cluster::{ApplyReply, Member, MembershipChange};
 use crate::store::{Action, Principal, SecretHash, SessionId, TokenHash, Write};
 use crate::watch::{Outbox, OutboxLoad, Outgoing};
 
@@ -40,7 +40,7 @@ pub(super) async fn serve_connection(incoming: Incoming, frontend: Arc<Frontend>
             return;
         }
     };
-    let slot = frontend.connections.take(&principal, &frontend.state.read().tree);
+    let slot = frontend.connections.take(&principal, &frontend.cluster.state.read().tree);
     let slot = match slot {
         Ok(slot) => slot,
         Err(error) => {
@@ -112,7 +112,7 @@ async fn serve_stream(
                 tracing::warn!(%error, "closing connection: frame over the limit");
                 let error =
                     ApiError::new(ErrorCode::RequestTooLarge).with_detail(error.to_string());
-                outbox.send_frame(respond(0, frontend.applied_zxid(), Err(error)));
+                outbox.send_frame(respond(0, frontend.cluster.applied_zxid(), Err(error)));
                 drop(outbox);
                 let _ = writer.await;
                 connection
@@ -141,7 +141,7 @@ async fn serve_stream(
                 tracing::debug!(reason = %malformed.reason, "malformed request");
                 let error =
                     ApiError::new(ErrorCode::MalformedRequest).with_detail(malformed.reason);
-                let zxid = frontend.applied_zxid();
+                let zxid = frontend.cluster.applied_zxid();
                 if !outbox.send_frame(respond(malformed.id.unwrap_or(0), zxid, Err(error))) {
                     break;
                 }
@@ -150,26 +150,26 @@ async fn serve_stream(
         };
         let id = frame.id;
         if let Some(bound) = session {
-            if frontend.state.read().tree.session(bound).is_none()
+            if frontend.cluster.state.read().tree.session(bound).is_none()
                 && !matches!(frame.request, Request::OpenSession { .. })
             {
                 let error = ApiError::new(ErrorCode::SessionExpired)
                     .with_detail(format!("session {bound} has ended"));
-                outbox.send_frame(respond(id, frontend.applied_zxid(), Err(error)));
+                outbox.send_frame(respond(id, frontend.cluster.applied_zxid(), Err(error)));
                 continue;
             }
-            frontend.sessions.touch(bound);
+            frontend.cluster.sessions.touch(bound);
         }
         let principal = identity.principal();
         // Checked against everything committed before the request: a right revoked a moment
         // ago on another node is gone here too.
         if matches!(frame.request, Request::AddMember { .. } | Request::RemoveMember { .. })
-            && let Err(refused) = match frontend.linearize().await {
+            && let Err(refused) = match frontend.cluster.linearize().await {
                 Ok(()) => frontend.require_admin(&principal, "changing the members"),
                 Err(error) => Err(error),
             }
         {
-            outbox.send_frame(respond(id, frontend.applied_zxid(), Err(refused)));
+            outbox.send_frame(respond(id, frontend.cluster.applied_zxid(), Err(refused)));
             continue;
         }
         let request = match frame.request {
@@ -188,9 +188,9 @@ async fn serve_stream(
                 let change = MembershipChange::Add(node_id, member, voter);
                 let (frontend, outbox) = (frontend.clone(), outbox.clone());
                 tokio::spawn(async move {
-                    let reply = frontend.change_membership(change).await;
+                    let reply = frontend.cluster.change_membership(change).await;
                     if let Some(_turn) = outbox.room_for_reply().await {
-                        outbox.send_frame(respond(id, frontend.applied_zxid(), reply));
+                        outbox.send_frame(respond(id, frontend.cluster.applied_zxid(), reply));
                     }
                     // In flight until answered, like any request.
                     drop(permit);
@@ -201,9 +201,9 @@ async fn serve_stream(
                 let change = MembershipChange::Remove(node_id);
                 let (frontend, outbox) = (frontend.clone(), outbox.clone());
                 tokio::spawn(async move {
-                    let reply = frontend.change_membership(change).await;
+                    let reply = frontend.cluster.change_membership(change).await;
                     if let Some(_turn) = outbox.room_for_reply().await {
-                        outbox.send_frame(respond(id, frontend.applied_zxid(), reply));
+                        outbox.send_frame(respond(id, frontend.cluster.applied_zxid(), reply));
                     }
                     drop(permit);
                 });
@@ -235,16 +235,16 @@ async fn serve_stream(
             Request::CloseSession {} => {
                 let Some(bound) = session else {
                     let error = ApiError::new(ErrorCode::NoSession);
-                    outbox.send_frame(respond(id, frontend.applied_zxid(), Err(error)));
+                    outbox.send_frame(respond(id, frontend.cluster.applied_zxid(), Err(error)));
                     continue;
                 };
                 // Unbound first: the client asked for the end, it needs no news of it.
                 frontend.watches.unbind(bound, &outbox);
                 let write =
                     Write { session, principal: principal.clone(), action: Action::CloseSession };
-                let (zxid, reply) = match frontend.propose(write).await {
+                let (zxid, reply) = match frontend.cluster.propose(write).await {
                     Ok(applied) => applied.await,
-                    Err(error) => (frontend.applied_zxid(), Err(error)),
+                    Err(error) => (frontend.cluster.applied_zxid(), Err(error)),
                 };
                 if reply.is_ok() {
                     session = None;
@@ -256,10 +256,10 @@ async fn serve_stream(
         };
         let outbox = outbox.clone();
         let write = match request {
-            Request::AdoptRecipeRuntime {} => match frontend.adopt_runtime_write() {
+            Request::AdoptRecipeRuntime {} => match frontend.cluster.adopt_runtime_write() {
                 Ok(action) => Ok(action),
                 Err(refused) => {
-                    outbox.send_frame(respond(id, frontend.applied_zxid(), Err(refused)));
+                    outbox.send_frame(respond(id, frontend.cluster.applied_zxid(), Err(refused)));
                     continue;
                 }
             },
@@ -275,7 +275,7 @@ async fn serve_stream(
                     Ok(Action::CreateToken { name, hash })
                 }
                 Err(error) => {
-                    outbox.send_frame(respond(id, frontend.applied_zxid(), Err(error)));
+                    outbox.send_frame(respond(id, frontend.cluster.applied_zxid(), Err(error)));
                     continue;
                 }
             },
@@ -285,7 +285,7 @@ async fn serve_stream(
             Ok(action) => {
                 writes_proposed += 1;
                 let writes_completed = writes_completed.clone();
-                match frontend.propose(Write { session, principal, action }).await {
+                match frontend.cluster.propose(Write { session, principal, action }).await {
                     Ok(applied) => {
                         tokio::spawn(async move {
                             let (zxid, mut reply) = applied.await;
@@ -303,7 +303,7 @@ async fn serve_stream(
                     }
                     Err(error) => {
                         writes_completed.send_modify(|done| *done += 1);
-                        outbox.send_frame(respond(id, frontend.applied_zxid(), Err(error)));
+                        outbox.send_frame(respond(id, frontend.cluster.applied_zxid(), Err(error)));
                     }
                 }
             }
@@ -345,12 +345,12 @@ async fn authenticate(frontend: &Frontend, identity: &Identity, token: &str) -> 
     if identity.is_settled() {
         let error = ApiError::new(ErrorCode::InvalidArgument)
             .with_detail("authenticate before opening or resuming a session on this connection");
-        return (frontend.applied_zxid(), Err(error));
+        return (frontend.cluster.applied_zxid(), Err(error));
     }
-    if let Err(error) = frontend.linearize().await {
-        return (frontend.applied_zxid(), Err(error));
+    if let Err(error) = frontend.cluster.linearize().await {
+        return (frontend.cluster.applied_zxid(), Err(error));
     }
-    let state = frontend.state.read();
+    let state = frontend.cluster.state.read();
     let zxid = state.applied_zxid();
     let hash = TokenHash::of(token);
     let Some(name) = state.tree.access().token_owner(&hash) else {
@@ -387,32 +387,32 @@ async fn open_session(
     outbox: &Outbox,
 ) -> Served {
     if let Some(bound) = bound
-        && frontend.state.read().tree.session(bound).is_some()
+        && frontend.cluster.state.read().tree.session(bound).is_some()
     {
         let error = ApiError::new(ErrorCode::InvalidArgument)
             .with_detail(format!("this stream already has session {bound}"));
-        return (frontend.applied_zxid(), Err(error));
+        return (frontend.cluster.applied_zxid(), Err(error));
     }
     let secret = match random_u64() {
         Ok(secret) => secret,
-        Err(error) => return (frontend.applied_zxid(), Err(error)),
+        Err(error) => return (frontend.cluster.applied_zxid(), Err(error)),
     };
     let secret_hash = SecretHash::of(secret);
     let action = Action::OpenSession { timeout_ms, secret_hash };
     let write = Write { session: None, principal: principal.clone(), action };
-    let (zxid, mut reply) = match frontend.propose(write).await {
+    let (zxid, mut reply) = match frontend.cluster.propose(write).await {
         Ok(applied) => applied.await,
-        Err(error) => return (frontend.applied_zxid(), Err(error)),
+        Err(error) => return (frontend.cluster.applied_zxid(), Err(error)),
     };
     if let Ok(Reply::Session { session_id, secret: answered, .. }) = &mut reply {
         // The entry carried only the secret's hash; the client gets the secret from us.
         *answered = secret;
         let id = SessionId(*session_id);
-        match frontend.state.read().tree.caller(principal) {
+        match frontend.cluster.state.read().tree.caller(principal) {
             Ok(reader) => frontend.watches.bind(id, outbox.clone(), principal.clone(), reader),
             Err(error) => return (zxid, Err(error)),
         }
-        frontend.sessions.touch(id);
+        frontend.cluster.sessions.touch(id);
         tracing::debug!(session = %id, timeout_ms, "session opened");
     }
     (zxid, reply)
@@ -427,17 +427,17 @@ async fn resume_session(
     principal: &Principal,
     outbox: &Outbox,
 ) -> Served {
-    if let Err(error) = frontend.linearize().await {
-        return (frontend.applied_zxid(), Err(error));
+    if let Err(error) = frontend.cluster.linearize().await {
+        return (frontend.cluster.applied_zxid(), Err(error));
     }
-    let state = frontend.state.read();
+    let state = frontend.cluster.state.read();
     let zxid = state.applied_zxid();
     let reply = match state.tree.session(id) {
         Some(session) if session.secret_hash == SecretHash::of(secret) => {
             match state.tree.caller(principal) {
                 Ok(reader) if *reader.name == session.principal => {
                     frontend.watches.bind(id, outbox.clone(), principal.clone(), reader);
-                    frontend.sessions.touch(id);
+                    frontend.cluster.sessions.touch(id);
                     Ok(Reply::Session { session_id: id.0, secret, timeout_ms: session.timeout_ms })
                 }
                 Ok(reader) => Err(ApiError::new(ErrorCode::AuthFailed).with_detail(format!(

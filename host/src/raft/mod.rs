@@ -13,7 +13,6 @@
 
 pub mod log_store;
 pub mod peer;
-pub mod reconfig;
 pub mod state_machine;
 mod storage;
 

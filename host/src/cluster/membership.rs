@@ -1,7 +1,7 @@
 //! Membership changes that cannot cost the cluster its quorum.
 //!
 //! Request path: `cairn cluster add|remove` → the client front end (`api`) → on the leader,
-//! [`change_membership`] (a follower forwards it there through `peer`). A new member joins as a
+//! [`change_membership`] (a follower forwards it there through `cluster::forward`). A new member joins as a
 //! learner and becomes a voter only once it has acknowledged the leader's log to within
 //! [`MEMBER_CATCH_UP_LAG_ENTRIES_MAX`] entries, within [`MEMBER_CATCH_UP_MS`]; otherwise the
 //! learner is removed again and the change fails, the membership as it was. Before the voters
@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use cairn_wire::{ApiError, ErrorCode};
 
-use super::peer::MembershipChange;
-use super::{NodeId, Raft};
+use crate::raft::peer::MembershipChange;
+use crate::raft::{Member, NodeId, Raft};
 use crate::store::Command;
 
 /// How long a new member has to catch up with the leader's log before it would become a voter.
@@ -162,7 +162,7 @@ pub async fn change_membership(raft: &Raft, change: MembershipChange) -> Result<
 /// Waits until `node` has acknowledged the leader's log to within the allowed lag, at most
 /// [`MEMBER_CATCH_UP_MS`].
 async fn wait_caught_up(raft: &Raft, node: NodeId) -> Result<(), ApiError> {
-    let matched = |m: &openraft::RaftMetrics<NodeId, super::Member>| {
+    let matched = |m: &openraft::RaftMetrics<NodeId, Member>| {
         m.replication.as_ref().and_then(|r| r.get(&node).copied().flatten()).map(|id| id.index)
     };
     let waited = raft
@@ -211,7 +211,7 @@ async fn reachable_voters(
         })?
         .map_err(|e| failed(&e))?;
     let probe = written.log_id.index;
-    let acknowledged = |m: &openraft::RaftMetrics<NodeId, super::Member>| -> BTreeSet<NodeId> {
+    let acknowledged = |m: &openraft::RaftMetrics<NodeId, Member>| -> BTreeSet<NodeId> {
         m.replication
             .iter()
             .flatten()

@@ -5,7 +5,7 @@
 //! its whole timeout, and `store::apply` of that entry deletes the session's ephemerals in the
 //! same entry. Liveness is never logged and lives only on the node that tracks it: a node that
 //! becomes leader gives every session a full timeout from that moment. A follower passes on
-//! what it hears (`raft::peer::Forwarder::heard`) every [`SESSION_RELAY_INTERVAL_MS`], so a
+//! what it hears (`cluster::forward::Forwarder::heard`) every [`SESSION_RELAY_INTERVAL_MS`], so a
 //! client connected to a follower keeps its session.
 
 use std::collections::{HashMap, HashSet};
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::api::Frontend;
+use super::Cluster;
 use crate::store::{Action, SessionId, Write};
 
 /// How often the leader looks for sessions past their timeout, in milliseconds.
@@ -85,7 +85,7 @@ pub fn due(
 
 /// While this node leads, proposes the expiry of every session not heard from within its
 /// timeout, counting from when this node became leader at the earliest.
-pub async fn expire_sessions(frontend: Arc<Frontend>, mut stopped: watch::Receiver<bool>) {
+pub async fn expire_sessions(cluster: Arc<Cluster>, mut stopped: watch::Receiver<bool>) {
     let mut ticks = tokio::time::interval(Duration::from_millis(SESSION_CHECK_INTERVAL_MS));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leading_since: Option<Instant> = None;
@@ -96,17 +96,16 @@ pub async fn expire_sessions(frontend: Arc<Frontend>, mut stopped: watch::Receiv
             _ = ticks.tick() => {}
             _ = stopped.wait_for(|stop| *stop) => return,
         }
-        let leading = frontend.raft.metrics().borrow().current_leader == Some(frontend.node_id);
-        if !leading {
+        if !cluster.is_leader() {
             leading_since = None;
             let due = relayed.elapsed() >= Duration::from_millis(SESSION_RELAY_INTERVAL_MS);
             if due {
                 relayed = Instant::now();
-                let heard = frontend.sessions.take_recent();
+                let heard = cluster.sessions.take_recent();
                 if !heard.is_empty() {
-                    let frontend = frontend.clone();
+                    let cluster = cluster.clone();
                     tokio::spawn(async move {
-                        if let Err(error) = frontend.forwarder.heard(&frontend.raft, heard).await {
+                        if let Err(error) = cluster.forwarder.heard(&cluster.raft, heard).await {
                             tracing::debug!(%error, "sessions heard not passed to the leader");
                         }
                     });
@@ -114,10 +113,10 @@ pub async fn expire_sessions(frontend: Arc<Frontend>, mut stopped: watch::Receiv
             }
             continue;
         }
-        frontend.sessions.take_recent();
+        cluster.sessions.take_recent();
         let now = Instant::now();
         let since = *leading_since.get_or_insert(now);
-        let sessions: Vec<(SessionId, u64)> = frontend
+        let sessions: Vec<(SessionId, u64)> = cluster
             .state
             .read()
             .tree
@@ -126,16 +125,16 @@ pub async fn expire_sessions(frontend: Arc<Frontend>, mut stopped: watch::Receiv
             .collect();
         let live: HashSet<SessionId> = sessions.iter().map(|(id, _)| *id).collect();
         expiring.lock().unwrap_or_else(PoisonError::into_inner).retain(|id| live.contains(id));
-        for id in frontend.sessions.due(now, since, &sessions) {
+        for id in cluster.sessions.due(now, since, &sessions) {
             if !expiring.lock().unwrap_or_else(PoisonError::into_inner).insert(id) {
                 continue;
             }
             tracing::info!(session = %id, "session expired");
             let write = Write::system(Action::ExpireSession { session: id });
-            let frontend = frontend.clone();
+            let cluster = cluster.clone();
             let expiring = expiring.clone();
             tokio::spawn(async move {
-                let failed = match frontend.propose(write).await {
+                let failed = match cluster.propose(write).await {
                     Ok(applied) => applied.await.1.is_err(),
                     Err(_) => true,
                 };

@@ -1,13 +1,13 @@
 //! Read index, shared: one leadership check for every linearizable read waiting.
 //!
-//! Request path: a linearizable read (`Frontend::linearize`) asks [`ReadIndex::get`] for an
+//! Request path: a linearizable read (`Cluster::linearize`) asks [`ReadIndex::get`] for an
 //! index it may read at, then waits until this node has applied that far. One task asks Raft:
 //! the leader confirms its leadership with a heartbeat round (openraft's
-//! `ensure_linearizable`), a follower asks the leader (`raft::peer::Forwarder::read_index`).
+//! `ensure_linearizable`), a follower asks the leader (`cluster::forward::Forwarder::read_index`).
 //! Every read that arrived before a check began shares its answer; reads that arrive during a
 //! check wait for the next one, whose index is then fresh enough for them. So a burst of reads
 //! costs one round, not one each, and a lone read still goes at once. On the leader, the
-//! followers' requests for its read index (`raft::peer`) join the same check.
+//! followers' requests for its read index (`cluster::service`) join the same check.
 
 use std::sync::Arc;
 
@@ -15,8 +15,8 @@ use cairn_wire::{ApiError, ErrorCode};
 use openraft::error::{CheckIsLeaderError, RaftError};
 use tokio::sync::{mpsc, oneshot};
 
+use super::forward::Forwarder;
 use super::shutting_down;
-use crate::raft::peer::Forwarder;
 use crate::raft::{NodeId, Raft};
 
 /// Reads waiting for a read index; readers wait for room beyond this.

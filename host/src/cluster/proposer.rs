@@ -13,8 +13,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use std::sync::Arc;
 
+use super::forward::Forwarder;
 use super::{Served, shutting_down};
-use crate::raft::peer::Forwarder;
 use crate::raft::{Member, NodeId, Raft, SharedState};
 use crate::store::{Command, Write};
 
