@@ -9,6 +9,7 @@
 //! Below this layer is `raft` (openraft, the log, the state machine, the peer transport); above
 //! it, the front ends, which depend on it and on the state and the watch hub only.
 
+mod batch;
 pub mod duties;
 pub mod forward;
 pub mod liveness;
@@ -170,8 +171,13 @@ impl Cluster {
 
     /// Whether this node leads now.
     pub(crate) fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().current_leader == Some(self.node_id)
+        leads(&self.raft, self.node_id)
     }
+}
+
+/// Whether `node` leads now, as its Raft knows: the one "do I lead?" check.
+pub(crate) fn leads(raft: &Raft, node: NodeId) -> bool {
+    raft.metrics().borrow().current_leader == Some(node)
 }
 
 /// The membership in `metrics`, with replication progress when this node leads.

@@ -88,22 +88,18 @@ async fn run(
                 None => return,
             },
         };
-        let mut bytes = first.write.action.approximate_bytes();
-        let mut batch = vec![first];
-        while batch.len() < BATCH_ACTIONS_MAX {
-            let Ok(write) = pending.try_recv() else { break };
-            let write_bytes = write.write.action.approximate_bytes();
-            if bytes + write_bytes > BATCH_BYTES_MAX {
-                carried = Some(write);
-                break;
-            }
-            bytes += write_bytes;
-            batch.push(write);
-        }
+        let (batch, rest) = super::batch::gather(
+            first,
+            || pending.try_recv().ok(),
+            BATCH_ACTIONS_MAX,
+            BATCH_BYTES_MAX,
+            |pending| pending.write.action.approximate_bytes(),
+        );
+        carried = rest;
         let (writes, replies): (Vec<Write>, Vec<oneshot::Sender<Served>>) =
             batch.into_iter().map(|pending| (pending.write, pending.reply)).unzip();
         let command = Command { time_ms: super::now_ms(), writes };
-        if raft.metrics().borrow().current_leader != Some(node) {
+        if !super::leads(&raft, node) {
             // A follower's batch: the leader logs it as one entry; the replies go out once this
             // node has applied it too, so its clients read their own writes here.
             let (raft, forwarder) = (raft.clone(), forwarder.clone());

@@ -71,10 +71,14 @@ async fn run(
     mut requests: mpsc::Receiver<Waiter>,
 ) {
     while let Some(first) = requests.recv().await {
-        let mut waiters = vec![first];
-        while let Ok(waiter) = requests.try_recv() {
-            waiters.push(waiter);
-        }
+        // Every read waiting shares this check; none waits for more than the one after it.
+        let (waiters, _) = super::batch::gather(
+            first,
+            || requests.try_recv().ok(),
+            READS_WAITING_MAX,
+            usize::MAX,
+            |_| 0,
+        );
         if let Some(index) = leader_read_index(&raft, node).await {
             for (waiter, _) in waiters {
                 let _ = waiter.send(index.clone());
@@ -100,7 +104,7 @@ async fn run(
 /// The leader's read index, after confirming it still leads; `None` if this node does not
 /// lead (or, restarted after leading, only believes it does).
 async fn leader_read_index(raft: &Raft, node: NodeId) -> Option<Result<u64, ApiError>> {
-    if raft.metrics().borrow().current_leader != Some(node) {
+    if !super::leads(raft, node) {
         return None;
     }
     match raft.ensure_linearizable().await {
