@@ -26,20 +26,24 @@
 //! # Ok(()) }
 //! ```
 
+mod barrier;
 mod connection;
 mod credentials;
+mod election;
 mod error;
-mod handles;
 mod lock;
 pub mod op;
 mod queue;
+mod recipe;
 mod rwlock;
+mod semaphore;
 mod session;
 mod watches;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use barrier::{Barrier, BarrierRound};
 pub use cairn_wire::access::{ADMIN, ALL, CREATE, DELETE, READ, WRITE};
 pub use cairn_wire::{AclEntry, Quota, Usage};
 pub use cairn_wire::{
@@ -51,11 +55,12 @@ use cairn_wire::{
 };
 pub use connection::quic_client_config;
 pub use credentials::Credentials;
+pub use election::{Election, Leader, LeaderWatch, Leadership};
 pub use error::Error;
-pub use handles::{Election, Leader, LeaderWatch, Leadership, Permits, Semaphore};
 pub use lock::{Lock, LockGuard, LockStatus, MultiLock, MultiLockGuard};
-pub use queue::{Barrier, BarrierRound, Queue, QueueItem, QueueStatus};
+pub use queue::{Queue, QueueItem, QueueStatus};
 pub use rwlock::{Access, RwLock, RwLockGuard, RwLockStatus};
+pub use semaphore::{Permits, Semaphore};
 use session::Shared;
 pub use session::{Notification, SessionState};
 pub use watches::{OneShotWatch, WatchEvent, WatchStream};

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::handles::{call_in_background, fencing_token, wait_for_note};
+use crate::recipe::{call_in_background, fencing_token, wait_for_note};
 use crate::{Client, Error};
 
 /// The recipe the handles call.

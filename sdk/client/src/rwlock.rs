@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::handles::{call, call_in_background, fencing_token, wait_for_note};
+use crate::recipe::{call, call_in_background, fencing_token, wait_for_note};
 use crate::{Client, Error};
 
 /// The recipe the handles call.
