@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::recipe::{call, wait_for_note};
+use crate::recipe::{call, number, wait_for_note};
 use crate::{Client, Error};
 
 impl Client {
@@ -40,7 +40,7 @@ impl Barrier {
     pub async fn enter(&self) -> Result<BarrierRound, Error> {
         let notifications = self.client.notifications();
         let reply = self.call("enter", json!({ "count": self.count })).await?;
-        let round = reply["round"].as_u64().unwrap_or(0);
+        let round = number(&reply, "round", "barrier")?;
         if reply["entered"] != true {
             wait_for_note(
                 &self.client,
@@ -50,7 +50,7 @@ impl Barrier {
                 |note| note["barrier"] == self.name.as_str() && note["entered"] == true,
                 || async {
                     let now = self.call("status", json!({})).await?;
-                    let now_round = now["round"].as_u64().unwrap_or(0);
+                    let now_round = number(&now, "round", "barrier")?;
                     let started = now_round > round || (now_round == round && now["open"] == true);
                     Ok(started.then_some(now))
                 },
@@ -86,7 +86,7 @@ impl BarrierRound {
             },
             || async {
                 let now = barrier.call("status", json!({})).await?;
-                Ok((now["round"].as_u64().unwrap_or(0) > self.round).then_some(now))
+                Ok((number(&now, "round", "barrier")? > self.round).then_some(now))
             },
         )
         .await

@@ -2,7 +2,9 @@
 
 use serde_json::{Value, json};
 
-use crate::recipe::{call, call_in_background, fencing_token, parse, wait_for_grant};
+use crate::recipe::{
+    call, call_in_background, fencing_token, nullable_number, number, parse, wait_for_grant,
+};
 use crate::{Client, Error};
 
 /// A named leader election. See [`Client::election`].
@@ -66,7 +68,8 @@ impl Election {
     pub async fn leader(&self) -> Result<(Option<u64>, u64, Value), Error> {
         let now =
             call(&self.client, "election", "leader", json!({ "election": self.name })).await?;
-        Ok((now["leader"].as_u64(), now["term"].as_u64().unwrap_or(0), now["data"].clone()))
+        let leader = nullable_number(&now, "leader", "election")?;
+        Ok((leader, number(&now, "term", "election")?, now["data"].clone()))
     }
 }
 
@@ -128,8 +131,8 @@ impl Election {
             Ok((data, _)) => {
                 let state = parse(&data)?;
                 Ok(Leader {
-                    session: state["leader"].as_u64(),
-                    term: state["term"].as_u64().unwrap_or(0),
+                    session: nullable_number(&state, "leader", "election")?,
+                    term: number(&state, "term", "election")?,
                     data: state["data"].clone(),
                 })
             }

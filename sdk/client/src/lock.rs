@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::recipe::{call_in_background, fencing_token, wait_for_note};
+use crate::recipe::{
+    call_in_background, fencing_token, list, nullable_number, number, wait_for_note,
+};
 use crate::{Client, Error};
 
 /// The recipe the handles call.
@@ -115,19 +117,25 @@ impl Lock {
         };
         let (data, _) = self.client.local().get(&format!("{lock}/{head}")).await?;
         let record = parse(&data)?;
-        Ok((record["count"].as_u64().unwrap_or(0) > 0).then(|| json!({ "token": record["token"] })))
+        let held = number(&record, "count", FAIR_LOCK)? > 0;
+        Ok(held.then(|| json!({ "token": record["token"] })))
     }
 
     /// Who holds the lock and who waits.
     pub async fn status(&self) -> Result<LockStatus, Error> {
         let reply = self.call("status", true).await?;
+        let queue = list(&reply, "queue", FAIR_LOCK)?
+            .iter()
+            .map(|waiter| {
+                waiter
+                    .as_u64()
+                    .ok_or_else(|| Error::Protocol(format!("{FAIR_LOCK} queue: {reply}")))
+            })
+            .collect::<Result<_, _>>()?;
         Ok(LockStatus {
-            holder: reply["holder"].as_u64(),
-            token: reply["token"].as_u64().unwrap_or(0),
-            queue: reply["queue"]
-                .as_array()
-                .map(|q| q.iter().filter_map(Value::as_u64).collect())
-                .unwrap_or_default(),
+            holder: nullable_number(&reply, "holder", FAIR_LOCK)?,
+            token: number(&reply, "token", FAIR_LOCK)?,
+            queue,
         })
     }
 }

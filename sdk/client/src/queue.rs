@@ -122,8 +122,12 @@ impl Queue {
 
     pub async fn status(&self) -> Result<QueueStatus, Error> {
         let reply = self.call("status", json!({})).await?;
-        let count = |key: &str| reply[key].as_u64().unwrap_or(0);
-        Ok(QueueStatus { ready: count("ready"), taken: count("taken"), waiting: count("waiting") })
+        let count = |key: &str| crate::recipe::number(&reply, key, "queue");
+        Ok(QueueStatus {
+            ready: count("ready")?,
+            taken: count("taken")?,
+            waiting: count("waiting")?,
+        })
     }
 }
 

@@ -61,6 +61,34 @@ pub(crate) fn fencing_token(answer: &Value, key: &str, recipe: &str) -> Result<u
     })
 }
 
+/// The unsigned number `key` of a recipe's answer: an error, never a default, when the answer
+/// lacks it (a reply whose shape changed must not pass for a count or a term of 0).
+pub(crate) fn number(answer: &Value, key: &str, recipe: &str) -> Result<u64, Error> {
+    answer[key].as_u64().ok_or_else(|| malformed(answer, key, recipe))
+}
+
+/// A number that may be null (a lock with no holder): `None` for null, an error when the
+/// field is missing or not a number.
+pub(crate) fn nullable_number(
+    answer: &Value,
+    key: &str,
+    recipe: &str,
+) -> Result<Option<u64>, Error> {
+    match &answer[key] {
+        Value::Null if answer.get(key).is_some() => Ok(None),
+        value => value.as_u64().map(Some).ok_or_else(|| malformed(answer, key, recipe)),
+    }
+}
+
+/// The array `key` of a recipe's answer.
+pub(crate) fn list<'a>(answer: &'a Value, key: &str, recipe: &str) -> Result<&'a [Value], Error> {
+    answer[key].as_array().map(Vec::as_slice).ok_or_else(|| malformed(answer, key, recipe))
+}
+
+fn malformed(answer: &Value, key: &str, recipe: &str) -> Error {
+    Error::Protocol(format!("{recipe} answered without a valid {key:?}: {answer}"))
+}
+
 /// Notifications, subscribed to before the call whose grant they may bring.
 pub(crate) type Notifications = tokio::sync::broadcast::Receiver<crate::Notification>;
 
@@ -132,4 +160,23 @@ fn is_transient(error: &Error) -> bool {
             error.code(),
             Some(cairn_wire::ErrorCode::Unavailable | cairn_wire::ErrorCode::NotLeader)
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_missing_or_mistyped_field_is_an_error_never_a_zero() {
+        let answer = json!({ "term": 7, "leader": null, "queue": [1, 2], "round": "3" });
+        assert_eq!(number(&answer, "term", "election").expect("there"), 7);
+        assert!(matches!(number(&answer, "token", "election"), Err(Error::Protocol(_))));
+        assert!(matches!(number(&answer, "round", "barrier"), Err(Error::Protocol(_))));
+        assert_eq!(nullable_number(&answer, "leader", "election").expect("null"), None);
+        assert!(nullable_number(&answer, "holder", "fair-lock").is_err(), "missing is not null");
+        assert_eq!(list(&answer, "queue", "fair-lock").expect("there").len(), 2);
+        assert!(list(&answer, "holders", "rw-lock").is_err());
+    }
 }

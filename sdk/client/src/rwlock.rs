@@ -94,8 +94,8 @@ impl RwLock {
             |note| note["lock"] == self.name.as_str(),
             || async {
                 let status = self.call("status", json!({})).await?;
-                let holders = status["holders"].as_array().cloned().unwrap_or_default();
-                Ok(holders.into_iter().find(|h| h["session"].as_u64() == Some(me)))
+                let holders = crate::recipe::list(&status, "holders", RW_LOCK)?;
+                Ok(holders.iter().find(|h| h["session"].as_u64() == Some(me)).cloned())
             },
         )
         .await?;
@@ -133,21 +133,18 @@ impl RwLock {
     /// Who holds the lock and who waits.
     pub async fn status(&self) -> Result<RwLockStatus, Error> {
         let status = self.call("status", json!({})).await?;
-        let list = |key: &str| -> Vec<(u64, Access)> {
-            status[key]
-                .as_array()
-                .map(|entries| {
-                    entries
-                        .iter()
-                        .filter_map(|e| Some((e["session"].as_u64()?, Access::parse(&e["mode"]))))
-                        .collect()
+        let list = |key: &str| -> Result<Vec<(u64, Access)>, Error> {
+            crate::recipe::list(&status, key, RW_LOCK)?
+                .iter()
+                .map(|e| {
+                    Ok((crate::recipe::number(e, "session", RW_LOCK)?, Access::parse(&e["mode"])))
                 })
-                .unwrap_or_default()
+                .collect()
         };
         Ok(RwLockStatus {
-            holders: list("holders"),
-            queue: list("queue"),
-            token: status["token"].as_u64().unwrap_or(0),
+            holders: list("holders")?,
+            queue: list("queue")?,
+            token: crate::recipe::number(&status, "token", RW_LOCK)?,
         })
     }
 }

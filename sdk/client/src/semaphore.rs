@@ -40,7 +40,7 @@ impl Semaphore {
             wait_for_grant(&self.client, notifications, "semaphore", "sem", &self.name, || async {
                 let status =
                     call(&self.client, "semaphore", "status", json!({ "sem": self.name })).await?;
-                let holders = status["holders"].as_array().cloned().unwrap_or_default();
+                let holders = crate::recipe::list(&status, "holders", "semaphore")?;
                 Ok(holders.iter().any(|s| s.as_u64() == Some(me)).then(|| json!({})))
             })
             .await?;
