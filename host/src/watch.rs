@@ -853,7 +853,9 @@ mod tests {
         // The state as of zxid 6, which the watches are registered against.
         let mut tree = DataTree::new();
         let reap = crate::store::Write::system(crate::store::Action::ReapTtl);
-        tree.apply(6, 0, &reap, &mut Effects::default()).expect("applies");
+        let command = crate::store::Command { time_ms: 0, writes: vec![reap] };
+        let none = crate::store::recipes::NoRecipes;
+        tree.apply_command(6, &command, &mut Effects::default(), &none).expect("applies");
         let persistent = WatchSpec { path: "/x".into(), kind: WatchKind::Persistent };
         hub.set_watches(session, 5, vec![persistent.clone()], &tree).expect("set");
         assert_eq!(

@@ -903,16 +903,16 @@ mod tests {
             let mut effects = Effects::default();
             let write =
                 Write { session: session.map(SessionId), principal: Principal::System, action };
-            let reply = self.tree.apply_with(
-                self.zxid,
-                self.zxid * 10,
-                &write,
-                &mut effects,
-                &self.runtime,
-            );
+            let command = Command { time_ms: self.zxid * 10, writes: vec![write] };
+            let reply =
+                match self.tree.apply_command(self.zxid, &command, &mut effects, &self.runtime) {
+                    Ok(mut replies) => replies.pop().unwrap_or_else(|| panic!("no reply")),
+                    // A fault of this node, which would stop it: as the reply `internal`.
+                    Err(fault) => Err(ApiError::new(ErrorCode::Internal).with_detail(fault.why)),
+                };
             self.tree
                 .check_invariants()
-                .unwrap_or_else(|e| panic!("after {:?}: {e}", write.action));
+                .unwrap_or_else(|e| panic!("after {:?}: {e}", command.writes[0].action));
             (reply, effects)
         }
 

@@ -27,7 +27,9 @@ use super::{
 
 impl DataTree {
     /// Applies every write of the entry at `zxid`, in order, each all-or-nothing on its own, and
-    /// adds what they changed to `effects`.
+    /// adds what they changed to `effects`: the one way a command reaches the tree. A fault of
+    /// this node (`internal`: not the write's own doing) ends it with a [`NodeFault`], which
+    /// stops the node through Raft's fail-stop path.
     pub fn apply_command(
         &mut self,
         zxid: u64,
@@ -111,8 +113,9 @@ impl DataTree {
         }
     }
 
-    /// Applies one write, running recipes with `recipes`.
-    pub fn apply_with(
+    /// Applies one write, running recipes with `recipes`: the recipe actions here, the tree's
+    /// own in [`DataTree::apply`].
+    fn apply_with(
         &mut self,
         zxid: u64,
         time_ms: u64,
@@ -359,10 +362,11 @@ impl DataTree {
         Ok(Reply::RecipeRetired {})
     }
 
-    /// Applies one write of the entry at `zxid`, stamped `time_ms` by its leader. A refused
-    /// write changes nothing but the tree's zxid and clock. Internal actions (the TTL reaper,
-    /// session expiry) reply `synced`: no client waits for them.
-    pub fn apply(
+    /// Applies one write of the entry at `zxid`, stamped `time_ms` by its leader, that runs no
+    /// recipe code (`apply_with` takes those). A refused write changes nothing but the tree's
+    /// zxid and clock. Internal actions (the TTL reaper, session expiry) reply `synced`: no
+    /// client waits for them.
+    fn apply(
         &mut self,
         zxid: u64,
         time_ms: u64,
@@ -392,6 +396,7 @@ impl DataTree {
             | Action::FreezeRecipes
             | Action::AdoptRecipeRuntime { .. }
             | Action::InvokeRecipe { .. } => {
+                // Never reached: `apply_with`, the one way in, takes these itself.
                 Err(ApiError::new(ErrorCode::Internal).with_detail("a recipe write needs a runner"))
             }
             Action::Create(request) => {
