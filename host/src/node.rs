@@ -46,8 +46,18 @@ pub enum NodeError {
     Storage(#[from] crate::raft::StorageError),
     #[error("cannot start the log syncer: {0}")]
     Syncer(std::io::Error),
-    #[error("raft: {0}")]
-    Raft(String),
+    #[error("raft configuration: {0}")]
+    RaftConfig(#[from] openraft::ConfigError),
+    #[error("raft stopped: {0}")]
+    RaftFatal(#[from] openraft::error::Fatal<crate::raft::NodeId>),
+    #[error("cannot initialize the cluster: {0}")]
+    RaftInit(
+        #[from]
+        openraft::error::RaftError<
+            crate::raft::NodeId,
+            openraft::error::InitializeError<crate::raft::NodeId, Member>,
+        >,
+    ),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error("cannot listen on {addr}")]
@@ -117,8 +127,7 @@ impl RunningNode {
             install_snapshot_timeout: SNAPSHOT_CHUNK_TIMEOUT_MS,
             ..crate::raft::timed_config()
         }
-        .validate()
-        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        .validate()?;
         // TLS first: the address the node announces must be the one it serves on.
         let names = certificate_names(config.listen, config.peer_listen);
         let (tls_files, generated_certificates) = node_certificates(config, &names)?;
@@ -151,8 +160,7 @@ impl RunningNode {
         };
         let raft =
             Raft::new(config.node_id, Arc::new(raft_config), network, log_store, state_machine)
-                .await
-                .map_err(|e| NodeError::Raft(e.to_string()))?;
+                .await?;
         let forwarder = Arc::new(Forwarder::new(config.node_id, peer_endpoint.clone(), routes));
         let cluster = Arc::new(Cluster::start(
             config.node_id,
@@ -179,8 +187,7 @@ impl RunningNode {
             .local_addr()
             .map_err(|source| NodeError::Listen { addr: config.listen, source })?;
 
-        let is_initialized =
-            raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))?;
+        let is_initialized = raft.is_initialized().await?;
         if !is_initialized && config.join {
             tracing::info!(node = config.node_id, "waiting to be added to a cluster");
         } else if !is_initialized && config.initial_cluster.is_empty() {
@@ -192,7 +199,7 @@ impl RunningNode {
                     ..Member::default()
                 },
             )]);
-            raft.initialize(members).await.map_err(|e| NodeError::Raft(e.to_string()))?;
+            raft.initialize(members).await?;
             tracing::info!(node = config.node_id, "bootstrapped a new single-node cluster");
         } else if !is_initialized {
             // Every member starts with the same list and initializes with it: openraft takes
