@@ -524,20 +524,7 @@ impl Hub {
                 Ok(reader) => binding.reader = reader,
                 Err(_) => {
                     binding.reader.admin = false;
-                    let dropped = binding.take_all();
-                    let name = binding.reader.name.clone();
-                    binding.outbox.send_event(EventFrame {
-                        kind: EventKind::ResyncNeeded,
-                        path: "/".into(),
-                        zxid,
-                        watch: None,
-                        message: None,
-                        recipe: None,
-                    });
-                    self.release(&name, dropped.len() as u64);
-                    for spec in &dropped {
-                        self.unindex(session, spec);
-                    }
+                    self.drop_watches(session, zxid);
                 }
             }
         }
@@ -682,13 +669,19 @@ impl Hub {
             return;
         }
         tracing::warn!(%session, "event queue full; dropping the session's watches");
+        self.drop_watches(session, event.zxid);
+    }
+
+    /// Drops every watch of `session` and tells its stream `resync-needed` (with no watch: all
+    /// of them), past the event limit by one if need be: the client must learn they are gone.
+    fn drop_watches(&mut self, session: SessionId, zxid: u64) {
+        let Some(binding) = self.bindings.get_mut(&session) else { return };
         let dropped = binding.take_all();
         let name = binding.reader.name.clone();
-        // Past the limit by one: the client must learn its watches are gone.
         let _ = binding.outbox.send(Outgoing::Event(EventFrame {
             kind: EventKind::ResyncNeeded,
             path: "/".into(),
-            zxid: event.zxid,
+            zxid,
             watch: None,
             message: None,
             recipe: None,
