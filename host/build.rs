@@ -57,7 +57,7 @@ fn main() {
         .join("recipes");
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
 
-    for watched in ["recipes", "examples", "sdk/recipe", "wit"] {
+    for watched in ["recipes", "examples", "sdk/recipe", "sdk/builtins", "wit"] {
         println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
     }
 

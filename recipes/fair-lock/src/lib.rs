@@ -1,7 +1,8 @@
 //! The fair lock: first come, first served, with a fencing token on every grant.
 //!
 //! State, in the recipe's namespace: `/<lock>` holds `{"token": N}`, the last fencing token
-//! granted (tokens come from the host's `fencing-token`, so they only grow, across all locks); its children `/<lock>/w-<session>-<seq>` (the session in 16 hex digits, then the
+//! granted (tokens come from the host's `fencing-token`, so they only grow, across all
+//! locks); its children `/<lock>/w-<session>-<seq>` (the session in 16 hex digits, then the
 //! sequence number the store appends) are the waiters in arrival order, each an ephemeral znode
 //! of the waiting session holding `{"session": S, "count": C, "token": T}`. The first child holds
 //! the lock. The queue's order and every waiter's session come from the names alone, so a grant
@@ -9,63 +10,19 @@
 //! ephemeral, a session that ends leaves the queue in the same log entry, and the hook grants
 //! the next waiter there and then.
 //!
-//! Ops (JSON in, JSON out):
-//! - `acquire {"lock": L, "wait": true}` → `{"granted": true, "token": T}` or, queued,
-//!   `{"granted": false, "position": P}`; the waiter is notified `{"lock": L, "token": T}` when
-//!   granted. With `"wait": false` a busy lock answers `{"granted": false}` and queues nothing.
-//!   Acquiring a lock the session holds counts one more hold (re-entrant per session).
-//! - `release {"lock": L}` → `{"released": true, "holds": C}` (C holds left); the last release
-//!   grants the next waiter.
-//! - `status {"lock": L}` → `{"holder": S or null, "token": T, "queue": [S...]}`.
-//! - `acquire-all {"locks": [L...], "wait": true}` → `{"granted": true, "tokens": {L: T...}}` or
-//!   `{"granted": false}`: several locks in one log entry, all or none. Waiting, the session
-//!   joins every lock's queue in that one entry and is granted all of them at once when it is
-//!   first in each (notified `{"locks": {L: T...}}`). Joining all queues in one entry keeps every
-//!   two waiters in the same order in every queue they share, so waiters for overlapping sets
-//!   of locks never wait for each other in a cycle: no deadlock, whatever the order of names.
-//!   With `"wait": false` nothing is queued unless all are free.
-//! - `release-all {"locks": [L...]}` → `{"released": true}`.
+//! Ops, answers, notifications and records are `cairn_builtins::fair_lock`'s types (see
+//! `sdk/wire/RECIPES.md` for the protocol in words).
 
+use cairn_builtins::fair_lock::{
+    Acquire, AcquireAll, AcquireAllReply, AcquireReply, Granted, GrantedAll, LOCKS_PER_CALL_MAX,
+    LockRecord, Release, ReleaseAll, ReleaseAllReply, ReleaseReply, Status, StatusReply, Waiter,
+    parse_waiter, waiter_prefix,
+};
+use cairn_builtins::{Op, encode, serve};
 use cairn_recipe::{Host, Mode, Recipe, StoreError, records};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 #[derive(Debug)]
 pub struct FairLock;
-
-#[derive(Deserialize)]
-struct Args {
-    lock: String,
-    #[serde(default = "yes")]
-    wait: bool,
-}
-
-#[derive(Deserialize)]
-struct AllArgs {
-    locks: Vec<String>,
-    #[serde(default = "yes")]
-    wait: bool,
-}
-
-/// Locks one `acquire-all` may take.
-const LOCKS_PER_CALL_MAX: usize = 64;
-
-fn yes() -> bool {
-    true
-}
-
-/// A waiter's record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Waiter {
-    session: u64,
-    /// Holds taken by the session (re-entrant acquires); 0 while waiting.
-    count: u32,
-    /// The fencing token of the grant; 0 while waiting.
-    token: u64,
-    /// For `acquire-all`: every lock of the group (this one included), granted together.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    all: Vec<String>,
-}
 
 fn error(e: StoreError) -> String {
     e.to_string()
@@ -76,8 +33,8 @@ fn lock_path(lock: &str) -> Result<String, String> {
 }
 
 /// The path prefix of `session`'s waiter in `lock`'s queue; the store appends the sequence.
-fn waiter_prefix(lock: &str, session: u64) -> String {
-    format!("{lock}/w-{session:016x}-")
+fn waiter_path(lock: &str, session: u64) -> String {
+    format!("{lock}/{}", waiter_prefix(session))
 }
 
 /// The queue in arrival order: (path, session) of each waiter, from the names alone.
@@ -88,14 +45,12 @@ fn queue(host: &mut dyn Host, lock: &str) -> Result<Vec<(String, u64)>, String> 
         Err(e) => return Err(error(e)),
     };
     let mut waiters: Vec<(String, String, u64)> = names
-        .into_iter()
+        .iter()
         .filter_map(|name| {
-            let (session, sequence) = name.strip_prefix("w-")?.split_once('-')?;
-            let session = u64::from_str_radix(session, 16).ok()?;
+            let (session, sequence) = parse_waiter(name)?;
             Some((sequence.to_string(), format!("{lock}/{name}"), session))
         })
         .collect();
-    // Sequence numbers have a fixed width: their text order is their order.
     waiters.sort_unstable();
     Ok(waiters.into_iter().map(|(_, path, session)| (path, session)).collect())
 }
@@ -115,9 +70,8 @@ fn head(host: &mut dyn Host, lock: &str) -> Result<Option<(String, Waiter)>, Str
 fn last_token(host: &mut dyn Host, lock: &str) -> Result<u64, String> {
     match host.read(lock).map_err(error)? {
         Some(data) if !data.is_empty() => {
-            let state: serde_json::Value =
-                serde_json::from_slice(&data).map_err(|e| e.to_string())?;
-            Ok(state["token"].as_u64().unwrap_or(0))
+            let state: LockRecord = cairn_builtins::decode(&data).map_err(|e| e.to_string())?;
+            Ok(state.token)
         }
         _ => Ok(0),
     }
@@ -128,7 +82,7 @@ fn last_token(host: &mut dyn Host, lock: &str) -> Result<u64, String> {
 /// record can make a later grant's token smaller.
 fn take(host: &mut dyn Host, lock: &str, path: &str, mut waiter: Waiter) -> Result<u64, String> {
     let token = host.fencing_token();
-    host.set(lock, json!({ "token": token }).to_string().as_bytes(), None).map_err(error)?;
+    records::write(host, lock, &LockRecord { token })?;
     waiter.count = 1;
     waiter.token = token;
     records::write(host, path, &waiter)?;
@@ -170,7 +124,7 @@ fn grant_head(host: &mut dyn Host, lock_name: &str, lock: &str) -> Result<Option
     if head.all.is_empty() {
         let session = head.session;
         let token = take(host, lock, &path, head)?;
-        host.notify(session, json!({ "lock": lock_name, "token": token }).to_string().as_bytes());
+        host.notify(session, &encode(&Granted { lock: lock_name.to_string(), token }));
         return Ok(Some(token));
     }
     let (session, group) = (head.session, head.all.clone());
@@ -182,25 +136,98 @@ fn grant_head(host: &mut dyn Host, lock_name: &str, lock: &str) -> Result<Option
             None => return Ok(None),
         }
     }
-    let mut tokens = serde_json::Map::new();
+    let mut locks = std::collections::BTreeMap::new();
     for (name, other, path, waiter) in heads {
-        tokens.insert(name, json!(take(host, &other, &path, waiter)?));
+        locks.insert(name, take(host, &other, &path, waiter)?);
     }
-    let token = tokens.get(lock_name).and_then(|t| t.as_u64());
-    host.notify(session, json!({ "locks": tokens }).to_string().as_bytes());
+    let token = locks.get(lock_name).copied();
+    host.notify(session, &encode(&GrantedAll { locks }));
     Ok(token)
 }
 
+/// Creates `lock`'s own znode if it is not there yet.
+fn ensure_lock(host: &mut dyn Host, lock: &str) -> Result<(), String> {
+    if host.read(lock).map_err(error)?.is_none() {
+        records::create(host, lock, &LockRecord { token: 0 }, Mode::Persistent, false)?;
+    }
+    Ok(())
+}
+
+/// `acquire`: the hold, the queue or busy.
+fn acquire(host: &mut dyn Host, args: Acquire) -> Result<AcquireReply, String> {
+    let lock = lock_path(&args.lock)?;
+    let session = host.caller_session(Acquire::NAME)?;
+    let waiters = queue(host, &lock)?;
+    if let Some(position) = waiters.iter().position(|(_, waiter)| *waiter == session) {
+        let held = match &waiters[0] {
+            (path, _) if position == 0 => {
+                Some((path.clone(), record(host, path)?)).filter(|(_, waiter)| waiter.count > 0)
+            }
+            _ => None,
+        };
+        return Ok(match held {
+            Some((path, waiter)) => {
+                let again = Waiter { count: waiter.count + 1, ..waiter };
+                records::write(host, &path, &again)?;
+                AcquireReply::granted(again.token, again.count)
+            }
+            None => AcquireReply::queued(position as u64),
+        });
+    }
+    if !waiters.is_empty() && !args.wait {
+        return Ok(AcquireReply::busy());
+    }
+    // A queue with waiters has its lock's znode already.
+    if waiters.is_empty() {
+        ensure_lock(host, &lock)?;
+    }
+    let record = Waiter { session, count: 0, token: 0, all: Vec::new() };
+    records::create(host, &waiter_path(&lock, session), &record, Mode::Ephemeral, true)?;
+    if !waiters.is_empty() {
+        return Ok(AcquireReply::queued(waiters.len() as u64));
+    }
+    let token = grant_head(host, &args.lock, &lock)?.ok_or("granted nothing")?;
+    Ok(AcquireReply::granted(token, 1))
+}
+
+/// `release`: one hold; the last one hands the lock on.
+fn release(host: &mut dyn Host, args: Release) -> Result<ReleaseReply, String> {
+    let lock = lock_path(&args.lock)?;
+    let session = host.session();
+    let Some((path, head)) = own_head(host, &lock, session)?.filter(|(_, head)| head.count > 0)
+    else {
+        return Err(format!("session {session:#x} does not hold {}", args.lock));
+    };
+    if head.count > 1 {
+        let fewer = Waiter { count: head.count - 1, ..head };
+        records::write(host, &path, &fewer)?;
+        return Ok(ReleaseReply { released: true, holds: fewer.count });
+    }
+    host.delete(&path, None).map_err(error)?;
+    grant_head(host, &args.lock, &lock)?;
+    Ok(ReleaseReply { released: true, holds: 0 })
+}
+
+/// `status`: the holder, the last token and the waiters.
+fn status(host: &mut dyn Host, args: Status) -> Result<StatusReply, String> {
+    let lock = lock_path(&args.lock)?;
+    let waiters = queue(host, &lock)?;
+    let holder = head(host, &lock)?.filter(|(_, w)| w.count > 0).map(|(_, w)| w.session);
+    let queue =
+        waiters.iter().skip(usize::from(holder.is_some())).map(|(_, session)| *session).collect();
+    Ok(StatusReply { holder, token: last_token(host, &lock)?, queue })
+}
+
 /// `acquire-all`: joins every queue in this one entry, and takes all the locks if they are free.
-fn acquire_all(host: &mut dyn Host, args: &[u8]) -> Result<serde_json::Value, String> {
-    let args: AllArgs = serde_json::from_slice(args).map_err(|e| format!("bad arguments: {e}"))?;
-    let session = host.caller_session("acquire-all")?;
+fn acquire_all(host: &mut dyn Host, args: AcquireAll) -> Result<AcquireAllReply, String> {
+    let session = host.caller_session(AcquireAll::NAME)?;
     let mut names = args.locks;
     names.sort();
     names.dedup();
     if names.is_empty() || names.len() > LOCKS_PER_CALL_MAX {
         return Err(format!("acquire-all takes 1 to {LOCKS_PER_CALL_MAX} locks"));
     }
+    let refused = AcquireAllReply { granted: false, tokens: None };
     let mut free = true;
     for name in &names {
         let lock = lock_path(name)?;
@@ -211,137 +238,50 @@ fn acquire_all(host: &mut dyn Host, args: &[u8]) -> Result<serde_json::Value, St
         free &= waiters.is_empty();
     }
     if !free && !args.wait {
-        return Ok(json!({ "granted": false }));
+        return Ok(refused);
     }
     for name in &names {
         let lock = lock_path(name)?;
-        if host.read(&lock).map_err(error)?.is_none() {
-            records::create(host, &lock, &json!({ "token": 0 }), Mode::Persistent, false)?;
-        }
+        ensure_lock(host, &lock)?;
         let record = Waiter { session, count: 0, token: 0, all: names.clone() };
-        records::create(host, &waiter_prefix(&lock, session), &record, Mode::Ephemeral, true)?;
+        records::create(host, &waiter_path(&lock, session), &record, Mode::Ephemeral, true)?;
     }
     let first = &names[0];
     grant_head(host, first, &lock_path(first)?)?;
-    let mut tokens = serde_json::Map::new();
+    let mut tokens = std::collections::BTreeMap::new();
     for name in &names {
         match head(host, &lock_path(name)?)? {
             Some((_, head)) if head.session == session && head.count > 0 => {
-                tokens.insert(name.clone(), json!(head.token));
+                tokens.insert(name.clone(), head.token);
             }
-            _ => return Ok(json!({ "granted": false })),
+            _ => return Ok(refused),
         }
     }
     // The caller learns from the reply; the notification the grant queued says the same.
-    Ok(json!({ "granted": true, "tokens": tokens }))
+    Ok(AcquireAllReply { granted: true, tokens: Some(tokens) })
 }
 
 /// `release-all`: one hold of each lock, each handed on.
-fn release_all(host: &mut dyn Host, args: &[u8]) -> Result<serde_json::Value, String> {
-    let args: AllArgs = serde_json::from_slice(args).map_err(|e| format!("bad arguments: {e}"))?;
-    for name in &args.locks {
-        let one = json!({ "lock": name }).to_string();
-        FairLock::invoke(host, "release", one.as_bytes())?;
+fn release_all(host: &mut dyn Host, args: ReleaseAll) -> Result<ReleaseAllReply, String> {
+    for lock in args.locks {
+        release(host, Release { lock })?;
     }
-    Ok(json!({ "released": true }))
+    Ok(ReleaseAllReply { released: true })
 }
 
 impl Recipe for FairLock {
     fn invoke(host: &mut dyn Host, op: &str, args: &[u8]) -> Result<Vec<u8>, String> {
         match op {
-            "acquire-all" => return Ok(acquire_all(host, args)?.to_string().into_bytes()),
-            "release-all" => return Ok(release_all(host, args)?.to_string().into_bytes()),
-            _ => {}
+            Acquire::NAME => serve(args, |args| acquire(host, args)),
+            Release::NAME => serve(args, |args| release(host, args)),
+            Status::NAME => serve(args, |args| status(host, args)),
+            AcquireAll::NAME => serve(args, |args| acquire_all(host, args)),
+            ReleaseAll::NAME => serve(args, |args| release_all(host, args)),
+            other => Err(format!(
+                "unknown op {other:?}; fair-lock knows acquire, release, status, acquire-all, \
+                 release-all"
+            )),
         }
-        let args: Args = serde_json::from_slice(args).map_err(|e| format!("bad arguments: {e}"))?;
-        let lock = lock_path(&args.lock)?;
-        let session = host.session();
-        let reply = match op {
-            "acquire" => {
-                let session = host.caller_session("acquire")?;
-                let waiters = queue(host, &lock)?;
-                if let Some(position) = waiters.iter().position(|(_, waiter)| *waiter == session) {
-                    let held = match &waiters[0] {
-                        (path, _) if position == 0 => Some((path.clone(), record(host, path)?))
-                            .filter(|(_, waiter)| waiter.count > 0),
-                        _ => None,
-                    };
-                    if let Some((path, waiter)) = &held {
-                        let again = Waiter { count: waiter.count + 1, ..waiter.clone() };
-                        host.set(
-                            path,
-                            &serde_json::to_vec(&again).map_err(|e| e.to_string())?,
-                            None,
-                        )
-                        .map_err(error)?;
-                        json!({ "granted": true, "token": waiter.token, "holds": again.count })
-                    } else {
-                        json!({ "granted": false, "position": position })
-                    }
-                } else if !waiters.is_empty() && !args.wait {
-                    json!({ "granted": false })
-                } else {
-                    // A queue with waiters has its lock's znode already.
-                    if waiters.is_empty() && host.read(&lock).map_err(error)?.is_none() {
-                        host.create(
-                            &lock,
-                            json!({ "token": 0 }).to_string().as_bytes(),
-                            Mode::Persistent,
-                            false,
-                        )
-                        .map_err(error)?;
-                    }
-                    let record = Waiter { session, count: 0, token: 0, all: Vec::new() };
-                    let record = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
-                    host.create(&waiter_prefix(&lock, session), &record, Mode::Ephemeral, true)
-                        .map_err(error)?;
-                    if waiters.is_empty() {
-                        let token =
-                            grant_head(host, &args.lock, &lock)?.ok_or("granted nothing")?;
-                        json!({ "granted": true, "token": token, "holds": 1 })
-                    } else {
-                        json!({ "granted": false, "position": waiters.len() })
-                    }
-                }
-            }
-            "release" => match &own_head(host, &lock, session)? {
-                Some((path, head)) if head.count > 0 => {
-                    if head.count > 1 {
-                        let fewer = Waiter { count: head.count - 1, ..head.clone() };
-                        host.set(
-                            path,
-                            &serde_json::to_vec(&fewer).map_err(|e| e.to_string())?,
-                            None,
-                        )
-                        .map_err(error)?;
-                        json!({ "released": true, "holds": fewer.count })
-                    } else {
-                        host.delete(path, None).map_err(error)?;
-                        grant_head(host, &args.lock, &lock)?;
-                        json!({ "released": true, "holds": 0 })
-                    }
-                }
-                _ => return Err(format!("session {session:#x} does not hold {}", args.lock)),
-            },
-            "status" => {
-                let waiters = queue(host, &lock)?;
-                let holder =
-                    head(host, &lock)?.filter(|(_, w)| w.count > 0).map(|(_, w)| w.session);
-                let queue: Vec<u64> = waiters
-                    .iter()
-                    .skip(usize::from(holder.is_some()))
-                    .map(|(_, session)| *session)
-                    .collect();
-                json!({ "holder": holder, "token": last_token(host, &lock)?, "queue": queue })
-            }
-            other => {
-                return Err(format!(
-                    "unknown op {other:?}; fair-lock knows acquire, release, status, acquire-all, \
-                     release-all"
-                ));
-            }
-        };
-        Ok(reply.to_string().into_bytes())
     }
 
     fn on_session_ended(host: &mut dyn Host, _session: u64, deleted: Vec<String>) {
@@ -358,6 +298,7 @@ cairn_recipe::export!(FairLock);
 #[cfg(test)]
 mod tests {
     use cairn_recipe::testing::MemoryHost;
+    use serde_json::json;
 
     use super::*;
 

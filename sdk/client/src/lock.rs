@@ -1,16 +1,16 @@
-//! Typed handles on the built-in fair-lock recipe.
+//! Typed handles on the built-in fair-lock recipe (`cairn_builtins::fair_lock`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::{Value, json};
-
-use crate::recipe::{
-    call_in_background, fencing_token, list, nullable_number, number, wait_for_note,
+use cairn_builtins::fair_lock::{
+    self, Acquire, AcquireAll, Granted, GrantedAll, Release, ReleaseAll, Status, Waiter,
 };
+
+use crate::recipe::{call_op, call_op_in_background, positive, wait_for};
 use crate::{Client, Error};
 
 /// The recipe the handles call.
-const FAIR_LOCK: &str = "fair-lock";
+const FAIR_LOCK: &str = fair_lock::RECIPE;
 
 /// A named fair lock: FIFO, with a fencing token on every grant. See [`Client::lock`].
 #[derive(Debug, Clone)]
@@ -39,10 +39,6 @@ pub struct LockGuard {
     released: bool,
 }
 
-fn parse(reply: &[u8]) -> Result<Value, Error> {
-    serde_json::from_slice(reply).map_err(|e| Error::Protocol(format!("fair-lock answered {e}")))
-}
-
 impl Client {
     /// A handle on the fair lock `name`.
     pub fn lock(&self, name: &str) -> Lock {
@@ -51,9 +47,8 @@ impl Client {
 }
 
 impl Lock {
-    async fn call(&self, op: &str, wait: bool) -> Result<Value, Error> {
-        let args = json!({ "lock": self.name, "wait": wait }).to_string();
-        parse(&self.client.invoke(FAIR_LOCK, None, op, args.into_bytes()).await?)
+    fn acquire_args(&self, wait: bool) -> Acquire {
+        Acquire { lock: self.name.clone(), wait }
     }
 
     fn guard(&self, token: u64) -> LockGuard {
@@ -62,11 +57,11 @@ impl Lock {
 
     /// Takes the lock if it is free (or already this session's); `None` if someone holds it.
     pub async fn try_acquire(&self) -> Result<Option<LockGuard>, Error> {
-        let reply = self.call("acquire", false).await?;
-        if reply["granted"] != true {
+        let reply = call_op(&self.client, &self.acquire_args(false)).await?;
+        if !reply.granted {
             return Ok(None);
         }
-        Ok(Some(self.guard(fencing_token(&reply, "token", FAIR_LOCK)?)))
+        Ok(Some(self.guard(positive(reply.token, FAIR_LOCK)?)))
     }
 
     /// Waits in line for the lock. A grant's notification only says when to look: the guard
@@ -75,29 +70,28 @@ impl Lock {
     /// a reconnect and now and then, and the wait ends with an error if the session ends.
     pub async fn acquire(&self) -> Result<LockGuard, Error> {
         let notifications = self.client.notifications();
-        let reply = self.call("acquire", true).await?;
-        if reply["granted"] == true {
-            return Ok(self.guard(fencing_token(&reply, "token", FAIR_LOCK)?));
+        let reply = call_op(&self.client, &self.acquire_args(true)).await?;
+        if reply.granted {
+            return Ok(self.guard(positive(reply.token, FAIR_LOCK)?));
         }
-        let granted = wait_for_note(
+        let token = wait_for(
             &self.client,
             notifications,
-            FAIR_LOCK,
             &self.name,
-            |note| note["lock"] == self.name.as_str(),
+            |note: &Granted| note.lock == self.name,
             || self.granted_here(),
         )
         .await?;
-        Ok(self.guard(fencing_token(&granted, "token", FAIR_LOCK)?))
+        Ok(self.guard(positive(Some(token), FAIR_LOCK)?))
     }
 
-    /// Whether the lock's state, as the connected node has it, shows this session holding the
-    /// lock: `{"token": T}` if so. Read locally, without a log entry: the node delivered the
-    /// grant's notification after applying it, so its state has the grant; a state read
+    /// The fencing token of this session's hold of the lock, if the lock's state, as the
+    /// connected node has it, shows one. Read locally, without a log entry: the node delivered
+    /// the grant's notification after applying it, so its state has the grant; a state read
     /// elsewhere or earlier can only be behind, and show no grant yet (this session cannot
-    /// lose a hold while it waits for one). The layout is fair-lock's (see its crate docs):
-    /// the first waiter by sequence number holds the lock, its record's `count` above 0.
-    async fn granted_here(&self) -> Result<Option<Value>, Error> {
+    /// lose a hold while it waits for one). The layout is fair-lock's (`cairn_builtins`): the
+    /// first waiter by sequence number holds the lock, its record's `count` above 0.
+    async fn granted_here(&self) -> Result<Option<u64>, Error> {
         let lock = format!("/cairn/recipes/{FAIR_LOCK}/{}", self.name);
         let names = match self.client.local().children(&lock).await {
             Ok(names) => names,
@@ -107,36 +101,25 @@ impl Lock {
         let head = names
             .iter()
             .filter_map(|name| {
-                let (_session, sequence) = name.strip_prefix("w-")?.split_once('-')?;
-                Some((sequence, name))
+                let (session, sequence) = fair_lock::parse_waiter(name)?;
+                Some((sequence, session, name))
             })
             .min();
-        let mine = format!("w-{:016x}-", self.client.session_id());
-        let Some((_, head)) = head.filter(|(_, name)| name.starts_with(&mine)) else {
+        let Some((_, _, head)) =
+            head.filter(|(_, session, _)| *session == self.client.session_id())
+        else {
             return Ok(None);
         };
         let (data, _) = self.client.local().get(&format!("{lock}/{head}")).await?;
-        let record = parse(&data)?;
-        let held = number(&record, "count", FAIR_LOCK)? > 0;
-        Ok(held.then(|| json!({ "token": record["token"] })))
+        let record: Waiter = cairn_builtins::decode(&data)
+            .map_err(|e| Error::Protocol(format!("{FAIR_LOCK} waiter {head}: {e}")))?;
+        Ok((record.count > 0).then_some(record.token))
     }
 
     /// Who holds the lock and who waits.
     pub async fn status(&self) -> Result<LockStatus, Error> {
-        let reply = self.call("status", true).await?;
-        let queue = list(&reply, "queue", FAIR_LOCK)?
-            .iter()
-            .map(|waiter| {
-                waiter
-                    .as_u64()
-                    .ok_or_else(|| Error::Protocol(format!("{FAIR_LOCK} queue: {reply}")))
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(LockStatus {
-            holder: nullable_number(&reply, "holder", FAIR_LOCK)?,
-            token: number(&reply, "token", FAIR_LOCK)?,
-            queue,
-        })
+        let reply = call_op(&self.client, &Status { lock: self.name.clone() }).await?;
+        Ok(LockStatus { holder: reply.holder, token: reply.token, queue: reply.queue })
     }
 }
 
@@ -149,15 +132,14 @@ impl LockGuard {
     /// Releases one hold of the lock.
     pub async fn release(mut self) -> Result<(), Error> {
         self.released = true;
-        self.lock.call("release", true).await.map(|_| ())
+        call_op(&self.lock.client, &Release { lock: self.lock.name.clone() }).await.map(|_| ())
     }
 }
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
         if !self.released {
-            let args = json!({ "lock": self.lock.name });
-            call_in_background(&self.lock.client, FAIR_LOCK, "release", args);
+            call_op_in_background(&self.lock.client, Release { lock: self.lock.name.clone() });
         }
     }
 }
@@ -179,23 +161,6 @@ pub struct MultiLockGuard {
     released: bool,
 }
 
-/// A fencing token as a grant must carry one: never 0.
-fn positive(token: u64) -> Result<u64, Error> {
-    if token == 0 {
-        return Err(Error::Protocol(format!("{FAIR_LOCK} granted without a fencing token")));
-    }
-    Ok(token)
-}
-
-fn tokens_of(value: &Value) -> BTreeMap<String, u64> {
-    value
-        .as_object()
-        .map(|tokens| {
-            tokens.iter().filter_map(|(name, t)| Some((name.clone(), t.as_u64()?))).collect()
-        })
-        .unwrap_or_default()
-}
-
 impl Client {
     /// A handle on several fair locks at once. Waiters for overlapping sets of locks, named in
     /// any order, never deadlock: each joins all its queues in one log entry.
@@ -205,42 +170,33 @@ impl Client {
 }
 
 impl MultiLock {
-    async fn call(&self, op: &str, wait: bool) -> Result<Value, Error> {
-        let args = json!({ "locks": self.names, "wait": wait });
-        parse(&self.client.invoke(FAIR_LOCK, None, op, args.to_string().into_bytes()).await?)
-    }
-
-    fn guard(&self, tokens: BTreeMap<String, u64>) -> MultiLockGuard {
-        MultiLockGuard { lock: self.clone(), tokens, released: false }
+    fn acquire_args(&self, wait: bool) -> AcquireAll {
+        AcquireAll { locks: self.names.clone(), wait }
     }
 
     /// Takes every lock if all are free now; `None` (and nothing taken) otherwise.
     pub async fn try_acquire(&self) -> Result<Option<MultiLockGuard>, Error> {
-        let reply = self.call("acquire-all", false).await?;
-        if reply["granted"] != true {
+        let reply = call_op(&self.client, &self.acquire_args(false)).await?;
+        if !reply.granted {
             return Ok(None);
         }
-        self.granted(&reply["tokens"]).map(Some)
+        self.granted(reply.tokens.unwrap_or_default()).map(Some)
     }
 
     /// Waits in line at every lock and takes them all at once.
     pub async fn acquire(&self) -> Result<MultiLockGuard, Error> {
         let notifications = self.client.notifications();
-        let reply = self.call("acquire-all", true).await?;
-        if reply["granted"] == true {
-            return self.granted(&reply["tokens"]);
+        let reply = call_op(&self.client, &self.acquire_args(true)).await?;
+        if reply.granted {
+            return self.granted(reply.tokens.unwrap_or_default());
         }
         let me = self.client.session_id();
-        let mine = |tokens: &BTreeMap<String, u64>| {
-            tokens.len() == self.names.iter().collect::<std::collections::BTreeSet<_>>().len()
-                && self.names.iter().all(|name| tokens.contains_key(name))
-        };
-        let note = wait_for_note(
+        let wanted: BTreeSet<&String> = self.names.iter().collect();
+        let tokens = wait_for(
             &self.client,
             notifications,
-            FAIR_LOCK,
             &self.names.join(","),
-            |note| mine(&tokens_of(&note["locks"])),
+            |note: &GrantedAll| note.locks.keys().collect::<BTreeSet<_>>() == wanted,
             || async {
                 let mut tokens = BTreeMap::new();
                 for name in &self.names {
@@ -248,22 +204,21 @@ impl MultiLock {
                     if status.holder != Some(me) {
                         return Ok(None);
                     }
-                    tokens.insert(name.clone(), positive(status.token)?);
+                    tokens.insert(name.clone(), status.token);
                 }
-                Ok(Some(json!({ "locks": tokens })))
+                Ok(Some(tokens))
             },
         )
         .await?;
-        self.granted(&note["locks"])
+        self.granted(tokens)
     }
 
     /// The guard of a grant of every lock, each with its fencing token.
-    fn granted(&self, tokens: &Value) -> Result<MultiLockGuard, Error> {
-        let tokens = tokens_of(tokens);
+    fn granted(&self, tokens: BTreeMap<String, u64>) -> Result<MultiLockGuard, Error> {
         for name in &self.names {
-            positive(tokens.get(name).copied().unwrap_or(0))?;
+            positive(tokens.get(name).copied(), FAIR_LOCK)?;
         }
-        Ok(self.guard(tokens))
+        Ok(MultiLockGuard { lock: self.clone(), tokens, released: false })
     }
 }
 
@@ -276,15 +231,15 @@ impl MultiLockGuard {
     /// Releases every lock.
     pub async fn release(mut self) -> Result<(), Error> {
         self.released = true;
-        self.lock.call("release-all", true).await.map(|_| ())
+        call_op(&self.lock.client, &ReleaseAll { locks: self.lock.names.clone() }).await.map(|_| ())
     }
 }
 
 impl Drop for MultiLockGuard {
     fn drop(&mut self) {
         if !self.released {
-            let args = json!({ "locks": self.lock.names });
-            call_in_background(&self.lock.client, FAIR_LOCK, "release-all", args);
+            let args = ReleaseAll { locks: self.lock.names.clone() };
+            call_op_in_background(&self.lock.client, args);
         }
     }
 }
