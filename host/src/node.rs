@@ -113,7 +113,7 @@ impl RunningNode {
         let compiled_key = CompiledKey::load_or_create(&key_file)?;
         let recipes =
             Arc::new(RecipeRuntime::new()?.with_compiled_dir(&compiled_dir, compiled_key)?);
-        let state_machine = StateMachineStore::open(storage, recipes)?;
+        let state_machine = StateMachineStore::open(storage, recipes.clone())?;
         let state = state_machine.state();
         let watches = state_machine.watches();
 
@@ -168,6 +168,7 @@ impl RunningNode {
             state.clone(),
             counters,
             forwarder,
+            recipes,
         ));
         let peers = peer_endpoint.map(|endpoint| {
             let serving = tokio::spawn(service::serve(endpoint.clone(), cluster.peer_service()));

@@ -30,6 +30,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use cairn_wire::{ApiError, ErrorCode, MemberInfo, Reply};
 
 use crate::raft::{Raft, SharedState, StorageCounters};
+use crate::store::recipes::RecipeRunner;
 use crate::store::{Action, Write};
 use forward::Forwarder;
 use liveness::SessionTracker;
@@ -51,6 +52,8 @@ pub struct Cluster {
     forwarder: Arc<Forwarder>,
     /// When this node last heard from each session (the leader expires the silent ones).
     pub sessions: Arc<SessionTracker>,
+    /// Compiles deploys at admission, before they are proposed.
+    recipes: Arc<dyn RecipeRunner + Send + Sync>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -67,6 +70,7 @@ impl Cluster {
         state: SharedState,
         counters: Arc<StorageCounters>,
         forwarder: Arc<Forwarder>,
+        recipes: Arc<dyn RecipeRunner + Send + Sync>,
     ) -> Cluster {
         let proposer = Proposer::start(raft.clone(), state.clone(), node_id, forwarder.clone());
         let reads = ReadIndex::start(raft.clone(), node_id, forwarder.clone());
@@ -79,6 +83,7 @@ impl Cluster {
             reads,
             forwarder,
             sessions: Arc::default(),
+            recipes,
         }
     }
 
@@ -97,16 +102,34 @@ impl Cluster {
     }
 
     /// Submits a write for the next group commit; returns once it has its place in the order
-    /// of writes, with a future that resolves when it is applied.
+    /// of writes, with a future that resolves when it is applied. A deploy is admitted first.
     pub(crate) async fn propose(
         &self,
         write: Write,
     ) -> Result<impl Future<Output = Served> + use<>, ApiError> {
+        self.admit(&write).await?;
         let outcome = self.proposer.submit(write).await?;
         let state = self.state.clone();
         Ok(async move {
             outcome.await.unwrap_or_else(|_| (state.read().applied_zxid(), Err(shutting_down())))
         })
+    }
+
+    /// Deploy admission: a deploy is checked against the state as it is (so a caller without
+    /// the right cannot make the node compile anything) and its component compiled here, on a
+    /// blocking thread, before it is proposed: one that cannot run is refused before it reaches
+    /// the log, and apply never compiles.
+    async fn admit(&self, write: &Write) -> Result<(), ApiError> {
+        let Action::DeployRecipe { name, component, .. } = &write.action else { return Ok(()) };
+        let version = self.state.read().tree.check_deploy(write)?.unwrap_or_default();
+        let name = format!("{name}@{version}");
+        let (recipes, component) = (self.recipes.clone(), component.clone());
+        tokio::task::spawn_blocking(move || recipes.admit(&name, &component)).await.map_err(
+            |error| {
+                ApiError::new(ErrorCode::Internal)
+                    .with_detail(format!("compiling the component failed: {error}"))
+            },
+        )?
     }
 
     /// Waits until this node has applied everything committed before now (read index): the

@@ -138,6 +138,9 @@ impl StateMachineStore {
                     StorageIOError::read_snapshot(Some(stored.meta.signature()), &fault).into()
                 );
             }
+            store.recipes.compile_live(machine.applied_zxid(), recipes).map_err(|fault| {
+                StorageIOError::read_snapshot(Some(stored.meta.signature()), &fault)
+            })?;
             *store.stored_snapshot.lock().unwrap_or_else(PoisonError::into_inner) =
                 stored.meta.last_log_id;
             store.watches = Arc::new(WatchHub::new(machine.applied_zxid()));
@@ -283,14 +286,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         let mut effects = Effects::default();
                         // A fault of this node stops it (openraft treats a storage error as
                         // fatal) before any reply or event of the entry goes out.
+                        let zxid = entry.log_id.index;
                         let replies = state
                             .tree
-                            .apply_command(
-                                entry.log_id.index,
-                                &command,
-                                &mut effects,
-                                &*self.recipes,
-                            )
+                            .apply_command(zxid, &command, &mut effects, &*self.recipes)
+                            // What the entry deployed is compiled before the next entry runs.
+                            .and_then(|replies| {
+                                self.recipes.compile_deployed(zxid, &effects.deployed)?;
+                                Ok(replies)
+                            })
                             .map_err(|fault| {
                                 tracing::error!(%fault, "stopping");
                                 StorageIOError::apply(entry.log_id, &fault)
@@ -332,6 +336,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         self.save_snapshot(meta, &data)?;
         let zxid = machine.applied_zxid();
+        // The snapshot's recipes are compiled before its state is, so apply finds them ready.
+        crate::recipe::blocking(|| self.recipes.compile_live(zxid, machine.tree.recipes()))
+            .map_err(|fault| StorageIOError::read_snapshot(Some(meta.signature()), &fault))?;
         let mut state = self.state.write();
         *state = machine;
         // The changes the snapshot skipped over are unknown: every watcher must read again,

@@ -793,11 +793,8 @@ impl RecipeRunner for RecipeRuntime {
         RUNTIME_VERSION
     }
 
-    fn validate(&self, component: &[u8]) -> Result<(), String> {
-        use sha2::Digest;
-        let hash: String =
-            sha2::Sha256::digest(component).iter().map(|b| format!("{b:02x}")).collect();
-        self.prepare(&hash, component).map(|_| ())
+    fn compile(&self, hash: &str, component: &[u8]) -> Result<(), String> {
+        self.prepare(hash, component).map(|_| ())
     }
 
     fn invoke(
@@ -807,12 +804,13 @@ impl RecipeRunner for RecipeRuntime {
         effects: &mut Effects,
     ) -> Result<Vec<u8>, ApiError> {
         let name = format!("{}@{}", call.name, call.version);
-        // Every replica compiled this component when it was deployed, on this runtime (or it
-        // would have stopped): compiling is deterministic, so a failure here is the same on
-        // every replica, and answered as the component's.
+        // Compiled when it was deployed, by this node and every replica on this runtime (or it
+        // would have stopped); compiled again here only if this node has let it go since (its
+        // cache is bounded) or restarted, when it loads what it kept on disk. A failure now is
+        // this node's own, not the call's: `internal`, which stops the node.
         let pre = self
             .prepare(&call.deployed.hash, &call.deployed.component)
-            .map_err(|why| fault(ErrorCode::InvalidRecipe, &name, why))?;
+            .map_err(|why| fault(ErrorCode::Internal, &name, why))?;
         let shared = Arc::new(Mutex::new(Shared {
             tree: std::mem::take(tree),
             txn: Some(RecipeTxn::new(call.zxid, call.time_ms, call.session, call.caller.clone())),
@@ -904,18 +902,25 @@ mod tests {
             let write =
                 Write { session: session.map(SessionId), principal: Principal::System, action };
             let command = Command { time_ms: self.zxid * 10, writes: vec![write] };
-            let reply =
-                match self.tree.apply_command(self.zxid, &command, &mut effects, &self.runtime) {
-                    Ok(mut replies) => replies.pop().unwrap_or_else(|| panic!("no reply")),
-                    // A fault of this node, which would stop it: as the reply `internal`.
-                    Err(fault) => Err(ApiError::new(ErrorCode::Internal).with_detail(fault.why)),
-                };
+            // As the state machine does: apply, then compile what the entry deployed.
+            let applied = self
+                .tree
+                .apply_command(self.zxid, &command, &mut effects, &self.runtime)
+                .and_then(|replies| {
+                    self.runtime.compile_deployed(self.zxid, &effects.deployed).map(|()| replies)
+                });
+            let reply = match applied {
+                Ok(mut replies) => replies.pop().unwrap_or_else(|| panic!("no reply")),
+                // A fault of this node, which would stop it: as the reply `internal`.
+                Err(fault) => Err(ApiError::new(ErrorCode::Internal).with_detail(fault.why)),
+            };
             self.tree
                 .check_invariants()
                 .unwrap_or_else(|e| panic!("after {:?}: {e}", command.writes[0].action));
             (reply, effects)
         }
 
+        /// Deploys as a node does: admission (the checks, then compiling), then the entry.
         fn deploy(&mut self, name: &str, component: &[u8]) -> Result<Reply, ApiError> {
             let action = Action::DeployRecipe {
                 name: name.into(),
@@ -924,7 +929,10 @@ mod tests {
                 runtime: crate::recipe::RUNTIME_VERSION.to_string(),
                 owner: None,
             };
-            self.apply(None, action).0
+            let write = Write { session: None, principal: Principal::System, action };
+            let version = self.tree.check_deploy(&write)?.unwrap_or_default();
+            self.runtime.admit(&format!("{name}@{version}"), component)?;
+            self.apply(None, write.action).0
         }
 
         fn invoke(&mut self, name: &str, op: &str, args: &[u8]) -> Result<Vec<u8>, ApiError> {
@@ -999,7 +1007,8 @@ mod tests {
         let key = CompiledKey::new([3; 32]);
         let runtime =
             || RecipeRuntime::new().expect("engine").with_compiled_dir(dir.path(), key.clone());
-        runtime().expect("runtime").validate(counter()).expect("compiles");
+        let hash = crate::store::recipes::component_hash(counter());
+        runtime().expect("runtime").compile(&hash, counter()).expect("compiles");
         let files: Vec<PathBuf> = std::fs::read_dir(dir.path())
             .expect("listed")
             .map(|entry| entry.expect("entry").path())
@@ -1087,6 +1096,27 @@ mod tests {
         let error = node.deploy("Bad Name", counter()).expect_err("refused");
         assert_eq!(error.code, ErrorCode::InvalidArgument);
         assert!(node.tree.recipes().deployed.is_empty());
+    }
+
+    /// Apply never compiles: a component that cannot run is refused at admission, before the
+    /// log; one that reached the log all the same is compiled after its entry, and a node that
+    /// cannot compile it stops there.
+    #[test]
+    fn compiling_is_admission_work_and_a_node_that_cannot_compile_stops() {
+        let mut node = Node::new();
+        let junk = b"\0asm not really".to_vec();
+        let refused = node.deploy("junk", &junk).expect_err("refused at admission");
+        assert_eq!(refused.code, ErrorCode::InvalidRecipe);
+        let action = Action::DeployRecipe {
+            name: "junk".into(),
+            version: None,
+            component: junk,
+            runtime: crate::recipe::RUNTIME_VERSION.to_string(),
+            owner: None,
+        };
+        let (reply, effects) = node.apply(None, action);
+        assert_eq!(effects.deployed.len(), 1, "apply recorded it without compiling it");
+        assert_eq!(reply.expect_err("the node stops").code, ErrorCode::Internal);
     }
 
     #[test]
@@ -1379,8 +1409,8 @@ mod tests {
             "wasmtime-0.0.0/fuel-0"
         }
 
-        fn validate(&self, component: &[u8]) -> Result<(), String> {
-            self.0.validate(component)
+        fn compile(&self, hash: &str, component: &[u8]) -> Result<(), String> {
+            self.0.compile(hash, component)
         }
 
         fn invoke(

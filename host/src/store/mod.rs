@@ -11,6 +11,7 @@ mod apply;
 mod command;
 mod invariants;
 pub mod recipes;
+mod txn;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -73,6 +74,8 @@ pub struct Effects {
     /// Who is an administrator, or which tokens are good, changed: what each stream's
     /// principal may hear must be decided again.
     pub access_changed: bool,
+    /// Components deployed by the entry: the node compiles them before it applies the next.
+    pub deployed: Vec<recipes::Deployed>,
 }
 
 /// One change to the tree, for the watches: what happened, where, and the ACL that decides who

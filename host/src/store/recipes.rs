@@ -12,7 +12,7 @@ use std::sync::Arc;
 use cairn_wire::{ApiError, CreateMode, CreateRequest, DeleteRequest, ErrorCode, SetRequest, Stat};
 use serde::{Deserialize, Serialize};
 
-use super::{Caller, DataTree, Effects, SessionId};
+use super::{Caller, DataTree, Effects, NodeFault, SessionId};
 
 /// Where every recipe's namespace lives; clients may read below it but not write.
 pub const RESERVED_ROOT: &str = "/cairn";
@@ -46,6 +46,12 @@ pub fn recipe_path(path: &str) -> Option<(&str, &str)> {
 /// Whether a path is reserved for recipes.
 pub fn is_reserved(path: &str) -> bool {
     path == RESERVED_ROOT || path.starts_with("/cairn/")
+}
+
+/// The content hash components are known by: SHA-256, in hex.
+pub fn component_hash(component: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(component).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// One deployed version of a recipe.
@@ -184,9 +190,12 @@ pub trait RecipeRunner {
     /// Names the runtime (engine version and fuel accounting), recorded in the state.
     fn runtime_version(&self) -> &str;
 
-    /// Checks that a component can be run: compiles, and has exactly the recipe world's
-    /// imports and exports.
-    fn validate(&self, component: &[u8]) -> Result<(), String>;
+    /// Makes a component ready to run on this node: compiles it (or loads what this node
+    /// compiled of it before) and checks that it has exactly the recipe world's imports and
+    /// exports. Never called from apply: the node a deploy reaches compiles it before proposing
+    /// it (deploy admission), and every replica compiles it once it has applied the deploy,
+    /// before the next entry can call it.
+    fn compile(&self, hash: &str, component: &[u8]) -> Result<(), String>;
 
     /// Runs `call` against the recipe's namespace in `tree`: its writes are applied if it
     /// returns ok and undone otherwise; what they changed goes to `effects`.
@@ -200,6 +209,35 @@ pub trait RecipeRunner {
     /// Every write of a log entry has been applied: nothing of the entry's calls (such as an
     /// instance kept for its next calls) may outlive it.
     fn entry_applied(&self) {}
+
+    /// Deploy admission's last step, before the deploy is proposed: compiles the component of
+    /// `name` (as `NAME@VERSION`); `invalid-recipe`, saying why, if it cannot run.
+    fn admit(&self, name: &str, component: &[u8]) -> Result<(), ApiError> {
+        self.compile(&component_hash(component), component).map_err(|why| {
+            ApiError::new(ErrorCode::InvalidRecipe).with_detail(format!("{name}: {why}"))
+        })
+    }
+
+    /// Compiles what the entry at `zxid` deployed, after applying it and before the next entry
+    /// can call it. The node that proposed it compiled it at admission on the same runtime, so
+    /// a failure here is this node's own: a [`NodeFault`], which stops it.
+    fn compile_deployed(&self, zxid: u64, deployed: &[Deployed]) -> Result<(), NodeFault> {
+        for component in deployed {
+            self.compile(&component.hash, &component.component).map_err(|why| NodeFault {
+                zxid,
+                why: format!("cannot compile deployed component {}: {why}", component.hash),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Compiles every live component of `table` (a restarted node's, or an installed
+    /// snapshot's), so that apply finds them compiled.
+    fn compile_live(&self, zxid: u64, table: &RecipeTable) -> Result<(), NodeFault> {
+        let live: Vec<Deployed> =
+            table.deployed.values().flat_map(|versions| versions.values()).cloned().collect();
+        self.compile_deployed(zxid, &live)
+    }
 }
 
 /// A runner for trees that never run recipes (tests of the store alone).
@@ -211,7 +249,7 @@ impl RecipeRunner for NoRecipes {
         "none"
     }
 
-    fn validate(&self, _component: &[u8]) -> Result<(), String> {
+    fn compile(&self, _hash: &str, _component: &[u8]) -> Result<(), String> {
         Err("this node cannot run recipes".into())
     }
 
@@ -229,12 +267,12 @@ impl RecipeRunner for NoRecipes {
 /// maps the recipe's relative paths onto its namespace before calling.
 #[derive(Debug)]
 pub struct RecipeTxn {
-    pub(super) parts: super::apply::TxnParts,
+    pub(super) parts: super::txn::TxnParts,
 }
 
 impl RecipeTxn {
     pub fn new(zxid: u64, time_ms: u64, session: Option<SessionId>, caller: Caller) -> RecipeTxn {
-        RecipeTxn { parts: super::apply::TxnParts::new(zxid, time_ms, session, caller) }
+        RecipeTxn { parts: super::txn::TxnParts::new(zxid, time_ms, session, caller) }
     }
 
     pub fn create(
