@@ -6,51 +6,30 @@
 //! `{"session": S, "leaving": bool}`. A member whose session ends leaves the round in the same
 //! log entry; if everyone left is waiting to leave, that releases them.
 //!
-//! Ops (JSON):
-//! - `enter {"barrier": B, "count": N}` → `{"entered": true, "round": R}` once N members are in
-//!   (members then notified `{"barrier": B, "round": R, "entered": true}`), or
-//!   `{"entered": false, "round": R}` to wait. N is fixed by the first enter. A member arriving
-//!   while the round runs joins it.
-//! - `leave {"barrier": B}` → `{"left": true, "round": R}` when every member has called leave
-//!   (the others notified `{"barrier": B, "round": R, "left": true}`), or `{"left": false}` to
-//!   wait. Before the round starts, leave just withdraws.
-//! - `status {"barrier": B}` → `{"count": N, "round": R, "open": bool, "members": M, "leaving": L}`.
+//! Ops, answers, notifications and records are `cairn_builtins::barrier`'s types (see
+//! `sdk/wire/RECIPES.md` for the protocol in words).
 
+use cairn_builtins::barrier::{
+    BarrierRecord, Enter, EnterReply, Entered, Leave, LeaveReply, Left, Member, Status, StatusReply,
+};
+use cairn_builtins::{Op, encode, serve};
 use cairn_recipe::{Host, Mode, Recipe, records};
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 #[derive(Debug)]
 pub struct Barrier;
 
-#[derive(Deserialize)]
-struct Args {
-    barrier: String,
-    #[serde(default)]
-    count: Option<u32>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct State {
-    count: u32,
-    round: u64,
-    open: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Member {
-    session: u64,
-    leaving: bool,
+fn barrier_path(name: &str) -> Result<String, String> {
+    records::entity_path("barrier", name)
 }
 
 fn members(host: &mut dyn Host, barrier: &str) -> Result<Vec<(String, Member)>, String> {
     records::children(host, barrier)
 }
 
-fn notify_all(host: &mut dyn Host, members: &[(String, Member)], quiet: u64, note: &Value) {
+fn notify_all(host: &mut dyn Host, members: &[(String, Member)], quiet: u64, message: &[u8]) {
     for (_, member) in members {
         if member.session != quiet {
-            host.notify(member.session, note.to_string().as_bytes());
+            host.notify(member.session, message);
         }
     }
 }
@@ -61,7 +40,7 @@ fn finish_round(
     host: &mut dyn Host,
     name: &str,
     barrier: &str,
-    state: &State,
+    state: &BarrierRecord,
     quiet: u64,
 ) -> Result<bool, String> {
     let all = members(host, barrier)?;
@@ -70,101 +49,102 @@ fn finish_round(
     }
     // Notified while their member znodes still stand: the host delivers a recipe's messages
     // only to sessions with a stake in it (an ephemeral znode in its namespace, or the caller).
-    notify_all(host, &all, quiet, &json!({ "barrier": name, "round": state.round, "left": true }));
+    let note = Left { barrier: name.to_string(), left: true, round: state.round };
+    notify_all(host, &all, quiet, &encode(&note));
     for (path, _) in &all {
         host.delete(path, None).map_err(|e| e.to_string())?;
     }
-    records::write(host, barrier, &State { round: state.round + 1, open: false, ..*state })?;
+    let next = BarrierRecord { round: state.round + 1, open: false, ..*state };
+    records::write(host, barrier, &next)?;
     Ok(true)
+}
+
+/// `enter`: the caller's membership (once); opens the round when enough are in.
+fn enter(host: &mut dyn Host, args: Enter) -> Result<EnterReply, String> {
+    let barrier = barrier_path(&args.barrier)?;
+    let state: Option<BarrierRecord> = records::read(host, &barrier)?;
+    let session = host.caller_session(Enter::NAME)?;
+    let state = match (state, args.count) {
+        (Some(state), Some(asked)) if state.count != asked => {
+            return Err(format!("{} is a barrier of {}, not {asked}", args.barrier, state.count));
+        }
+        (Some(state), _) => state,
+        (None, Some(count)) if count > 0 => {
+            let state = BarrierRecord { count, round: 1, open: false };
+            records::create(host, &barrier, &state, Mode::Persistent, false)?;
+            state
+        }
+        (None, _) => {
+            return Err(format!("{} is new: say how many it waits for", args.barrier));
+        }
+    };
+    let mut all = members(host, &barrier)?;
+    if !all.iter().any(|(_, m)| m.session == session) {
+        let me = Member { session, leaving: false };
+        let path = records::create(host, &format!("{barrier}/m-"), &me, Mode::Ephemeral, true)?;
+        all.push((path, me));
+    }
+    if !state.open && all.len() >= state.count as usize {
+        records::write(host, &barrier, &BarrierRecord { open: true, ..state })?;
+        let note = Entered { barrier: args.barrier, entered: true, round: state.round };
+        notify_all(host, &all, session, &encode(&note));
+        return Ok(EnterReply { entered: true, round: state.round });
+    }
+    Ok(EnterReply { entered: state.open, round: state.round })
+}
+
+/// `leave`: withdraws before the round, or marks the caller leaving and ends the round if all
+/// are.
+fn leave(host: &mut dyn Host, args: Leave) -> Result<LeaveReply, String> {
+    let barrier = barrier_path(&args.barrier)?;
+    let session = host.session();
+    let state: Option<BarrierRecord> = records::read(host, &barrier)?;
+    let state = state.ok_or_else(|| format!("no barrier {}", args.barrier))?;
+    let all = members(host, &barrier)?;
+    let Some((path, me)) = all.iter().find(|(_, m)| m.session == session) else {
+        return Err(format!("session {session:#x} is not in {}", args.barrier));
+    };
+    if !state.open {
+        host.delete(path, None).map_err(|e| e.to_string())?;
+        return Ok(LeaveReply { left: true, round: state.round });
+    }
+    records::write(host, path, &Member { leaving: true, ..me.clone() })?;
+    let done = finish_round(host, &args.barrier, &barrier, &state, session)?;
+    Ok(LeaveReply { left: done, round: state.round })
+}
+
+/// `status`: the record, or its absence, and the members.
+fn status(host: &mut dyn Host, args: Status) -> Result<StatusReply, String> {
+    let barrier = barrier_path(&args.barrier)?;
+    let state: Option<BarrierRecord> = records::read(host, &barrier)?;
+    let all = members(host, &barrier)?;
+    let leaving = all.iter().filter(|(_, m)| m.leaving).count();
+    Ok(match state {
+        Some(state) => StatusReply {
+            count: Some(state.count),
+            round: state.round,
+            open: state.open,
+            members: all.len() as u64,
+            leaving: leaving as u64,
+        },
+        None => StatusReply { count: None, round: 0, open: false, members: 0, leaving: 0 },
+    })
 }
 
 impl Recipe for Barrier {
     fn invoke(host: &mut dyn Host, op: &str, args: &[u8]) -> Result<Vec<u8>, String> {
-        let args: Args = serde_json::from_slice(args).map_err(|e| format!("bad arguments: {e}"))?;
-        let barrier = records::entity_path("barrier", &args.barrier)?;
-        let session = host.session();
-        let state: Option<State> = records::read(host, &barrier)?;
-        let reply = match op {
-            "enter" => {
-                let session = host.caller_session("enter")?;
-                let state = match (state, args.count) {
-                    (Some(state), Some(asked)) if state.count != asked => {
-                        return Err(format!(
-                            "{} is a barrier of {}, not {asked}",
-                            args.barrier, state.count
-                        ));
-                    }
-                    (Some(state), _) => state,
-                    (None, Some(count)) if count > 0 => {
-                        let state = State { count, round: 1, open: false };
-                        records::create(host, &barrier, &state, Mode::Persistent, false)?;
-                        state
-                    }
-                    (None, _) => {
-                        return Err(format!("{} is new: say how many it waits for", args.barrier));
-                    }
-                };
-                let mut all = members(host, &barrier)?;
-                if !all.iter().any(|(_, m)| m.session == session) {
-                    let me = Member { session, leaving: false };
-                    let path = records::create(
-                        host,
-                        &format!("{barrier}/m-"),
-                        &me,
-                        Mode::Ephemeral,
-                        true,
-                    )?;
-                    all.push((path, me));
-                }
-                if !state.open && all.len() >= state.count as usize {
-                    records::write(host, &barrier, &State { open: true, ..state })?;
-                    let note =
-                        json!({ "barrier": args.barrier, "round": state.round, "entered": true });
-                    notify_all(host, &all, session, &note);
-                    json!({ "entered": true, "round": state.round })
-                } else {
-                    json!({ "entered": state.open, "round": state.round })
-                }
-            }
-            "leave" => {
-                let state = state.ok_or_else(|| format!("no barrier {}", args.barrier))?;
-                let all = members(host, &barrier)?;
-                let Some((path, me)) = all.iter().find(|(_, m)| m.session == session) else {
-                    return Err(format!("session {session:#x} is not in {}", args.barrier));
-                };
-                if !state.open {
-                    host.delete(path, None).map_err(|e| e.to_string())?;
-                    json!({ "left": true, "round": state.round })
-                } else {
-                    records::write(host, path, &Member { leaving: true, ..me.clone() })?;
-                    let done = finish_round(host, &args.barrier, &barrier, &state, session)?;
-                    json!({ "left": done, "round": state.round })
-                }
-            }
-            "status" => {
-                let all = members(host, &barrier)?;
-                let leaving = all.iter().filter(|(_, m)| m.leaving).count();
-                match state {
-                    Some(state) => json!({
-                        "count": state.count, "round": state.round, "open": state.open,
-                        "members": all.len(), "leaving": leaving,
-                    }),
-                    None => {
-                        json!({ "count": null, "round": 0, "open": false, "members": 0, "leaving": 0 })
-                    }
-                }
-            }
-            other => {
-                return Err(format!("unknown op {other:?}; barrier knows enter, leave, status"));
-            }
-        };
-        Ok(reply.to_string().into_bytes())
+        match op {
+            Enter::NAME => serve(args, |args| enter(host, args)),
+            Leave::NAME => serve(args, |args| leave(host, args)),
+            Status::NAME => serve(args, |args| status(host, args)),
+            other => Err(format!("unknown op {other:?}; barrier knows enter, leave, status")),
+        }
     }
 
     fn on_session_ended(host: &mut dyn Host, _session: u64, deleted: Vec<String>) {
         for barrier in records::parents(&deleted) {
             let name = barrier.trim_start_matches('/').to_string();
-            if let Ok(Some(state)) = records::read::<State>(host, &barrier) {
+            if let Ok(Some(state)) = records::read::<BarrierRecord>(host, &barrier) {
                 let _ = finish_round(host, &name, &barrier, &state, 0);
             }
         }
@@ -176,6 +156,7 @@ cairn_recipe::export!(Barrier);
 #[cfg(test)]
 mod tests {
     use cairn_recipe::testing::MemoryHost;
+    use serde_json::{Value, json};
 
     use super::*;
 

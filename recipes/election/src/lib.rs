@@ -7,30 +7,17 @@
 //! `{"session": S, "data": D}`; when the leader's session ends, the next candidate is elected in
 //! that same log entry and notified.
 //!
-//! Ops (JSON): `campaign {"election": E, "data": D}` → `{"leader": true, "term": T}` or
-//! `{"leader": false, "position": P}` (notified `{"election": E, "term": T}` when elected);
-//! `leader {"election": E}` → `{"leader": S or null, "term": T, "data": D}`;
-//! `resign {"election": E}` → `{"resigned": true}`.
+//! Ops, answers, notifications and records are `cairn_builtins::election`'s types (see
+//! `sdk/wire/RECIPES.md` for the protocol in words).
 
+use cairn_builtins::election::{
+    Campaign, CampaignReply, Candidate, Elected, ElectionRecord, Leader, Resign, ResignReply,
+};
+use cairn_builtins::{Op, encode, serve};
 use cairn_recipe::{Host, Mode, Recipe, StoreError, records};
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 #[derive(Debug)]
 pub struct Election;
-
-#[derive(Deserialize)]
-struct Args {
-    election: String,
-    #[serde(default)]
-    data: Value,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Candidate {
-    session: u64,
-    data: Value,
-}
 
 fn error(e: StoreError) -> String {
     e.to_string()
@@ -44,90 +31,83 @@ fn candidates(host: &mut dyn Host, election: &str) -> Result<Vec<(String, Candid
     records::children(host, election)
 }
 
-fn state(host: &mut dyn Host, election: &str) -> Result<Value, String> {
-    match host.read(election).map_err(error)? {
-        Some(data) => serde_json::from_slice(&data).map_err(|e| e.to_string()),
-        None => Ok(json!({ "term": 0, "leader": null, "data": null })),
-    }
+fn state(host: &mut dyn Host, election: &str) -> Result<ElectionRecord, String> {
+    let record: Option<ElectionRecord> = records::read(host, election)?;
+    Ok(record.unwrap_or_else(|| ElectionRecord::vacant(0)))
 }
 
 /// Makes the first candidate leader if it is not already; returns the term.
 fn elect(host: &mut dyn Host, name: &str, election: &str) -> Result<u64, String> {
     let current = state(host, election)?;
-    let term = current["term"].as_u64().unwrap_or(0);
     let first = candidates(host, election)?.into_iter().next();
     let leader = first.as_ref().map(|(_, c)| c.session);
-    if current["leader"].as_u64() == leader {
-        return Ok(term);
+    if current.leader == leader {
+        return Ok(current.term);
     }
-    let (term, data) = match &first {
+    let record = match first {
         // The term fences the leader's writes: it comes from the host's counter, which no
         // version of this recipe can rewind, so it only grows.
-        Some((_, candidate)) => (host.fencing_token(), candidate.data.clone()),
-        None => (term, Value::Null),
+        Some((_, candidate)) => {
+            ElectionRecord { term: host.fencing_token(), leader, data: candidate.data }
+        }
+        None => ElectionRecord::vacant(current.term),
     };
-    host.put(
-        election,
-        json!({ "term": term, "leader": leader, "data": data }).to_string().as_bytes(),
-    )
-    .map_err(error)?;
+    host.put(election, &encode(&record)).map_err(error)?;
     if let Some(leader) = leader {
-        host.notify(leader, json!({ "election": name, "term": term }).to_string().as_bytes());
+        host.notify(leader, &encode(&Elected { election: name.to_string(), term: record.term }));
     }
-    Ok(term)
+    Ok(record.term)
+}
+
+/// `campaign`: lines the caller up (once) and elects the first candidate.
+fn campaign(host: &mut dyn Host, args: Campaign) -> Result<CampaignReply, String> {
+    let election = election_path(&args.election)?;
+    let session = host.caller_session(Campaign::NAME)?;
+    let mut lined_up = candidates(host, &election)?;
+    if !lined_up.iter().any(|(_, c)| c.session == session) {
+        if host.read(&election).map_err(error)?.is_none() {
+            let initial = ElectionRecord::vacant(0);
+            records::create(host, &election, &initial, Mode::Persistent, false)?;
+        }
+        let me = Candidate { session, data: args.data };
+        records::create(host, &format!("{election}/c-"), &me, Mode::Ephemeral, true)?;
+        lined_up = candidates(host, &election)?;
+    }
+    let term = elect(host, &args.election, &election)?;
+    let position = lined_up.iter().position(|(_, c)| c.session == session).unwrap_or(0);
+    if position > 0 {
+        return Ok(CampaignReply::queued(position as u64));
+    }
+    Ok(CampaignReply::elected(term))
+}
+
+/// `leader`: the election's record.
+fn leader(host: &mut dyn Host, args: Leader) -> Result<ElectionRecord, String> {
+    let election = election_path(&args.election)?;
+    state(host, &election)
+}
+
+/// `resign`: the caller's candidacy goes; the next candidate leads if it led.
+fn resign(host: &mut dyn Host, args: Resign) -> Result<ResignReply, String> {
+    let election = election_path(&args.election)?;
+    let session = host.session();
+    let mine = candidates(host, &election)?.into_iter().find(|(_, c)| c.session == session);
+    let Some((path, _)) = mine else {
+        return Err(format!("session {session:#x} is not a candidate in {}", args.election));
+    };
+    host.delete(&path, None).map_err(error)?;
+    elect(host, &args.election, &election)?;
+    Ok(ResignReply { resigned: true })
 }
 
 impl Recipe for Election {
     fn invoke(host: &mut dyn Host, op: &str, args: &[u8]) -> Result<Vec<u8>, String> {
-        let args: Args = serde_json::from_slice(args).map_err(|e| format!("bad arguments: {e}"))?;
-        let election = election_path(&args.election)?;
-        let session = host.session();
-        let reply = match op {
-            "campaign" => {
-                let session = host.caller_session("campaign")?;
-                let mut lined_up = candidates(host, &election)?;
-                if !lined_up.iter().any(|(_, c)| c.session == session) {
-                    if host.read(&election).map_err(error)?.is_none() {
-                        let initial =
-                            json!({ "term": 0, "leader": null, "data": null }).to_string();
-                        host.create(&election, initial.as_bytes(), Mode::Persistent, false)
-                            .map_err(error)?;
-                    }
-                    let me = serde_json::to_vec(&Candidate { session, data: args.data })
-                        .map_err(|e| e.to_string())?;
-                    host.create(&format!("{election}/c-"), &me, Mode::Ephemeral, true)
-                        .map_err(error)?;
-                    lined_up = candidates(host, &election)?;
-                }
-                let term = elect(host, &args.election, &election)?;
-                let position = lined_up.iter().position(|(_, c)| c.session == session).unwrap_or(0);
-                if position == 0 {
-                    json!({ "leader": true, "term": term })
-                } else {
-                    json!({ "leader": false, "position": position })
-                }
-            }
-            "leader" => state(host, &election)?,
-            "resign" => {
-                let mine =
-                    candidates(host, &election)?.into_iter().find(|(_, c)| c.session == session);
-                let Some((path, _)) = mine else {
-                    return Err(format!(
-                        "session {session:#x} is not a candidate in {}",
-                        args.election
-                    ));
-                };
-                host.delete(&path, None).map_err(error)?;
-                elect(host, &args.election, &election)?;
-                json!({ "resigned": true })
-            }
-            other => {
-                return Err(format!(
-                    "unknown op {other:?}; election knows campaign, leader, resign"
-                ));
-            }
-        };
-        Ok(reply.to_string().into_bytes())
+        match op {
+            Campaign::NAME => serve(args, |args| campaign(host, args)),
+            Leader::NAME => serve(args, |args| leader(host, args)),
+            Resign::NAME => serve(args, |args| resign(host, args)),
+            other => Err(format!("unknown op {other:?}; election knows campaign, leader, resign")),
+        }
     }
 
     fn on_session_ended(host: &mut dyn Host, _session: u64, deleted: Vec<String>) {
@@ -143,6 +123,7 @@ cairn_recipe::export!(Election);
 #[cfg(test)]
 mod tests {
     use cairn_recipe::testing::MemoryHost;
+    use serde_json::{Value, json};
 
     use super::*;
 

@@ -13,43 +13,18 @@
 //! When a consumer's session ends its tickets go in that log entry; the hook returns their items
 //! and hands them to the next waiting tickets.
 //!
-//! Ops (JSON; item data is a string):
-//! - `put {"queue": Q, "data": D, "priority": P}` → `{"id": I}` (P an i32, default 0).
-//! - `take {"queue": Q, "wait": true}` → `{"id": I, "data": D, "ticket": T}`, or
-//!   `{"waiting": true, "ticket": T}` and later a notification `{"queue": Q, "ticket": T, "id": I,
-//!   "data": D}`; with `"wait": false` an empty queue answers `{"empty": true}`.
-//! - `poll {"queue": Q, "ticket": T}` → the ticket's item, or `{"waiting": true, "ticket": T}`.
-//! - `ack {"queue": Q, "id": I}` → `{"acked": true}`: the item is done and gone.
-//! - `release {"queue": Q, "id": I}` → `{"released": true}`: the item goes back, first in line.
-//! - `cancel {"queue": Q, "ticket": T}` → `{"cancelled": true}`: stop waiting (an item the
-//!   ticket got meanwhile goes back).
-//! - `status {"queue": Q}` → `{"ready": R, "taken": K, "waiting": W}`.
+//! Ops, answers, notifications and records are `cairn_builtins::queue`'s types (see
+//! `sdk/wire/RECIPES.md` for the protocol in words).
 
+use cairn_builtins::queue::{
+    Ack, AckReply, Cancel, CancelReply, Handed, NAME_LEN_MAX, Poll, Put, PutReply, Release,
+    ReleaseReply, Status, StatusReply, Take, TakeReply, Ticket,
+};
+use cairn_builtins::{Op, encode, serve};
 use cairn_recipe::{Host, Mode, Recipe, StoreError, records};
-use serde::Deserialize;
-use serde_json::{Value, json};
 
 #[derive(Debug)]
 pub struct Queue;
-
-#[derive(Deserialize)]
-struct Args {
-    queue: String,
-    #[serde(default)]
-    data: Option<String>,
-    #[serde(default)]
-    priority: i32,
-    #[serde(default = "yes")]
-    wait: bool,
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    ticket: Option<String>,
-}
-
-fn yes() -> bool {
-    true
-}
 
 fn error(e: StoreError) -> String {
     e.to_string()
@@ -98,7 +73,7 @@ impl Paths {
 /// A child's name must be one this recipe made: no reaching elsewhere through an id.
 fn check_name(kind: &str, name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
-        && name.len() <= 32
+        && name.len() <= NAME_LEN_MAX
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
     if ok { Ok(()) } else { Err(format!("invalid {kind} {name:?}")) }
 }
@@ -118,13 +93,12 @@ fn read_string(host: &mut dyn Host, path: &str) -> Result<Option<String>, String
 }
 
 fn ticket_session(host: &mut dyn Host, q: &Paths, ticket: &str) -> Result<Option<u64>, String> {
-    let record: Option<Value> = records::read(host, &q.ticket(ticket))?;
-    Ok(record.and_then(|r| r["session"].as_u64()))
+    let record: Option<Ticket> = records::read(host, &q.ticket(ticket))?;
+    Ok(record.map(|record| record.session))
 }
 
-fn item_reply(host: &mut dyn Host, q: &Paths, ticket: &str, id: &str) -> Result<Value, String> {
-    let data = read_string(host, &q.item(id))?.ok_or_else(|| format!("lost item {id}"))?;
-    Ok(json!({ "id": id, "data": data, "ticket": ticket }))
+fn item_data(host: &mut dyn Host, q: &Paths, id: &str) -> Result<String, String> {
+    read_string(host, &q.item(id))?.ok_or_else(|| format!("lost item {id}"))
 }
 
 /// Hands free items to waiting tickets, both in order; notifies each ticket's session except
@@ -147,9 +121,8 @@ fn dispatch(host: &mut dyn Host, q: &Paths, quiet: u64) -> Result<(), String> {
         host.create(&q.assigned(&ticket), id.as_bytes(), Mode::Persistent, false).map_err(error)?;
         let Some(session) = ticket_session(host, q, &ticket)? else { continue };
         if session != quiet {
-            let mut note = item_reply(host, q, &ticket, &id)?;
-            note["queue"] = json!(q.name);
-            host.notify(session, note.to_string().as_bytes());
+            let data = item_data(host, q, &id)?;
+            host.notify(session, &encode(&Handed { queue: q.name.clone(), ticket, id, data }));
         }
     }
     Ok(())
@@ -198,86 +171,111 @@ fn own_ticket(host: &mut dyn Host, q: &Paths, ticket: Option<String>) -> Result<
     }
 }
 
-fn ticket_state(host: &mut dyn Host, q: &Paths, ticket: &str) -> Result<Value, String> {
+/// The item `ticket` holds, or that it waits.
+fn ticket_state(host: &mut dyn Host, q: &Paths, ticket: &str) -> Result<TakeReply, String> {
     match read_string(host, &q.assigned(ticket))? {
-        Some(id) => item_reply(host, q, ticket, &id),
-        None => Ok(json!({ "waiting": true, "ticket": ticket })),
+        Some(id) => {
+            let data = item_data(host, q, &id)?;
+            Ok(TakeReply::item(ticket.to_string(), id, data))
+        }
+        None => Ok(TakeReply::waiting(ticket.to_string())),
     }
+}
+
+/// `put`: a new item, handed to the first waiting ticket if any.
+fn put(host: &mut dyn Host, args: Put) -> Result<PutReply, String> {
+    let q = Paths::new(&args.queue)?;
+    let data = args.data.ok_or("put needs data")?;
+    q.ensure(host)?;
+    let rank = i64::from(args.priority) - i64::from(i32::MIN);
+    let path = host
+        .create(&q.item(&format!("p{rank:010}-")), data.as_bytes(), Mode::Persistent, true)
+        .map_err(error)?;
+    dispatch(host, &q, 0)?;
+    let id = path.rsplit('/').next().unwrap_or_default();
+    Ok(PutReply { id: id.to_string() })
+}
+
+/// `take`: a new ticket of the caller's, holding an item or waiting; none for an empty queue
+/// without `wait`.
+fn take(host: &mut dyn Host, args: Take) -> Result<TakeReply, String> {
+    let q = Paths::new(&args.queue)?;
+    let session = host.caller_session(Take::NAME)?;
+    q.ensure(host)?;
+    if !args.wait {
+        let taken = sorted_children(host, &q.dir("taken"))?.len();
+        let items = sorted_children(host, &q.dir("items"))?.len();
+        if items == taken {
+            return Ok(TakeReply::empty());
+        }
+    }
+    let path = records::create(host, &q.ticket("t-"), &Ticket { session }, Mode::Ephemeral, true)?;
+    let ticket = path.rsplit('/').next().unwrap_or_default().to_string();
+    dispatch(host, &q, session)?;
+    ticket_state(host, &q, &ticket)
+}
+
+/// `poll`: the state of one of the caller's tickets.
+fn poll(host: &mut dyn Host, args: Poll) -> Result<TakeReply, String> {
+    let q = Paths::new(&args.queue)?;
+    let ticket = own_ticket(host, &q, args.ticket)?;
+    ticket_state(host, &q, &ticket)
+}
+
+/// `cancel`: one of the caller's tickets goes; an item it held is handed on.
+fn cancel(host: &mut dyn Host, args: Cancel) -> Result<CancelReply, String> {
+    let q = Paths::new(&args.queue)?;
+    let ticket = own_ticket(host, &q, args.ticket)?;
+    unassign(host, &q, &ticket)?;
+    host.delete(&q.ticket(&ticket), None).map_err(error)?;
+    dispatch(host, &q, 0)?;
+    Ok(CancelReply { cancelled: true })
+}
+
+/// `ack`: the item and its ticket go.
+fn ack(host: &mut dyn Host, args: Ack) -> Result<AckReply, String> {
+    let q = Paths::new(&args.queue)?;
+    let id = give_back_ticket(host, &q, args.id)?;
+    host.delete(&q.item(&id), None).map_err(error)?;
+    Ok(AckReply { acked: true })
+}
+
+/// `release`: the ticket goes; the item is handed on.
+fn release(host: &mut dyn Host, args: Release) -> Result<ReleaseReply, String> {
+    let q = Paths::new(&args.queue)?;
+    give_back_ticket(host, &q, args.id)?;
+    dispatch(host, &q, 0)?;
+    Ok(ReleaseReply { released: true })
+}
+
+/// `status`: ready and taken items, waiting tickets.
+fn status(host: &mut dyn Host, args: Status) -> Result<StatusReply, String> {
+    let q = Paths::new(&args.queue)?;
+    let items = sorted_children(host, &q.dir("items"))?.len();
+    let taken = sorted_children(host, &q.dir("taken"))?.len();
+    let tickets = sorted_children(host, &q.dir("tickets"))?.len();
+    let assigned = sorted_children(host, &q.dir("assigned"))?.len();
+    Ok(StatusReply {
+        ready: (items - taken) as u64,
+        taken: taken as u64,
+        waiting: (tickets - assigned) as u64,
+    })
 }
 
 impl Recipe for Queue {
     fn invoke(host: &mut dyn Host, op: &str, args: &[u8]) -> Result<Vec<u8>, String> {
-        let args: Args = serde_json::from_slice(args).map_err(|e| format!("bad arguments: {e}"))?;
-        let q = Paths::new(&args.queue)?;
-        let reply = match op {
-            "put" => {
-                let data = args.data.ok_or("put needs data")?;
-                q.ensure(host)?;
-                let rank = i64::from(args.priority) - i64::from(i32::MIN);
-                let path = host
-                    .create(
-                        &q.item(&format!("p{rank:010}-")),
-                        data.as_bytes(),
-                        Mode::Persistent,
-                        true,
-                    )
-                    .map_err(error)?;
-                dispatch(host, &q, 0)?;
-                let id = path.rsplit('/').next().unwrap_or_default();
-                json!({ "id": id })
-            }
-            "take" => {
-                let session = host.caller_session("take")?;
-                q.ensure(host)?;
-                if !args.wait {
-                    let taken = sorted_children(host, &q.dir("taken"))?.len();
-                    let items = sorted_children(host, &q.dir("items"))?.len();
-                    if items == taken {
-                        return Ok(json!({ "empty": true }).to_string().into_bytes());
-                    }
-                }
-                let record = records::encode(&json!({ "session": session }))?;
-                let path =
-                    host.create(&q.ticket("t-"), &record, Mode::Ephemeral, true).map_err(error)?;
-                let ticket = path.rsplit('/').next().unwrap_or_default().to_string();
-                dispatch(host, &q, session)?;
-                ticket_state(host, &q, &ticket)?
-            }
-            "poll" => {
-                let ticket = own_ticket(host, &q, args.ticket)?;
-                ticket_state(host, &q, &ticket)?
-            }
-            "cancel" => {
-                let ticket = own_ticket(host, &q, args.ticket)?;
-                unassign(host, &q, &ticket)?;
-                host.delete(&q.ticket(&ticket), None).map_err(error)?;
-                dispatch(host, &q, 0)?;
-                json!({ "cancelled": true })
-            }
-            "ack" => {
-                let id = give_back_ticket(host, &q, args.id)?;
-                host.delete(&q.item(&id), None).map_err(error)?;
-                json!({ "acked": true })
-            }
-            "release" => {
-                give_back_ticket(host, &q, args.id)?;
-                dispatch(host, &q, 0)?;
-                json!({ "released": true })
-            }
-            "status" => {
-                let items = sorted_children(host, &q.dir("items"))?.len();
-                let taken = sorted_children(host, &q.dir("taken"))?.len();
-                let tickets = sorted_children(host, &q.dir("tickets"))?.len();
-                let assigned = sorted_children(host, &q.dir("assigned"))?.len();
-                json!({ "ready": items - taken, "taken": taken, "waiting": tickets - assigned })
-            }
-            other => {
-                return Err(format!(
-                    "unknown op {other:?}; queue knows put, take, poll, ack, release, cancel, status"
-                ));
-            }
-        };
-        Ok(reply.to_string().into_bytes())
+        match op {
+            Put::NAME => serve(args, |args| put(host, args)),
+            Take::NAME => serve(args, |args| take(host, args)),
+            Poll::NAME => serve(args, |args| poll(host, args)),
+            Ack::NAME => serve(args, |args| ack(host, args)),
+            Release::NAME => serve(args, |args| release(host, args)),
+            Cancel::NAME => serve(args, |args| cancel(host, args)),
+            Status::NAME => serve(args, |args| status(host, args)),
+            other => Err(format!(
+                "unknown op {other:?}; queue knows put, take, poll, ack, release, cancel, status"
+            )),
+        }
     }
 
     fn on_session_ended(host: &mut dyn Host, _session: u64, deleted: Vec<String>) {
@@ -309,6 +307,7 @@ cairn_recipe::export!(Queue);
 #[cfg(test)]
 mod tests {
     use cairn_recipe::testing::MemoryHost;
+    use serde_json::{Value, json};
 
     use super::*;
 

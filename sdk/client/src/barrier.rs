@@ -1,9 +1,9 @@
-//! A typed handle on the built-in `barrier` recipe: a double barrier, entered and left by
-//! `count` members a round.
+//! A typed handle on the built-in `barrier` recipe (`cairn_builtins::barrier`): a double
+//! barrier, entered and left by `count` members a round.
 
-use serde_json::{Value, json};
+use cairn_builtins::barrier::{Enter, Entered, Leave, Left, Status, StatusReply};
 
-use crate::recipe::{call, number, wait_for_note};
+use crate::recipe::{call_op, wait_for};
 use crate::{Client, Error};
 
 impl Client {
@@ -30,29 +30,25 @@ pub struct BarrierRound {
 }
 
 impl Barrier {
-    async fn call(&self, op: &str, args: Value) -> Result<Value, Error> {
-        let mut args = args;
-        args["barrier"] = json!(self.name);
-        call(&self.client, "barrier", op, args).await
+    async fn status(&self) -> Result<StatusReply, Error> {
+        call_op(&self.client, &Status { barrier: self.name.clone() }).await
     }
 
     /// Enters, and waits until all `count` members have.
     pub async fn enter(&self) -> Result<BarrierRound, Error> {
         let notifications = self.client.notifications();
-        let reply = self.call("enter", json!({ "count": self.count })).await?;
-        let round = number(&reply, "round", "barrier")?;
-        if reply["entered"] != true {
-            wait_for_note(
+        let args = Enter { barrier: self.name.clone(), count: Some(self.count) };
+        let reply = call_op(&self.client, &args).await?;
+        let round = reply.round;
+        if !reply.entered {
+            wait_for(
                 &self.client,
                 notifications,
-                "barrier",
                 &self.name,
-                |note| note["barrier"] == self.name.as_str() && note["entered"] == true,
+                |note: &Entered| note.barrier == self.name && note.entered,
                 || async {
-                    let now = self.call("status", json!({})).await?;
-                    let now_round = number(&now, "round", "barrier")?;
-                    let started = now_round > round || (now_round == round && now["open"] == true);
-                    Ok(started.then_some(now))
+                    let now = self.status().await?;
+                    Ok((now.round > round || (now.round == round && now.open)).then_some(()))
                 },
             )
             .await?;
@@ -70,26 +66,17 @@ impl BarrierRound {
     pub async fn leave(self) -> Result<(), Error> {
         let barrier = &self.barrier;
         let notifications = barrier.client.notifications();
-        let reply = barrier.call("leave", json!({})).await?;
-        if reply["left"] == true {
+        let reply = call_op(&barrier.client, &Leave { barrier: barrier.name.clone() }).await?;
+        if reply.left {
             return Ok(());
         }
-        wait_for_note(
+        wait_for(
             &barrier.client,
             notifications,
-            "barrier",
             &barrier.name,
-            |note| {
-                note["barrier"] == barrier.name.as_str()
-                    && note["left"] == true
-                    && note["round"].as_u64() == Some(self.round)
-            },
-            || async {
-                let now = barrier.call("status", json!({})).await?;
-                Ok((number(&now, "round", "barrier")? > self.round).then_some(now))
-            },
+            |note: &Left| note.barrier == barrier.name && note.left && note.round == self.round,
+            || async { Ok((barrier.status().await?.round > self.round).then_some(())) },
         )
         .await
-        .map(|_| ())
     }
 }

@@ -1,11 +1,14 @@
-//! A typed handle on the built-in `election` recipe: campaign, lead, resign, watch the leader.
+//! A typed handle on the built-in `election` recipe (`cairn_builtins::election`): campaign,
+//! lead, resign, watch the leader.
 
-use serde_json::{Value, json};
+use cairn_builtins::election::{self, Campaign, Elected, ElectionRecord, Resign};
+use serde_json::Value;
 
-use crate::recipe::{
-    call, call_in_background, fencing_token, nullable_number, number, parse, wait_for_grant,
-};
+use crate::recipe::{call_op, call_op_in_background, positive, wait_for};
 use crate::{Client, Error};
+
+/// The recipe the handles call.
+const ELECTION: &str = election::RECIPE;
 
 /// A named leader election. See [`Client::election`].
 #[derive(Debug, Clone)]
@@ -31,45 +34,42 @@ impl Client {
 }
 
 impl Election {
+    fn leadership(&self, term: u64) -> Leadership {
+        Leadership { election: self.clone(), term, resigned: false }
+    }
+
+    /// The `leader` op's record of the election.
+    async fn record(&self) -> Result<ElectionRecord, Error> {
+        call_op(&self.client, &election::Leader { election: self.name.clone() }).await
+    }
+
     /// Stands as a candidate with `data` (an address, say) and waits until elected.
     pub async fn campaign(&self, data: &str) -> Result<Leadership, Error> {
         let notifications = self.client.notifications();
-        let reply = call(
-            &self.client,
-            "election",
-            "campaign",
-            json!({ "election": self.name, "data": data }),
-        )
-        .await?;
-        if reply["leader"] == true {
-            let term = fencing_token(&reply, "term", "election")?;
-            return Ok(Leadership { election: self.clone(), term, resigned: false });
+        let args = Campaign { election: self.name.clone(), data: Value::from(data) };
+        let reply = call_op(&self.client, &args).await?;
+        if reply.leader {
+            return Ok(self.leadership(positive(reply.term, ELECTION)?));
         }
         let me = self.client.session_id();
-        let elected = wait_for_grant(
+        let term = wait_for(
             &self.client,
             notifications,
-            "election",
-            "election",
             &self.name,
+            |note: &Elected| note.election == self.name,
             || async {
-                let now =
-                    call(&self.client, "election", "leader", json!({ "election": self.name }))
-                        .await?;
-                Ok((now["leader"].as_u64() == Some(me)).then_some(now))
+                let now = self.record().await?;
+                Ok((now.leader == Some(me)).then_some(now.term))
             },
         )
         .await?;
-        let term = fencing_token(&elected, "term", "election")?;
-        Ok(Leadership { election: self.clone(), term, resigned: false })
+        Ok(self.leadership(positive(Some(term), ELECTION)?))
     }
 
     /// The leading session and its term.
     pub async fn leader(&self) -> Result<(Option<u64>, u64, Value), Error> {
-        let now =
-            call(&self.client, "election", "leader", json!({ "election": self.name })).await?;
-        let leader = nullable_number(&now, "leader", "election")?;
-        Ok((leader, number(&now, "term", "election")?, now["data"].clone()))
+        let now = self.record().await?;
+        Ok((now.leader, now.term, now.data))
     }
 }
 
@@ -81,9 +81,8 @@ impl Leadership {
     /// Steps down; the next candidate is elected.
     pub async fn resign(mut self) -> Result<(), Error> {
         self.resigned = true;
-        call(&self.election.client, "election", "resign", json!({ "election": self.election.name }))
-            .await
-            .map(|_| ())
+        let args = Resign { election: self.election.name.clone() };
+        call_op(&self.election.client, &args).await.map(|_| ())
     }
 }
 
@@ -91,8 +90,8 @@ impl Drop for Leadership {
     /// Resigns in the background.
     fn drop(&mut self) {
         if !self.resigned {
-            let args = json!({ "election": self.election.name });
-            call_in_background(&self.election.client, "election", "resign", args);
+            let args = Resign { election: self.election.name.clone() };
+            call_op_in_background(&self.election.client, args);
         }
     }
 }
@@ -116,7 +115,7 @@ pub struct LeaderWatch {
 impl Election {
     /// The znode holding the election's leader and term: what observers watch.
     pub fn path(&self) -> String {
-        format!("/cairn/recipes/election/{}", self.name)
+        format!("/cairn/recipes/{ELECTION}/{}", self.name)
     }
 
     /// Follows the leadership: the current leader first, then every change.
@@ -129,12 +128,10 @@ impl Election {
     async fn read_leader(&self) -> Result<Leader, Error> {
         match self.client.get(&self.path()).await {
             Ok((data, _)) => {
-                let state = parse(&data)?;
-                Ok(Leader {
-                    session: nullable_number(&state, "leader", "election")?,
-                    term: number(&state, "term", "election")?,
-                    data: state["data"].clone(),
-                })
+                let record: ElectionRecord = cairn_builtins::decode(&data).map_err(|e| {
+                    Error::Protocol(format!("{ELECTION} record {}: {e}", self.name))
+                })?;
+                Ok(Leader { session: record.leader, term: record.term, data: record.data })
             }
             Err(error) if error.code() == Some(cairn_wire::ErrorCode::NoNode) => {
                 Ok(Leader { session: None, term: 0, data: Value::Null })

@@ -1,8 +1,9 @@
-//! A typed handle on the built-in `queue` recipe: put, take (waiting in line), ack, release.
+//! A typed handle on the built-in `queue` recipe (`cairn_builtins::queue`): put, take (waiting
+//! in line), ack, release.
 
-use serde_json::{Value, json};
+use cairn_builtins::queue::{Ack, Cancel, Handed, Poll, Put, Release, Status, Take, TakeReply};
 
-use crate::recipe::{call, call_in_background, wait_for_note};
+use crate::recipe::{call_op, call_op_in_background, wait_for};
 use crate::{Client, Error};
 
 /// A named work queue: items taken in priority order (lower values first, then arrival), each
@@ -35,15 +36,15 @@ pub struct QueueItem {
 /// A ticket waiting for an item; cancelled in the background if the wait is abandoned.
 struct Ticket {
     queue: Queue,
-    ticket: Value,
+    ticket: String,
     armed: bool,
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
         if self.armed {
-            let args = json!({ "queue": self.queue.name, "ticket": self.ticket });
-            call_in_background(&self.queue.client, "queue", "cancel", args);
+            let args = Cancel { queue: self.queue.name.clone(), ticket: Some(self.ticket.clone()) };
+            call_op_in_background(&self.queue.client, args);
         }
     }
 }
@@ -56,23 +57,22 @@ impl Client {
 }
 
 impl Queue {
-    async fn call(&self, op: &str, args: Value) -> Result<Value, Error> {
-        let mut args = args;
-        args["queue"] = json!(self.name);
-        call(&self.client, "queue", op, args).await
+    fn take_args(&self, wait: bool) -> Take {
+        Take { queue: self.name.clone(), wait }
     }
 
-    fn item(&self, reply: &Value) -> Option<QueueItem> {
+    /// The item of a take's or a poll's answer, if it carries one.
+    fn item(&self, reply: &TakeReply) -> Option<QueueItem> {
         Some(QueueItem {
             queue: self.clone(),
-            id: reply["id"].as_str()?.to_string(),
-            data: reply["data"].as_str()?.to_string(),
+            id: reply.id.clone()?,
+            data: reply.data.clone()?,
             settled: false,
         })
     }
 
-    fn malformed(&self, reply: &Value) -> Error {
-        Error::Protocol(format!("queue {} answered {reply}", self.name))
+    fn malformed(&self, reply: &TakeReply) -> Error {
+        Error::Protocol(format!("queue {} answered {reply:?}", self.name))
     }
 
     /// Adds an item at priority 0; returns its id.
@@ -82,52 +82,47 @@ impl Queue {
 
     /// Adds an item; lower priorities are taken first. Returns its id.
     pub async fn put_with_priority(&self, data: &str, priority: i32) -> Result<String, Error> {
-        let reply = self.call("put", json!({ "data": data, "priority": priority })).await?;
-        reply["id"].as_str().map(str::to_string).ok_or_else(|| self.malformed(&reply))
+        let args = Put { queue: self.name.clone(), data: Some(data.to_string()), priority };
+        Ok(call_op(&self.client, &args).await?.id)
     }
 
     /// Takes the next item, waiting in line with other consumers until there is one.
     pub async fn take(&self) -> Result<QueueItem, Error> {
         let notifications = self.client.notifications();
-        let reply = self.call("take", json!({ "wait": true })).await?;
+        let reply = call_op(&self.client, &self.take_args(true)).await?;
         if let Some(item) = self.item(&reply) {
             return Ok(item);
         }
-        let mut ticket =
-            Ticket { queue: self.clone(), ticket: reply["ticket"].clone(), armed: true };
-        if ticket.ticket.is_null() {
-            return Err(self.malformed(&reply));
-        }
-        let note = wait_for_note(
+        let Some(ticket) = reply.ticket.clone() else { return Err(self.malformed(&reply)) };
+        let mut ticket = Ticket { queue: self.clone(), ticket, armed: true };
+        let item = wait_for(
             &self.client,
             notifications,
-            "queue",
             &self.name,
-            |note| note["queue"] == self.name.as_str() && note["ticket"] == ticket.ticket,
+            |note: &Handed| note.queue == self.name && note.ticket == ticket.ticket,
             || async {
-                let now = self.call("poll", json!({ "ticket": ticket.ticket })).await?;
-                Ok(now["id"].is_string().then_some(now))
+                let args = Poll { queue: self.name.clone(), ticket: Some(ticket.ticket.clone()) };
+                let now = call_op(&self.client, &args).await?;
+                if now.id.is_none() {
+                    return Ok(None);
+                }
+                self.item(&now).map(Some).ok_or_else(|| self.malformed(&now))
             },
         )
         .await?;
         ticket.armed = false;
-        self.item(&note).ok_or_else(|| self.malformed(&note))
+        Ok(item)
     }
 
     /// Takes the next item if there is one now.
     pub async fn try_take(&self) -> Result<Option<QueueItem>, Error> {
-        let reply = self.call("take", json!({ "wait": false })).await?;
+        let reply = call_op(&self.client, &self.take_args(false)).await?;
         Ok(self.item(&reply))
     }
 
     pub async fn status(&self) -> Result<QueueStatus, Error> {
-        let reply = self.call("status", json!({})).await?;
-        let count = |key: &str| crate::recipe::number(&reply, key, "queue");
-        Ok(QueueStatus {
-            ready: count("ready")?,
-            taken: count("taken")?,
-            waiting: count("waiting")?,
-        })
+        let reply = call_op(&self.client, &Status { queue: self.name.clone() }).await?;
+        Ok(QueueStatus { ready: reply.ready, taken: reply.taken, waiting: reply.waiting })
     }
 }
 
@@ -143,21 +138,25 @@ impl QueueItem {
     /// The item is done: it leaves the queue for good.
     pub async fn ack(mut self) -> Result<(), Error> {
         self.settled = true;
-        self.queue.call("ack", json!({ "id": self.id })).await.map(|_| ())
+        let args = Ack { queue: self.queue.name.clone(), id: Some(self.id.clone()) };
+        call_op(&self.queue.client, &args).await.map(|_| ())
     }
 
     /// Puts the item back, ahead of later items of its priority.
     pub async fn release(mut self) -> Result<(), Error> {
         self.settled = true;
-        self.queue.call("release", json!({ "id": self.id })).await.map(|_| ())
+        call_op(&self.queue.client, &self.release_args()).await.map(|_| ())
+    }
+
+    fn release_args(&self) -> Release {
+        Release { queue: self.queue.name.clone(), id: Some(self.id.clone()) }
     }
 }
 
 impl Drop for QueueItem {
     fn drop(&mut self) {
         if !self.settled {
-            let args = json!({ "queue": self.queue.name, "id": self.id });
-            call_in_background(&self.queue.client, "queue", "release", args);
+            call_op_in_background(&self.queue.client, self.release_args());
         }
     }
 }
