@@ -1,5 +1,5 @@
-//! How a node runs: one struct with defaults, filled from an optional TOML file and then from
-//! command-line flags, validated once before anything starts.
+//! How a node runs: [`Settings`] given by flags and by an optional TOML file (the same names),
+//! made into one [`ServeConfig`] with defaults and validated in one step before anything starts.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,9 +16,98 @@ pub const DEFAULT_SNAPSHOT_EVERY_ENTRIES: u64 = 10_000;
 /// Fewest log entries between snapshots a node accepts.
 pub const SNAPSHOT_EVERY_ENTRIES_MIN: u64 = 10;
 
-/// The validated configuration of `cairn serve`.
-#[derive(Debug, Clone, Deserialize)]
+/// The settings of `cairn serve`, each given by a flag or by the key of the same name (with
+/// underscores) in the TOML file of `--config`: a flag wins over the file, the file over the
+/// default. [`ServeConfig::load`] turns them into the node's configuration in one step.
+#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Where the log, snapshots and development certificates live [default: ./cairn-data].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Client address (QUIC over UDP); port 0 picks a free one [default: 127.0.0.1:7181].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// This node's Raft id [default: 1].
+    #[arg(long)]
+    pub node_id: Option<u64>,
+    /// Build a snapshot and purge the log every this many entries [default: 10000].
+    #[arg(long, alias = "snapshot-every")]
+    pub snapshot_every_entries: Option<u64>,
+    /// Keep compiled recipes here between starts [default: DATA_DIR/compiled].
+    #[arg(long)]
+    pub compiled_dir: Option<PathBuf>,
+    /// The key that signs compiled recipes, made on first start (nodes sharing a compiled dir
+    /// share it too; never inside it) [default: DATA_DIR/compiled.key].
+    #[arg(long)]
+    pub compiled_key: Option<PathBuf>,
+    /// Peer address (QUIC over UDP, mutual TLS): where the other nodes reach this one.
+    #[arg(long)]
+    pub peer_listen: Option<SocketAddr>,
+    /// The members of a new cluster at their peer addresses: 1=ADDR,2=ADDR,3=ADDR (the same
+    /// list on every member; in the file, a table of id = "ADDR").
+    #[arg(long)]
+    pub initial_cluster: Option<PeerMap>,
+    /// Reach these peers at other addresses than the membership says: 2=ADDR,3=ADDR (through a
+    /// relay or a NAT).
+    #[arg(long)]
+    pub peer_routes: Option<PeerMap>,
+    /// Start empty and wait to be added to a running cluster with `cairn cluster add`.
+    #[arg(long)]
+    pub join: bool,
+    /// A directory the nodes of a development cluster share: the first to start writes a CA
+    /// there, each issues its own certificate from it; clients trust DIR/ca.pem.
+    #[arg(long)]
+    pub dev_certs: Option<PathBuf>,
+    /// This node's certificate (PEM), with --tls-key and --tls-ca instead of --dev-certs.
+    #[arg(long, requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long, requires_all = ["tls_cert", "tls_ca"])]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster CA (PEM): peers must present a certificate it signed; clients trust it.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// Node ids and peer addresses: `1=ADDR,2=ADDR` on the command line, a table in the file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerMap(pub BTreeMap<u64, String>);
+
+impl std::str::FromStr for PeerMap {
+    type Err = ConfigError;
+
+    fn from_str(text: &str) -> Result<PeerMap, ConfigError> {
+        parse_initial_cluster(text).map(PeerMap)
+    }
+}
+
+impl<'de> Deserialize<'de> for PeerMap {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<PeerMap, D::Error> {
+        let members = BTreeMap::<u64, String>::deserialize(deserializer)?;
+        for (id, addr) in &members {
+            addr.parse::<SocketAddr>().map_err(|_| {
+                serde::de::Error::custom(format!("bad peer address {addr:?} of node {id}"))
+            })?;
+        }
+        Ok(PeerMap(members))
+    }
+}
+
+impl Settings {
+    /// Reads a TOML file whose keys are the settings' names; an unknown key is an error.
+    pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })
+    }
+}
+
+/// The validated configuration of `cairn serve`.
+#[derive(Debug, Clone)]
 pub struct ServeConfig {
     /// Where the log, snapshots and development certificates live.
     pub data_dir: PathBuf,
@@ -110,14 +199,33 @@ pub fn parse_initial_cluster(text: &str) -> Result<BTreeMap<u64, String>, Config
 }
 
 impl ServeConfig {
-    /// Reads a TOML file whose keys are this struct's fields; missing keys keep their defaults.
-    pub fn from_file(path: &Path) -> Result<ServeConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_path_buf(),
-            source: Box::new(source),
-        })
+    /// The configuration from `flags`, over the settings of the TOML file `file` if any, over
+    /// the defaults; validated.
+    pub fn load(flags: Settings, file: Option<&Path>) -> Result<ServeConfig, ConfigError> {
+        let file = file.map(Settings::from_file).transpose()?.unwrap_or_default();
+        let default = ServeConfig::default();
+        let config = ServeConfig {
+            data_dir: flags.data_dir.or(file.data_dir).unwrap_or(default.data_dir),
+            listen: flags.listen.or(file.listen).unwrap_or(default.listen),
+            node_id: flags.node_id.or(file.node_id).unwrap_or(default.node_id),
+            snapshot_every_entries: flags
+                .snapshot_every_entries
+                .or(file.snapshot_every_entries)
+                .unwrap_or(default.snapshot_every_entries),
+            compiled_dir: flags.compiled_dir.or(file.compiled_dir),
+            compiled_key: flags.compiled_key.or(file.compiled_key),
+            peer_listen: flags.peer_listen.or(file.peer_listen),
+            initial_cluster: flags.initial_cluster.or(file.initial_cluster).unwrap_or_default().0,
+            peer_routes: flags.peer_routes.or(file.peer_routes).unwrap_or_default().0,
+            join: flags.join || file.join,
+            dev_certs: flags.dev_certs.or(file.dev_certs),
+            // The certificate files go together: all three from the flags or from the file.
+            tls_cert: flags.tls_cert.or(file.tls_cert),
+            tls_key: flags.tls_key.or(file.tls_key),
+            tls_ca: flags.tls_ca.or(file.tls_ca),
+        };
+        config.validate()?;
+        Ok(config)
     }
 
     /// Checks the values together; run once before the node starts.
@@ -195,13 +303,15 @@ mod tests {
         let path = dir.path().join("cairn.toml");
         std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nsnapshot_every_entries = 500\n")
             .expect("write");
-        let config = ServeConfig::from_file(&path).expect("parses");
+        let flags = Settings { node_id: Some(4), ..Settings::default() };
+        let config = ServeConfig::load(flags, Some(&path)).expect("parses");
+        assert_eq!(config.node_id, 4, "a flag");
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.snapshot_every_entries, 500);
         assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
 
         std::fs::write(&path, "lisen = \"127.0.0.1:9000\"\n").expect("write");
-        let error = ServeConfig::from_file(&path).expect_err("typo refused");
+        let error = ServeConfig::load(Settings::default(), Some(&path)).expect_err("typo refused");
         let chain = format!("{:#}", anyhow::Error::new(error));
         assert!(chain.contains("lisen"), "{chain}");
     }
@@ -244,8 +354,15 @@ mod tests {
         let text = "peer_listen = \"127.0.0.1:7201\"\ndev_certs = \"certs\"\n\n\
                     [initial_cluster]\n1 = \"127.0.0.1:7201\"\n2 = \"127.0.0.1:7202\"\n";
         std::fs::write(&path, text).expect("write");
-        let config = ServeConfig::from_file(&path).expect("parses");
+        let config = ServeConfig::load(Settings::default(), Some(&path)).expect("parses");
         assert_eq!(config.initial_cluster.len(), 2);
-        config.validate().expect("valid");
+        let flags = Settings {
+            listen: Some("127.0.0.1:9000".parse().expect("addr")),
+            ..Settings::default()
+        };
+        let config = ServeConfig::load(flags, Some(&path)).expect("flags over the file");
+        assert_eq!((config.listen.port(), config.initial_cluster.len()), (9000, 2));
+        std::fs::write(&path, "[initial_cluster]\n1 = \"nowhere\"\n").expect("write");
+        assert!(ServeConfig::load(Settings::default(), Some(&path)).is_err(), "a bad address");
     }
 }

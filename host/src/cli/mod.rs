@@ -3,7 +3,6 @@
 
 use std::io::Write;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -18,7 +17,7 @@ use cairn_client::{
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
-use crate::config::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, ServeConfig};
+use crate::config::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, ServeConfig, Settings};
 use crate::node::RunningNode;
 
 /// Prints one line of output; an error (a reader that went away: `cairn ls / | head -1`) ends
