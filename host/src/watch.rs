@@ -25,7 +25,7 @@ use cairn_wire::{
 };
 use tokio::sync::mpsc;
 
-use crate::store::{Acl, Caller, DataTree, Effects, Principal, SessionId};
+use crate::store::{Acl, Caller, DataTree, Effects, Principal, SessionId, Zxid};
 
 /// Changes kept for replay to persistent watches after a reconnect.
 pub const CHANGE_HISTORY_MAX: usize = 100_000;
@@ -237,9 +237,9 @@ struct Hub {
     /// Watches held by each principal's sessions, against its quota.
     held: HashMap<Arc<str>, u64>,
     /// Recent changes, oldest first.
-    history: VecDeque<(u64, EventKind, String, Acl)>,
+    history: VecDeque<(Zxid, EventKind, String, Acl)>,
     /// Every change after this zxid is in `history`.
-    history_since: u64,
+    history_since: Zxid,
 }
 
 /// The node's watch registry. Cheap to share.
@@ -250,7 +250,7 @@ pub struct WatchHub {
 
 impl WatchHub {
     /// A hub whose history starts at `zxid`: the state it begins with needs no replay.
-    pub fn new(zxid: u64) -> WatchHub {
+    pub fn new(zxid: Zxid) -> WatchHub {
         WatchHub { hub: Mutex::new(Hub { history_since: zxid, ..Hub::default() }) }
     }
 
@@ -320,7 +320,7 @@ impl WatchHub {
     pub fn set_watches(
         &self,
         session: SessionId,
-        since: u64,
+        since: Zxid,
         specs: Vec<WatchSpec>,
         tree: &DataTree,
     ) -> Result<(), ApiError> {
@@ -338,9 +338,11 @@ impl WatchHub {
             let fired = match (spec.kind, stat) {
                 (WatchKind::Exists, Some(_)) => Some(EventKind::Created),
                 (WatchKind::Data, None) => Some(EventKind::Deleted),
-                (WatchKind::Data, Some(stat)) if stat.mzxid > since => Some(EventKind::DataChanged),
+                (WatchKind::Data, Some(stat)) if stat.mzxid > since.0 => {
+                    Some(EventKind::DataChanged)
+                }
                 (WatchKind::Children, None) => Some(EventKind::Deleted),
-                (WatchKind::Children, Some(stat)) if stat.pzxid > since => {
+                (WatchKind::Children, Some(stat)) if stat.pzxid > since.0 => {
                     Some(EventKind::ChildrenChanged)
                 }
                 (WatchKind::Persistent | WatchKind::PersistentRecursive, _) => {
@@ -355,7 +357,7 @@ impl WatchHub {
                     let event = EventFrame {
                         kind,
                         path: spec.path.clone(),
-                        zxid,
+                        zxid: zxid.0,
                         watch: Some(spec),
                         message: None,
                         recipe: None,
@@ -370,7 +372,7 @@ impl WatchHub {
 
     /// Forgets the history and every watch after the state jumped to `zxid` (a snapshot was
     /// installed), telling every bound stream `resync-needed`.
-    pub fn reset(&self, zxid: u64, tree: &DataTree) {
+    pub fn reset(&self, zxid: Zxid, tree: &DataTree) {
         let mut hub = self.lock();
         hub.history.clear();
         hub.history_since = zxid;
@@ -384,7 +386,7 @@ impl WatchHub {
             let event = EventFrame {
                 kind: EventKind::ResyncNeeded,
                 path: "/".into(),
-                zxid,
+                zxid: zxid.0,
                 watch: None,
                 message: None,
                 recipe: None,
@@ -396,7 +398,7 @@ impl WatchHub {
     /// Delivers the changes of the entry at `zxid` to the watches they fire, and tells the
     /// streams of ended sessions. Called under the state's write lock, with the state `tree`
     /// the entry left.
-    pub fn publish(&self, zxid: u64, effects: &Effects, tree: &DataTree) {
+    pub fn publish(&self, zxid: Zxid, effects: &Effects, tree: &DataTree) {
         if effects.changes.is_empty()
             && effects.ended_sessions.is_empty()
             && effects.notifications.is_empty()
@@ -422,7 +424,7 @@ impl WatchHub {
                 let event = EventFrame {
                     kind: *kind,
                     path: changed.clone(),
-                    zxid,
+                    zxid: zxid.0,
                     watch: Some(spec.clone()),
                     message: None,
                     recipe: None,
@@ -438,7 +440,7 @@ impl WatchHub {
             let event = EventFrame {
                 kind: EventKind::Notification,
                 path: String::new(),
-                zxid,
+                zxid: zxid.0,
                 watch: None,
                 message: Some(note.message.clone()),
                 recipe: Some(note.recipe.clone()),
@@ -450,7 +452,7 @@ impl WatchHub {
                 let event = EventFrame {
                     kind: EventKind::SessionExpired,
                     path: String::new(),
-                    zxid,
+                    zxid: zxid.0,
                     watch: None,
                     message: None,
                     recipe: None,
@@ -516,7 +518,7 @@ impl Hub {
     /// Resolves every stream's principal against `tree` again (an administrator was made or
     /// unmade, a token revoked). A stream whose token is no longer good loses its watches and
     /// hears `resync-needed`; its next request fails with `auth-failed`.
-    fn decide_readers_again(&mut self, zxid: u64, tree: &DataTree) {
+    fn decide_readers_again(&mut self, zxid: Zxid, tree: &DataTree) {
         let sessions: Vec<SessionId> = self.bindings.keys().copied().collect();
         for session in sessions {
             let Some(binding) = self.bindings.get_mut(&session) else { continue };
@@ -608,7 +610,7 @@ impl Hub {
         found
     }
 
-    fn record(&mut self, zxid: u64, kind: EventKind, changed: &str, acl: &Acl) {
+    fn record(&mut self, zxid: Zxid, kind: EventKind, changed: &str, acl: &Acl) {
         if self.history.len() >= CHANGE_HISTORY_MAX
             && let Some((dropped, _, _, _)) = self.history.pop_front()
         {
@@ -620,7 +622,7 @@ impl Hub {
 
     /// Sends a persistent watch every change after `since` it would have fired for, or
     /// `resync-needed` when the history does not reach back that far.
-    fn replay(&mut self, session: SessionId, spec: &WatchSpec, since: u64, zxid: u64) {
+    fn replay(&mut self, session: SessionId, spec: &WatchSpec, since: Zxid, zxid: Zxid) {
         if since >= zxid {
             return;
         }
@@ -628,7 +630,7 @@ impl Hub {
             let event = EventFrame {
                 kind: EventKind::ResyncNeeded,
                 path: spec.path.clone(),
-                zxid,
+                zxid: zxid.0,
                 watch: Some(spec.clone()),
                 message: None,
                 recipe: None,
@@ -650,7 +652,7 @@ impl Hub {
             .map(|(change_zxid, kind, changed, _)| EventFrame {
                 kind: *kind,
                 path: changed.clone(),
-                zxid: *change_zxid,
+                zxid: change_zxid.0,
                 watch: Some(spec.clone()),
                 message: None,
                 recipe: None,
@@ -669,19 +671,19 @@ impl Hub {
             return;
         }
         tracing::warn!(%session, "event queue full; dropping the session's watches");
-        self.drop_watches(session, event.zxid);
+        self.drop_watches(session, Zxid(event.zxid));
     }
 
     /// Drops every watch of `session` and tells its stream `resync-needed` (with no watch: all
     /// of them), past the event limit by one if need be: the client must learn they are gone.
-    fn drop_watches(&mut self, session: SessionId, zxid: u64) {
+    fn drop_watches(&mut self, session: SessionId, zxid: Zxid) {
         let Some(binding) = self.bindings.get_mut(&session) else { return };
         let dropped = binding.take_all();
         let name = binding.reader.name.clone();
         let _ = binding.outbox.send(Outgoing::Event(EventFrame {
             kind: EventKind::ResyncNeeded,
             path: "/".into(),
-            zxid,
+            zxid: zxid.0,
             watch: None,
             message: None,
             recipe: None,
@@ -721,7 +723,7 @@ mod tests {
 
     /// A hub with one session bound, reading as `reader`, and the receiving end of its stream.
     fn bound(reader: Caller) -> (WatchHub, SessionId, mpsc::UnboundedReceiver<Outgoing>) {
-        let hub = WatchHub::new(0);
+        let hub = WatchHub::new(Zxid::ZERO);
         let (outbox, queue, _load) = Outbox::new();
         let session = SessionId(1);
         let principal = Principal::Certificate(reader.name.to_string());
@@ -744,7 +746,7 @@ mod tests {
     /// Applies one entry's changes at `zxid`.
     fn publish(hub: &WatchHub, zxid: u64, changes: Vec<Change>) {
         let effects = Effects { changes, ..Effects::default() };
-        hub.publish(zxid, &effects, &DataTree::new());
+        hub.publish(Zxid(zxid), &effects, &DataTree::new());
     }
 
     /// The events queued so far, as (kind, path, the watch's kind).
@@ -848,19 +850,19 @@ mod tests {
         let reap = crate::store::Write::system(crate::store::Action::ReapTtl);
         let command = crate::store::Command { time_ms: 0, writes: vec![reap] };
         let none = crate::store::recipes::NoRecipes;
-        tree.apply_command(6, &command, &mut Effects::default(), &none).expect("applies");
+        tree.apply_command(Zxid(6), &command, &mut Effects::default(), &none).expect("applies");
         let persistent = WatchSpec { path: "/x".into(), kind: WatchKind::Persistent };
-        hub.set_watches(session, 5, vec![persistent.clone()], &tree).expect("set");
+        hub.set_watches(session, Zxid(5), vec![persistent.clone()], &tree).expect("set");
         assert_eq!(
             events(&mut queue),
             vec![(EventKind::DataChanged, "/x".into(), Some(WatchKind::Persistent))]
         );
 
         // A history that starts after `since` cannot say what was missed.
-        let late = WatchHub::new(10);
+        let late = WatchHub::new(Zxid(10));
         let (outbox, mut queue, _load) = Outbox::new();
         late.bind(session, outbox, Principal::System, admin());
-        late.set_watches(session, 3, vec![persistent], &tree).expect("set");
+        late.set_watches(session, Zxid(3), vec![persistent], &tree).expect("set");
         assert_eq!(
             events(&mut queue),
             vec![(EventKind::ResyncNeeded, "/x".into(), Some(WatchKind::Persistent))]

@@ -26,7 +26,7 @@ use tracing::Instrument;
 
 use crate::cluster::{ApplyReply, Cluster, Member, NodeId, Served, members_of, shutting_down};
 use crate::store::recipes::RECIPES_ROOT;
-use crate::store::{Caller, DataTree, Principal, SessionId};
+use crate::store::{Caller, DataTree, Principal, SessionId, Zxid};
 use crate::watch::{Outbox, WatchHub};
 
 /// Most client connections a node serves at once; more are refused at the handshake.
@@ -132,7 +132,7 @@ impl Frontend {
                 ApiError::new(ErrorCode::Internal).with_detail(format!("cannot encode: {e}"))
             })?;
             let sha256 = sha2::Sha256::digest(&image).iter().map(|b| format!("{b:02x}")).collect();
-            Ok(Reply::StateDigest { zxid, sha256 })
+            Ok(Reply::StateDigest { zxid: zxid.0, sha256 })
         });
         match digest.await {
             Ok(reply) => (zxid, reply),
@@ -152,7 +152,7 @@ impl Frontend {
         request: &Request,
         session: Option<SessionId>,
         caller: &Caller,
-        zxid: u64,
+        zxid: Zxid,
     ) -> ApplyReply {
         let needs_session = || {
             session.ok_or_else(|| {
@@ -244,7 +244,12 @@ impl Frontend {
                         watches.len()
                     )));
                 }
-                self.watches.set_watches(needs_session()?, *since_zxid, watches.clone(), tree)?;
+                self.watches.set_watches(
+                    needs_session()?,
+                    Zxid(*since_zxid),
+                    watches.clone(),
+                    tree,
+                )?;
                 Ok(Reply::Watching {})
             }
             Request::ListSessions {} => Ok(Reply::Sessions {
@@ -297,7 +302,7 @@ impl Frontend {
                     node_id: self.cluster.node_id,
                     leader: metrics.current_leader,
                     term: metrics.current_term,
-                    applied_zxid: zxid,
+                    applied_zxid: zxid.0,
                     log_entries_written: self.cluster.counters.entries_written(),
                     log_fsyncs: self.cluster.counters.fsyncs(),
                     snapshot_zxid: metrics.snapshot.map(|id| id.index),
@@ -321,7 +326,7 @@ impl Frontend {
     fn server_info_outline(
         &self,
         metrics: &openraft::RaftMetrics<NodeId, Member>,
-        zxid: u64,
+        zxid: Zxid,
     ) -> ServerInfo {
         let members = members_of(metrics)
             .into_iter()
@@ -336,7 +341,7 @@ impl Frontend {
             node_id: self.cluster.node_id,
             leader: metrics.current_leader,
             term: metrics.current_term,
-            applied_zxid: zxid,
+            applied_zxid: zxid.0,
             log_entries_written: 0,
             log_fsyncs: 0,
             snapshot_zxid: None,

@@ -15,7 +15,7 @@ use super::identity::Identity;
 use super::{Frontend, REQUESTS_IN_FLIGHT_PER_STREAM_MAX};
 use crate::cluster::Served;
 use crate::cluster::{ApplyReply, Member, MembershipChange};
-use crate::store::{Action, Principal, SecretHash, SessionId, TokenHash, Write};
+use crate::store::{Action, Principal, SecretHash, SessionId, TokenHash, Write, Zxid};
 use crate::watch::{Outbox, OutboxLoad, Outgoing};
 
 /// How long a finished stream waits for the client to acknowledge its last responses, in
@@ -491,12 +491,12 @@ fn into_write(request: Request) -> Result<Action, Request> {
 }
 
 /// Encodes a response frame. A reply too large for a frame becomes a `too-large` error.
-pub(super) fn respond(id: u64, zxid: u64, reply: ApplyReply) -> Vec<u8> {
+pub(super) fn respond(id: u64, zxid: Zxid, reply: ApplyReply) -> Vec<u8> {
     let response = match reply {
         Ok(reply) => Response::Ok(reply),
         Err(error) => Response::Error(error),
     };
-    let frame = ServerFrame::Response(ResponseFrame { id, zxid, response });
+    let frame = ServerFrame::Response(ResponseFrame { id, zxid: zxid.0, response });
     match encode_frame(&frame) {
         Ok(bytes) if bytes.len() - FRAME_HEADER_BYTES <= RESPONSE_BYTES_MAX => bytes,
         Ok(bytes) => error_frame(
@@ -511,8 +511,9 @@ pub(super) fn respond(id: u64, zxid: u64, reply: ApplyReply) -> Vec<u8> {
     }
 }
 
-fn error_frame(id: u64, zxid: u64, error: ApiError) -> Vec<u8> {
-    let frame = ServerFrame::Response(ResponseFrame { id, zxid, response: Response::Error(error) });
+fn error_frame(id: u64, zxid: Zxid, error: ApiError) -> Vec<u8> {
+    let response = Response::Error(error);
+    let frame = ServerFrame::Response(ResponseFrame { id, zxid: zxid.0, response });
     // A frame of an id, a zxid and a short error always encodes.
     encode_frame(&frame).unwrap_or_default()
 }

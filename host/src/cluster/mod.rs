@@ -31,12 +31,12 @@ use cairn_wire::{ApiError, ErrorCode, MemberInfo, Reply};
 
 use crate::raft::{Raft, SharedState, StorageCounters};
 use crate::store::recipes::RecipeRunner;
-use crate::store::{Action, Write};
+use crate::store::{Action, Write, Zxid};
 use forward::Forwarder;
 use liveness::SessionTracker;
 
 /// The outcome of one request: the reply (or error) and the zxid it reflects.
-pub(crate) type Served = (u64, ApplyReply);
+pub(crate) type Served = (Zxid, ApplyReply);
 
 /// This node's part in the cluster: its Raft, its state, and the ways to the leader.
 pub struct Cluster {
@@ -97,7 +97,7 @@ impl Cluster {
     }
 
     /// The zxid of the last entry this node applied.
-    pub(crate) fn applied_zxid(&self) -> u64 {
+    pub(crate) fn applied_zxid(&self) -> Zxid {
         self.state.read().applied_zxid()
     }
 

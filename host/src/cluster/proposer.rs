@@ -16,7 +16,7 @@ use std::sync::Arc;
 use super::forward::Forwarder;
 use super::{Served, shutting_down};
 use crate::raft::{Member, NodeId, Raft, SharedState};
-use crate::store::{Command, Write};
+use crate::store::{Command, Write, Zxid};
 
 /// Writes waiting for the proposer; submitters wait for room beyond this.
 pub const PROPOSER_QUEUE_WRITES_MAX: usize = 16_384;
@@ -130,7 +130,7 @@ async fn run(
         tokio::spawn(async move {
             match receiver.await {
                 Ok(Ok(response)) => {
-                    let zxid = response.log_id.index;
+                    let zxid = Zxid(response.log_id.index);
                     for (reply, outcome) in replies.into_iter().zip(response.data) {
                         let _ = reply.send((zxid, outcome));
                     }
@@ -169,14 +169,14 @@ async fn forward(
     match outcome {
         Ok((index, outcomes)) => {
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                let _ = reply.send((index, outcome));
+                let _ = reply.send((Zxid(index), outcome));
             }
         }
         Err(error) => answer_all(replies, state.read().applied_zxid(), &error),
     }
 }
 
-fn answer_all(replies: Vec<oneshot::Sender<Served>>, zxid: u64, error: &ApiError) {
+fn answer_all(replies: Vec<oneshot::Sender<Served>>, zxid: Zxid, error: &ApiError) {
     for reply in replies {
         let _ = reply.send((zxid, Err(error.clone())));
     }

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::storage::Storage;
 use super::{ApplyReply, Entry, LogId, Member, NodeId, StorageError, TypeConfig};
 use crate::store::recipes::RecipeRunner;
-use crate::store::{DataTree, Effects};
+use crate::store::{DataTree, Effects, Zxid};
 use crate::watch::WatchHub;
 
 /// The key of the one snapshot kept in the snapshot partition.
@@ -40,8 +40,8 @@ pub struct StateMachine {
 
 impl StateMachine {
     /// The zxid of the last entry applied: what a read served now reflects.
-    pub fn applied_zxid(&self) -> u64 {
-        self.last_applied.map_or(0, |id| id.index)
+    pub fn applied_zxid(&self) -> Zxid {
+        Zxid(self.last_applied.map_or(0, |id| id.index))
     }
 }
 
@@ -110,7 +110,7 @@ impl StateMachineStore {
     ) -> Result<StateMachineStore, StorageError> {
         let mut store = StateMachineStore {
             state: SharedState::default(),
-            watches: Arc::new(WatchHub::new(0)),
+            watches: Arc::new(WatchHub::new(Zxid::ZERO)),
             recipes,
             storage,
             snapshots_built: Arc::new(AtomicU64::new(0)),
@@ -286,7 +286,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         let mut effects = Effects::default();
                         // A fault of this node stops it (openraft treats a storage error as
                         // fatal) before any reply or event of the entry goes out.
-                        let zxid = entry.log_id.index;
+                        let zxid = Zxid(entry.log_id.index);
                         let replies = state
                             .tree
                             .apply_command(zxid, &command, &mut effects, &*self.recipes)
@@ -300,7 +300,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                                 StorageIOError::apply(entry.log_id, &fault)
                             })?;
                         // Still under the write lock: no reply reflecting this entry is out yet.
-                        self.watches.publish(entry.log_id.index, &effects, &state.tree);
+                        self.watches.publish(zxid, &effects, &state.tree);
                         replies
                     }
                     EntryPayload::Membership(membership) => {

@@ -208,7 +208,7 @@ impl context::Host for CallState {
     }
 
     fn zxid(&mut self) -> u64 {
-        self.zxid
+        self.zxid.0
     }
 
     fn time_ms(&mut self) -> u64 {

@@ -33,7 +33,7 @@ use wasmtime_wasi::{
 };
 
 use crate::store::recipes::{Entry, RecipeCall, RecipeRunner, RecipeTxn, namespace};
-use crate::store::{DataTree, Effects, Notification};
+use crate::store::{DataTree, Effects, Notification, Zxid};
 
 wasmtime::component::bindgen!({
     world: "recipe",
@@ -94,7 +94,7 @@ pub struct RecipeRuntime {
     worker: Mutex<Option<mpsc::Sender<Job>>>,
     /// Instances kept for the other calls of the log entry being applied (its zxid), by
     /// `name@version`: see [`Live`].
-    live: Mutex<Option<(u64, HashMap<String, Live>)>>,
+    live: Mutex<Option<(Zxid, HashMap<String, Live>)>>,
 }
 
 /// An instance that served a call of the entry being applied and may serve its next calls of
@@ -137,7 +137,7 @@ struct Call {
     recipe: String,
     namespace: String,
     session: u64,
-    zxid: u64,
+    zxid: Zxid,
     time_ms: u64,
 }
 
@@ -174,7 +174,7 @@ pub(crate) struct CallState {
     recipe: String,
     namespace: String,
     session: u64,
-    zxid: u64,
+    zxid: Zxid,
     time_ms: u64,
     notifications: Vec<Notification>,
     /// Set when the recipe asked for more memory than allowed, to tell that trap apart.
@@ -763,7 +763,7 @@ fn fault(code: ErrorCode, name: &str, detail: impl std::fmt::Display) -> ApiErro
 impl RecipeRuntime {
     /// The instance kept for `name` in entry `zxid`, if any; instances of another entry are
     /// dropped.
-    fn take_live(&self, zxid: u64, name: &str) -> Option<Live> {
+    fn take_live(&self, zxid: Zxid, name: &str) -> Option<Live> {
         let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
         match live.as_mut() {
             Some((entry, instances)) if *entry == zxid => instances.remove(name),
@@ -775,7 +775,7 @@ impl RecipeRuntime {
     }
 
     /// Keeps an instance for the next call of `name` in entry `zxid`, if there is room.
-    fn keep_live(&self, zxid: u64, name: String, instance: Live) {
+    fn keep_live(&self, zxid: Zxid, name: String, instance: Live) {
         let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
         let (entry, instances) = live.get_or_insert_with(|| (zxid, HashMap::new()));
         if *entry == zxid && instances.len() < RECIPE_LIVE_INSTANCES_MAX {
@@ -905,9 +905,11 @@ mod tests {
             // As the state machine does: apply, then compile what the entry deployed.
             let applied = self
                 .tree
-                .apply_command(self.zxid, &command, &mut effects, &self.runtime)
+                .apply_command(Zxid(self.zxid), &command, &mut effects, &self.runtime)
                 .and_then(|replies| {
-                    self.runtime.compile_deployed(self.zxid, &effects.deployed).map(|()| replies)
+                    self.runtime
+                        .compile_deployed(Zxid(self.zxid), &effects.deployed)
+                        .map(|()| replies)
                 });
             let reply = match applied {
                 Ok(mut replies) => replies.pop().unwrap_or_else(|| panic!("no reply")),
@@ -1194,7 +1196,7 @@ mod tests {
             let command = Command { time_ms: 1, writes: ops.iter().map(|op| call(op)).collect() };
             let mut effects = Effects::default();
             node.tree
-                .apply_command(node.zxid, &command, &mut effects, &node.runtime)
+                .apply_command(Zxid(node.zxid), &command, &mut effects, &node.runtime)
                 .expect("no fault")
                 .into_iter()
                 .map(|reply| match reply {
@@ -1457,7 +1459,7 @@ mod tests {
             let mut tree = before.clone();
             let command = Command { time_ms: 1, writes: vec![write] };
             let fault = tree
-                .apply_command(node.zxid + 1, &command, &mut Effects::default(), &other)
+                .apply_command(Zxid(node.zxid + 1), &command, &mut Effects::default(), &other)
                 .expect_err("a fault, not a reply");
             assert!(fault.why.contains("wasmtime-0.0.0/fuel-0"), "{fault}");
         }
@@ -1477,7 +1479,7 @@ mod tests {
         };
         let replies = node
             .tree
-            .apply_command(node.zxid + 1, &command, &mut Effects::default(), &node.runtime)
+            .apply_command(Zxid(node.zxid + 1), &command, &mut Effects::default(), &node.runtime)
             .expect("no fault");
         assert!(replies[0].is_ok(), "{replies:?}");
     }
@@ -1510,15 +1512,17 @@ mod tests {
         let command =
             Command { time_ms: 1, writes: vec![Write::system(adopt("wasmtime-0.0.0/fuel-0"))] };
         let fault = old
-            .apply_command(node.zxid + 1, &command, &mut Effects::default(), &node.runtime)
+            .apply_command(Zxid(node.zxid + 1), &command, &mut Effects::default(), &node.runtime)
             .expect_err("stops");
         assert!(fault.why.contains("wasmtime-0.0.0/fuel-0"), "{fault}");
 
         // A node on the new runtime adopts it and runs the hook: the waiter gets the lock.
         let new = OtherRuntime(RecipeRuntime::new().expect("engine"));
         let mut effects = Effects::default();
-        let replies =
-            node.tree.apply_command(node.zxid + 1, &command, &mut effects, &new).expect("applies");
+        let replies = node
+            .tree
+            .apply_command(Zxid(node.zxid + 1), &command, &mut effects, &new)
+            .expect("applies");
         assert!(
             matches!(&replies[0], Ok(Reply::RecipeRuntime { frozen: false, runtime: Some(r) }) if r == "wasmtime-0.0.0/fuel-0"),
             "{replies:?}"

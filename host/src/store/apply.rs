@@ -23,7 +23,7 @@ use recipes::{Deploy, Invoke};
 
 use super::recipes::RecipeRunner;
 use super::txn::Txn;
-use super::{Action, Caller, Command, DataTree, Effects, NodeFault, Write};
+use super::{Action, Caller, Command, DataTree, Effects, NodeFault, Write, Zxid};
 
 impl DataTree {
     /// Applies every write of the entry at `zxid`, in order, each all-or-nothing on its own, and
@@ -32,7 +32,7 @@ impl DataTree {
     /// stops the node through Raft's fail-stop path.
     pub fn apply_command(
         &mut self,
-        zxid: u64,
+        zxid: Zxid,
         command: &Command,
         effects: &mut Effects,
         recipes: &dyn RecipeRunner,
@@ -60,7 +60,7 @@ impl DataTree {
     /// them.
     fn apply_write(
         &mut self,
-        zxid: u64,
+        zxid: Zxid,
         time_ms: u64,
         write: &Write,
         effects: &mut Effects,
@@ -130,7 +130,7 @@ impl DataTree {
     /// Runs `run` in a transaction of `write`, finished with its answer: undone if it failed.
     fn in_txn(
         &mut self,
-        zxid: u64,
+        zxid: Zxid,
         write: &Write,
         caller: Caller,
         effects: &mut Effects,
@@ -141,7 +141,7 @@ impl DataTree {
         txn.finish(reply, effects)
     }
 
-    fn advance(&mut self, zxid: u64, time_ms: u64) {
+    fn advance(&mut self, zxid: Zxid, time_ms: u64) {
         debug_assert!(zxid >= self.last_zxid, "zxid {zxid} after {}", self.last_zxid);
         self.last_zxid = zxid;
         self.clock_ms = self.clock_ms.max(time_ms);

@@ -111,6 +111,26 @@ pub enum NodeKind {
     Ephemeral,
 }
 
+/// A position in the replicated log: the index of the entry that made a change, and so the
+/// version of the whole state after it. Every write of one entry shares its zxid; they only
+/// grow. On the wire (stats, responses, events) it is a plain number.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Zxid(pub u64);
+
+impl Zxid {
+    /// The state before any entry.
+    pub const ZERO: Zxid = Zxid(0);
+}
+
+impl std::fmt::Display for Zxid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// One znode: its data, the stat fields that are not derived, and its children's names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Znode {
@@ -120,9 +140,9 @@ pub struct Znode {
     data: Arc<Vec<u8>>,
     kind: NodeKind,
     children: BTreeSet<String>,
-    czxid: u64,
-    mzxid: u64,
-    pzxid: u64,
+    czxid: Zxid,
+    mzxid: Zxid,
+    pzxid: Zxid,
     ctime: u64,
     mtime: u64,
     version: u32,
@@ -138,7 +158,7 @@ impl Znode {
     fn new(
         data: Vec<u8>,
         kind: NodeKind,
-        zxid: u64,
+        zxid: Zxid,
         time_ms: u64,
         acl: Acl,
         creator: Arc<str>,
@@ -175,9 +195,9 @@ impl Znode {
 
     pub fn stat(&self) -> Stat {
         Stat {
-            czxid: self.czxid,
-            mzxid: self.mzxid,
-            pzxid: self.pzxid,
+            czxid: self.czxid.0,
+            mzxid: self.mzxid.0,
+            pzxid: self.pzxid.0,
             ctime: self.ctime,
             mtime: self.mtime,
             version: self.version,
@@ -213,7 +233,7 @@ pub struct DataTree {
     /// from `nodes` and `sessions`; not part of the snapshot.
     usage: BTreeMap<Arc<str>, Usage>,
     /// The zxid of the last entry applied.
-    last_zxid: u64,
+    last_zxid: Zxid,
     /// The latest leader timestamp applied: entries from a leader whose clock is behind never
     /// move time back.
     clock_ms: u64,
@@ -266,7 +286,7 @@ struct TreeImage {
     next_session_id: u64,
     recipes: RecipeTable,
     access: AccessTable,
-    last_zxid: u64,
+    last_zxid: Zxid,
     clock_ms: u64,
     fencing_token: u64,
 }
@@ -284,7 +304,7 @@ impl DataTree {
         let root = Znode::new(
             Vec::new(),
             NodeKind::Persistent,
-            0,
+            Zxid::ZERO,
             0,
             access::root_acl(),
             cairn_wire::access::SYSTEM.into(),
@@ -304,7 +324,7 @@ impl DataTree {
             next_session_id: 1,
             ephemerals: BTreeMap::new(),
             recipes: RecipeTable::default(),
-            last_zxid: 0,
+            last_zxid: Zxid::ZERO,
             clock_ms: 0,
             fencing_token: 0,
             stored_bytes: stored_bytes_of("/", &[], &[]),
@@ -340,7 +360,7 @@ impl DataTree {
         Ok(())
     }
 
-    pub fn last_zxid(&self) -> u64 {
+    pub fn last_zxid(&self) -> Zxid {
         self.last_zxid
     }
 
@@ -478,7 +498,7 @@ impl DataTree {
             next_session_id: u64,
             recipes: &'a RecipeTable,
             access: &'a AccessTable,
-            last_zxid: u64,
+            last_zxid: Zxid,
             clock_ms: u64,
             fencing_token: u64,
         }
@@ -548,7 +568,7 @@ impl DataTree {
     "this node cannot apply entry {zxid}, so it stops rather than differ from the other replicas: {why}"
 )]
 pub struct NodeFault {
-    pub zxid: u64,
+    pub zxid: Zxid,
     pub why: String,
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use cairn_wire::{ApiError, CreateMode, CreateRequest, DeleteRequest, ErrorCode, SetRequest, Stat};
 use serde::{Deserialize, Serialize};
 
-use super::{Caller, DataTree, Effects, NodeFault, SessionId};
+use super::{Caller, DataTree, Effects, NodeFault, SessionId, Zxid};
 
 /// Where every recipe's namespace lives; clients may read below it but not write.
 pub const RESERVED_ROOT: &str = "/cairn";
@@ -169,7 +169,7 @@ pub struct RecipeCall<'a> {
     /// Who invoked it (the node itself for session hooks): what the recipe creates counts
     /// against its quota.
     pub caller: &'a Caller,
-    pub zxid: u64,
+    pub zxid: Zxid,
     pub time_ms: u64,
     pub entry: Entry<'a>,
 }
@@ -221,7 +221,7 @@ pub trait RecipeRunner {
     /// Compiles what the entry at `zxid` deployed, after applying it and before the next entry
     /// can call it. The node that proposed it compiled it at admission on the same runtime, so
     /// a failure here is this node's own: a [`NodeFault`], which stops it.
-    fn compile_deployed(&self, zxid: u64, deployed: &[Deployed]) -> Result<(), NodeFault> {
+    fn compile_deployed(&self, zxid: Zxid, deployed: &[Deployed]) -> Result<(), NodeFault> {
         for component in deployed {
             self.compile(&component.hash, &component.component).map_err(|why| NodeFault {
                 zxid,
@@ -233,7 +233,7 @@ pub trait RecipeRunner {
 
     /// Compiles every live component of `table` (a restarted node's, or an installed
     /// snapshot's), so that apply finds them compiled.
-    fn compile_live(&self, zxid: u64, table: &RecipeTable) -> Result<(), NodeFault> {
+    fn compile_live(&self, zxid: Zxid, table: &RecipeTable) -> Result<(), NodeFault> {
         let live: Vec<Deployed> =
             table.deployed.values().flat_map(|versions| versions.values()).cloned().collect();
         self.compile_deployed(zxid, &live)
@@ -271,7 +271,7 @@ pub struct RecipeTxn {
 }
 
 impl RecipeTxn {
-    pub fn new(zxid: u64, time_ms: u64, session: Option<SessionId>, caller: Caller) -> RecipeTxn {
+    pub fn new(zxid: Zxid, time_ms: u64, session: Option<SessionId>, caller: Caller) -> RecipeTxn {
         RecipeTxn { parts: super::txn::TxnParts::new(zxid, time_ms, session, caller) }
     }
 

@@ -18,7 +18,7 @@ use cairn_wire::{
 
 use super::recipes::is_reserved;
 use super::{
-    Acl, Caller, Change, DataTree, Effects, NodeKind, SessionId, Znode, stored_bytes_of,
+    Acl, Caller, Change, DataTree, Effects, NodeKind, SessionId, Znode, Zxid, stored_bytes_of,
     ttl_expired,
 };
 
@@ -26,7 +26,7 @@ use super::{
 /// host calls, each of which borrows the tree afresh.
 #[derive(Debug)]
 pub(super) struct TxnParts {
-    zxid: u64,
+    zxid: Zxid,
     time_ms: u64,
     session: Option<SessionId>,
     caller: Caller,
@@ -38,7 +38,7 @@ pub(super) struct TxnParts {
 
 impl TxnParts {
     pub(super) fn new(
-        zxid: u64,
+        zxid: Zxid,
         time_ms: u64,
         session: Option<SessionId>,
         caller: Caller,
@@ -95,15 +95,15 @@ enum Undo {
     /// A znode was deleted: put it back.
     Deleted { path: String, node: Znode },
     /// A znode's data was set: put the old data and versions back.
-    Set { path: String, data: Arc<Vec<u8>>, version: u32, mzxid: u64, mtime: u64 },
+    Set { path: String, data: Arc<Vec<u8>>, version: u32, mzxid: Zxid, mtime: u64 },
     /// A child was added to (or removed from) `parent`: take it out (or put it back).
-    Child { parent: String, name: String, added: bool, cversion: u32, pzxid: u64 },
+    Child { parent: String, name: String, added: bool, cversion: u32, pzxid: Zxid },
 }
 
 /// The mutations of one write, undoable until the write ends.
 pub(super) struct Txn<'a> {
     pub(super) tree: &'a mut DataTree,
-    pub(super) zxid: u64,
+    pub(super) zxid: Zxid,
     pub(super) time_ms: u64,
     /// The session of the stream that sent the write.
     pub(super) session: Option<SessionId>,
@@ -125,7 +125,7 @@ impl<'a> Txn<'a> {
     /// A write's transaction over `tree` at `zxid`, as of the tree's clock.
     pub(super) fn new(
         tree: &'a mut DataTree,
-        zxid: u64,
+        zxid: Zxid,
         session: Option<SessionId>,
         caller: Caller,
     ) -> Txn<'a> {

@@ -10,7 +10,7 @@ use crate::store::recipes::{
     Deployed, Entry, RECIPE_COMPONENT_BYTES_MAX, RECIPES_ROOT, RESERVED_ROOT, RecipeCall,
     RecipeRunner, RecipeTxn, component_hash, namespace, validate_name,
 };
-use crate::store::{Action, Caller, DataTree, Effects, SessionId, Write};
+use crate::store::{Action, Caller, DataTree, Effects, SessionId, Write, Zxid};
 
 /// A deploy's fields, borrowed from its write.
 pub(super) struct Deploy<'a> {
@@ -123,7 +123,7 @@ impl DataTree {
     /// (none but an administrator has it, should the root be missing).
     pub(super) fn invoke_recipe(
         &mut self,
-        zxid: u64,
+        zxid: Zxid,
         session: Option<SessionId>,
         caller: &Caller,
         invoke: Invoke<'_>,

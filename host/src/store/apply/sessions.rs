@@ -9,7 +9,7 @@ use cairn_wire::{
 
 use crate::store::recipes::{PendingHook, RecipeRunner, recipe_path};
 use crate::store::txn::Txn;
-use crate::store::{Caller, DataTree, Effects, SecretHash, Session, SessionId, Write};
+use crate::store::{Caller, DataTree, Effects, SecretHash, Session, SessionId, Write, Zxid};
 
 impl DataTree {
     /// Ends `session`: its ephemerals go, in one transaction, then each recipe hears of its
@@ -17,7 +17,7 @@ impl DataTree {
     /// recipes are frozen, the hooks wait for the thaw.
     pub(super) fn end_session(
         &mut self,
-        zxid: u64,
+        zxid: Zxid,
         write: &Write,
         session: SessionId,
         caller: Caller,

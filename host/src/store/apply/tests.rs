@@ -7,7 +7,7 @@ use cairn_wire::{
 
 use super::*;
 use crate::store::recipes::NoRecipes;
-use crate::store::{Change, Principal, SecretHash, SessionId};
+use crate::store::{Change, Principal, SecretHash, SessionId, Zxid};
 
 impl DataTree {
     /// One write of a tree that runs no recipes, as `apply_command` applies it.
@@ -18,7 +18,7 @@ impl DataTree {
         write: &Write,
         effects: &mut Effects,
     ) -> Result<Reply, ApiError> {
-        self.apply_write(zxid, time_ms, write, effects, &NoRecipes)
+        self.apply_write(Zxid(zxid), time_ms, write, effects, &NoRecipes)
     }
 }
 
@@ -562,7 +562,12 @@ fn actions_of_one_entry_share_its_zxid_and_stand_alone() {
     let command =
         Command { time_ms: 1000, writes: writes.into_iter().map(Write::system).collect() };
     let replies = tree
-        .apply_command(7, &command, &mut Effects::default(), &crate::store::recipes::NoRecipes)
+        .apply_command(
+            Zxid(7),
+            &command,
+            &mut Effects::default(),
+            &crate::store::recipes::NoRecipes,
+        )
         .expect("no fault");
     assert!(replies[0].is_ok());
     assert_eq!(replies[1].as_ref().err().map(|e| e.code), Some(ErrorCode::NodeExists));
@@ -728,7 +733,7 @@ fn random_commands_keep_invariants() {
 
 /// Applies `action` as `principal` at the next zxid.
 fn apply_as(tree: &mut DataTree, principal: &Principal, action: Action) -> Result<Reply, ApiError> {
-    let zxid = tree.last_zxid() + 1;
+    let zxid = tree.last_zxid().0 + 1;
     let write = Write { session: None, principal: principal.clone(), action };
     let reply = tree.apply(zxid, zxid, &write, &mut Effects::default());
     tree.check_invariants().expect("invariants hold");
