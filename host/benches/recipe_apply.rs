@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use cairn::recipe::RecipeRuntime;
 use cairn::recipe::builtin::BUILTIN_RECIPES;
-use cairn::store::{Action, Command, DataTree, Effects, Principal, SessionId, Write};
+use cairn::store::{Action, Command, DataTree, Effects, Principal, SessionId, Write, Zxid};
 use cairn_wire::{CreateRequest, Reply, SetRequest};
 
 /// Calls measured per workload, after as many unmeasured ones to warm up.
@@ -30,7 +30,7 @@ impl Bench {
         let mut effects = Effects::default();
         let time_ms = 1_700_000_000_000 + self.zxid;
         let command = Command { time_ms, writes: vec![write] };
-        match self.tree.apply_command(self.zxid, &command, &mut effects, &self.runtime) {
+        match self.tree.apply_command(Zxid(self.zxid), &command, &mut effects, &self.runtime) {
             Ok(mut replies) => match replies.pop() {
                 Some(Ok(reply)) => reply,
                 Some(Err(error)) => panic!("{:?} failed: {error}", command.writes[0].action),
