@@ -1,27 +1,15 @@
-//! The counter recipe: named 64-bit counters in one namespace.
+//! The counter recipe: named 64-bit counters in one namespace, each the znode `/<name>` holding
+//! its value as decimal ASCII (a missing counter reads as 0).
 //!
-//! Ops (arguments and results are JSON):
-//! - `add` `{"name": "hits", "delta": 5}` → `{"value": 12}` (a missing counter starts at 0)
-//! - `get` `{"name": "hits"}` → `{"value": 12}`
-//! - `cas` `{"name": "hits", "expected": 12, "value": 0}` → `{"value": 0, "swapped": true}`
+//! Ops and answers are `cairn_builtins::counter`'s types (see `sdk/wire/RECIPES.md` for the
+//! protocol in words).
 
+use cairn_builtins::counter::{Add, Cas, CasReply, Get, ValueReply};
+use cairn_builtins::{Op, serve};
 use cairn_recipe::{Host, Recipe};
-use serde::Deserialize;
-use serde_json::json;
 
 #[derive(Debug)]
 pub struct Counter;
-
-#[derive(Deserialize)]
-struct Args {
-    name: String,
-    #[serde(default)]
-    delta: i64,
-    #[serde(default)]
-    expected: i64,
-    #[serde(default)]
-    value: i64,
-}
 
 fn path(name: &str) -> Result<String, String> {
     if name.is_empty() || name.contains('/') {
@@ -39,29 +27,43 @@ fn read(host: &mut dyn Host, path: &str) -> Result<i64, String> {
     }
 }
 
+fn write(host: &mut dyn Host, path: &str, value: i64) -> Result<(), String> {
+    host.put(path, value.to_string().as_bytes()).map_err(|e| e.to_string())
+}
+
+/// `get`: the value.
+fn get(host: &mut dyn Host, args: Get) -> Result<ValueReply, String> {
+    let path = path(&args.name)?;
+    Ok(ValueReply { value: read(host, &path)? })
+}
+
+/// `add`: the value after adding, written even when `delta` is 0.
+fn add(host: &mut dyn Host, args: Add) -> Result<ValueReply, String> {
+    let path = path(&args.name)?;
+    let value = read(host, &path)?.checked_add(args.delta).ok_or("counter overflow")?;
+    write(host, &path, value)?;
+    Ok(ValueReply { value })
+}
+
+/// `cas`: `value` if the counter was `expected`, else the counter as it is.
+fn cas(host: &mut dyn Host, args: Cas) -> Result<CasReply, String> {
+    let path = path(&args.name)?;
+    let current = read(host, &path)?;
+    let swapped = current == args.expected;
+    if swapped {
+        write(host, &path, args.value)?;
+    }
+    Ok(CasReply { value: if swapped { args.value } else { current }, swapped })
+}
+
 impl Recipe for Counter {
     fn invoke(host: &mut dyn Host, op: &str, args: &[u8]) -> Result<Vec<u8>, String> {
-        let args: Args = serde_json::from_slice(args).map_err(|e| format!("bad arguments: {e}"))?;
-        let path = path(&args.name)?;
-        let current = read(host, &path)?;
-        let reply = match op {
-            "get" => json!({ "value": current }),
-            "add" => {
-                let value = current.checked_add(args.delta).ok_or("counter overflow")?;
-                host.put(&path, value.to_string().as_bytes()).map_err(|e| e.to_string())?;
-                json!({ "value": value })
-            }
-            "cas" => {
-                let swapped = current == args.expected;
-                if swapped {
-                    host.put(&path, args.value.to_string().as_bytes())
-                        .map_err(|e| e.to_string())?;
-                }
-                json!({ "value": if swapped { args.value } else { current }, "swapped": swapped })
-            }
-            other => return Err(format!("unknown op {other:?}; counter knows add, get, cas")),
-        };
-        Ok(reply.to_string().into_bytes())
+        match op {
+            Add::NAME => serve(args, |args| add(host, args)),
+            Get::NAME => serve(args, |args| get(host, args)),
+            Cas::NAME => serve(args, |args| cas(host, args)),
+            other => Err(format!("unknown op {other:?}; counter knows add, get, cas")),
+        }
     }
 }
 
@@ -70,6 +72,7 @@ cairn_recipe::export!(Counter);
 #[cfg(test)]
 mod tests {
     use cairn_recipe::testing::MemoryHost;
+    use serde_json::json;
 
     use super::*;
 

@@ -7,57 +7,25 @@
 //! A write is granted when it is first in line; a read when no write is ahead of it. A session
 //! that ends leaves the line in the same log entry, and the hook grants whoever can go next.
 //!
-//! Ops (JSON):
-//! - `acquire {"lock": L, "mode": "read"|"write", "wait": true}` → `{"granted": true, "mode": M,
-//!   "token": T}` or `{"granted": false, "position": P}`; a waiter is notified
-//!   `{"lock": L, "mode": M, "token": T}` when granted. With `"wait": false` nothing is queued.
-//!   A holder acquiring again counts one more hold (a writer may also take reads); a reader
-//!   asking to write is refused: two readers upgrading would wait for each other forever.
-//! - `release {"lock": L}` → `{"released": true, "holds": C}`.
-//! - `downgrade {"lock": L}` → `{"mode": "read", "token": T}`: the writer becomes a reader
-//!   without letting a writer in between, and the readers behind it are granted.
-//! - `status {"lock": L}` → `{"token": T, "holders": [{"session", "mode", "token"}...],
-//!   "queue": [{"session", "mode", "token": 0}...]}`.
+//! Ops, answers, notifications and records are `cairn_builtins::rw_lock`'s types (see
+//! `sdk/wire/RECIPES.md` for the protocol in words).
 
+use cairn_builtins::rw_lock::{
+    Access, Acquire, AcquireReply, Downgrade, DowngradeReply, Granted, LockRecord, REQUEST_PREFIX,
+    Release, ReleaseReply, Request, Status, StatusEntry, StatusReply,
+};
+use cairn_builtins::{Op, encode, serve};
 use cairn_recipe::{Host, Mode, Recipe, StoreError, records};
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 #[derive(Debug)]
 pub struct RwLock;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum Access {
-    Read,
-    Write,
-}
-
-#[derive(Deserialize)]
-struct Args {
-    lock: String,
-    #[serde(default)]
-    mode: Option<Access>,
-    #[serde(default = "yes")]
-    wait: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Request {
-    session: u64,
-    mode: Access,
-    /// Holds taken (re-entrant acquires); 0 while waiting.
-    count: u32,
-    /// The fencing token of the grant; 0 while waiting.
-    token: u64,
-}
-
 fn error(e: StoreError) -> String {
     e.to_string()
+}
+
+fn lock_path(lock: &str) -> Result<String, String> {
+    records::entity_path("lock", lock)
 }
 
 fn requests(host: &mut dyn Host, lock: &str) -> Result<Vec<(String, Request)>, String> {
@@ -68,7 +36,7 @@ fn requests(host: &mut dyn Host, lock: &str) -> Result<Vec<(String, Request)>, S
 /// version of this recipe could rewrite), recorded as the lock's last.
 fn next_token(host: &mut dyn Host, lock: &str) -> Result<u64, String> {
     let token = host.fencing_token();
-    records::write(host, lock, &json!({ "token": token }))?;
+    records::write(host, lock, &LockRecord { token })?;
     Ok(token)
 }
 
@@ -85,8 +53,8 @@ fn grant(host: &mut dyn Host, name: &str, lock: &str, quiet: u64) -> Result<(), 
             let granted = Request { count: 1, token, ..request };
             records::write(host, &path, &granted)?;
             if granted.session != quiet {
-                let note = json!({ "lock": name, "mode": granted.mode, "token": token });
-                host.notify(granted.session, note.to_string().as_bytes());
+                let note = Granted { lock: name.to_string(), mode: granted.mode, token };
+                host.notify(granted.session, &encode(&note));
             }
         }
         if request.mode == Access::Write {
@@ -96,119 +64,119 @@ fn grant(host: &mut dyn Host, name: &str, lock: &str, quiet: u64) -> Result<(), 
     Ok(())
 }
 
-fn granted_reply(request: &Request) -> Value {
-    json!({ "granted": true, "mode": request.mode, "token": request.token, "holds": request.count })
+fn granted(request: &Request) -> AcquireReply {
+    AcquireReply::granted(request.mode, request.token, request.count)
+}
+
+/// `acquire`: a hold (again, for a holder), a place in line or busy.
+fn acquire(host: &mut dyn Host, args: Acquire) -> Result<AcquireReply, String> {
+    let lock = lock_path(&args.lock)?;
+    let line = requests(host, &lock)?;
+    let Some(mode) = args.mode else {
+        return Err("acquire needs a mode: \"read\" or \"write\"".into());
+    };
+    let session = host.caller_session(Acquire::NAME)?;
+    if let Some(position) = line.iter().position(|(_, r)| r.session == session) {
+        let (path, held) = &line[position];
+        if held.count == 0 {
+            return Ok(AcquireReply::queued(position as u64));
+        }
+        if held.mode == Access::Read && mode == Access::Write {
+            return Err(format!(
+                "session {session:#x} reads {}: release it before writing (upgrades can deadlock)",
+                args.lock
+            ));
+        }
+        let again = Request { count: held.count + 1, ..held.clone() };
+        records::write(host, path, &again)?;
+        return Ok(granted(&again));
+    }
+    let free_now = match mode {
+        Access::Write => line.is_empty(),
+        Access::Read => line.iter().all(|(_, r)| r.mode == Access::Read),
+    };
+    if !free_now && !args.wait {
+        return Ok(AcquireReply::busy());
+    }
+    if host.read(&lock).map_err(error)?.is_none() {
+        records::create(host, &lock, &LockRecord { token: 0 }, Mode::Persistent, false)?;
+    }
+    let request = Request { session, mode, count: 0, token: 0 };
+    let path = records::create(
+        host,
+        &format!("{lock}/{REQUEST_PREFIX}"),
+        &request,
+        Mode::Ephemeral,
+        true,
+    )?;
+    grant(host, &args.lock, &lock, session)?;
+    let now: Request = records::read(host, &path)?.ok_or("lost a request")?;
+    if now.count > 0 {
+        return Ok(granted(&now));
+    }
+    Ok(AcquireReply::queued(line.len() as u64))
+}
+
+/// `release`: one hold; the last one lets in whoever can go next.
+fn release(host: &mut dyn Host, args: Release) -> Result<ReleaseReply, String> {
+    let lock = lock_path(&args.lock)?;
+    let session = host.session();
+    let line = requests(host, &lock)?;
+    let mine = line.iter().find(|(_, r)| r.session == session);
+    let Some((path, held)) = mine.filter(|(_, r)| r.count > 0) else {
+        return Err(format!("session {session:#x} does not hold {}", args.lock));
+    };
+    if held.count > 1 {
+        let fewer = Request { count: held.count - 1, ..held.clone() };
+        records::write(host, path, &fewer)?;
+        return Ok(ReleaseReply { released: true, holds: fewer.count });
+    }
+    host.delete(path, None).map_err(error)?;
+    grant(host, &args.lock, &lock, 0)?;
+    Ok(ReleaseReply { released: true, holds: 0 })
+}
+
+/// `downgrade`: the writer reads on, and the reads behind it go.
+fn downgrade(host: &mut dyn Host, args: Downgrade) -> Result<DowngradeReply, String> {
+    let lock = lock_path(&args.lock)?;
+    let session = host.session();
+    let line = requests(host, &lock)?;
+    let mine = line.iter().find(|(_, r)| r.session == session);
+    let Some((path, held)) = mine.filter(|(_, r)| r.count > 0 && r.mode == Access::Write) else {
+        return Err(format!("session {session:#x} does not write {}", args.lock));
+    };
+    let reader = Request { mode: Access::Read, ..held.clone() };
+    records::write(host, path, &reader)?;
+    grant(host, &args.lock, &lock, 0)?;
+    Ok(DowngradeReply { mode: Access::Read, token: reader.token })
+}
+
+/// `status`: the last token, the holders and the waiters.
+fn status(host: &mut dyn Host, args: Status) -> Result<StatusReply, String> {
+    let lock = lock_path(&args.lock)?;
+    let line = requests(host, &lock)?;
+    let entry = |(_, r): &(String, Request)| StatusEntry {
+        session: r.session,
+        mode: r.mode,
+        token: r.token,
+    };
+    let holders = line.iter().filter(|(_, r)| r.count > 0).map(entry).collect();
+    let queue = line.iter().filter(|(_, r)| r.count == 0).map(entry).collect();
+    let token = records::read::<LockRecord>(host, &lock)?.map_or(0, |record| record.token);
+    Ok(StatusReply { token, holders, queue })
 }
 
 impl Recipe for RwLock {
     fn invoke(host: &mut dyn Host, op: &str, args: &[u8]) -> Result<Vec<u8>, String> {
-        let args: Args = serde_json::from_slice(args).map_err(|e| format!("bad arguments: {e}"))?;
-        let lock = records::entity_path("lock", &args.lock)?;
-        let session = host.session();
-        let line = requests(host, &lock)?;
-        let mine = line.iter().position(|(_, r)| r.session == session);
-        let reply = match op {
-            "acquire" => {
-                let Some(mode) = args.mode else {
-                    return Err("acquire needs a mode: \"read\" or \"write\"".into());
-                };
-                let session = host.caller_session("acquire")?;
-                match mine {
-                    Some(position) => {
-                        let (path, held) = &line[position];
-                        if held.count == 0 {
-                            json!({ "granted": false, "position": position })
-                        } else if held.mode == Access::Read && mode == Access::Write {
-                            return Err(format!(
-                                "session {session:#x} reads {}: release it before writing \
-                                 (upgrades can deadlock)",
-                                args.lock
-                            ));
-                        } else {
-                            let again = Request { count: held.count + 1, ..held.clone() };
-                            records::write(host, path, &again)?;
-                            granted_reply(&again)
-                        }
-                    }
-                    None => {
-                        let free_now = match mode {
-                            Access::Write => line.is_empty(),
-                            Access::Read => line.iter().all(|(_, r)| r.mode == Access::Read),
-                        };
-                        if !free_now && !args.wait {
-                            json!({ "granted": false })
-                        } else {
-                            if host.read(&lock).map_err(error)?.is_none() {
-                                records::create(
-                                    host,
-                                    &lock,
-                                    &json!({ "token": 0 }),
-                                    Mode::Persistent,
-                                    false,
-                                )?;
-                            }
-                            let request = Request { session, mode, count: 0, token: 0 };
-                            let path = records::create(
-                                host,
-                                &format!("{lock}/w-"),
-                                &request,
-                                Mode::Ephemeral,
-                                true,
-                            )?;
-                            grant(host, &args.lock, &lock, session)?;
-                            let now: Request =
-                                records::read(host, &path)?.ok_or("lost a request")?;
-                            if now.count > 0 {
-                                granted_reply(&now)
-                            } else {
-                                json!({ "granted": false, "position": line.len() })
-                            }
-                        }
-                    }
-                }
-            }
-            "release" => {
-                let Some((path, held)) = mine.map(|i| &line[i]).filter(|(_, r)| r.count > 0) else {
-                    return Err(format!("session {session:#x} does not hold {}", args.lock));
-                };
-                if held.count > 1 {
-                    let fewer = Request { count: held.count - 1, ..held.clone() };
-                    records::write(host, path, &fewer)?;
-                    json!({ "released": true, "holds": fewer.count })
-                } else {
-                    host.delete(path, None).map_err(error)?;
-                    grant(host, &args.lock, &lock, 0)?;
-                    json!({ "released": true, "holds": 0 })
-                }
-            }
-            "downgrade" => {
-                let Some((path, held)) =
-                    mine.map(|i| &line[i]).filter(|(_, r)| r.count > 0 && r.mode == Access::Write)
-                else {
-                    return Err(format!("session {session:#x} does not write {}", args.lock));
-                };
-                let reader = Request { mode: Access::Read, ..held.clone() };
-                records::write(host, path, &reader)?;
-                grant(host, &args.lock, &lock, 0)?;
-                json!({ "mode": Access::Read, "token": reader.token })
-            }
-            "status" => {
-                let entry = |(_, r): &(String, Request)| json!({ "session": r.session, "mode": r.mode, "token": r.token });
-                let holders: Vec<Value> =
-                    line.iter().filter(|(_, r)| r.count > 0).map(entry).collect();
-                let queue: Vec<Value> =
-                    line.iter().filter(|(_, r)| r.count == 0).map(entry).collect();
-                let state: Option<Value> = records::read(host, &lock)?;
-                let token = state.and_then(|s| s["token"].as_u64()).unwrap_or(0);
-                json!({ "token": token, "holders": holders, "queue": queue })
-            }
-            other => {
-                return Err(format!(
-                    "unknown op {other:?}; rw-lock knows acquire, release, downgrade, status"
-                ));
-            }
-        };
-        Ok(reply.to_string().into_bytes())
+        match op {
+            Acquire::NAME => serve(args, |args| acquire(host, args)),
+            Release::NAME => serve(args, |args| release(host, args)),
+            Downgrade::NAME => serve(args, |args| downgrade(host, args)),
+            Status::NAME => serve(args, |args| status(host, args)),
+            other => Err(format!(
+                "unknown op {other:?}; rw-lock knows acquire, release, downgrade, status"
+            )),
+        }
     }
 
     fn on_session_ended(host: &mut dyn Host, _session: u64, deleted: Vec<String>) {
@@ -224,6 +192,7 @@ cairn_recipe::export!(RwLock);
 #[cfg(test)]
 mod tests {
     use cairn_recipe::testing::MemoryHost;
+    use serde_json::{Value, json};
 
     use super::*;
 

@@ -6,43 +6,18 @@
 //! `{"session": S, "count": k, "granted": bool}`, in arrival order. Requests are granted in
 //! order while they fit (a large request at the head is not overtaken, so it never starves).
 //!
-//! Ops (JSON): `acquire {"sem": S, "permits": N, "count": k, "wait": true}` →
-//! `{"granted": true}` or `{"granted": false, "position": P}` (notified `{"sem": S}` when
-//! granted); `release {"sem": S}` → `{"released": k}`; `status {"sem": S}` →
-//! `{"permits": N, "used": U, "holders": [S...], "queue": [S...]}`.
+//! Ops, answers, notifications and records are `cairn_builtins::semaphore`'s types (see
+//! `sdk/wire/RECIPES.md` for the protocol in words).
 
+use cairn_builtins::semaphore::{
+    Acquire, AcquireReply, Granted, REQUEST_PREFIX, Release, ReleaseReply, Request,
+    SemaphoreRecord, Status, StatusReply,
+};
+use cairn_builtins::{Op, encode, serve};
 use cairn_recipe::{Host, Mode, Recipe, StoreError, records};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 #[derive(Debug)]
 pub struct Semaphore;
-
-#[derive(Deserialize)]
-struct Args {
-    sem: String,
-    #[serde(default)]
-    permits: Option<u64>,
-    #[serde(default = "one")]
-    count: u64,
-    #[serde(default = "yes")]
-    wait: bool,
-}
-
-fn one() -> u64 {
-    1
-}
-
-fn yes() -> bool {
-    true
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Request {
-    session: u64,
-    count: u64,
-    granted: bool,
-}
 
 fn error(e: StoreError) -> String {
     e.to_string()
@@ -57,113 +32,101 @@ fn requests(host: &mut dyn Host, sem: &str) -> Result<Vec<(String, Request)>, St
 }
 
 fn permits(host: &mut dyn Host, sem: &str) -> Result<Option<u64>, String> {
-    match host.read(sem).map_err(error)? {
-        Some(data) => {
-            let state: serde_json::Value =
-                serde_json::from_slice(&data).map_err(|e| e.to_string())?;
-            Ok(state["permits"].as_u64())
-        }
-        None => Ok(None),
-    }
+    Ok(records::read::<SemaphoreRecord>(host, sem)?.map(|record| record.permits))
+}
+
+/// Permits held by the granted requests.
+fn permits_used(all: &[(String, Request)]) -> u64 {
+    all.iter().filter(|(_, r)| r.granted).map(|(_, r)| r.count).sum()
 }
 
 /// Grants waiting requests in order while they fit; notifies each.
 fn grant(host: &mut dyn Host, name: &str, sem: &str) -> Result<(), String> {
     let Some(capacity) = permits(host, sem)? else { return Ok(()) };
     let all = requests(host, sem)?;
-    let mut used: u64 = all.iter().filter(|(_, r)| r.granted).map(|(_, r)| r.count).sum();
+    let mut used = permits_used(&all);
     for (path, request) in all.into_iter().filter(|(_, r)| !r.granted) {
         if used + request.count > capacity {
             break;
         }
         used += request.count;
         let granted = Request { granted: true, ..request };
-        host.set(&path, &serde_json::to_vec(&granted).map_err(|e| e.to_string())?, None)
-            .map_err(error)?;
-        host.notify(granted.session, json!({ "sem": name }).to_string().as_bytes());
+        records::write(host, &path, &granted)?;
+        host.notify(granted.session, &encode(&Granted { sem: name.to_string() }));
     }
     Ok(())
 }
 
+/// `acquire`: the permits, a place in line or busy; the first one fixes the permits.
+fn acquire(host: &mut dyn Host, args: Acquire) -> Result<AcquireReply, String> {
+    let sem = sem_path(&args.sem)?;
+    let session = host.caller_session(Acquire::NAME)?;
+    let capacity = match (permits(host, &sem)?, args.permits) {
+        (Some(have), Some(asked)) if have != asked => {
+            return Err(format!("{} has {have} permits, not {asked}", args.sem));
+        }
+        (Some(have), _) => have,
+        (None, Some(asked)) if asked > 0 => {
+            let record = SemaphoreRecord { permits: asked };
+            records::create(host, &sem, &record, Mode::Persistent, false)?;
+            asked
+        }
+        (None, _) => {
+            return Err(format!("{} is new: say how many permits it has", args.sem));
+        }
+    };
+    if args.count == 0 || args.count > capacity {
+        return Err(format!("cannot take {} of {capacity} permits", args.count));
+    }
+    let all = requests(host, &sem)?;
+    if let Some(position) = all.iter().position(|(_, r)| r.session == session) {
+        let granted = all[position].1.granted;
+        return Ok(AcquireReply { granted, position: Some(position as u64) });
+    }
+    let free_now =
+        all.iter().all(|(_, r)| r.granted) && permits_used(&all) + args.count <= capacity;
+    if !free_now && !args.wait {
+        return Ok(AcquireReply::busy());
+    }
+    let request = Request { session, count: args.count, granted: free_now };
+    let path = format!("{sem}/{REQUEST_PREFIX}");
+    records::create(host, &path, &request, Mode::Ephemeral, true)?;
+    if free_now {
+        return Ok(AcquireReply::granted());
+    }
+    Ok(AcquireReply::queued(all.len() as u64))
+}
+
+/// `release`: the session's granted request goes, and the waiters that fit now are granted.
+fn release(host: &mut dyn Host, args: Release) -> Result<ReleaseReply, String> {
+    let sem = sem_path(&args.sem)?;
+    let session = host.session();
+    let mine = requests(host, &sem)?.into_iter().find(|(_, r)| r.session == session && r.granted);
+    let Some((path, request)) = mine else {
+        return Err(format!("session {session:#x} holds no permits of {}", args.sem));
+    };
+    host.delete(&path, None).map_err(error)?;
+    grant(host, &args.sem, &sem)?;
+    Ok(ReleaseReply { released: request.count })
+}
+
+/// `status`: the permits, those in use, the holders and the waiters.
+fn status(host: &mut dyn Host, args: Status) -> Result<StatusReply, String> {
+    let sem = sem_path(&args.sem)?;
+    let all = requests(host, &sem)?;
+    let holders = all.iter().filter(|(_, r)| r.granted).map(|(_, r)| r.session).collect();
+    let queue = all.iter().filter(|(_, r)| !r.granted).map(|(_, r)| r.session).collect();
+    Ok(StatusReply { permits: permits(host, &sem)?, used: permits_used(&all), holders, queue })
+}
+
 impl Recipe for Semaphore {
     fn invoke(host: &mut dyn Host, op: &str, args: &[u8]) -> Result<Vec<u8>, String> {
-        let args: Args = serde_json::from_slice(args).map_err(|e| format!("bad arguments: {e}"))?;
-        let sem = sem_path(&args.sem)?;
-        let session = host.session();
-        let reply = match op {
-            "acquire" => {
-                let session = host.caller_session("acquire")?;
-                let capacity = match (permits(host, &sem)?, args.permits) {
-                    (Some(have), Some(asked)) if have != asked => {
-                        return Err(format!("{} has {have} permits, not {asked}", args.sem));
-                    }
-                    (Some(have), _) => have,
-                    (None, Some(asked)) if asked > 0 => {
-                        host.create(
-                            &sem,
-                            json!({ "permits": asked }).to_string().as_bytes(),
-                            Mode::Persistent,
-                            false,
-                        )
-                        .map_err(error)?;
-                        asked
-                    }
-                    (None, _) => {
-                        return Err(format!("{} is new: say how many permits it has", args.sem));
-                    }
-                };
-                if args.count == 0 || args.count > capacity {
-                    return Err(format!("cannot take {} of {capacity} permits", args.count));
-                }
-                let all = requests(host, &sem)?;
-                if let Some(position) = all.iter().position(|(_, r)| r.session == session) {
-                    return Ok(json!({ "granted": all[position].1.granted, "position": position })
-                        .to_string()
-                        .into_bytes());
-                }
-                let used: u64 = all.iter().filter(|(_, r)| r.granted).map(|(_, r)| r.count).sum();
-                let free_now = all.iter().all(|(_, r)| r.granted) && used + args.count <= capacity;
-                if !free_now && !args.wait {
-                    json!({ "granted": false })
-                } else {
-                    let request = Request { session, count: args.count, granted: free_now };
-                    let record = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
-                    host.create(&format!("{sem}/h-"), &record, Mode::Ephemeral, true)
-                        .map_err(error)?;
-                    if free_now {
-                        json!({ "granted": true })
-                    } else {
-                        json!({ "granted": false, "position": all.len() })
-                    }
-                }
-            }
-            "release" => {
-                let mine = requests(host, &sem)?
-                    .into_iter()
-                    .find(|(_, r)| r.session == session && r.granted);
-                let Some((path, request)) = mine else {
-                    return Err(format!("session {session:#x} holds no permits of {}", args.sem));
-                };
-                host.delete(&path, None).map_err(error)?;
-                grant(host, &args.sem, &sem)?;
-                json!({ "released": request.count })
-            }
-            "status" => {
-                let all = requests(host, &sem)?;
-                let used: u64 = all.iter().filter(|(_, r)| r.granted).map(|(_, r)| r.count).sum();
-                let holders: Vec<u64> =
-                    all.iter().filter(|(_, r)| r.granted).map(|(_, r)| r.session).collect();
-                let queue: Vec<u64> =
-                    all.iter().filter(|(_, r)| !r.granted).map(|(_, r)| r.session).collect();
-                json!({ "permits": permits(host, &sem)?, "used": used, "holders": holders, "queue": queue })
-            }
-            other => {
-                return Err(format!(
-                    "unknown op {other:?}; semaphore knows acquire, release, status"
-                ));
-            }
-        };
-        Ok(reply.to_string().into_bytes())
+        match op {
+            Acquire::NAME => serve(args, |args| acquire(host, args)),
+            Release::NAME => serve(args, |args| release(host, args)),
+            Status::NAME => serve(args, |args| status(host, args)),
+            other => Err(format!("unknown op {other:?}; semaphore knows acquire, release, status")),
+        }
     }
 
     fn on_session_ended(host: &mut dyn Host, _session: u64, deleted: Vec<String>) {
@@ -179,7 +142,7 @@ cairn_recipe::export!(Semaphore);
 #[cfg(test)]
 mod tests {
     use cairn_recipe::testing::MemoryHost;
-    use serde_json::Value;
+    use serde_json::{Value, json};
 
     use super::*;
 

@@ -1,12 +1,14 @@
-//! Typed handles on the built-in rw-lock recipe.
+//! Typed handles on the built-in rw-lock recipe (`cairn_builtins::rw_lock`).
 
-use serde_json::{Value, json};
+use cairn_builtins::rw_lock::{
+    self, Acquire, AcquireReply, Downgrade, Granted, Release, Status, StatusEntry,
+};
 
-use crate::recipe::{call, call_in_background, fencing_token, wait_for_note};
+use crate::recipe::{call_op, call_op_in_background, positive, wait_for};
 use crate::{Client, Error};
 
 /// The recipe the handles call.
-const RW_LOCK: &str = "rw-lock";
+const RW_LOCK: &str = rw_lock::RECIPE;
 
 /// Shared or exclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,15 +18,18 @@ pub enum Access {
 }
 
 impl Access {
-    fn as_str(self) -> &'static str {
+    fn to_wire(self) -> rw_lock::Access {
         match self {
-            Access::Read => "read",
-            Access::Write => "write",
+            Access::Read => rw_lock::Access::Read,
+            Access::Write => rw_lock::Access::Write,
         }
     }
 
-    fn parse(value: &Value) -> Access {
-        if value == "write" { Access::Write } else { Access::Read }
+    fn from_wire(access: rw_lock::Access) -> Access {
+        match access {
+            rw_lock::Access::Read => Access::Read,
+            rw_lock::Access::Write => Access::Write,
+        }
     }
 }
 
@@ -63,51 +68,65 @@ impl Client {
     }
 }
 
+/// (session, access) of each request, in order.
+fn entries(requests: Vec<StatusEntry>) -> Vec<(u64, Access)> {
+    requests.into_iter().map(|entry| (entry.session, Access::from_wire(entry.mode))).collect()
+}
+
 impl RwLock {
-    async fn call(&self, op: &str, args: Value) -> Result<Value, Error> {
-        let mut args = args;
-        args["lock"] = json!(self.name);
-        call(&self.client, RW_LOCK, op, args).await
+    fn acquire_args(&self, access: Access, wait: bool) -> Acquire {
+        Acquire { lock: self.name.clone(), mode: Some(access.to_wire()), wait }
     }
 
-    fn guard(&self, reply: &Value) -> Result<RwLockGuard, Error> {
+    fn status_args(&self) -> Status {
+        Status { lock: self.name.clone() }
+    }
+
+    fn guard(&self, mode: rw_lock::Access, token: Option<u64>) -> Result<RwLockGuard, Error> {
         Ok(RwLockGuard {
             lock: self.clone(),
-            access: Access::parse(&reply["mode"]),
-            token: fencing_token(reply, "token", RW_LOCK)?,
+            access: Access::from_wire(mode),
+            token: positive(token, RW_LOCK)?,
             released: false,
         })
     }
 
+    /// The guard of a grant `acquire` answered.
+    fn granted(&self, reply: AcquireReply) -> Result<RwLockGuard, Error> {
+        let mode = reply
+            .mode
+            .ok_or_else(|| Error::Protocol(format!("{RW_LOCK} granted without a mode")))?;
+        self.guard(mode, reply.token)
+    }
+
     async fn acquire(&self, access: Access) -> Result<RwLockGuard, Error> {
         let notifications = self.client.notifications();
-        let reply = self.call("acquire", json!({ "mode": access.as_str(), "wait": true })).await?;
-        if reply["granted"] == true {
-            return self.guard(&reply);
+        let reply = call_op(&self.client, &self.acquire_args(access, true)).await?;
+        if reply.granted {
+            return self.granted(reply);
         }
         let me = self.client.session_id();
-        let granted = wait_for_note(
+        let (mode, token) = wait_for(
             &self.client,
             notifications,
-            RW_LOCK,
             &self.name,
-            |note| note["lock"] == self.name.as_str(),
+            |note: &Granted| note.lock == self.name,
             || async {
-                let status = self.call("status", json!({})).await?;
-                let holders = crate::recipe::list(&status, "holders", RW_LOCK)?;
-                Ok(holders.iter().find(|h| h["session"].as_u64() == Some(me)).cloned())
+                let status = call_op(&self.client, &self.status_args()).await?;
+                let mine = status.holders.into_iter().find(|holder| holder.session == me);
+                Ok(mine.map(|holder| (holder.mode, holder.token)))
             },
         )
         .await?;
-        self.guard(&granted)
+        self.guard(mode, Some(token))
     }
 
     async fn try_acquire(&self, access: Access) -> Result<Option<RwLockGuard>, Error> {
-        let reply = self.call("acquire", json!({ "mode": access.as_str(), "wait": false })).await?;
-        if reply["granted"] != true {
+        let reply = call_op(&self.client, &self.acquire_args(access, false)).await?;
+        if !reply.granted {
             return Ok(None);
         }
-        self.guard(&reply).map(Some)
+        self.granted(reply).map(Some)
     }
 
     /// Waits in line for a shared hold.
@@ -132,19 +151,11 @@ impl RwLock {
 
     /// Who holds the lock and who waits.
     pub async fn status(&self) -> Result<RwLockStatus, Error> {
-        let status = self.call("status", json!({})).await?;
-        let list = |key: &str| -> Result<Vec<(u64, Access)>, Error> {
-            crate::recipe::list(&status, key, RW_LOCK)?
-                .iter()
-                .map(|e| {
-                    Ok((crate::recipe::number(e, "session", RW_LOCK)?, Access::parse(&e["mode"])))
-                })
-                .collect()
-        };
+        let reply = call_op(&self.client, &self.status_args()).await?;
         Ok(RwLockStatus {
-            holders: list("holders")?,
-            queue: list("queue")?,
-            token: crate::recipe::number(&status, "token", RW_LOCK)?,
+            holders: entries(reply.holders),
+            queue: entries(reply.queue),
+            token: reply.token,
         })
     }
 }
@@ -163,7 +174,7 @@ impl RwLockGuard {
     /// Turns the write hold into a read hold without letting another writer in between; the
     /// readers waiting behind it are let in.
     pub async fn downgrade(&mut self) -> Result<(), Error> {
-        self.lock.call("downgrade", json!({})).await?;
+        call_op(&self.lock.client, &Downgrade { lock: self.lock.name.clone() }).await?;
         self.access = Access::Read;
         Ok(())
     }
@@ -171,15 +182,14 @@ impl RwLockGuard {
     /// Releases the hold.
     pub async fn release(mut self) -> Result<(), Error> {
         self.released = true;
-        self.lock.call("release", json!({})).await.map(|_| ())
+        call_op(&self.lock.client, &Release { lock: self.lock.name.clone() }).await.map(|_| ())
     }
 }
 
 impl Drop for RwLockGuard {
     fn drop(&mut self) {
         if !self.released {
-            let args = json!({ "lock": self.lock.name });
-            call_in_background(&self.lock.client, RW_LOCK, "release", args);
+            call_op_in_background(&self.lock.client, Release { lock: self.lock.name.clone() });
         }
     }
 }

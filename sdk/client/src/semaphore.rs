@@ -1,8 +1,9 @@
-//! A typed handle on the built-in `semaphore` recipe: permits taken in line and given back.
+//! A typed handle on the built-in `semaphore` recipe (`cairn_builtins::semaphore`): permits
+//! taken in line and given back.
 
-use serde_json::json;
+use cairn_builtins::semaphore::{Acquire, Granted, Release, Status};
 
-use crate::recipe::{call, call_in_background, wait_for_grant};
+use crate::recipe::{call_op, call_op_in_background, wait_for};
 use crate::{Client, Error};
 
 impl Client {
@@ -32,17 +33,22 @@ pub struct Permits {
 impl Semaphore {
     /// Waits in line for `count` permits.
     pub async fn acquire(&self, count: u64) -> Result<Permits, Error> {
-        let args = json!({ "sem": self.name, "permits": self.permits, "count": count });
+        let args =
+            Acquire { sem: self.name.clone(), permits: Some(self.permits), count, wait: true };
         let notifications = self.client.notifications();
-        let reply = call(&self.client, "semaphore", "acquire", args).await?;
-        if reply["granted"] != true {
+        let reply = call_op(&self.client, &args).await?;
+        if !reply.granted {
             let me = self.client.session_id();
-            wait_for_grant(&self.client, notifications, "semaphore", "sem", &self.name, || async {
-                let status =
-                    call(&self.client, "semaphore", "status", json!({ "sem": self.name })).await?;
-                let holders = crate::recipe::list(&status, "holders", "semaphore")?;
-                Ok(holders.iter().any(|s| s.as_u64() == Some(me)).then(|| json!({})))
-            })
+            wait_for(
+                &self.client,
+                notifications,
+                &self.name,
+                |note: &Granted| note.sem == self.name,
+                || async {
+                    let status = call_op(&self.client, &Status { sem: self.name.clone() }).await?;
+                    Ok(status.holders.contains(&me).then_some(()))
+                },
+            )
             .await?;
         }
         Ok(Permits { semaphore: self.clone(), count, released: false })
@@ -56,7 +62,7 @@ impl Permits {
 
     pub async fn release(mut self) -> Result<(), Error> {
         self.released = true;
-        call(&self.semaphore.client, "semaphore", "release", json!({ "sem": self.semaphore.name }))
+        call_op(&self.semaphore.client, &Release { sem: self.semaphore.name.clone() })
             .await
             .map(|_| ())
     }
@@ -65,8 +71,8 @@ impl Permits {
 impl Drop for Permits {
     fn drop(&mut self) {
         if !self.released {
-            let args = json!({ "sem": self.semaphore.name });
-            call_in_background(&self.semaphore.client, "semaphore", "release", args);
+            let args = Release { sem: self.semaphore.name.clone() };
+            call_op_in_background(&self.semaphore.client, args);
         }
     }
 }
