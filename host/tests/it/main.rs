@@ -66,24 +66,25 @@ pub fn start_cluster(
     cairn_tests::cluster::Cluster::start(binary(), dir, size, &args)
 }
 
+/// Calls op `O` of its built-in recipe directly, not through the client's handles, with the
+/// protocol's own types.
+pub async fn call<O: cairn_builtins::Op>(
+    client: &cairn_client::Client,
+    args: &O,
+) -> anyhow::Result<O::Reply> {
+    let reply = client.invoke(O::RECIPE, None, O::NAME, cairn_builtins::encode(args)).await?;
+    Ok(cairn_builtins::decode(&reply)?)
+}
+
 /// Waits until fair lock `lock` has `waiting` sessions queued behind its holder.
 pub async fn wait_for_status(
     client: &cairn_client::Client,
     lock: &str,
     waiting: usize,
 ) -> anyhow::Result<()> {
-    let args = serde_json::json!({ "lock": lock }).to_string().into_bytes();
-    cairn_tests::wait_for("the lock's queue", std::time::Duration::from_secs(60), || {
-        let args = args.clone();
-        async move {
-            let Ok(reply) = client.invoke("fair-lock", None, "status", args).await else {
-                return false;
-            };
-            let Ok(status) = serde_json::from_slice::<serde_json::Value>(&reply) else {
-                return false;
-            };
-            status["queue"].as_array().is_some_and(|queue| queue.len() == waiting)
-        }
+    let status = cairn_builtins::fair_lock::Status { lock: lock.to_string() };
+    cairn_tests::wait_for("the lock's queue", std::time::Duration::from_secs(60), || async {
+        call(client, &status).await.is_ok_and(|status| status.queue.len() == waiting)
     })
     .await
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use cairn_client::ErrorCode;
 
-use crate::start_node;
+use crate::{call, start_node};
 
 pub fn component(name: &str) -> Vec<u8> {
     let path = format!("{}/cairn_recipe_{name}.wasm", env!("CAIRN_RECIPES_DIR"));
@@ -262,19 +262,10 @@ fn a_sigkilled_holder_hands_the_lock_on_after_its_timeout() -> anyhow::Result<()
     Ok(())
 }
 
-async fn invoke_json(
-    client: &cairn_client::Client,
-    recipe: &str,
-    op: &str,
-    args: serde_json::Value,
-) -> anyhow::Result<serde_json::Value> {
-    let reply = client.invoke(recipe, None, op, args.to_string().into_bytes()).await?;
-    Ok(serde_json::from_slice(&reply)?)
-}
-
 /// The leader's client dies: the next candidate is elected with a larger term, and told.
 #[tokio::test(flavor = "multi_thread")]
 async fn election_moves_on_when_the_leader_dies() -> anyhow::Result<()> {
+    use cairn_builtins::election::{Campaign, CampaignReply, Elected, Leader};
     let (_dir, node) = start_node(&[])?;
     let short = Duration::from_secs(2);
     let leader =
@@ -282,31 +273,17 @@ async fn election_moves_on_when_the_leader_dies() -> anyhow::Result<()> {
             .await?;
     let follower = node.client().await?;
     let mut told = follower.notifications();
-    let first = invoke_json(
-        &leader,
-        "election",
-        "campaign",
-        serde_json::json!({"election": "e", "data": "a"}),
-    )
-    .await?;
-    assert_eq!(first, serde_json::json!({"leader": true, "term": 1}));
-    let second = invoke_json(
-        &follower,
-        "election",
-        "campaign",
-        serde_json::json!({"election": "e", "data": "b"}),
-    )
-    .await?;
-    assert_eq!(second, serde_json::json!({"leader": false, "position": 1}));
+    let campaign = |data: &str| Campaign { election: "e".into(), data: data.into() };
+    assert_eq!(call(&leader, &campaign("a")).await?, CampaignReply::elected(1));
+    assert_eq!(call(&follower, &campaign("b")).await?, CampaignReply::queued(1));
     drop(leader);
     let note = tokio::time::timeout(Duration::from_secs(60), told.recv()).await??;
-    let note: serde_json::Value = serde_json::from_slice(&note.message)?;
-    assert_eq!(note, serde_json::json!({"election": "e", "term": 2}));
-    let now =
-        invoke_json(&follower, "election", "leader", serde_json::json!({"election": "e"})).await?;
+    let note: Elected = cairn_builtins::decode(&note.message)?;
+    assert_eq!(note, Elected { election: "e".into(), term: 2 });
+    let now = call(&follower, &Leader { election: "e".into() }).await?;
     assert_eq!(
-        (now["leader"].as_u64(), now["term"].as_u64(), now["data"].as_str()),
-        (Some(follower.session_id()), Some(2), Some("b"))
+        (now.leader, now.term, now.data.as_str()),
+        (Some(follower.session_id()), 2, Some("b"))
     );
     Ok(())
 }
@@ -314,6 +291,7 @@ async fn election_moves_on_when_the_leader_dies() -> anyhow::Result<()> {
 /// Two permits, three takers: the third gets one when a holder's session ends.
 #[tokio::test(flavor = "multi_thread")]
 async fn semaphore_permits_return_with_their_session() -> anyhow::Result<()> {
+    use cairn_builtins::semaphore::{Acquire, Granted, Status};
     let (_dir, node) = start_node(&[])?;
     let short = Duration::from_secs(2);
     let doomed =
@@ -322,23 +300,16 @@ async fn semaphore_permits_return_with_their_session() -> anyhow::Result<()> {
     let steady = node.client().await?;
     let waiting = node.client().await?;
     let mut told = waiting.notifications();
-    let take = serde_json::json!({"sem": "s", "permits": 2});
-    assert_eq!(invoke_json(&doomed, "semaphore", "acquire", take.clone()).await?["granted"], true);
-    assert_eq!(invoke_json(&steady, "semaphore", "acquire", take.clone()).await?["granted"], true);
-    assert_eq!(
-        invoke_json(&waiting, "semaphore", "acquire", take.clone()).await?["granted"],
-        false
-    );
+    let take = Acquire { sem: "s".into(), permits: Some(2), count: 1, wait: true };
+    assert!(call(&doomed, &take).await?.granted);
+    assert!(call(&steady, &take).await?.granted);
+    assert!(!call(&waiting, &take).await?.granted);
     drop(doomed);
     let note = tokio::time::timeout(Duration::from_secs(60), told.recv()).await??;
-    assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(&note.message)?,
-        serde_json::json!({"sem": "s"})
-    );
-    let status =
-        invoke_json(&steady, "semaphore", "status", serde_json::json!({"sem": "s"})).await?;
-    assert_eq!(status["used"], 2);
-    assert_eq!(status["holders"], serde_json::json!([steady.session_id(), waiting.session_id()]));
+    assert_eq!(cairn_builtins::decode::<Granted>(&note.message)?, Granted { sem: "s".into() });
+    let status = call(&steady, &Status { sem: "s".into() }).await?;
+    assert_eq!(status.used, 2);
+    assert_eq!(status.holders, [steady.session_id(), waiting.session_id()]);
     Ok(())
 }
 

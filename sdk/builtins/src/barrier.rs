@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Note, Op, nullable};
+use crate::nullable;
 
 /// The recipe's name.
 pub const RECIPE: &str = "barrier";
@@ -31,11 +31,7 @@ pub struct EnterReply {
     pub round: u64,
 }
 
-impl Op for Enter {
-    const RECIPE: &'static str = RECIPE;
-    const NAME: &'static str = "enter";
-    type Reply = EnterReply;
-}
+op!(Enter, "enter", EnterReply);
 
 /// `leave`: before the round starts, withdraws; during it, marks the member leaving, and the
 /// last member to leave ends the round: every member goes, the others told ([`Left`]), and the
@@ -52,11 +48,7 @@ pub struct LeaveReply {
     pub round: u64,
 }
 
-impl Op for Leave {
-    const RECIPE: &'static str = RECIPE;
-    const NAME: &'static str = "leave";
-    type Reply = LeaveReply;
-}
+op!(Leave, "leave", LeaveReply);
 
 /// `status`: the barrier's record and its members.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,11 +70,7 @@ pub struct StatusReply {
     pub leaving: u64,
 }
 
-impl Op for Status {
-    const RECIPE: &'static str = RECIPE;
-    const NAME: &'static str = "status";
-    type Reply = StatusReply;
-}
+op!(Status, "status", StatusReply);
 
 /// Sent to every member but the caller when round `round` opens; `entered` is always true.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,9 +80,7 @@ pub struct Entered {
     pub round: u64,
 }
 
-impl Note for Entered {
-    const RECIPE: &'static str = RECIPE;
-}
+note!(Entered);
 
 /// Sent to every member but the caller when round `round` ends; `left` is always true.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,9 +90,7 @@ pub struct Left {
     pub round: u64,
 }
 
-impl Note for Left {
-    const RECIPE: &'static str = RECIPE;
-}
+note!(Left);
 
 /// A barrier's own znode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

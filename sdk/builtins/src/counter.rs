@@ -5,8 +5,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Op;
-
 /// The recipe's name.
 pub const RECIPE: &str = "counter";
 
@@ -19,11 +17,7 @@ pub struct Add {
     pub delta: i64,
 }
 
-impl Op for Add {
-    const RECIPE: &'static str = RECIPE;
-    const NAME: &'static str = "add";
-    type Reply = ValueReply;
-}
+op!(Add, "add", ValueReply);
 
 /// `get`: the counter's value. Writes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,11 +25,7 @@ pub struct Get {
     pub name: String,
 }
 
-impl Op for Get {
-    const RECIPE: &'static str = RECIPE;
-    const NAME: &'static str = "get";
-    type Reply = ValueReply;
-}
+op!(Get, "get", ValueReply);
 
 /// The answer to [`Add`] and [`Get`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,8 +51,4 @@ pub struct CasReply {
     pub value: i64,
 }
 
-impl Op for Cas {
-    const RECIPE: &'static str = RECIPE;
-    const NAME: &'static str = "cas";
-    type Reply = CasReply;
-}
+op!(Cas, "cas", CasReply);

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{Note, Op, nullable};
+use crate::nullable;
 
 /// The recipe's name.
 pub const RECIPE: &str = "election";
@@ -49,11 +49,7 @@ impl CampaignReply {
     }
 }
 
-impl Op for Campaign {
-    const RECIPE: &'static str = RECIPE;
-    const NAME: &'static str = "campaign";
-    type Reply = CampaignReply;
-}
+op!(Campaign, "campaign", CampaignReply);
 
 /// `leader`: the election's record, who leads in which term with which data (no leader and
 /// term 0 for an election that does not exist).
@@ -62,11 +58,7 @@ pub struct Leader {
     pub election: String,
 }
 
-impl Op for Leader {
-    const RECIPE: &'static str = RECIPE;
-    const NAME: &'static str = "leader";
-    type Reply = ElectionRecord;
-}
+op!(Leader, "leader", ElectionRecord);
 
 /// `resign`: the session stops being a candidate, leading or not; if it led, the next candidate
 /// is elected. An error if the session is not a candidate.
@@ -80,11 +72,7 @@ pub struct ResignReply {
     pub resigned: bool,
 }
 
-impl Op for Resign {
-    const RECIPE: &'static str = RECIPE;
-    const NAME: &'static str = "resign";
-    type Reply = ResignReply;
-}
+op!(Resign, "resign", ResignReply);
 
 /// Sent to each new leader, after a [`Campaign`], a [`Resign`] or a session's end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,9 +81,7 @@ pub struct Elected {
     pub term: u64,
 }
 
-impl Note for Elected {
-    const RECIPE: &'static str = RECIPE;
-}
+note!(Elected);
 
 /// An election's own znode, and the answer to [`Leader`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Note, Op, nullable, yes};
+use crate::{nullable, yes};
 
 /// The recipe's name.
 pub const RECIPE: &str = "fair-lock";
@@ -56,11 +56,7 @@ impl AcquireReply {
     }
 }
 
-impl Op for Acquire {
-    const RECIPE: &'static str = RECIPE;
-    const NAME: &'static str = "acquire";
-    type Reply = AcquireReply;
-}
+op!(Acquire, "acquire", AcquireReply);
 
 /// `release`: one hold of the lock; the last one grants the next waiter. An error if the
 /// session does not hold the lock.
@@ -76,11 +72,7 @@ pub struct ReleaseReply {
     pub holds: u32,
 }
 
-impl Op for Release {
-    const RECIPE: &'static str = RECIPE;
-    const NAME: &'static str = "release";
-    type Reply = ReleaseReply;
-}
+op!(Release, "release", ReleaseReply);
 
 /// `status`: who holds the lock and who waits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,11 +91,7 @@ pub struct StatusReply {
     pub queue: Vec<u64>,
 }
 
-impl Op for Status {
-    const RECIPE: &'static str = RECIPE;
-    const NAME: &'static str = "status";
-    type Reply = StatusReply;
-}
+op!(Status, "status", StatusReply);
 
 /// `acquire-all`: 1 to [`LOCKS_PER_CALL_MAX`] locks in one log entry, all or none. Waiting,
 /// the session joins every lock's queue in that one entry and is granted all of them at once
@@ -123,11 +111,7 @@ pub struct AcquireAllReply {
     pub tokens: Option<BTreeMap<String, u64>>,
 }
 
-impl Op for AcquireAll {
-    const RECIPE: &'static str = RECIPE;
-    const NAME: &'static str = "acquire-all";
-    type Reply = AcquireAllReply;
-}
+op!(AcquireAll, "acquire-all", AcquireAllReply);
 
 /// `release-all`: one hold of each lock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,11 +124,7 @@ pub struct ReleaseAllReply {
     pub released: bool,
 }
 
-impl Op for ReleaseAll {
-    const RECIPE: &'static str = RECIPE;
-    const NAME: &'static str = "release-all";
-    type Reply = ReleaseAllReply;
-}
+op!(ReleaseAll, "release-all", ReleaseAllReply);
 
 /// Sent to a waiter of [`Acquire`] when it is granted the lock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,9 +133,7 @@ pub struct Granted {
     pub token: u64,
 }
 
-impl Note for Granted {
-    const RECIPE: &'static str = RECIPE;
-}
+note!(Granted);
 
 /// Sent to a waiter of [`AcquireAll`] when it is granted every lock of its group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,9 +141,7 @@ pub struct GrantedAll {
     pub locks: BTreeMap<String, u64>,
 }
 
-impl Note for GrantedAll {
-    const RECIPE: &'static str = RECIPE;
-}
+note!(GrantedAll);
 
 /// A lock's own znode: the last fencing token granted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

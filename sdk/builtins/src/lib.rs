@@ -14,6 +14,27 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 
+/// Declares `$args` the arguments of op `$name` of the calling module's recipe (its `RECIPE`),
+/// answered with `$reply`.
+macro_rules! op {
+    ($args:ty, $name:literal, $reply:ty) => {
+        impl $crate::Op for $args {
+            const RECIPE: &'static str = RECIPE;
+            const NAME: &'static str = $name;
+            type Reply = $reply;
+        }
+    };
+}
+
+/// Declares `$note` a notification of the calling module's recipe.
+macro_rules! note {
+    ($note:ty) => {
+        impl $crate::Note for $note {
+            const RECIPE: &'static str = RECIPE;
+        }
+    };
+}
+
 pub mod barrier;
 pub mod counter;
 pub mod election;

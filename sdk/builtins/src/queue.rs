@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Note, Op, yes};
+use crate::yes;
 
 /// The recipe's name.
 pub const RECIPE: &str = "queue";
@@ -38,11 +38,7 @@ pub struct PutReply {
     pub id: String,
 }
 
-impl Op for Put {
-    const RECIPE: &'static str = RECIPE;
-    const NAME: &'static str = "put";
-    type Reply = PutReply;
-}
+op!(Put, "put", PutReply);
 
 /// `take`: a new ticket of the session, holding the next ready item or waiting for one (with
 /// `wait`); without `wait`, no ticket when no item is ready.
@@ -90,11 +86,7 @@ impl TakeReply {
     }
 }
 
-impl Op for Take {
-    const RECIPE: &'static str = RECIPE;
-    const NAME: &'static str = "take";
-    type Reply = TakeReply;
-}
+op!(Take, "take", TakeReply);
 
 /// `poll`: the item one of the session's tickets holds, or that it waits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,11 +97,7 @@ pub struct Poll {
     pub ticket: Option<String>,
 }
 
-impl Op for Poll {
-    const RECIPE: &'static str = RECIPE;
-    const NAME: &'static str = "poll";
-    type Reply = TakeReply;
-}
+op!(Poll, "poll", TakeReply);
 
 /// `cancel`: one of the session's tickets goes; an item it held meanwhile is ready again and
 /// handed on.
@@ -126,11 +114,7 @@ pub struct CancelReply {
     pub cancelled: bool,
 }
 
-impl Op for Cancel {
-    const RECIPE: &'static str = RECIPE;
-    const NAME: &'static str = "cancel";
-    type Reply = CancelReply;
-}
+op!(Cancel, "cancel", CancelReply);
 
 /// `ack`: the item is done; it goes, with the ticket holding it, which must be the session's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,11 +130,7 @@ pub struct AckReply {
     pub acked: bool,
 }
 
-impl Op for Ack {
-    const RECIPE: &'static str = RECIPE;
-    const NAME: &'static str = "ack";
-    type Reply = AckReply;
-}
+op!(Ack, "ack", AckReply);
 
 /// `release`: the ticket holding the item, which must be the session's, goes; the item is ready
 /// again with its id, ahead of later items of its priority, and handed on.
@@ -167,11 +147,7 @@ pub struct ReleaseReply {
     pub released: bool,
 }
 
-impl Op for Release {
-    const RECIPE: &'static str = RECIPE;
-    const NAME: &'static str = "release";
-    type Reply = ReleaseReply;
-}
+op!(Release, "release", ReleaseReply);
 
 /// `status`: how many items are ready, how many taken, how many tickets wait.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,11 +166,7 @@ pub struct StatusReply {
     pub waiting: u64,
 }
 
-impl Op for Status {
-    const RECIPE: &'static str = RECIPE;
-    const NAME: &'static str = "status";
-    type Reply = StatusReply;
-}
+op!(Status, "status", StatusReply);
 
 /// Sent to the session of a waiting ticket when it is handed an item (by a [`Put`], a
 /// [`Cancel`], a [`Release`] or a session's end). Carrying the data, it is dropped when too
@@ -207,9 +179,7 @@ pub struct Handed {
     pub data: String,
 }
 
-impl Note for Handed {
-    const RECIPE: &'static str = RECIPE;
-}
+note!(Handed);
 
 /// A ticket's znode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

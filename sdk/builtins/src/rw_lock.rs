@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Note, Op, yes};
+use crate::yes;
 
 /// The recipe's name.
 pub const RECIPE: &str = "rw-lock";
@@ -82,11 +82,7 @@ impl AcquireReply {
     }
 }
 
-impl Op for Acquire {
-    const RECIPE: &'static str = RECIPE;
-    const NAME: &'static str = "acquire";
-    type Reply = AcquireReply;
-}
+op!(Acquire, "acquire", AcquireReply);
 
 /// `release`: one hold of the lock; the last one lets in whoever can go next. An error if the
 /// session holds nothing.
@@ -102,11 +98,7 @@ pub struct ReleaseReply {
     pub holds: u32,
 }
 
-impl Op for Release {
-    const RECIPE: &'static str = RECIPE;
-    const NAME: &'static str = "release";
-    type Reply = ReleaseReply;
-}
+op!(Release, "release", ReleaseReply);
 
 /// `downgrade`: the writer becomes a reader, keeping its token and holds, without letting
 /// another writer in between; the reads waiting behind it, up to the next write, are granted.
@@ -124,11 +116,7 @@ pub struct DowngradeReply {
     pub token: u64,
 }
 
-impl Op for Downgrade {
-    const RECIPE: &'static str = RECIPE;
-    const NAME: &'static str = "downgrade";
-    type Reply = DowngradeReply;
-}
+op!(Downgrade, "downgrade", DowngradeReply);
 
 /// `status`: who holds the lock and who waits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,11 +143,7 @@ pub struct StatusEntry {
     pub token: u64,
 }
 
-impl Op for Status {
-    const RECIPE: &'static str = RECIPE;
-    const NAME: &'static str = "status";
-    type Reply = StatusReply;
-}
+op!(Status, "status", StatusReply);
 
 /// Sent to a waiting session when its request is granted (by a release, a downgrade or a
 /// session's end); never to the caller of [`Acquire`], whose answer says it.
@@ -170,9 +154,7 @@ pub struct Granted {
     pub token: u64,
 }
 
-impl Note for Granted {
-    const RECIPE: &'static str = RECIPE;
-}
+note!(Granted);
 
 /// A lock's own znode: the last fencing token granted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

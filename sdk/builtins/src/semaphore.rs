@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Note, Op, nullable, yes};
+use crate::{nullable, yes};
 
 /// The recipe's name.
 pub const RECIPE: &str = "semaphore";
@@ -62,11 +62,7 @@ impl AcquireReply {
     }
 }
 
-impl Op for Acquire {
-    const RECIPE: &'static str = RECIPE;
-    const NAME: &'static str = "acquire";
-    type Reply = AcquireReply;
-}
+op!(Acquire, "acquire", AcquireReply);
 
 /// `release`: the session's granted request, with all its permits; waiting requests are then
 /// granted in order while they fit. An error if the session holds no permits (a waiting request
@@ -82,11 +78,7 @@ pub struct ReleaseReply {
     pub released: u64,
 }
 
-impl Op for Release {
-    const RECIPE: &'static str = RECIPE;
-    const NAME: &'static str = "release";
-    type Reply = ReleaseReply;
-}
+op!(Release, "release", ReleaseReply);
 
 /// `status`: the permits, who holds some and who waits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,11 +99,7 @@ pub struct StatusReply {
     pub queue: Vec<u64>,
 }
 
-impl Op for Status {
-    const RECIPE: &'static str = RECIPE;
-    const NAME: &'static str = "status";
-    type Reply = StatusReply;
-}
+op!(Status, "status", StatusReply);
 
 /// Sent to a waiting session when its request is granted (by a release or a session's end).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,9 +107,7 @@ pub struct Granted {
     pub sem: String,
 }
 
-impl Note for Granted {
-    const RECIPE: &'static str = RECIPE;
-}
+note!(Granted);
 
 /// A semaphore's own znode: its permits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -145,8 +145,12 @@ impl Session for CairnSession {
     }
 
     async fn invoke(&self, key: &str) -> anyhow::Result<()> {
-        let args = format!(r#"{{"name":"{key}","delta":1}}"#);
-        self.client.invoke("counter", None, "add", args).await?;
+        use cairn_builtins::Op;
+        let add = cairn_builtins::counter::Add { name: key.to_string(), delta: 1 };
+        let args = cairn_builtins::encode(&add);
+        self.client
+            .invoke(cairn_builtins::counter::RECIPE, None, cairn_builtins::counter::Add::NAME, args)
+            .await?;
         Ok(())
     }
 
