@@ -16,10 +16,14 @@
 //!                   │                └─ peer: the transport to the other nodes, QUIC + mTLS
 //!                   ▼ committed
 //!                  raft::state_machine ──▶ store::apply(entry) → replies + effects
-//!                   │                         (deterministic: no clock, no I/O; every
-//!                   │                         write's rights checked by store::access)
-//!                   │                         invoke → recipe: a wasm component run against
-//!                   │                         its own namespace, its writes all-or-nothing
+//!                   │                         (deterministic: no clock, no I/O; one match
+//!                   │                         over the kinds of write, each in a store::txn
+//!                   │                         with its undo log; rights by store::access)
+//!                   │                         invoke → recipe: a compiled wasm component
+//!                   │                         run against its own namespace, its writes
+//!                   │                         all-or-nothing; a node fault stops the node
+//!                   ├─ recipe: compiles what the entry deployed (a deploy was compiled
+//!                   │   once already, at admission, before it was proposed)
 //!                   ├─ watch: effects → events a watcher may read, queued on its stream
 //!                   └─ replies → back to the proposing stream
 //!
@@ -27,7 +31,8 @@
 //!
 //! Imports flow one way: store → recipe, watch → raft → cluster → api → node → cli. tls:
 //! certificates; files: the data directory's private modes; node: starts and stops all of it;
-//! config and cli: how people run it.
+//! config (flags and file made one validated `ServeConfig`) and cli: how people run it. A
+//! position in the log is a `store::Zxid` everywhere inside; a plain number on the wire.
 //! ```
 pub mod api;
 pub mod cli;
