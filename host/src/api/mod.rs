@@ -25,7 +25,7 @@ use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
 
 use crate::cluster::{ApplyReply, Cluster, Member, NodeId, Served, members_of, shutting_down};
-use crate::store::recipes::RECIPES_ROOT;
+use crate::store::paths::RECIPES_ROOT;
 use crate::store::{Caller, DataTree, Principal, SessionId, Zxid};
 use crate::watch::{Outbox, WatchHub};
 

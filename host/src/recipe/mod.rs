@@ -32,7 +32,8 @@ use wasmtime_wasi::{
     WasiView,
 };
 
-use crate::store::recipes::{Entry, RecipeCall, RecipeRunner, RecipeTxn, namespace};
+use crate::store::paths::namespace;
+use crate::store::recipes::{Entry, RecipeCall, RecipeRunner, RecipeTxn};
 use crate::store::{DataTree, Effects, Notification, Zxid};
 
 wasmtime::component::bindgen!({

@@ -10,6 +10,7 @@ pub mod access;
 mod apply;
 mod command;
 mod invariants;
+pub mod paths;
 pub mod recipes;
 mod txn;
 
@@ -443,9 +444,9 @@ impl DataTree {
     /// what it creates keeps no ACL of its own worth setting, and a grant on the root reaches
     /// what the recipe made before it.
     pub fn governing_acl<'a>(&'a self, path: &str, own: &'a Acl) -> &'a Acl {
-        match recipes::recipe_path(path) {
+        match paths::recipe_path(path) {
             Some((name, relative)) if relative != "/" => {
-                self.nodes.get(&recipes::namespace(name)).map_or(own, |root| &root.acl)
+                self.nodes.get(&paths::namespace(name)).map_or(own, |root| &root.acl)
             }
             _ => own,
         }

@@ -14,10 +14,6 @@ use serde::{Deserialize, Serialize};
 
 use super::{Caller, DataTree, Effects, NodeFault, SessionId, Zxid};
 
-/// Where every recipe's namespace lives; clients may read below it but not write.
-pub const RESERVED_ROOT: &str = "/cairn";
-/// The parent of the recipes' namespaces.
-pub const RECIPES_ROOT: &str = "/cairn/recipes";
 /// Longest recipe name, in bytes.
 pub const RECIPE_NAME_BYTES_MAX: usize = 64;
 /// Names a cluster may ever deploy recipes under (retired or not: each keeps its highest
@@ -28,25 +24,6 @@ pub const RECIPE_VERSIONS_LIVE_PER_NAME_MAX: usize = 16;
 /// Bytes of every live component together: each is in every snapshot and every node's memory.
 pub const RECIPE_COMPONENTS_BYTES_MAX: usize = 256 * 1024 * 1024;
 pub use cairn_wire::RECIPE_COMPONENT_BYTES_MAX;
-
-/// The namespace root of recipe `name`.
-pub fn namespace(name: &str) -> String {
-    format!("{RECIPES_ROOT}/{name}")
-}
-
-/// The recipe a path belongs to and the path relative to its namespace, if it is in one.
-pub fn recipe_path(path: &str) -> Option<(&str, &str)> {
-    let rest = path.strip_prefix(RECIPES_ROOT)?.strip_prefix('/')?;
-    match rest.split_once('/') {
-        Some((name, _)) => Some((name, &rest[name.len()..])),
-        None => Some((rest, "/")),
-    }
-}
-
-/// Whether a path is reserved for recipes.
-pub fn is_reserved(path: &str) -> bool {
-    path == RESERVED_ROOT || path.starts_with("/cairn/")
-}
 
 /// The content hash components are known by: SHA-256, in hex.
 pub fn component_hash(component: &[u8]) -> String {

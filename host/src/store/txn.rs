@@ -16,7 +16,7 @@ use cairn_wire::{
     PATH_BYTES_MAX, Reply, SetRequest, TTL_MS_MAX, Usage, ZNODE_DATA_BYTES_MAX, path,
 };
 
-use super::recipes::is_reserved;
+use super::paths::is_reserved;
 use super::{
     Acl, Caller, Change, DataTree, Effects, NodeKind, SessionId, Znode, Zxid, stored_bytes_of,
     ttl_expired,

@@ -67,14 +67,9 @@ fn head(host: &mut dyn Host, lock: &str) -> Result<Option<(String, Waiter)>, Str
     Ok(Some((path, waiter)))
 }
 
+/// The last token granted for `lock`: 0 for a lock never taken.
 fn last_token(host: &mut dyn Host, lock: &str) -> Result<u64, String> {
-    match host.read(lock).map_err(error)? {
-        Some(data) if !data.is_empty() => {
-            let state: LockRecord = cairn_builtins::decode(&data).map_err(|e| e.to_string())?;
-            Ok(state.token)
-        }
-        _ => Ok(0),
-    }
+    Ok(records::read::<LockRecord>(host, lock)?.map_or(0, |record| record.token))
 }
 
 /// Takes the next fencing token and records `waiter` (its head) as holding it. Tokens come from

@@ -76,6 +76,11 @@ pub fn serve<O: Op>(
     args: &[u8],
     run: impl FnOnce(O) -> Result<O::Reply, String>,
 ) -> Result<Vec<u8>, String> {
+    // serde would read a struct from an array too, making the fields' order part of the
+    // protocol: arguments are an object.
+    if args.trim_ascii_start().first() != Some(&b'{') {
+        return Err(format!("bad arguments to {}: not a JSON object", O::NAME));
+    }
     let args = decode::<O>(args).map_err(|e| format!("bad arguments to {}: {e}", O::NAME))?;
     run(args).map(|reply| encode(&reply))
 }
@@ -118,5 +123,12 @@ mod tests {
     fn bad_arguments_name_the_op() {
         let error = serve::<Acquire>(b"{", |_| unreachable!("not called")).expect_err("bad");
         assert!(error.starts_with("bad arguments to acquire"), "{error}");
+        let array = serve::<Acquire>(br#"["l", false]"#, |_| unreachable!("not called"));
+        assert_eq!(array.expect_err("an array"), "bad arguments to acquire: not a JSON object");
+        let spaced = serve::<Acquire>(b" \n{\"lock\": \"l\"}", |args| {
+            assert_eq!(args.lock, "l");
+            Ok(AcquireReply::busy())
+        });
+        assert_eq!(spaced.expect("an object"), br#"{"granted":false}"#);
     }
 }

@@ -3,7 +3,7 @@
 use cairn_wire::access::ADMIN;
 use cairn_wire::{AclEntry, ApiError, ErrorCode, Quota, Reply, path};
 
-use crate::store::recipes::recipe_path;
+use crate::store::paths::recipe_path;
 use crate::store::txn::Txn;
 use crate::store::{Caller, DataTree, Effects, TokenHash, acl_bytes};
 

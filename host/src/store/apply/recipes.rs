@@ -6,9 +6,10 @@ use std::sync::Arc;
 use cairn_wire::access::{SYSTEM, WRITE};
 use cairn_wire::{ApiError, ErrorCode, Reply};
 
+use crate::store::paths::{RECIPES_ROOT, RESERVED_ROOT, namespace};
 use crate::store::recipes::{
-    Deployed, Entry, RECIPE_COMPONENT_BYTES_MAX, RECIPES_ROOT, RESERVED_ROOT, RecipeCall,
-    RecipeRunner, RecipeTxn, component_hash, namespace, validate_name,
+    Deployed, Entry, RECIPE_COMPONENT_BYTES_MAX, RecipeCall, RecipeRunner, RecipeTxn,
+    component_hash, validate_name,
 };
 use crate::store::{Action, Caller, DataTree, Effects, SessionId, Write, Zxid};
 

@@ -7,7 +7,8 @@ use cairn_wire::{
     ApiError, ErrorCode, Reply, SESSION_TIMEOUT_MS_MAX, SESSION_TIMEOUT_MS_MIN, SESSIONS_MAX, Usage,
 };
 
-use crate::store::recipes::{PendingHook, RecipeRunner, recipe_path};
+use crate::store::paths::recipe_path;
+use crate::store::recipes::{PendingHook, RecipeRunner};
 use crate::store::txn::Txn;
 use crate::store::{Caller, DataTree, Effects, SecretHash, Session, SessionId, Write, Zxid};
 
