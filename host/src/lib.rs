@@ -29,13 +29,14 @@
 //!
 //!        reads ─────┴─▶ cluster read index ─▶ store (DataTree) ─▶ reply, + watch registration
 //!
-//! Imports flow one way: store → recipe, watch → raft → cluster → api → node → cli. tls:
+//! Imports flow one way: store → recipe, watch → raft → cluster → api → node. tls:
 //! certificates; files: the data directory's private modes; node: starts and stops all of it;
-//! config (flags and file made one validated `ServeConfig`) and cli: how people run it. A
-//! position in the log is a `store::Zxid` everywhere inside; a plain number on the wire.
+//! config: how it is run (flags and file made one validated `ServeConfig`). A position in the
+//! log is a `store::Zxid` everywhere inside; a plain number on the wire. The command line is
+//! the `cairn` binary's (`src/bin/cairn`), which adds the client commands: this library does
+//! not use the client.
 //! ```
 pub mod api;
-pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod files;

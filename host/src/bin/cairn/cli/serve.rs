@@ -15,7 +15,7 @@ pub struct ServeArgs {
 pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = ServeConfig::load(args.settings, args.config.as_deref())?;
     // Everything the node creates — journal, snapshots, keys, compiled code — is its own.
-    crate::files::make_private_by_default();
+    cairn::files::make_private_by_default();
     let node = RunningNode::start(&config).await?;
     if node.generated_certificates() {
         tracing::info!(ca = %node.ca_file().display(), "wrote development TLS certificates and the administrator's client certificate (admin.pem) beside the CA; clients trust the CA file");

@@ -1,10 +1,14 @@
-//! The `cairn` binary: parses flags, sets up logging, and runs the command in the library.
+//! The `cairn` binary: parses flags, sets up logging, and runs the command (`cli`): the node
+//! from the `cairn` library, or a client command through `cairn-client`. The library itself
+//! knows nothing of the client.
+
+mod cli;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use cairn::cli::Cli;
 use clap::Parser;
+use cli::Cli;
 use tracing_subscriber::EnvFilter;
 
 /// A node allocates and frees many small buffers per request (frames, log entries, a recipe
@@ -29,7 +33,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cairn::cli::run(cli)) {
+    match runtime.block_on(cli::run(cli)) {
         Ok(code) => code,
         // A reader that went away (`cairn get /big | head -c 10`) ends the output quietly, as
         // it ends other Unix tools.

@@ -2,23 +2,21 @@
 //! People read the plain output; programs pass `--json`.
 
 use std::io::Write;
-
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
-use tokio::io::AsyncBufReadExt;
 
 use anyhow::Context;
-
 use cairn_client::{
     AclEntry, Client, CreateOptions, Credentials, ErrorCode, EventKind, Quota, SessionState, Stat,
     WatchEvent,
 };
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
+use tokio::io::AsyncBufReadExt;
 
-use crate::config::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, ServeConfig, Settings};
-use crate::node::RunningNode;
+use cairn::config::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, ServeConfig, Settings};
+use cairn::node::RunningNode;
 
 /// Prints one line of output; an error (a reader that went away: `cairn ls / | head -1`) ends
 /// the command, and `main` treats a closed pipe as the quiet end it is for other Unix tools.
@@ -219,7 +217,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Serve(args) => serve(args).await,
             Command::DevCluster(args) => dev_cluster(args).await,
             Command::Cert(CertArgs { command: CertCommand::Issue { name, out, ca } }) => {
-                let (cert, key) = crate::tls::issue_client_certificate(&ca, &name, &out)?;
+                let (cert, key) = cairn::tls::issue_client_certificate(&ca, &name, &out)?;
                 out!("{}\n{}", cert.display(), key.display());
                 Ok(ExitCode::SUCCESS)
             }
