@@ -33,7 +33,7 @@ use wasmtime_wasi::{
 };
 
 use crate::store::paths::namespace;
-use crate::store::recipes::{Entry, RecipeCall, RecipeRunner, RecipeTxn};
+use crate::store::recipes::{CompileError, Entry, RecipeCall, RecipeRunner, RecipeTxn};
 use crate::store::{DataTree, Effects, Notification, Zxid};
 
 wasmtime::component::bindgen!({
@@ -464,7 +464,7 @@ impl RecipeRuntime {
     }
 
     /// The pre-instantiated component for a content hash, compiling it on first use.
-    fn prepare(&self, hash: &str, component: &[u8]) -> Result<RecipePre<CallState>, String> {
+    fn prepare(&self, hash: &str, component: &[u8]) -> Result<RecipePre<CallState>, CompileError> {
         let mut compiled = self.compiled.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(pre) = compiled.get(hash) {
             return Ok(pre.clone());
@@ -473,7 +473,7 @@ impl RecipeRuntime {
             Some(component) => component,
             None => {
                 let component = Component::new(&self.engine, component)
-                    .map_err(|e| format!("not a component: {e:#}"))?;
+                    .map_err(|e| CompileError::NotAComponent(format!("{e:#}")))?;
                 check_imports(&self.engine, &component)?;
                 self.store_compiled(hash, &component);
                 component
@@ -483,9 +483,9 @@ impl RecipeRuntime {
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| format!("imports what the host does not serve: {e:#}"))?;
-        let pre = RecipePre::new(instance_pre)
-            .map_err(|e| format!("not a cairn:recipe component: {e:#}"))?;
+            .map_err(|e| CompileError::Unserved(format!("{e:#}")))?;
+        let pre =
+            RecipePre::new(instance_pre).map_err(|e| CompileError::NotARecipe(format!("{e:#}")))?;
         if compiled.len() >= RECIPE_COMPILED_CACHE_MAX {
             compiled.clear();
         }
@@ -525,14 +525,11 @@ const RECIPE_IMPORTS_ALLOWED: &[&str] = &[
 ];
 
 /// Refuses a component importing anything outside [`RECIPE_IMPORTS_ALLOWED`].
-fn check_imports(engine: &Engine, component: &Component) -> Result<(), String> {
+fn check_imports(engine: &Engine, component: &Component) -> Result<(), CompileError> {
     for (name, _) in component.component_type().imports(engine) {
         let interface = name.split_once('@').map_or(name, |(interface, _)| interface);
         if !RECIPE_IMPORTS_ALLOWED.contains(&interface) {
-            return Err(format!(
-                "imports `{name}`, which a recipe may not use (a recipe may import only its \
-                 own world and WASI's io, clocks, random, cli and filesystem interfaces)"
-            ));
+            return Err(CompileError::ForbiddenImport(name.to_string()));
         }
     }
     Ok(())
@@ -794,7 +791,7 @@ impl RecipeRunner for RecipeRuntime {
         RUNTIME_VERSION
     }
 
-    fn compile(&self, hash: &str, component: &[u8]) -> Result<(), String> {
+    fn compile(&self, hash: &str, component: &[u8]) -> Result<(), CompileError> {
         self.prepare(hash, component).map(|_| ())
     }
 
@@ -1314,7 +1311,10 @@ mod tests {
         let engine = RecipeRuntime::new().expect("engine");
         let component = Component::new(&engine.engine, SOCKET_USER).expect("compiles");
         let error = check_imports(&engine.engine, &component).expect_err("refused");
-        assert!(error.contains("wasi:sockets/"), "{error}");
+        assert!(
+            matches!(&error, CompileError::ForbiddenImport(name) if name.starts_with("wasi:sockets/")),
+            "{error}"
+        );
         for (name, bytes) in builtin::BUILTIN_RECIPES {
             let component = Component::new(&engine.engine, bytes).expect("compiles");
             check_imports(&engine.engine, &component)
@@ -1412,7 +1412,7 @@ mod tests {
             "wasmtime-0.0.0/fuel-0"
         }
 
-        fn compile(&self, hash: &str, component: &[u8]) -> Result<(), String> {
+        fn compile(&self, hash: &str, component: &[u8]) -> Result<(), CompileError> {
             self.0.compile(hash, component)
         }
 

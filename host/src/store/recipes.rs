@@ -25,6 +25,26 @@ pub const RECIPE_VERSIONS_LIVE_PER_NAME_MAX: usize = 16;
 pub const RECIPE_COMPONENTS_BYTES_MAX: usize = 256 * 1024 * 1024;
 pub use cairn_wire::RECIPE_COMPONENT_BYTES_MAX;
 
+/// Why a component cannot run on this node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    #[error("not a component: {0}")]
+    NotAComponent(String),
+    /// An import outside the recipe world and the WASI interfaces the host serves alike on
+    /// every replica.
+    #[error(
+        "imports `{0}`, which a recipe may not use (a recipe may import only its own world and \
+         WASI's io, clocks, random, cli and filesystem interfaces)"
+    )]
+    ForbiddenImport(String),
+    #[error("imports what the host does not serve: {0}")]
+    Unserved(String),
+    #[error("not a cairn:recipe component: {0}")]
+    NotARecipe(String),
+    #[error("this node cannot run recipes")]
+    NoRuntime,
+}
+
 /// The content hash components are known by: SHA-256, in hex.
 pub fn component_hash(component: &[u8]) -> String {
     use sha2::Digest;
@@ -172,7 +192,7 @@ pub trait RecipeRunner {
     /// exports. Never called from apply: the node a deploy reaches compiles it before proposing
     /// it (deploy admission), and every replica compiles it once it has applied the deploy,
     /// before the next entry can call it.
-    fn compile(&self, hash: &str, component: &[u8]) -> Result<(), String>;
+    fn compile(&self, hash: &str, component: &[u8]) -> Result<(), CompileError>;
 
     /// Runs `call` against the recipe's namespace in `tree`: its writes are applied if it
     /// returns ok and undone otherwise; what they changed goes to `effects`.
@@ -226,8 +246,8 @@ impl RecipeRunner for NoRecipes {
         "none"
     }
 
-    fn compile(&self, _hash: &str, _component: &[u8]) -> Result<(), String> {
-        Err("this node cannot run recipes".into())
+    fn compile(&self, _hash: &str, _component: &[u8]) -> Result<(), CompileError> {
+        Err(CompileError::NoRuntime)
     }
 
     fn invoke(
