@@ -9,6 +9,9 @@ use serde::Deserialize;
 
 /// Default client address: loopback only, so a first start exposes nothing.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7181";
+/// Default address of the ZooKeeper front end for a single node: ZooKeeper's own port, on
+/// loopback.
+pub const DEFAULT_ZK_LISTEN: &str = "127.0.0.1:2181";
 /// Default data directory, relative to where `cairn serve` runs.
 pub const DEFAULT_DATA_DIR: &str = "cairn-data";
 /// Log entries between snapshots by default.
@@ -44,6 +47,13 @@ pub struct Settings {
     /// Peer address (QUIC over UDP, mutual TLS): where the other nodes reach this one.
     #[arg(long)]
     pub peer_listen: Option<SocketAddr>,
+    /// ZooKeeper protocol address (plain TCP), for existing ZooKeeper clients [default for a
+    /// single node: 127.0.0.1:2181; a cluster member serves it only where this says].
+    #[arg(long)]
+    pub zk_listen: Option<SocketAddr>,
+    /// Do not serve ZooKeeper's protocol.
+    #[arg(long, conflicts_with = "zk_listen")]
+    pub no_zk: bool,
     /// The members of a new cluster at their peer addresses: 1=ADDR,2=ADDR,3=ADDR (the same
     /// list on every member; in the file, a table of id = "ADDR").
     #[arg(long)]
@@ -126,6 +136,8 @@ pub struct ServeConfig {
     pub compiled_key: Option<PathBuf>,
     /// Address of the peer endpoint (QUIC/UDP, mutual TLS); a cluster member needs one.
     pub peer_listen: Option<SocketAddr>,
+    /// Address of the ZooKeeper front end (TCP), if it is served.
+    pub zk_listen: Option<SocketAddr>,
     /// The members a new cluster starts with, by id, at their peer addresses. Every member is
     /// started with the same list; empty for a single node.
     pub initial_cluster: BTreeMap<u64, String>,
@@ -155,6 +167,7 @@ impl Default for ServeConfig {
             compiled_dir: None,
             compiled_key: None,
             peer_listen: None,
+            zk_listen: None,
             initial_cluster: BTreeMap::new(),
             peer_routes: BTreeMap::new(),
             join: false,
@@ -215,6 +228,7 @@ impl ServeConfig {
             compiled_dir: flags.compiled_dir.or(file.compiled_dir),
             compiled_key: flags.compiled_key.or(file.compiled_key),
             peer_listen: flags.peer_listen.or(file.peer_listen),
+            zk_listen: None,
             initial_cluster: flags.initial_cluster.or(file.initial_cluster).unwrap_or_default().0,
             peer_routes: flags.peer_routes.or(file.peer_routes).unwrap_or_default().0,
             join: flags.join || file.join,
@@ -224,6 +238,14 @@ impl ServeConfig {
             tls_key: flags.tls_key.or(file.tls_key),
             tls_ca: flags.tls_ca.or(file.tls_ca),
         };
+        // ZooKeeper's protocol is on by default for a single node, which has its port to itself;
+        // the members of a cluster on one machine would contend for it.
+        let single = config.initial_cluster.is_empty() && !config.join;
+        let zk_default =
+            single.then(|| DEFAULT_ZK_LISTEN.parse().unwrap_or_else(|_| unreachable!()));
+        let zk_listen = flags.zk_listen.or(file.zk_listen).or(zk_default);
+        let config =
+            ServeConfig { zk_listen: zk_listen.filter(|_| !(flags.no_zk || file.no_zk)), ..config };
         config.validate()?;
         Ok(config)
     }

@@ -4,6 +4,8 @@
 //!
 //! ```text
 //! client ──QUIC──▶ api (stream: frames in, session bound, requests dispatched)
+//! ZooKeeper client ──TCP──▶ zk (jute frames, in request order) ─▶ the same sessions, writes
+//!                   │         and reads as api, through api::Frontend
 //!                   │  api::identity: the connection's principal (client certificate CN,
 //!                   │  token, or anonymous), carried on every write and checked on reads
 //!                   │
@@ -29,7 +31,7 @@
 //!
 //!        reads ─────┴─▶ cluster read index ─▶ store (DataTree) ─▶ reply, + watch registration
 //!
-//! Imports flow one way: store → recipe, watch → raft → cluster → api → node. tls:
+//! Imports flow one way: store → recipe, watch → raft → cluster → api → zk → node. tls:
 //! certificates; files: the data directory's private modes; node: starts and stops all of it;
 //! config: how it is run (flags and file made one validated `ServeConfig`). A position in the
 //! log is a `store::Zxid` everywhere inside; a plain number on the wire. The command line is
@@ -46,3 +48,4 @@ pub mod recipe;
 pub mod store;
 pub mod tls;
 pub mod watch;
+pub mod zk;

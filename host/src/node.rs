@@ -76,6 +76,8 @@ pub enum NodeError {
 pub struct RunningNode {
     raft: Raft,
     client_addr: SocketAddr,
+    /// Where the ZooKeeper front end listens, if it is served.
+    zk_addr: Option<SocketAddr>,
     ca_file: PathBuf,
     generated_certificates: bool,
     stop: watch::Sender<bool>,
@@ -187,6 +189,15 @@ impl RunningNode {
         let client_addr = endpoint
             .local_addr()
             .map_err(|source| NodeError::Listen { addr: config.listen, source })?;
+        let zk_listener = match config.zk_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| NodeError::Listen { addr, source })?,
+            ),
+            None => None,
+        };
+        let zk_addr = zk_listener.as_ref().and_then(|listener| listener.local_addr().ok());
 
         let is_initialized = raft.is_initialized().await?;
         if !is_initialized && config.join {
@@ -247,17 +258,21 @@ impl RunningNode {
             peer_addr: config.peer_listen.map(|addr| addr.to_string()).unwrap_or_default(),
             recipe_runtime: RUNTIME_VERSION.to_string(),
         };
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(duties::announce(cluster.clone(), me, stopped.clone())),
-            tokio::spawn(api::serve(endpoint.clone(), frontend, stopped.clone())),
+            tokio::spawn(api::serve(endpoint.clone(), frontend.clone(), stopped.clone())),
             tokio::spawn(duties::reap_ttl_znodes(cluster.clone(), stopped.clone())),
-            tokio::spawn(liveness::expire_sessions(cluster, stopped)),
+            tokio::spawn(liveness::expire_sessions(cluster, stopped.clone())),
         ];
+        if let Some(listener) = zk_listener {
+            tasks.push(tokio::spawn(crate::zk::serve(listener, frontend, stopped)));
+        }
 
         tracing::info!(addr = %client_addr, data_dir = %config.data_dir.display(), "serving clients");
         Ok(RunningNode {
             raft,
             client_addr,
+            zk_addr,
             ca_file: tls_files.ca,
             generated_certificates,
             stop,
@@ -270,6 +285,11 @@ impl RunningNode {
     /// The address clients connect to.
     pub fn client_addr(&self) -> SocketAddr {
         self.client_addr
+    }
+
+    /// Where ZooKeeper clients connect, if this node serves them.
+    pub fn zk_addr(&self) -> Option<SocketAddr> {
+        self.zk_addr
     }
 
     /// The CA file clients trust.

@@ -29,6 +29,8 @@ pub struct Server {
     extra_args: Vec<String>,
     child: Option<Child>,
     addr: SocketAddr,
+    /// Where it serves ZooKeeper clients, once it said so.
+    zk_addr: Option<SocketAddr>,
 }
 
 impl Server {
@@ -51,9 +53,24 @@ impl Server {
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             child: None,
             addr,
+            zk_addr: None,
         };
         server.spawn()?;
         Ok(server)
+    }
+
+    /// Where ZooKeeper clients connect (the harness has every node serve them, on a free port
+    /// kept across restarts, unless the test's arguments say otherwise).
+    pub fn zk_addr(&self) -> Option<SocketAddr> {
+        self.zk_addr
+    }
+
+    fn zk_args(&self) -> Vec<String> {
+        if self.extra_args.iter().any(|arg| arg == "--zk-listen" || arg == "--no-zk") {
+            return Vec::new();
+        }
+        let addr = self.zk_addr.map_or_else(|| "127.0.0.1:0".to_string(), |addr| addr.to_string());
+        vec!["--zk-listen".to_string(), addr]
     }
 
     /// The client address.
@@ -222,6 +239,7 @@ impl Server {
             .arg(&self.data_dir)
             .arg("--listen")
             .arg(self.addr.to_string())
+            .args(self.zk_args())
             .args(&self.extra_args)
             .env("RUST_LOG", "info,openraft=warn")
             .stdin(Stdio::null())
@@ -257,6 +275,9 @@ impl Server {
             .and_then(|rest| rest.split_whitespace().next())
             .with_context(|| format!("unexpected first line {line:?}"))?;
         self.addr = addr.parse()?;
+        if let Some(zk) = line.split("zookeeper clients on ").nth(1) {
+            self.zk_addr = Some(zk.trim().parse()?);
+        }
         self.child = Some(child);
         Ok(())
     }

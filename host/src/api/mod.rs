@@ -13,6 +13,7 @@ mod identity;
 mod stream;
 
 pub use identity::ConnectionCounts;
+pub(crate) use stream::{open_session, resume_session};
 
 use std::sync::Arc;
 
@@ -146,7 +147,7 @@ impl Frontend {
     /// Answers a request served from this node's state, for `caller`: every read and every
     /// watch registration needs read on the znode (or, when there is none, on the nearest one
     /// above it); session listings show the caller's own sessions to all but administrators.
-    fn local_reply(
+    pub(crate) fn local_reply(
         &self,
         tree: &DataTree,
         request: &Request,

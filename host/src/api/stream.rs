@@ -379,7 +379,7 @@ fn random_token() -> Result<String, ApiError> {
 }
 
 /// Opens a session through the log and binds this stream to it.
-async fn open_session(
+pub(crate) async fn open_session(
     frontend: &Frontend,
     bound: Option<SessionId>,
     principal: &Principal,
@@ -420,7 +420,7 @@ async fn open_session(
 
 /// Binds this stream to an existing session whose secret the client proves it knows, if the
 /// session is its principal's.
-async fn resume_session(
+pub(crate) async fn resume_session(
     frontend: &Frontend,
     id: SessionId,
     secret: u64,

@@ -12,6 +12,7 @@ mod recipes;
 mod sessions;
 mod watches;
 mod znodes;
+mod zookeeper;
 
 use std::path::Path;
 

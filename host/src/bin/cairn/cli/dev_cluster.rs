@@ -35,6 +35,8 @@ pub(super) async fn dev_cluster(args: DevClusterArgs) -> anyhow::Result<ExitCode
             .arg(args.data_dir.join(format!("node-{n}")))
             .args(["--listen", &format!("127.0.0.1:{}", u64::from(args.port) + n - 1)])
             .args(["--peer-listen", &format!("127.0.0.1:{}", peer_port(n))])
+            // ZooKeeper clients: 2181, 2182, ... beside 7181, 7182, ...
+            .args(["--zk-listen", &format!("127.0.0.1:{}", 2181 + n - 1)])
             .args(["--initial-cluster", &initial.join(",")])
             .arg("--dev-certs")
             .arg(&certs)

@@ -21,7 +21,13 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(ca = %node.ca_file().display(), "wrote development TLS certificates and the administrator's client certificate (admin.pem) beside the CA; clients trust the CA file");
     }
     // One line for people and for scripts that wait for the node: where it listens.
-    out!("cairn listening on {} (clients trust {})", node.client_addr(), node.ca_file().display());
+    let zk =
+        node.zk_addr().map(|addr| format!("; zookeeper clients on {addr}")).unwrap_or_default();
+    out!(
+        "cairn listening on {} (clients trust {}){zk}",
+        node.client_addr(),
+        node.ca_file().display()
+    );
     std::io::stdout().flush()?;
 
     let outcome = tokio::select! {

@@ -1,0 +1,410 @@
+//! ZooKeeper's client records (`zookeeper.jute`, ZooKeeper 3.8): the connect handshake, every
+//! request Cairn decodes, every reply it encodes, and the numbers of opcodes, error codes,
+//! create modes, event types and states. Pure: frames in, frames out.
+
+use cairn_wire::{ErrorCode, Stat};
+
+use super::jute::{JuteError, Reader, Writer};
+
+/// ZooKeeper's opcodes (`ZooDefs.OpCode`).
+pub mod op {
+    pub const NOTIFICATION: i32 = 0;
+    pub const CREATE: i32 = 1;
+    pub const DELETE: i32 = 2;
+    pub const EXISTS: i32 = 3;
+    pub const GET_DATA: i32 = 4;
+    pub const SET_DATA: i32 = 5;
+    pub const GET_ACL: i32 = 6;
+    pub const SET_ACL: i32 = 7;
+    pub const GET_CHILDREN: i32 = 8;
+    pub const SYNC: i32 = 9;
+    pub const PING: i32 = 11;
+    pub const GET_CHILDREN2: i32 = 12;
+    pub const CHECK: i32 = 13;
+    pub const MULTI: i32 = 14;
+    pub const CREATE2: i32 = 15;
+    pub const RECONFIG: i32 = 16;
+    pub const CHECK_WATCHES: i32 = 17;
+    pub const REMOVE_WATCHES: i32 = 18;
+    pub const CREATE_CONTAINER: i32 = 19;
+    pub const DELETE_CONTAINER: i32 = 20;
+    pub const CREATE_TTL: i32 = 21;
+    pub const MULTI_READ: i32 = 22;
+    pub const AUTH: i32 = 100;
+    pub const SET_WATCHES: i32 = 101;
+    pub const SASL: i32 = 102;
+    pub const GET_EPHEMERALS: i32 = 103;
+    pub const GET_ALL_CHILDREN_NUMBER: i32 = 104;
+    pub const SET_WATCHES2: i32 = 105;
+    pub const ADD_WATCH: i32 = 106;
+    pub const WHO_AM_I: i32 = 107;
+    pub const CREATE_SESSION: i32 = -10;
+    pub const CLOSE_SESSION: i32 = -11;
+    pub const ERROR: i32 = -1;
+}
+
+/// Reserved xids (`ClientCnxn`): what the header's xid means when it is not a request's own.
+pub mod xid {
+    /// A watch notification (server to client).
+    pub const NOTIFICATION: i32 = -1;
+    pub const PING: i32 = -2;
+    pub const AUTH: i32 = -4;
+    pub const SET_WATCHES: i32 = -8;
+}
+
+/// ZooKeeper's error codes (`KeeperException.Code`).
+pub mod code {
+    pub const OK: i32 = 0;
+    pub const SYSTEM_ERROR: i32 = -1;
+    pub const RUNTIME_INCONSISTENCY: i32 = -2;
+    pub const MARSHALLING_ERROR: i32 = -5;
+    pub const UNIMPLEMENTED: i32 = -6;
+    pub const OPERATION_TIMEOUT: i32 = -7;
+    pub const BAD_ARGUMENTS: i32 = -8;
+    pub const API_ERROR: i32 = -100;
+    pub const NO_NODE: i32 = -101;
+    pub const NO_AUTH: i32 = -102;
+    pub const BAD_VERSION: i32 = -103;
+    pub const NO_CHILDREN_FOR_EPHEMERALS: i32 = -108;
+    pub const NODE_EXISTS: i32 = -110;
+    pub const NOT_EMPTY: i32 = -111;
+    pub const SESSION_EXPIRED: i32 = -112;
+    pub const INVALID_ACL: i32 = -114;
+    pub const AUTH_FAILED: i32 = -115;
+    pub const NO_WATCHER: i32 = -121;
+    pub const RECONFIG_DISABLED: i32 = -123;
+    pub const QUOTA_EXCEEDED: i32 = -125;
+    pub const THROTTLED_OP: i32 = -127;
+}
+
+/// Watch event types (`Watcher.Event.EventType`).
+pub mod event {
+    pub const NONE: i32 = -1;
+    pub const NODE_CREATED: i32 = 1;
+    pub const NODE_DELETED: i32 = 2;
+    pub const NODE_DATA_CHANGED: i32 = 3;
+    pub const NODE_CHILDREN_CHANGED: i32 = 4;
+    pub const DATA_WATCH_REMOVED: i32 = 5;
+    pub const CHILD_WATCH_REMOVED: i32 = 6;
+    pub const PERSISTENT_WATCH_REMOVED: i32 = 7;
+}
+
+/// The connection state a watch event carries (`Watcher.Event.KeeperState`).
+pub const STATE_SYNC_CONNECTED: i32 = 3;
+
+/// The ZooKeeper error code for a Cairn error.
+pub fn zk_code(code: ErrorCode) -> i32 {
+    match code {
+        ErrorCode::NoNode => code::NO_NODE,
+        ErrorCode::NodeExists => code::NODE_EXISTS,
+        ErrorCode::BadVersion => code::BAD_VERSION,
+        ErrorCode::NotEmpty => code::NOT_EMPTY,
+        ErrorCode::NoChildrenForEphemerals => code::NO_CHILDREN_FOR_EPHEMERALS,
+        ErrorCode::SessionExpired | ErrorCode::NoSession => code::SESSION_EXPIRED,
+        ErrorCode::NoAuth => code::NO_AUTH,
+        ErrorCode::AuthFailed => code::AUTH_FAILED,
+        ErrorCode::InvalidAcl => code::INVALID_ACL,
+        ErrorCode::QuotaExceeded | ErrorCode::TooManyWatches | ErrorCode::TooManySessions => {
+            code::QUOTA_EXCEEDED
+        }
+        ErrorCode::RolledBack => code::RUNTIME_INCONSISTENCY,
+        ErrorCode::InvalidPath
+        | ErrorCode::InvalidArgument
+        | ErrorCode::TooLarge
+        | ErrorCode::SequenceOverflow
+        | ErrorCode::MalformedRequest
+        | ErrorCode::RequestTooLarge => code::BAD_ARGUMENTS,
+        ErrorCode::Unavailable | ErrorCode::NotLeader => code::OPERATION_TIMEOUT,
+        _ => code::SYSTEM_ERROR,
+    }
+}
+
+/// The handshake a connection opens with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectRequest {
+    pub protocol_version: i32,
+    pub last_zxid_seen: i64,
+    pub timeout_ms: i32,
+    /// 0 for a new session.
+    pub session_id: i64,
+    pub passwd: Vec<u8>,
+    /// Whether the client sent the trailing read-only byte (3.4+ clients do), and its value:
+    /// the reply carries the byte only if the request did.
+    pub read_only: Option<bool>,
+}
+
+impl ConnectRequest {
+    pub fn decode(frame: &[u8]) -> Result<ConnectRequest, JuteError> {
+        let mut reader = Reader::new(frame);
+        let request = ConnectRequest {
+            protocol_version: reader.int("protocolVersion")?,
+            last_zxid_seen: reader.long("lastZxidSeen")?,
+            timeout_ms: reader.int("timeOut")?,
+            session_id: reader.long("sessionId")?,
+            passwd: reader.buffer("passwd")?.unwrap_or_default(),
+            read_only: if reader.remaining() > 0 {
+                Some(reader.boolean("readOnly")?)
+            } else {
+                None
+            },
+        };
+        Ok(request)
+    }
+}
+
+/// The handshake's answer: `timeout_ms` 0 says the session has expired.
+pub fn connect_response(
+    timeout_ms: i32,
+    session_id: i64,
+    passwd: &[u8],
+    read_only: Option<bool>,
+) -> Vec<u8> {
+    let mut writer = Writer::new();
+    writer.int(0).int(timeout_ms).long(session_id).buffer(Some(passwd));
+    if read_only.is_some() {
+        writer.boolean(false);
+    }
+    writer.framed()
+}
+
+/// One entry of a ZooKeeper ACL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acl {
+    pub perms: i32,
+    pub scheme: String,
+    pub id: String,
+}
+
+fn acl(reader: &mut Reader<'_>) -> Result<Acl, JuteError> {
+    Ok(Acl {
+        perms: reader.int("perms")?,
+        scheme: reader.string("scheme")?,
+        id: reader.string("id")?,
+    })
+}
+
+/// A create, of any of the four opcodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Create {
+    pub op: i32,
+    pub path: String,
+    /// `None` is null data, which ZooKeeper keeps apart from empty.
+    pub data: Option<Vec<u8>>,
+    pub acl: Vec<Acl>,
+    /// The create mode (`CreateMode.toFlag`): 0 persistent, 1 ephemeral, 2 persistent
+    /// sequential, 3 ephemeral sequential, 4 container, 5 persistent with TTL, 6 persistent
+    /// sequential with TTL.
+    pub flags: i32,
+    pub ttl_ms: Option<i64>,
+}
+
+/// A request, decoded by its opcode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Create(Create),
+    Delete {
+        path: String,
+        version: i32,
+    },
+    Exists {
+        path: String,
+        watch: bool,
+    },
+    GetData {
+        path: String,
+        watch: bool,
+    },
+    SetData {
+        path: String,
+        data: Option<Vec<u8>>,
+        version: i32,
+    },
+    GetAcl {
+        path: String,
+    },
+    SetAcl {
+        path: String,
+        acl: Vec<Acl>,
+        version: i32,
+    },
+    /// `getChildren` (`with_stat` false) and `getChildren2`.
+    GetChildren {
+        path: String,
+        watch: bool,
+        with_stat: bool,
+    },
+    Sync {
+        path: String,
+    },
+    Ping,
+    CloseSession,
+    GetAllChildrenNumber {
+        path: String,
+    },
+    GetEphemerals {
+        prefix: String,
+    },
+    WhoAmI,
+    /// An opcode Cairn does not serve: answered `unimplemented`, the connection stays.
+    Unimplemented {
+        op: i32,
+    },
+}
+
+/// The most bytes of one frame (`jute.maxbuffer`'s default, 1 MiB, less the 4-byte length):
+/// a longer one closes the connection, as ZooKeeper's server does.
+pub const FRAME_BYTES_MAX: usize = 1024 * 1024;
+
+impl Request {
+    /// The request of a frame whose header said `op`.
+    pub fn decode(op: i32, reader: &mut Reader<'_>) -> Result<Request, JuteError> {
+        Ok(match op {
+            op::CREATE | op::CREATE2 | op::CREATE_CONTAINER | op::CREATE_TTL => {
+                let path = reader.string("path")?;
+                let data = reader.buffer("data")?;
+                let acl = reader.vector("acl", 12, acl)?;
+                let flags = reader.int("flags")?;
+                let ttl_ms = if op == op::CREATE_TTL { Some(reader.long("ttl")?) } else { None };
+                Request::Create(Create { op, path, data, acl, flags, ttl_ms })
+            }
+            op::DELETE => {
+                Request::Delete { path: reader.string("path")?, version: reader.int("version")? }
+            }
+            op::EXISTS => {
+                Request::Exists { path: reader.string("path")?, watch: reader.boolean("watch")? }
+            }
+            op::GET_DATA => {
+                Request::GetData { path: reader.string("path")?, watch: reader.boolean("watch")? }
+            }
+            op::SET_DATA => Request::SetData {
+                path: reader.string("path")?,
+                data: reader.buffer("data")?,
+                version: reader.int("version")?,
+            },
+            op::GET_ACL => Request::GetAcl { path: reader.string("path")? },
+            op::SET_ACL => Request::SetAcl {
+                path: reader.string("path")?,
+                acl: reader.vector("acl", 12, acl)?,
+                version: reader.int("version")?,
+            },
+            op::GET_CHILDREN | op::GET_CHILDREN2 => Request::GetChildren {
+                path: reader.string("path")?,
+                watch: reader.boolean("watch")?,
+                with_stat: op == op::GET_CHILDREN2,
+            },
+            op::SYNC => Request::Sync { path: reader.string("path")? },
+            op::PING => Request::Ping,
+            op::CLOSE_SESSION => Request::CloseSession,
+            op::GET_ALL_CHILDREN_NUMBER => {
+                Request::GetAllChildrenNumber { path: reader.string("path")? }
+            }
+            op::GET_EPHEMERALS => Request::GetEphemerals { prefix: reader.string("prefixPath")? },
+            op::WHO_AM_I => Request::WhoAmI,
+            op => Request::Unimplemented { op },
+        })
+    }
+}
+
+/// The reply header: the request's xid, the zxid the reply reflects, the error code.
+pub fn reply_header(writer: &mut Writer, xid: i32, zxid: u64, err: i32) {
+    writer.int(xid).long(zxid as i64).int(err);
+}
+
+/// A reply that is only its header (an error, or a request with no reply body).
+pub fn bare_reply(xid: i32, zxid: u64, err: i32) -> Vec<u8> {
+    let mut writer = Writer::new();
+    reply_header(&mut writer, xid, zxid, err);
+    writer.framed()
+}
+
+/// A znode's stat, in ZooKeeper's field order.
+pub fn stat(writer: &mut Writer, stat: &Stat) {
+    writer
+        .long(stat.czxid as i64)
+        .long(stat.mzxid as i64)
+        .long(stat.ctime as i64)
+        .long(stat.mtime as i64)
+        .int(stat.version as i32)
+        .int(stat.cversion as i32)
+        .int(stat.aversion as i32)
+        .long(stat.ephemeral_owner as i64)
+        .int(stat.data_length as i32)
+        .int(stat.num_children as i32)
+        .long(stat.pzxid as i64);
+}
+
+/// A watch notification: xid -1, the event's type, state connected, and the path.
+pub fn watcher_event(zxid: u64, kind: i32, path: &str) -> Vec<u8> {
+    let mut writer = Writer::new();
+    reply_header(&mut writer, xid::NOTIFICATION, zxid, code::OK);
+    writer.int(kind).int(STATE_SYNC_CONNECTED).string(path);
+    writer.framed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connect_request_with_and_without_the_read_only_byte() {
+        let mut writer = Writer::new();
+        writer.int(0).long(5).int(30_000).long(0).buffer(Some(&[0; 16]));
+        let old = writer.into_bytes();
+        let request = ConnectRequest::decode(&old).expect("decodes");
+        assert_eq!(
+            (request.timeout_ms, request.read_only, request.passwd.len()),
+            (30_000, None, 16)
+        );
+        let mut new = old.clone();
+        new.push(1);
+        assert_eq!(ConnectRequest::decode(&new).expect("decodes").read_only, Some(true));
+        // The answer carries the byte only to a client that sent it.
+        assert_eq!(connect_response(10, 7, &[1; 16], None).len(), 4 + 4 + 4 + 8 + 4 + 16);
+        assert_eq!(connect_response(10, 7, &[1; 16], Some(true)).len(), 4 + 4 + 4 + 8 + 4 + 16 + 1);
+    }
+
+    #[test]
+    fn requests_decode_by_opcode() {
+        let mut writer = Writer::new();
+        writer
+            .string("/a")
+            .buffer(None)
+            .int(1)
+            .int(31)
+            .string("world")
+            .string("anyone")
+            .int(3)
+            .long(5000);
+        let bytes = writer.into_bytes();
+        let request = Request::decode(op::CREATE_TTL, &mut Reader::new(&bytes)).expect("decodes");
+        let Request::Create(create) = request else { panic!("{request:?}") };
+        assert_eq!(create.data, None, "null data stays null");
+        assert_eq!(
+            create.acl,
+            vec![Acl { perms: 31, scheme: "world".into(), id: "anyone".into() }]
+        );
+        assert_eq!((create.flags, create.ttl_ms), (3, Some(5000)));
+        assert_eq!(
+            Request::decode(4242, &mut Reader::new(&[])).expect("decodes"),
+            Request::Unimplemented { op: 4242 }
+        );
+        assert!(Request::decode(op::GET_DATA, &mut Reader::new(&[0, 0])).is_err());
+    }
+
+    #[test]
+    fn a_stat_is_68_bytes_in_zookeepers_order() {
+        let mut writer = Writer::new();
+        let s = Stat { czxid: 1, mzxid: 2, pzxid: 11, ephemeral_owner: 8, ..Stat::default() };
+        stat(&mut writer, &s);
+        let bytes = writer.into_bytes();
+        assert_eq!(bytes.len(), 68);
+        let mut reader = Reader::new(&bytes);
+        assert_eq!(reader.long("czxid"), Ok(1));
+        assert_eq!(reader.long("mzxid"), Ok(2));
+        let _times = (reader.long("ctime"), reader.long("mtime"));
+        let _versions = (reader.int("version"), reader.int("cversion"), reader.int("aversion"));
+        assert_eq!(reader.long("ephemeralOwner"), Ok(8));
+        let _sizes = (reader.int("dataLength"), reader.int("numChildren"));
+        assert_eq!(reader.long("pzxid"), Ok(11));
+    }
+}

@@ -1,0 +1,288 @@
+//! ZooKeeper requests as Cairn's, and Cairn's replies as ZooKeeper frames. Pure: the
+//! connection (zk/mod.rs) proposes or reads what this says and writes what it encodes.
+
+use cairn_wire::access::{ADMIN, CREATE, DELETE, READ, WRITE};
+use cairn_wire::{
+    AclEntry, ApiError, CreateMode, CreateRequest, DeleteRequest, ErrorCode, EventKind, Reply,
+    Request as CairnRequest, SetRequest,
+};
+
+use super::jute::Writer;
+use super::proto::{self, Acl, Create, Request, code, event, op};
+use crate::store::Action;
+
+/// What a ZooKeeper request becomes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// A write, through the log.
+    Write(Action),
+    /// A read of this node's state (ZooKeeper's reads are served by the server a client is
+    /// connected to).
+    Read(CairnRequest),
+    /// Answered at once with this error code.
+    Refuse(i32),
+}
+
+/// A ZooKeeper ACL as Cairn's: `world:anyone` as is; `x509` and `digest` name the principal
+/// (the certificate's CN, or the digest's user name); anything else is `invalid-acl`.
+pub fn acl_entries(acl: &[Acl]) -> Result<Vec<AclEntry>, i32> {
+    acl.iter()
+        .map(|entry| {
+            let perms = u32::try_from(entry.perms).map_err(|_| code::INVALID_ACL)?;
+            if perms & !(READ | WRITE | CREATE | DELETE | ADMIN) != 0 {
+                return Err(code::INVALID_ACL);
+            }
+            let (scheme, id) = match entry.scheme.as_str() {
+                "world" if entry.id == "anyone" => ("world", "anyone".to_string()),
+                "auth" => ("auth", String::new()),
+                "digest" => {
+                    let user = entry.id.split_once(':').map_or(entry.id.as_str(), |(u, _)| u);
+                    ("user", user.to_string())
+                }
+                "x509" => ("user", cn_of(&entry.id).to_string()),
+                _ => return Err(code::INVALID_ACL),
+            };
+            Ok(AclEntry { scheme: scheme.into(), id, perms })
+        })
+        .collect()
+}
+
+/// The CN of an X.509 subject (`CN=alice,O=example`), or the whole text if it names none.
+fn cn_of(subject: &str) -> &str {
+    subject.split(',').find_map(|part| part.trim().strip_prefix("CN=")).unwrap_or(subject)
+}
+
+/// Cairn's ACL as ZooKeeper's: `user:NAME` is shown as `x509:CN=NAME`.
+pub fn zk_acl(acl: &[AclEntry]) -> Vec<Acl> {
+    acl.iter()
+        .map(|entry| {
+            let (scheme, id) = match entry.scheme.as_str() {
+                "user" => ("x509".to_string(), format!("CN={}", entry.id)),
+                other => (other.to_string(), entry.id.clone()),
+            };
+            Acl { perms: entry.perms as i32, scheme, id }
+        })
+        .collect()
+}
+
+/// A create's mode, as ZooKeeper's flags give it: the mode, and whether it is sequential.
+fn create_mode(flags: i32, ttl_ms: Option<i64>) -> Result<(CreateMode, bool, Option<u64>), i32> {
+    let ttl = || ttl_ms.filter(|ttl| *ttl > 0).map(|ttl| ttl as u64).ok_or(code::BAD_ARGUMENTS);
+    Ok(match flags {
+        0 => (CreateMode::Persistent, false, None),
+        1 => (CreateMode::Ephemeral, false, None),
+        2 => (CreateMode::Persistent, true, None),
+        3 => (CreateMode::Ephemeral, true, None),
+        4 => (CreateMode::Container, false, None),
+        5 => (CreateMode::Ttl, false, Some(ttl()?)),
+        6 => (CreateMode::Ttl, true, Some(ttl()?)),
+        _ => return Err(code::BAD_ARGUMENTS),
+    })
+}
+
+/// A ZooKeeper version (-1: any) as Cairn's.
+fn version(version: i32) -> Option<u32> {
+    u32::try_from(version).ok()
+}
+
+fn create(create: &Create) -> Result<Action, i32> {
+    let (mode, sequential, ttl_ms) = create_mode(create.flags, create.ttl_ms)?;
+    if (create.op == op::CREATE_TTL) != ttl_ms.is_some() {
+        return Err(code::BAD_ARGUMENTS);
+    }
+    if (create.op == op::CREATE_CONTAINER) != (mode == CreateMode::Container) {
+        return Err(code::BAD_ARGUMENTS);
+    }
+    // ZooKeeper refuses an empty ACL; Cairn would read it as "the parent's".
+    if create.acl.is_empty() {
+        return Err(code::INVALID_ACL);
+    }
+    Ok(Action::Create(CreateRequest {
+        path: create.path.clone(),
+        data: create.data.clone().unwrap_or_default(),
+        mode,
+        sequential,
+        ttl_ms,
+        acl: Some(acl_entries(&create.acl)?),
+    }))
+}
+
+/// What `request` becomes.
+pub fn plan(request: &Request) -> Plan {
+    let write = |action: Result<Action, i32>| match action {
+        Ok(action) => Plan::Write(action),
+        Err(code) => Plan::Refuse(code),
+    };
+    match request {
+        Request::Create(c) => write(create(c)),
+        Request::Delete { path, version: v } => {
+            write(Ok(Action::Delete(DeleteRequest { path: path.clone(), version: version(*v) })))
+        }
+        Request::SetData { path, data, version: v } => write(Ok(Action::Set(SetRequest {
+            path: path.clone(),
+            data: data.clone().unwrap_or_default(),
+            version: version(*v),
+        }))),
+        Request::SetAcl { path, acl, version: v } => {
+            write(acl_entries(acl).map(|acl| Action::SetAcl {
+                path: path.clone(),
+                acl,
+                version: version(*v),
+            }))
+        }
+        Request::GetData { path, watch } => {
+            Plan::Read(CairnRequest::Get { path: path.clone(), watch: *watch, local: true })
+        }
+        Request::Exists { path, watch } => {
+            Plan::Read(CairnRequest::Exists { path: path.clone(), watch: *watch, local: true })
+        }
+        Request::GetChildren { path, watch, with_stat: _ } => Plan::Read(CairnRequest::Children {
+            path: path.clone(),
+            with_stats: false,
+            watch: *watch,
+            local: true,
+        }),
+        Request::GetAcl { path } => Plan::Read(CairnRequest::GetAcl { path: path.clone() }),
+        Request::WhoAmI => Plan::Read(CairnRequest::WhoAmI {}),
+        Request::Unimplemented { .. } => Plan::Refuse(code::UNIMPLEMENTED),
+        // The connection serves these itself.
+        Request::Sync { .. }
+        | Request::Ping
+        | Request::CloseSession
+        | Request::GetAllChildrenNumber { .. }
+        | Request::GetEphemerals { .. } => Plan::Refuse(code::UNIMPLEMENTED),
+    }
+}
+
+/// The reply frame to `request` (xid `xid`) whose answer was `reply`, at `zxid`.
+pub fn reply_frame(
+    xid: i32,
+    zxid: u64,
+    request: &Request,
+    reply: Result<Reply, ApiError>,
+) -> Vec<u8> {
+    let reply = match reply {
+        Ok(reply) => reply,
+        Err(error) => return proto::bare_reply(xid, zxid, proto::zk_code(error.code)),
+    };
+    let mut writer = Writer::new();
+    proto::reply_header(&mut writer, xid, zxid, code::OK);
+    match (request, reply) {
+        (Request::Create(c), Reply::Created { path, stat }) => {
+            writer.string(&path);
+            if c.op != op::CREATE {
+                proto::stat(&mut writer, &stat);
+            }
+        }
+        (Request::Delete { .. }, Reply::Deleted {}) => {}
+        (Request::SetData { .. } | Request::SetAcl { .. }, Reply::Stat { stat }) => {
+            proto::stat(&mut writer, &stat);
+        }
+        (Request::GetData { .. }, Reply::Data { data, stat }) => {
+            writer.buffer(Some(&data));
+            proto::stat(&mut writer, &stat);
+        }
+        (Request::Exists { .. }, Reply::Exists { stat: Some(stat) }) => {
+            proto::stat(&mut writer, &stat);
+        }
+        // ZooKeeper answers `exists` of a missing znode with no-node (and sets the watch).
+        (Request::Exists { .. }, Reply::Exists { stat: None }) => {
+            return proto::bare_reply(xid, zxid, code::NO_NODE);
+        }
+        (Request::GetChildren { with_stat, .. }, Reply::Children { stat, children }) => {
+            let names: Vec<&str> = children.iter().map(|child| child.name.as_str()).collect();
+            writer.strings(&names);
+            if *with_stat {
+                proto::stat(&mut writer, &stat);
+            }
+        }
+        (Request::GetAcl { .. }, Reply::Acl { acl, stat }) => {
+            let acl = zk_acl(&acl);
+            writer.int(acl.len() as i32);
+            for entry in &acl {
+                writer.int(entry.perms).string(&entry.scheme).string(&entry.id);
+            }
+            proto::stat(&mut writer, &stat);
+        }
+        (Request::WhoAmI, Reply::Identity { principal, .. }) => {
+            // One ClientInfo {authScheme, user}.
+            writer.int(1).string("cairn").string(&principal);
+        }
+        (_, other) => {
+            let error = ApiError::new(ErrorCode::Internal)
+                .with_detail(format!("unexpected answer {other:?} to {request:?}"));
+            tracing::error!(%error, "zookeeper front end");
+            return proto::bare_reply(xid, zxid, code::SYSTEM_ERROR);
+        }
+    }
+    writer.framed()
+}
+
+/// The watch event type of a Cairn event, if ZooKeeper has one for it.
+pub fn event_type(kind: EventKind) -> Option<i32> {
+    match kind {
+        EventKind::Created => Some(event::NODE_CREATED),
+        EventKind::Deleted => Some(event::NODE_DELETED),
+        EventKind::DataChanged => Some(event::NODE_DATA_CHANGED),
+        EventKind::ChildrenChanged => Some(event::NODE_CHILDREN_CHANGED),
+        EventKind::ResyncNeeded | EventKind::SessionExpired | EventKind::Notification => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create_request(op: i32, flags: i32, ttl_ms: Option<i64>) -> Request {
+        let acl = vec![Acl { perms: 31, scheme: "world".into(), id: "anyone".into() }];
+        Request::Create(Create { op, path: "/a".into(), data: None, acl, flags, ttl_ms })
+    }
+
+    #[test]
+    fn create_modes_map_to_cairns() {
+        let mode = |op, flags, ttl| match plan(&create_request(op, flags, ttl)) {
+            Plan::Write(Action::Create(c)) => Ok((c.mode, c.sequential, c.ttl_ms)),
+            Plan::Refuse(code) => Err(code),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(mode(op::CREATE, 0, None), Ok((CreateMode::Persistent, false, None)));
+        assert_eq!(mode(op::CREATE2, 3, None), Ok((CreateMode::Ephemeral, true, None)));
+        assert_eq!(mode(op::CREATE_CONTAINER, 4, None), Ok((CreateMode::Container, false, None)));
+        assert_eq!(mode(op::CREATE_TTL, 6, Some(500)), Ok((CreateMode::Ttl, true, Some(500))));
+        assert_eq!(mode(op::CREATE, 4, None), Err(code::BAD_ARGUMENTS), "container by create");
+        assert_eq!(mode(op::CREATE_TTL, 5, Some(0)), Err(code::BAD_ARGUMENTS), "no TTL");
+        assert_eq!(mode(op::CREATE, 9, None), Err(code::BAD_ARGUMENTS));
+    }
+
+    #[test]
+    fn acls_map_both_ways() {
+        let zk = vec![
+            Acl { perms: 1, scheme: "digest".into(), id: "alice:X/hash=".into() },
+            Acl { perms: 31, scheme: "x509".into(), id: "CN=bob,O=example".into() },
+            Acl { perms: 3, scheme: "world".into(), id: "anyone".into() },
+        ];
+        let cairn = acl_entries(&zk).expect("maps");
+        assert_eq!(
+            cairn,
+            vec![AclEntry::user("alice", 1), AclEntry::user("bob", 31), AclEntry::anyone(3)]
+        );
+        assert_eq!(
+            zk_acl(&cairn)[1],
+            Acl { perms: 31, scheme: "x509".into(), id: "CN=bob".into() }
+        );
+        let ip = vec![Acl { perms: 1, scheme: "ip".into(), id: "10.0.0.1".into() }];
+        assert_eq!(acl_entries(&ip), Err(code::INVALID_ACL));
+        let bad = vec![Acl { perms: 64, scheme: "world".into(), id: "anyone".into() }];
+        assert_eq!(acl_entries(&bad), Err(code::INVALID_ACL));
+    }
+
+    #[test]
+    fn errors_keep_the_xid_and_use_zookeepers_codes() {
+        let request = Request::GetData { path: "/x".into(), watch: false };
+        let frame = reply_frame(7, 9, &request, Err(ApiError::new(ErrorCode::NoNode)));
+        assert_eq!(frame, proto::bare_reply(7, 9, code::NO_NODE));
+        let exists = Request::Exists { path: "/x".into(), watch: true };
+        let frame = reply_frame(8, 9, &exists, Ok(Reply::Exists { stat: None }));
+        assert_eq!(frame, proto::bare_reply(8, 9, code::NO_NODE));
+    }
+}

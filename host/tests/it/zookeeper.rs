@@ -1,0 +1,110 @@
+//! The ZooKeeper front end, driven by a real ZooKeeper client (the `zookeeper-client` crate)
+//! against a real `cairn serve`.
+
+use std::time::Duration;
+
+use zookeeper_client as zk;
+
+use crate::start_node;
+
+/// How long a ZooKeeper call may take in a test.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A node whose root anyone may use, as a fresh ZooKeeper's is (Cairn's is closed).
+async fn open_node() -> anyhow::Result<(tempfile::TempDir, cairn_tests::Server, String)> {
+    let (dir, node) = start_node(&[])?;
+    let set = node.cli(&["acl", "set", "/", "world:anyone:cdrwa"])?;
+    anyhow::ensure!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+    let addr = node.zk_addr().ok_or_else(|| anyhow::anyhow!("no zookeeper address"))?;
+    Ok((dir, node, addr.to_string()))
+}
+
+async fn connect(addr: &str) -> anyhow::Result<zk::Client> {
+    let connecting =
+        zk::Client::connector().with_session_timeout(Duration::from_secs(10)).connect(addr);
+    Ok(tokio::time::timeout(DEADLINE, connecting).await??)
+}
+
+fn open() -> zk::CreateOptions<'static> {
+    zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())
+}
+
+/// Create, read, write, list and delete, with ZooKeeper's versions and errors.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_zookeeper_client_reads_and_writes() -> anyhow::Result<()> {
+    let (_dir, _node, addr) = open_node().await?;
+    let client = connect(&addr).await?;
+    let (stat, _) = client.create("/app", b"v1", &open()).await?;
+    assert_eq!(stat.version, 0);
+    let (data, stat) = client.get_data("/app").await?;
+    assert_eq!((data.as_slice(), stat.data_length), (b"v1".as_slice(), 2));
+    let stat = client.set_data("/app", b"v2", Some(0)).await?;
+    assert_eq!(stat.version, 1);
+    assert!(matches!(client.set_data("/app", b"v3", Some(0)).await, Err(zk::Error::BadVersion)));
+    assert!(matches!(client.create("/app", b"", &open()).await, Err(zk::Error::NodeExists)));
+    assert!(matches!(client.get_data("/none").await, Err(zk::Error::NoNode)));
+    assert_eq!(client.check_stat("/none").await?, None);
+
+    client.create("/app/a", b"", &open()).await?;
+    let sequential = zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all());
+    let (_, sequence) = client.create("/app/job-", b"", &sequential).await?;
+    let mut children = client.list_children("/app").await?;
+    children.sort();
+    assert_eq!(children, ["a".to_string(), format!("job-{sequence}")]);
+    let (names, stat) = client.get_children("/app").await?;
+    assert_eq!((names.len(), stat.num_children), (2, 2));
+    assert!(matches!(client.delete("/app", None).await, Err(zk::Error::NotEmpty)));
+    client.delete("/app/a", None).await?;
+    client.sync("/app").await?;
+    Ok(())
+}
+
+/// A one-shot watch fires once, before the reply of the write that fired it is read.
+#[tokio::test(flavor = "multi_thread")]
+async fn watches_fire_as_zookeepers_do() -> anyhow::Result<()> {
+    let (_dir, _node, addr) = open_node().await?;
+    let watcher_client = connect(&addr).await?;
+    let writer = connect(&addr).await?;
+    writer.create("/w", b"0", &open()).await?;
+    let (_, _, data_watch) = watcher_client.get_and_watch_data("/w").await?;
+    let (_, exists_watch) = watcher_client.check_and_watch_stat("/w/new").await?;
+    let (_, children_watch) = watcher_client.list_and_watch_children("/w").await?;
+    writer.set_data("/w", b"1", None).await?;
+    let event = tokio::time::timeout(DEADLINE, data_watch.changed()).await?;
+    assert_eq!((event.event_type, event.path.as_str()), (zk::EventType::NodeDataChanged, "/w"));
+    writer.create("/w/new", b"", &open()).await?;
+    let event = tokio::time::timeout(DEADLINE, exists_watch.changed()).await?;
+    assert_eq!((event.event_type, event.path.as_str()), (zk::EventType::NodeCreated, "/w/new"));
+    let event = tokio::time::timeout(DEADLINE, children_watch.changed()).await?;
+    assert_eq!(event.event_type, zk::EventType::NodeChildrenChanged);
+    Ok(())
+}
+
+/// An ephemeral lives as long as its session: closing the session deletes it, and another
+/// client sees it go.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ephemeral_goes_with_its_session() -> anyhow::Result<()> {
+    let (_dir, _node, addr) = open_node().await?;
+    let owner = connect(&addr).await?;
+    let observer = connect(&addr).await?;
+    let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+    owner.create("/lease", b"", &ephemeral).await?;
+    let stat = observer.check_stat("/lease").await?.expect("there");
+    assert_eq!(stat.ephemeral_owner, owner.session_id().0, "owned by the session");
+    let (_, gone) = observer.check_and_watch_stat("/lease").await?;
+    drop(owner);
+    let event = tokio::time::timeout(DEADLINE, gone.changed()).await?;
+    assert_eq!(event.event_type, zk::EventType::NodeDeleted);
+    assert_eq!(observer.check_stat("/lease").await?, None);
+    Ok(())
+}
+
+/// Without a grant, an anonymous ZooKeeper client may do nothing: Cairn ships closed.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_anonymous_client_is_refused_by_default() -> anyhow::Result<()> {
+    let (_dir, node) = start_node(&[])?;
+    let addr = node.zk_addr().ok_or_else(|| anyhow::anyhow!("no zookeeper address"))?;
+    let client = connect(&addr.to_string()).await?;
+    assert!(matches!(client.create("/x", b"", &open()).await, Err(zk::Error::NoAuth)));
+    Ok(())
+}
