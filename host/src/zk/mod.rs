@@ -287,6 +287,21 @@ async fn serve_requests(
                     outbox.send_frame(translate::reply_frame(xid, zxid.0, &request, reply));
                 }
             }
+            Plan::Reads(reads) => {
+                let Some(_turn) = outbox.room_for_reply().await else { return false };
+                let state = frontend.cluster.state.read();
+                let zxid = state.applied_zxid();
+                let replies = match state.tree.caller(principal) {
+                    Ok(caller) => reads
+                        .iter()
+                        .map(|read| {
+                            frontend.local_reply(&state.tree, read, Some(session), &caller, zxid)
+                        })
+                        .collect(),
+                    Err(error) => vec![Err(error); reads.len()],
+                };
+                outbox.send_frame(translate::multi_read_frame(xid, zxid.0, replies));
+            }
             Plan::Read(cairn_request) => {
                 let Some(_turn) = outbox.room_for_reply().await else { return false };
                 // Under the state's lock, so no event of a later change overtakes the reply.

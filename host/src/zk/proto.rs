@@ -2,7 +2,7 @@
 //! request Cairn decodes, every reply it encodes, and the numbers of opcodes, error codes,
 //! create modes, event types and states. Pure: frames in, frames out.
 
-use cairn_wire::{ErrorCode, Stat};
+use cairn_wire::{ErrorCode, MULTI_OPS_MAX, Stat};
 
 use super::jute::{JuteError, Reader, Writer};
 
@@ -236,6 +236,15 @@ pub enum Request {
     Sync {
         path: String,
     },
+    /// `check`, inside a `multi` only: the znode is at `version`.
+    Check {
+        path: String,
+        version: i32,
+    },
+    /// `multi`: creates, deletes, sets and checks, all or none.
+    Multi(Vec<Request>),
+    /// `multiRead`: getData and getChildren, each on its own.
+    MultiRead(Vec<Request>),
     Ping,
     CloseSession,
     GetAllChildrenNumber {
@@ -293,6 +302,10 @@ impl Request {
                 with_stat: op == op::GET_CHILDREN2,
             },
             op::SYNC => Request::Sync { path: reader.string("path")? },
+            op::MULTI | op::MULTI_READ => {
+                let ops = multi_ops(op, reader)?;
+                if op == op::MULTI { Request::Multi(ops) } else { Request::MultiRead(ops) }
+            }
             op::PING => Request::Ping,
             op::CLOSE_SESSION => Request::CloseSession,
             op::GET_ALL_CHILDREN_NUMBER => {
@@ -303,6 +316,54 @@ impl Request {
             op => Request::Unimplemented { op },
         })
     }
+}
+
+/// The operations of a `multi` or `multiRead` (`MultiOperationRecord`): each after a header
+/// {type, done, err}, until a header with `done`. At most [`MULTI_OPS_MAX`], of the kinds the
+/// request allows.
+fn multi_ops(op: i32, reader: &mut Reader<'_>) -> Result<Vec<Request>, JuteError> {
+    let mut ops = Vec::new();
+    loop {
+        let kind = reader.int("type")?;
+        let done = reader.boolean("done")?;
+        let _err = reader.int("err")?;
+        if done {
+            return Ok(ops);
+        }
+        if ops.len() == MULTI_OPS_MAX {
+            let why = format!("more than {MULTI_OPS_MAX} operations");
+            return Err(JuteError::Invalid { field: "multi", why });
+        }
+        let allowed = match op {
+            op::MULTI => matches!(
+                kind,
+                op::CREATE
+                    | op::CREATE2
+                    | op::CREATE_TTL
+                    | op::CREATE_CONTAINER
+                    | op::DELETE
+                    | op::SET_DATA
+                    | op::CHECK
+            ),
+            _ => matches!(kind, op::GET_DATA | op::GET_CHILDREN),
+        };
+        if !allowed {
+            let why = format!("operation {kind} may not be part of operation {op}");
+            return Err(JuteError::Invalid { field: "multi", why });
+        }
+        ops.push(match kind {
+            op::CHECK => {
+                Request::Check { path: reader.string("path")?, version: reader.int("version")? }
+            }
+            // Never a multi: the kinds above exclude it, so this recursion is one level deep.
+            kind => Request::decode(kind, reader)?,
+        });
+    }
+}
+
+/// A `multi` result's header.
+pub fn multi_header(writer: &mut Writer, kind: i32, done: bool, err: i32) {
+    writer.int(kind).boolean(done).int(err);
 }
 
 /// The reply header: the request's xid, the zxid the reply reflects, the error code.
@@ -389,6 +450,33 @@ mod tests {
             Request::Unimplemented { op: 4242 }
         );
         assert!(Request::decode(op::GET_DATA, &mut Reader::new(&[0, 0])).is_err());
+    }
+
+    #[test]
+    fn a_multi_is_its_operations_until_done() {
+        let mut writer = Writer::new();
+        multi_header(&mut writer, op::CREATE, false, -1);
+        writer.string("/a").buffer(Some(b"x")).int(0).int(0);
+        multi_header(&mut writer, op::CHECK, false, -1);
+        writer.string("/b").int(3);
+        multi_header(&mut writer, -1, true, -1);
+        let bytes = writer.into_bytes();
+        let Request::Multi(ops) = Request::decode(op::MULTI, &mut Reader::new(&bytes)).expect("ok")
+        else {
+            panic!("not a multi");
+        };
+        assert_eq!(ops.len(), 2);
+        assert_eq!(ops[1], Request::Check { path: "/b".into(), version: 3 });
+        // A read inside a multi, a multi inside a multi, or no end: refused.
+        let mut writer = Writer::new();
+        multi_header(&mut writer, op::GET_DATA, false, -1);
+        writer.string("/a").boolean(false);
+        let read = writer.into_bytes();
+        assert!(Request::decode(op::MULTI, &mut Reader::new(&read)).is_err());
+        let mut writer = Writer::new();
+        multi_header(&mut writer, op::MULTI, false, -1);
+        assert!(Request::decode(op::MULTI_READ, &mut Reader::new(&writer.into_bytes())).is_err());
+        assert!(Request::decode(op::MULTI, &mut Reader::new(&bytes[..bytes.len() - 9])).is_err());
     }
 
     #[test]

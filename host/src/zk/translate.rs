@@ -3,8 +3,8 @@
 
 use cairn_wire::access::{ADMIN, CREATE, DELETE, READ, WRITE};
 use cairn_wire::{
-    AclEntry, ApiError, CreateMode, CreateRequest, DeleteRequest, ErrorCode, EventKind, Reply,
-    Request as CairnRequest, SetRequest,
+    AclEntry, ApiError, CreateMode, CreateRequest, DeleteRequest, ErrorCode, EventKind, MultiOp,
+    MultiResult, OpResult, Reply, Request as CairnRequest, SetRequest,
 };
 
 use super::jute::Writer;
@@ -19,6 +19,8 @@ pub enum Plan {
     /// A read of this node's state (ZooKeeper's reads are served by the server a client is
     /// connected to).
     Read(CairnRequest),
+    /// Reads of this node's state, each answered on its own (`multiRead`).
+    Reads(Vec<CairnRequest>),
     /// Answered at once with this error code.
     Refuse(i32),
 }
@@ -107,6 +109,45 @@ fn create(create: &Create) -> Result<Action, i32> {
     }))
 }
 
+/// A `multi`'s operation as Cairn's.
+fn multi_op(request: &Request) -> Result<MultiOp, i32> {
+    match request {
+        Request::Create(c) => match create(c)? {
+            Action::Create(request) => Ok(MultiOp::Create(request)),
+            _ => Err(code::SYSTEM_ERROR),
+        },
+        Request::Delete { path, version: v } => {
+            Ok(MultiOp::Delete(DeleteRequest { path: path.clone(), version: version(*v) }))
+        }
+        Request::SetData { path, data, version: v } => Ok(MultiOp::Set(SetRequest {
+            path: path.clone(),
+            data: data.clone().unwrap_or_default(),
+            version: version(*v),
+        })),
+        // Cairn's check names a version; ZooKeeper's -1 ("whatever version") has no match.
+        Request::Check { path, version: v } => version(*v)
+            .map(|version| MultiOp::Check { path: path.clone(), version })
+            .ok_or(code::BAD_ARGUMENTS),
+        _ => Err(code::BAD_ARGUMENTS),
+    }
+}
+
+/// A `multiRead`'s operation as a Cairn read (watch flags are ignored, as ZooKeeper does).
+fn read_op(request: &Request) -> Result<CairnRequest, i32> {
+    match request {
+        Request::GetData { path, .. } => {
+            Ok(CairnRequest::Get { path: path.clone(), watch: false, local: true })
+        }
+        Request::GetChildren { path, .. } => Ok(CairnRequest::Children {
+            path: path.clone(),
+            with_stats: false,
+            watch: false,
+            local: true,
+        }),
+        _ => Err(code::BAD_ARGUMENTS),
+    }
+}
+
 /// What `request` becomes.
 pub fn plan(request: &Request) -> Plan {
     let write = |action: Result<Action, i32>| match action {
@@ -144,6 +185,14 @@ pub fn plan(request: &Request) -> Plan {
         }),
         Request::GetAcl { path } => Plan::Read(CairnRequest::GetAcl { path: path.clone() }),
         Request::WhoAmI => Plan::Read(CairnRequest::WhoAmI {}),
+        Request::Multi(ops) => {
+            write(ops.iter().map(multi_op).collect::<Result<_, _>>().map(Action::Multi))
+        }
+        Request::MultiRead(ops) => match ops.iter().map(read_op).collect() {
+            Ok(reads) => Plan::Reads(reads),
+            Err(code) => Plan::Refuse(code),
+        },
+        Request::Check { .. } => Plan::Refuse(code::BAD_ARGUMENTS),
         Request::Unimplemented { .. } => Plan::Refuse(code::UNIMPLEMENTED),
         // The connection serves these itself.
         Request::Sync { .. }
@@ -204,6 +253,9 @@ pub fn reply_frame(
             }
             proto::stat(&mut writer, &stat);
         }
+        (Request::Multi(ops), Reply::Multi { results }) => {
+            multi_results(&mut writer, ops, &results)
+        }
         (Request::WhoAmI, Reply::Identity { principal, .. }) => {
             // One ClientInfo {authScheme, user}.
             writer.int(1).string("cairn").string(&principal);
@@ -215,6 +267,88 @@ pub fn reply_frame(
             return proto::bare_reply(xid, zxid, code::SYSTEM_ERROR);
         }
     }
+    writer.framed()
+}
+
+/// A `multi`'s results as ZooKeeper gives them. When one operation failed, nothing was
+/// applied: ZooKeeper answers each earlier operation with error 0, the failing one with its
+/// code, each later one with runtime-inconsistency, and the header's error stays 0.
+fn multi_results(writer: &mut Writer, ops: &[Request], results: &[MultiResult]) {
+    let failed = results.iter().position(
+        |result| matches!(result, MultiResult::Error(error) if error.code != ErrorCode::RolledBack),
+    );
+    for (index, (op, result)) in ops.iter().zip(results).enumerate() {
+        if let Some(failed) = failed {
+            let err = match index.cmp(&failed) {
+                std::cmp::Ordering::Less => code::OK,
+                std::cmp::Ordering::Equal => match result {
+                    MultiResult::Error(error) => proto::zk_code(error.code),
+                    MultiResult::Ok(_) => code::SYSTEM_ERROR,
+                },
+                std::cmp::Ordering::Greater => code::RUNTIME_INCONSISTENCY,
+            };
+            proto::multi_header(writer, op::ERROR, false, err);
+            writer.int(err);
+            continue;
+        }
+        match result {
+            MultiResult::Ok(OpResult::Created { path, stat }) => {
+                let Request::Create(create) = op else { continue };
+                // A plain create answers with its path; the others with the stat too.
+                let kind = if create.op == op::CREATE { op::CREATE } else { op::CREATE2 };
+                proto::multi_header(writer, kind, false, code::OK);
+                writer.string(path);
+                if kind == op::CREATE2 {
+                    proto::stat(writer, stat);
+                }
+            }
+            MultiResult::Ok(OpResult::Set { stat }) => {
+                proto::multi_header(writer, op::SET_DATA, false, code::OK);
+                proto::stat(writer, stat);
+            }
+            MultiResult::Ok(OpResult::Deleted {}) => {
+                proto::multi_header(writer, op::DELETE, false, code::OK)
+            }
+            MultiResult::Ok(OpResult::Checked {}) => {
+                proto::multi_header(writer, op::CHECK, false, code::OK)
+            }
+            MultiResult::Error(error) => {
+                let err = proto::zk_code(error.code);
+                proto::multi_header(writer, op::ERROR, false, err);
+                writer.int(err);
+            }
+        }
+    }
+    proto::multi_header(writer, op::ERROR, true, -1);
+}
+
+/// The reply to a `multiRead`: each read's result or error, on its own.
+pub fn multi_read_frame(xid: i32, zxid: u64, replies: Vec<Result<Reply, ApiError>>) -> Vec<u8> {
+    let mut writer = Writer::new();
+    proto::reply_header(&mut writer, xid, zxid, code::OK);
+    for reply in replies {
+        match reply {
+            Ok(Reply::Data { data, stat }) => {
+                proto::multi_header(&mut writer, op::GET_DATA, false, code::OK);
+                writer.buffer(Some(&data));
+                proto::stat(&mut writer, &stat);
+            }
+            Ok(Reply::Children { children, .. }) => {
+                proto::multi_header(&mut writer, op::GET_CHILDREN, false, code::OK);
+                let names: Vec<&str> = children.iter().map(|child| child.name.as_str()).collect();
+                writer.strings(&names);
+            }
+            other => {
+                let err = match other {
+                    Err(error) => proto::zk_code(error.code),
+                    Ok(_) => code::SYSTEM_ERROR,
+                };
+                proto::multi_header(&mut writer, op::ERROR, false, err);
+                writer.int(err);
+            }
+        }
+    }
+    proto::multi_header(&mut writer, op::ERROR, true, -1);
     writer.framed()
 }
 

@@ -108,3 +108,41 @@ async fn an_anonymous_client_is_refused_by_default() -> anyhow::Result<()> {
     assert!(matches!(client.create("/x", b"", &open()).await, Err(zk::Error::NoAuth)));
     Ok(())
 }
+
+/// A multi is all or none, and says which operation failed; a multiRead answers each read.
+#[tokio::test(flavor = "multi_thread")]
+async fn multi_is_all_or_none() -> anyhow::Result<()> {
+    let (_dir, _node, addr) = open_node().await?;
+    let client = connect(&addr).await?;
+    client.create("/m", b"0", &open()).await?;
+    let mut writer = client.new_multi_writer();
+    writer.add_create("/m/a", b"a", &open())?;
+    writer.add_set_data("/m", b"1", Some(0))?;
+    writer.add_check_version("/m", 1)?;
+    writer.add_delete("/m/a", None)?;
+    let results = writer.commit().await?;
+    assert_eq!(results.len(), 4);
+    assert!(matches!(&results[0], zk::MultiWriteResult::Create { path, .. } if path == "/m/a"));
+    assert!(matches!(results[1], zk::MultiWriteResult::SetData { stat } if stat.version == 1));
+    assert!(matches!(results[2], zk::MultiWriteResult::Check));
+    assert!(matches!(results[3], zk::MultiWriteResult::Delete));
+
+    let mut writer = client.new_multi_writer();
+    writer.add_create("/m/b", b"", &open())?;
+    writer.add_set_data("/m", b"2", Some(0))?;
+    writer.add_delete("/m", None)?;
+    let failed = writer.commit().await.expect_err("a stale version");
+    assert_eq!(
+        failed,
+        zk::MultiWriteError::OperationFailed { index: 1, source: zk::Error::BadVersion }
+    );
+    assert_eq!(client.check_stat("/m/b").await?, None, "the create before it was undone");
+
+    let mut reader = client.new_multi_reader();
+    reader.add_get_data("/m")?;
+    reader.add_get_children("/none")?;
+    let results = reader.commit().await?;
+    assert!(matches!(&results[0], zk::MultiReadResult::Data { data, .. } if data == b"1"));
+    assert!(matches!(results[1], zk::MultiReadResult::Error { err: zk::Error::NoNode }));
+    Ok(())
+}
