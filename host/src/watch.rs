@@ -266,6 +266,11 @@ impl WatchHub {
         hub.bindings.insert(session, Binding::new(outbox, principal, reader));
     }
 
+    /// How many watches the sessions bound here hold.
+    pub fn count(&self) -> u64 {
+        self.lock().held.values().sum()
+    }
+
     /// How many watches `name`'s sessions hold on this node.
     pub fn held_by(&self, name: &str) -> u64 {
         self.lock().held.get(name).copied().unwrap_or(0)

@@ -12,10 +12,13 @@
 pub mod jute;
 pub mod proto;
 pub mod translate;
+pub mod words;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use cairn_wire::{ApiError, ErrorCode, Reply, SESSION_TIMEOUT_MS_MAX, SESSION_TIMEOUT_MS_MIN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -40,6 +43,105 @@ pub const ZK_HANDSHAKE_MS_MAX: u64 = 10_000;
 /// bytes, the 16 ZooKeeper's clients expect.
 const PASSWD_BYTES: usize = 16;
 
+/// One connection's counts, for `stat`.
+#[derive(Debug)]
+struct Connection {
+    remote: SocketAddr,
+    session: Mutex<Option<SessionId>>,
+    received: AtomicU64,
+    sent: AtomicU64,
+}
+
+/// What the four-letter words report of this front end: its connections and its requests.
+#[derive(Debug)]
+struct Stats {
+    started: Instant,
+    next_connection: AtomicU64,
+    connections: Mutex<BTreeMap<u64, Arc<Connection>>>,
+    received: AtomicU64,
+    /// Shared with each connection's writer.
+    sent: Arc<AtomicU64>,
+    outstanding: AtomicU64,
+    /// Request latency in milliseconds: least, most, total, count.
+    latency: Mutex<(u64, u64, u64, u64)>,
+}
+
+impl Stats {
+    fn new() -> Stats {
+        Stats {
+            started: Instant::now(),
+            next_connection: AtomicU64::new(1),
+            connections: Mutex::default(),
+            received: AtomicU64::new(0),
+            sent: Arc::new(AtomicU64::new(0)),
+            outstanding: AtomicU64::new(0),
+            latency: Mutex::new((u64::MAX, 0, 0, 0)),
+        }
+    }
+
+    fn served(&self, took: Duration) {
+        let ms = took.as_millis() as u64;
+        let mut latency = self.latency.lock().unwrap_or_else(PoisonError::into_inner);
+        *latency = (latency.0.min(ms), latency.1.max(ms), latency.2 + ms, latency.3 + 1);
+    }
+
+    /// The facts of `frontend` and these counts.
+    fn facts(&self, frontend: &Frontend) -> words::Facts {
+        let metrics = frontend.cluster.raft.metrics().borrow().clone();
+        let voters = metrics.membership_config.membership().voter_ids().count();
+        let mode = match (voters, frontend.cluster.is_leader()) {
+            (1, _) => "standalone",
+            (_, true) => "leader",
+            _ => "follower",
+        };
+        let state = frontend.cluster.state.read();
+        let (znodes, data_bytes) = state.tree.size();
+        let ephemerals =
+            state.tree.sessions().map(|(id, _)| state.tree.ephemerals_of(id).count()).sum();
+        let (min, max, total, count) = *self.latency.lock().unwrap_or_else(PoisonError::into_inner);
+        let latency_ms = match count {
+            0 => (0, 0.0, 0),
+            count => (min, total as f64 / count as f64, max),
+        };
+        let clients = self
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(|connection| words::Client {
+                remote: connection.remote.to_string(),
+                session: connection
+                    .session
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .map(|id| id.0),
+                received: connection.received.load(Ordering::Relaxed),
+                sent: connection.sent.load(Ordering::Relaxed),
+            })
+            .collect();
+        words::Facts {
+            mode,
+            zxid: state.applied_zxid().0,
+            znodes,
+            data_bytes,
+            ephemerals,
+            watches: frontend.watches.count(),
+            received: self.received.load(Ordering::Relaxed),
+            sent: self.sent.load(Ordering::Relaxed),
+            outstanding: self.outstanding.load(Ordering::Relaxed),
+            latency_ms,
+            clients,
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            host_name: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|name| name.trim().to_string())
+                .unwrap_or_default(),
+            working_dir: std::env::current_dir()
+                .map(|dir| dir.display().to_string())
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// Accepts ZooKeeper connections on `listener` until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
@@ -47,6 +149,7 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let connections = Arc::new(Semaphore::new(ZK_CONNECTIONS_MAX));
+    let stats = Arc::new(Stats::new());
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -66,12 +169,22 @@ pub async fn serve(
         let _ = socket.set_nodelay(true);
         let frontend = frontend.clone();
         let mut stop = shutdown.clone();
+        let stats = stats.clone();
         tokio::spawn(async move {
             let (read, write) = socket.into_split();
+            let id = stats.next_connection.fetch_add(1, Ordering::Relaxed);
+            let connection = Arc::new(Connection {
+                remote,
+                session: Mutex::new(None),
+                received: AtomicU64::new(0),
+                sent: AtomicU64::new(0),
+            });
+            let serving = serve_connection(read, write, &frontend, &stats, id, connection);
             tokio::select! {
-                () = serve_connection(read, write, frontend, remote) => {}
+                () = serving => {}
                 _ = stop.wait_for(|stop| *stop) => {}
             }
+            stats.connections.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
             drop(permit);
         });
     }
@@ -85,6 +198,11 @@ async fn read_frame(read: &mut OwnedReadHalf) -> std::io::Result<Option<Vec<u8>>
         Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(error) => return Err(error),
     }
+    read_body(read, length).await.map(Some)
+}
+
+/// Reads the body of a frame whose length came in `length`.
+async fn read_body(read: &mut OwnedReadHalf, length: [u8; 4]) -> std::io::Result<Vec<u8>> {
     let length = u32::from_be_bytes(length) as usize;
     if length > FRAME_BYTES_MAX {
         return Err(std::io::Error::new(
@@ -94,7 +212,7 @@ async fn read_frame(read: &mut OwnedReadHalf) -> std::io::Result<Option<Vec<u8>>
     }
     let mut body = vec![0u8; length];
     read.read_exact(&mut body).await?;
-    Ok(Some(body))
+    Ok(body)
 }
 
 /// The session a handshake opens or resumes, and its answer.
@@ -160,12 +278,28 @@ async fn handshake(
 async fn serve_connection(
     mut read: OwnedReadHalf,
     mut write: OwnedWriteHalf,
-    frontend: Arc<Frontend>,
-    remote: SocketAddr,
+    frontend: &Frontend,
+    stats: &Stats,
+    id: u64,
+    connection: Arc<Connection>,
 ) {
+    let remote = connection.remote;
     let handshake_deadline = Duration::from_millis(ZK_HANDSHAKE_MS_MAX);
-    let first = match tokio::time::timeout(handshake_deadline, read_frame(&mut read)).await {
-        Ok(Ok(Some(frame))) => frame,
+    let mut opening = [0u8; 4];
+    match tokio::time::timeout(handshake_deadline, read.read_exact(&mut opening)).await {
+        Ok(Ok(_)) => {}
+        _ => return,
+    }
+    // A four-letter word instead of a handshake: answer it, then close, as ZooKeeper does.
+    if words::is_word(&opening) {
+        let answer = words::answer(&opening, &stats.facts(frontend));
+        let _ = write.write_all(answer.as_bytes()).await;
+        let _ = write.shutdown().await;
+        return;
+    }
+    let first = match tokio::time::timeout(handshake_deadline, read_body(&mut read, opening)).await
+    {
+        Ok(Ok(frame)) => frame,
         _ => return,
     };
     let Ok(connect) = ConnectRequest::decode(&first) else {
@@ -180,7 +314,7 @@ async fn serve_connection(
     }
     let principal = Principal::Anonymous;
     let (outbox, queue, load) = Outbox::new();
-    let session = match handshake(&frontend, &connect, &principal, &outbox).await {
+    let session = match handshake(frontend, &connect, &principal, &outbox).await {
         Ok(Some(session)) => session,
         Ok(None) => {
             let answer = proto::connect_response(0, 0, &[0; PASSWD_BYTES], connect.read_only);
@@ -202,8 +336,12 @@ async fn serve_connection(
         frontend.watches.unbind(session.session, &outbox);
         return;
     }
-    let writer = tokio::spawn(write_outgoing(write, queue, load));
-    let closed = serve_requests(&mut read, &frontend, session.session, &principal, &outbox).await;
+    *connection.session.lock().unwrap_or_else(PoisonError::into_inner) = Some(session.session);
+    stats.connections.lock().unwrap_or_else(PoisonError::into_inner).insert(id, connection.clone());
+    let writer =
+        tokio::spawn(write_outgoing(write, queue, load, stats.sent.clone(), connection.clone()));
+    let served = Served { frontend, stats, connection: &connection };
+    let closed = serve_requests(&mut read, &served, session.session, &principal, &outbox).await;
     if !closed {
         frontend.watches.unbind(session.session, &outbox);
     }
@@ -211,14 +349,22 @@ async fn serve_connection(
     let _ = writer.await;
 }
 
+/// What a connection's requests are served with and counted in.
+struct Served<'a> {
+    frontend: &'a Frontend,
+    stats: &'a Stats,
+    connection: &'a Connection,
+}
+
 /// Serves requests in order until the client closes its session (true) or goes away (false).
 async fn serve_requests(
     read: &mut OwnedReadHalf,
-    frontend: &Frontend,
+    served: &Served<'_>,
     session: SessionId,
     principal: &Principal,
     outbox: &Outbox,
 ) -> bool {
+    let frontend = served.frontend;
     loop {
         let frame = match read_frame(read).await {
             Ok(Some(frame)) => frame,
@@ -228,21 +374,56 @@ async fn serve_requests(
                 return false;
             }
         };
+        served.stats.received.fetch_add(1, Ordering::Relaxed);
+        served.connection.received.fetch_add(1, Ordering::Relaxed);
+        served.stats.outstanding.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let closed = serve_request(&frame, frontend, session, principal, outbox).await;
+        served.stats.outstanding.fetch_sub(1, Ordering::Relaxed);
+        served.stats.served(started.elapsed());
+        match closed {
+            Next::Continue => {}
+            Next::Closed => return true,
+            Next::Lost => return false,
+        }
+    }
+}
+
+/// What the connection does after a request.
+enum Next {
+    Continue,
+    /// The client closed its session.
+    Closed,
+    /// The connection is no use any more.
+    Lost,
+}
+
+/// Serves one request frame.
+async fn serve_request(
+    frame: &[u8],
+    frontend: &Frontend,
+    session: SessionId,
+    principal: &Principal,
+    outbox: &Outbox,
+) -> Next {
+    {
         frontend.cluster.sessions.touch(session);
-        let mut reader = Reader::new(&frame);
-        let (Ok(xid), Ok(opcode)) = (reader.int("xid"), reader.int("type")) else { return false };
+        let mut reader = Reader::new(frame);
+        let (Ok(xid), Ok(opcode)) = (reader.int("xid"), reader.int("type")) else {
+            return Next::Lost;
+        };
         let request = match Request::decode(opcode, &mut reader) {
             Ok(request) => request,
             Err(error) => {
                 tracing::debug!(%error, "zookeeper request does not decode; closing");
-                return false;
+                return Next::Lost;
             }
         };
         let zxid = || frontend.cluster.applied_zxid().0;
         match &request {
             Request::Ping => {
                 outbox.send_frame(proto::bare_reply(xid, zxid(), code::OK));
-                continue;
+                return Next::Continue;
             }
             Request::CloseSession => {
                 frontend.watches.unbind(session, outbox);
@@ -253,7 +434,7 @@ async fn serve_requests(
                 };
                 let (zxid, _) = propose(frontend, write).await;
                 outbox.send_frame(proto::bare_reply(xid, zxid.0, code::OK));
-                return true;
+                return Next::Closed;
             }
             Request::Sync { path } => {
                 let frame = match frontend.cluster.linearize().await {
@@ -266,7 +447,7 @@ async fn serve_requests(
                     Err(error) => proto::bare_reply(xid, zxid(), proto::zk_code(error.code)),
                 };
                 outbox.send_frame(frame);
-                continue;
+                return Next::Continue;
             }
             _ => {}
         }
@@ -288,7 +469,7 @@ async fn serve_requests(
                 }
             }
             Plan::Reads(reads) => {
-                let Some(_turn) = outbox.room_for_reply().await else { return false };
+                let Some(_turn) = outbox.room_for_reply().await else { return Next::Lost };
                 let state = frontend.cluster.state.read();
                 let zxid = state.applied_zxid();
                 let replies = match state.tree.caller(principal) {
@@ -303,7 +484,7 @@ async fn serve_requests(
                 outbox.send_frame(translate::multi_read_frame(xid, zxid.0, replies));
             }
             Plan::Read(cairn_request) => {
-                let Some(_turn) = outbox.room_for_reply().await else { return false };
+                let Some(_turn) = outbox.room_for_reply().await else { return Next::Lost };
                 // Under the state's lock, so no event of a later change overtakes the reply.
                 let state = frontend.cluster.state.read();
                 let zxid = state.applied_zxid();
@@ -314,6 +495,7 @@ async fn serve_requests(
             }
         }
     }
+    Next::Continue
 }
 
 /// Proposes `write` and waits for it to be applied.
@@ -324,11 +506,14 @@ async fn propose(frontend: &Frontend, write: Write) -> (Zxid, Result<Reply, ApiE
     }
 }
 
-/// Writes replies and events, in the order they were queued, until the outbox is dropped.
+/// Writes replies and events, in the order they were queued, until the outbox is dropped;
+/// counts them in `sent` (the front end's) and in the connection's.
 async fn write_outgoing(
     mut write: OwnedWriteHalf,
     mut queue: mpsc::UnboundedReceiver<Outgoing>,
     load: Arc<OutboxLoad>,
+    sent: Arc<AtomicU64>,
+    connection: Arc<Connection>,
 ) {
     while let Some(outgoing) = queue.recv().await {
         let (bytes, is_event) = (outgoing.bytes(), matches!(outgoing, Outgoing::Event(_)));
@@ -338,7 +523,11 @@ async fn write_outgoing(
                 .map(|kind| proto::watcher_event(event.zxid, kind, &event.path)),
         };
         let written = match frame {
-            Some(frame) => write.write_all(&frame).await.is_ok(),
+            Some(frame) => {
+                sent.fetch_add(1, Ordering::Relaxed);
+                connection.sent.fetch_add(1, Ordering::Relaxed);
+                write.write_all(&frame).await.is_ok()
+            }
             None => true,
         };
         load.written(bytes, is_event);

@@ -146,3 +146,39 @@ async fn multi_is_all_or_none() -> anyhow::Result<()> {
     assert!(matches!(results[1], zk::MultiReadResult::Error { err: zk::Error::NoNode }));
     Ok(())
 }
+
+/// Sends a four-letter word and reads the answer to the end (the node closes after it).
+async fn word(addr: &str, word: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(addr).await?;
+    socket.write_all(word.as_bytes()).await?;
+    let mut answer = String::new();
+    tokio::time::timeout(DEADLINE, socket.read_to_string(&mut answer)).await??;
+    Ok(answer)
+}
+
+/// The four-letter words health checks and kazoo use, in ZooKeeper 3.8's text.
+#[tokio::test(flavor = "multi_thread")]
+async fn four_letter_words_answer() -> anyhow::Result<()> {
+    let (_dir, _node, addr) = open_node().await?;
+    let client = connect(&addr).await?;
+    client.create("/counted", b"", &open()).await?;
+    assert_eq!(word(&addr, "ruok").await?, "imok");
+    assert_eq!(word(&addr, "isro").await?, "rw");
+    let envi = word(&addr, "envi").await?;
+    assert!(envi.starts_with("Environment:\nzookeeper.version=3.8."), "{envi}");
+    let srvr = word(&addr, "srvr").await?;
+    assert!(srvr.contains("\nMode: standalone\n"), "{srvr}");
+    assert!(srvr.contains("\nConnections: 1\n"), "{srvr}");
+    let stat = word(&addr, "stat").await?;
+    let sid = format!("sid={:#x}", client.session_id().0);
+    assert!(stat.contains(&sid), "the client's session is listed: {stat}");
+    let mntr = word(&addr, "mntr").await?;
+    let znodes: u64 = mntr
+        .lines()
+        .find_map(|line| line.strip_prefix("zk_znode_count\t"))
+        .ok_or_else(|| anyhow::anyhow!("no znode count: {mntr}"))?
+        .parse()?;
+    assert!(znodes >= 2, "the root and /counted at least: {mntr}");
+    Ok(())
+}
