@@ -266,6 +266,17 @@ impl WatchHub {
         hub.bindings.insert(session, Binding::new(outbox, principal, reader));
     }
 
+    /// Whether `session` holds a watch on `watch_path` that `kind` would remove.
+    pub fn holds(&self, session: SessionId, watch_path: &str, kind: RemoveKind) -> bool {
+        let hub = self.lock();
+        hub.bindings.get(&session).is_some_and(|binding| {
+            binding
+                .watches
+                .iter()
+                .any(|spec| spec.path == watch_path && matches_remove(spec.kind, kind))
+        })
+    }
+
     /// How many watches the sessions bound here hold.
     pub fn count(&self) -> u64 {
         self.lock().held.values().sum()

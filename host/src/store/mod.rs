@@ -389,6 +389,19 @@ impl DataTree {
         Ok(self.nodes.get(path).map(Znode::stat))
     }
 
+    /// How many znodes are below `path` (all its descendants, not itself).
+    pub fn descendants(&self, path: &str) -> Result<usize, ApiError> {
+        path::validate(path)?;
+        if !self.nodes.contains_key(path) {
+            return Err(ApiError::at(ErrorCode::NoNode, path));
+        }
+        if path == "/" {
+            return Ok(self.nodes.len() - 1);
+        }
+        let prefix = format!("{path}/");
+        Ok(self.nodes.range(prefix.clone()..).take_while(|(p, _)| p.starts_with(&prefix)).count())
+    }
+
     /// The stat of the znode at `path` and its children in name order.
     pub fn children(
         &self,

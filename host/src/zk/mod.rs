@@ -436,6 +436,50 @@ async fn serve_request(
                 outbox.send_frame(proto::bare_reply(xid, zxid.0, code::OK));
                 return Next::Closed;
             }
+            Request::CheckWatches { path, kind, remove: false } => {
+                let code = match translate::remove_kind(*kind) {
+                    Some(kind) if frontend.watches.holds(session, path, kind) => code::OK,
+                    Some(_) => code::NO_WATCHER,
+                    None => code::BAD_ARGUMENTS,
+                };
+                outbox.send_frame(proto::bare_reply(xid, zxid(), code));
+                return Next::Continue;
+            }
+            Request::GetAllChildrenNumber { path } => {
+                let state = frontend.cluster.state.read();
+                let zxid = state.applied_zxid().0;
+                let counted = state
+                    .tree
+                    .caller(principal)
+                    .and_then(|caller| state.tree.check_read(&caller, path))
+                    .and_then(|()| state.tree.descendants(path));
+                let frame = match counted {
+                    Ok(count) => {
+                        let mut writer = jute::Writer::new();
+                        proto::reply_header(&mut writer, xid, zxid, code::OK);
+                        writer.int(i32::try_from(count).unwrap_or(i32::MAX));
+                        writer.framed()
+                    }
+                    Err(error) => proto::bare_reply(xid, zxid, proto::zk_code(error.code)),
+                };
+                outbox.send_frame(frame);
+                return Next::Continue;
+            }
+            Request::GetEphemerals { prefix } => {
+                let state = frontend.cluster.state.read();
+                let zxid = state.applied_zxid().0;
+                let mut paths: Vec<&String> = state
+                    .tree
+                    .ephemerals_of(session)
+                    .filter(|p| p.starts_with(prefix.as_str()))
+                    .collect();
+                paths.sort();
+                let mut writer = jute::Writer::new();
+                proto::reply_header(&mut writer, xid, zxid, code::OK);
+                writer.strings(&paths);
+                outbox.send_frame(writer.framed());
+                return Next::Continue;
+            }
             Request::Sync { path } => {
                 let frame = match frontend.cluster.linearize().await {
                     Ok(()) => {

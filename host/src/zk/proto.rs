@@ -236,6 +236,28 @@ pub enum Request {
     Sync {
         path: String,
     },
+    /// `setWatches` (the first three lists) and `setWatches2`: a reconnecting client's watches,
+    /// each to fire at once if its znode changed after `relative_zxid`.
+    SetWatches {
+        relative_zxid: i64,
+        data: Vec<String>,
+        exist: Vec<String>,
+        child: Vec<String>,
+        persistent: Vec<String>,
+        recursive: Vec<String>,
+    },
+    /// `addWatch`: mode 0 persistent, 1 persistent and recursive.
+    AddWatch {
+        path: String,
+        mode: i32,
+    },
+    /// `checkWatches` and `removeWatches`, of a watcher type: 1 children, 2 data, 3 any, 4
+    /// persistent, 5 persistent recursive.
+    CheckWatches {
+        path: String,
+        kind: i32,
+        remove: bool,
+    },
     /// `check`, inside a `multi` only: the znode is at `version`.
     Check {
         path: String,
@@ -302,6 +324,30 @@ impl Request {
                 with_stat: op == op::GET_CHILDREN2,
             },
             op::SYNC => Request::Sync { path: reader.string("path")? },
+            op::SET_WATCHES | op::SET_WATCHES2 => Request::SetWatches {
+                relative_zxid: reader.long("relativeZxid")?,
+                data: reader.strings("dataWatches")?,
+                exist: reader.strings("existWatches")?,
+                child: reader.strings("childWatches")?,
+                persistent: if op == op::SET_WATCHES2 {
+                    reader.strings("persistentWatches")?
+                } else {
+                    Vec::new()
+                },
+                recursive: if op == op::SET_WATCHES2 {
+                    reader.strings("persistentRecursiveWatches")?
+                } else {
+                    Vec::new()
+                },
+            },
+            op::ADD_WATCH => {
+                Request::AddWatch { path: reader.string("path")?, mode: reader.int("mode")? }
+            }
+            op::CHECK_WATCHES | op::REMOVE_WATCHES => Request::CheckWatches {
+                path: reader.string("path")?,
+                kind: reader.int("type")?,
+                remove: op == op::REMOVE_WATCHES,
+            },
             op::MULTI | op::MULTI_READ => {
                 let ops = multi_ops(op, reader)?;
                 if op == op::MULTI { Request::Multi(ops) } else { Request::MultiRead(ops) }

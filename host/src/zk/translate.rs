@@ -4,7 +4,8 @@
 use cairn_wire::access::{ADMIN, CREATE, DELETE, READ, WRITE};
 use cairn_wire::{
     AclEntry, ApiError, CreateMode, CreateRequest, DeleteRequest, ErrorCode, EventKind, MultiOp,
-    MultiResult, OpResult, Reply, Request as CairnRequest, SetRequest,
+    MultiResult, OpResult, RemoveKind, Reply, Request as CairnRequest, SetRequest, WatchKind,
+    WatchSpec,
 };
 
 use super::jute::Writer;
@@ -148,6 +149,28 @@ fn read_op(request: &Request) -> Result<CairnRequest, i32> {
     }
 }
 
+/// A ZooKeeper watcher type (`Watcher.WatcherType`) as what Cairn removes.
+pub fn remove_kind(kind: i32) -> Option<RemoveKind> {
+    match kind {
+        1 => Some(RemoveKind::Children),
+        2 => Some(RemoveKind::Data),
+        3 => Some(RemoveKind::Any),
+        4 => Some(RemoveKind::Persistent),
+        5 => Some(RemoveKind::PersistentRecursive),
+        _ => None,
+    }
+}
+
+/// A reconnecting client's watches as Cairn's.
+fn watch_specs(lists: [(&[String], WatchKind); 5]) -> Vec<WatchSpec> {
+    lists
+        .iter()
+        .flat_map(|(paths, kind)| {
+            paths.iter().map(|path| WatchSpec { path: path.clone(), kind: *kind })
+        })
+        .collect()
+}
+
 /// What `request` becomes.
 pub fn plan(request: &Request) -> Plan {
     let write = |action: Result<Action, i32>| match action {
@@ -193,9 +216,32 @@ pub fn plan(request: &Request) -> Plan {
             Err(code) => Plan::Refuse(code),
         },
         Request::Check { .. } => Plan::Refuse(code::BAD_ARGUMENTS),
+        Request::SetWatches { relative_zxid, data, exist, child, persistent, recursive } => {
+            Plan::Read(CairnRequest::SetWatches {
+                since_zxid: u64::try_from(*relative_zxid).unwrap_or(0),
+                watches: watch_specs([
+                    (data, WatchKind::Data),
+                    (exist, WatchKind::Exists),
+                    (child, WatchKind::Children),
+                    (persistent, WatchKind::Persistent),
+                    (recursive, WatchKind::PersistentRecursive),
+                ]),
+            })
+        }
+        Request::AddWatch { path, mode } => match mode {
+            0 | 1 => {
+                Plan::Read(CairnRequest::AddWatch { path: path.clone(), recursive: *mode == 1 })
+            }
+            _ => Plan::Refuse(code::BAD_ARGUMENTS),
+        },
+        Request::CheckWatches { path, kind, remove: true } => match remove_kind(*kind) {
+            Some(kind) => Plan::Read(CairnRequest::RemoveWatches { path: path.clone(), kind }),
+            None => Plan::Refuse(code::BAD_ARGUMENTS),
+        },
         Request::Unimplemented { .. } => Plan::Refuse(code::UNIMPLEMENTED),
         // The connection serves these itself.
-        Request::Sync { .. }
+        Request::CheckWatches { remove: false, .. }
+        | Request::Sync { .. }
         | Request::Ping
         | Request::CloseSession
         | Request::GetAllChildrenNumber { .. }
@@ -255,6 +301,12 @@ pub fn reply_frame(
         }
         (Request::Multi(ops), Reply::Multi { results }) => {
             multi_results(&mut writer, ops, &results)
+        }
+        (Request::SetWatches { .. } | Request::AddWatch { .. }, Reply::Watching {}) => {}
+        (Request::CheckWatches { .. }, Reply::WatchesRemoved { count }) => {
+            if count == 0 {
+                return proto::bare_reply(xid, zxid, code::NO_WATCHER);
+            }
         }
         (Request::WhoAmI, Reply::Identity { principal, .. }) => {
             // One ClientInfo {authScheme, user}.

@@ -182,3 +182,56 @@ async fn four_letter_words_answer() -> anyhow::Result<()> {
     assert!(znodes >= 2, "the root and /counted at least: {mntr}");
     Ok(())
 }
+
+/// Persistent and recursive watches, the session's ephemerals, the count of descendants, and
+/// removing a watch (twice: the second finds none).
+#[tokio::test(flavor = "multi_thread")]
+async fn persistent_watches_ephemerals_and_counts() -> anyhow::Result<()> {
+    let (_dir, _node, addr) = open_node().await?;
+    let client = connect(&addr).await?;
+    let writer = connect(&addr).await?;
+    client.create("/p", b"", &open()).await?;
+    let mut recursive = client.watch("/p", zk::AddWatchMode::PersistentRecursive).await?;
+    for n in 0..3 {
+        writer.create(&format!("/p/{n}"), b"", &open()).await?;
+        let event = tokio::time::timeout(DEADLINE, recursive.changed()).await?;
+        assert_eq!((event.event_type, event.path), (zk::EventType::NodeCreated, format!("/p/{n}")));
+    }
+    writer.set_data("/p/1", b"x", None).await?;
+    let event = tokio::time::timeout(DEADLINE, recursive.changed()).await?;
+    assert_eq!((event.event_type, event.path.as_str()), (zk::EventType::NodeDataChanged, "/p/1"));
+    recursive.remove().await?;
+
+    let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+    client.create("/p/0/mine", b"", &ephemeral).await?;
+    writer.create("/p/1/theirs", b"", &ephemeral).await?;
+    assert_eq!(client.list_ephemerals("/p").await?, ["/p/0/mine".to_string()]);
+    assert_eq!(client.count_descendants_number("/p").await?, 5);
+    assert!(matches!(client.count_descendants_number("/none").await, Err(zk::Error::NoNode)));
+
+    let (_, _, data_watch) = client.get_and_watch_data("/p").await?;
+    data_watch.remove().await?;
+    writer.set_data("/p", b"changed", None).await?;
+    Ok(())
+}
+
+/// The node restarts under a connected client: the client resumes its session on it and sets
+/// its watches again, and a change made meanwhile fires the watch.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_resumes_its_session_and_its_watches_after_a_restart() -> anyhow::Result<()> {
+    let (_dir, mut node, addr) = open_node().await?;
+    let client = connect(&addr).await?;
+    client.create("/r", b"0", &open()).await?;
+    let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+    client.create("/r/lease", b"", &ephemeral).await?;
+    let (_, _, watch) = client.get_and_watch_data("/r").await?;
+    node.restart()?;
+    let writer = connect(&addr).await?;
+    writer.set_data("/r", b"1", None).await?;
+    let event = tokio::time::timeout(DEADLINE, watch.changed()).await?;
+    assert_eq!((event.event_type, event.path.as_str()), (zk::EventType::NodeDataChanged, "/r"));
+    // The session lived through the restart, and so did its ephemeral.
+    assert!(writer.check_stat("/r/lease").await?.is_some());
+    assert_eq!(client.get_data("/r").await?.0, b"1");
+    Ok(())
+}
