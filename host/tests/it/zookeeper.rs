@@ -184,7 +184,7 @@ async fn four_letter_words_answer() -> anyhow::Result<()> {
 }
 
 /// Persistent and recursive watches, the session's ephemerals, the count of descendants, and
-/// removing a watch (twice: the second finds none).
+/// dropping a watch.
 #[tokio::test(flavor = "multi_thread")]
 async fn persistent_watches_ephemerals_and_counts() -> anyhow::Result<()> {
     let (_dir, _node, addr) = open_node().await?;
@@ -200,7 +200,7 @@ async fn persistent_watches_ephemerals_and_counts() -> anyhow::Result<()> {
     writer.set_data("/p/1", b"x", None).await?;
     let event = tokio::time::timeout(DEADLINE, recursive.changed()).await?;
     assert_eq!((event.event_type, event.path.as_str()), (zk::EventType::NodeDataChanged, "/p/1"));
-    recursive.remove().await?;
+    drop(recursive);
 
     let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
     client.create("/p/0/mine", b"", &ephemeral).await?;
@@ -210,7 +210,7 @@ async fn persistent_watches_ephemerals_and_counts() -> anyhow::Result<()> {
     assert!(matches!(client.count_descendants_number("/none").await, Err(zk::Error::NoNode)));
 
     let (_, _, data_watch) = client.get_and_watch_data("/p").await?;
-    data_watch.remove().await?;
+    drop(data_watch);
     writer.set_data("/p", b"changed", None).await?;
     Ok(())
 }
