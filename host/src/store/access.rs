@@ -31,6 +31,18 @@ pub enum Principal {
     /// A token's principal, with the token's hash: the token must still be the one the cluster
     /// keeps for `name` when the write applies.
     Token { name: String, hash: TokenHash },
+    /// A ZooKeeper digest identity a connection proved by its password (`addauth digest
+    /// user:password`), named as [`digest_principal`] names it.
+    Digest(String),
+}
+
+/// The principal name of ZooKeeper's digest identity `user:base64(sha1(user:password))`:
+/// `user@digest.<the SHA-1 in hex>`, or `None` if the user name is not one a principal name
+/// can carry. ZooKeeper's ACL entries `digest:user:hash` name the same principal.
+pub fn digest_principal(user: &str, sha1: &[u8]) -> Option<String> {
+    let hex: String = sha1.iter().map(|b| format!("{b:02x}")).collect();
+    let name = format!("{user}@digest.{hex}");
+    cairn_wire::access::validate_principal_name(&name).ok().map(|()| name)
 }
 
 impl Principal {
@@ -39,7 +51,9 @@ impl Principal {
         match self {
             Principal::System => SYSTEM,
             Principal::Anonymous => ANONYMOUS,
-            Principal::Certificate(name) | Principal::Token { name, .. } => name,
+            Principal::Certificate(name)
+            | Principal::Token { name, .. }
+            | Principal::Digest(name) => name,
         }
     }
 }

@@ -365,6 +365,9 @@ async fn serve_requests(
     outbox: &Outbox,
 ) -> bool {
     let frontend = served.frontend;
+    // A connection speaks for the identity it last proved (`auth`); its session stays the
+    // principal's that opened it.
+    let mut principal = principal.clone();
     loop {
         let frame = match read_frame(read).await {
             Ok(Some(frame)) => frame,
@@ -378,11 +381,12 @@ async fn serve_requests(
         served.connection.received.fetch_add(1, Ordering::Relaxed);
         served.stats.outstanding.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let closed = serve_request(&frame, frontend, session, principal, outbox).await;
+        let closed = serve_request(&frame, frontend, session, &principal, outbox).await;
         served.stats.outstanding.fetch_sub(1, Ordering::Relaxed);
         served.stats.served(started.elapsed());
         match closed {
             Next::Continue => {}
+            Next::Authenticated(proved) => principal = proved,
             Next::Closed => return true,
             Next::Lost => return false,
         }
@@ -392,6 +396,8 @@ async fn serve_requests(
 /// What the connection does after a request.
 enum Next {
     Continue,
+    /// Later requests speak for this principal.
+    Authenticated(Principal),
     /// The client closed its session.
     Closed,
     /// The connection is no use any more.
@@ -444,6 +450,23 @@ async fn serve_request(
                 };
                 outbox.send_frame(proto::bare_reply(xid, zxid(), code));
                 return Next::Continue;
+            }
+            Request::Auth { scheme, auth } => {
+                let proved = match scheme.as_str() {
+                    "digest" => translate::digest_identity(auth),
+                    _ => None,
+                };
+                return match proved {
+                    Some(name) => {
+                        outbox.send_frame(proto::bare_reply(xid, zxid(), code::OK));
+                        Next::Authenticated(Principal::Digest(name))
+                    }
+                    // ZooKeeper closes the connection after a failed auth; the session stays.
+                    None => {
+                        outbox.send_frame(proto::bare_reply(xid, zxid(), code::AUTH_FAILED));
+                        Next::Lost
+                    }
+                };
             }
             Request::GetAllChildrenNumber { path } => {
                 let state = frontend.cluster.state.read();

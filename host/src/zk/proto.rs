@@ -269,6 +269,11 @@ pub enum Request {
     MultiRead(Vec<Request>),
     Ping,
     CloseSession,
+    /// `auth` (xid -4): a scheme and its credentials.
+    Auth {
+        scheme: String,
+        auth: Vec<u8>,
+    },
     GetAllChildrenNumber {
         path: String,
     },
@@ -354,6 +359,13 @@ impl Request {
             }
             op::PING => Request::Ping,
             op::CLOSE_SESSION => Request::CloseSession,
+            op::AUTH => {
+                let _type = reader.int("type")?;
+                Request::Auth {
+                    scheme: reader.string("scheme")?,
+                    auth: reader.buffer("auth")?.unwrap_or_default(),
+                }
+            }
             op::GET_ALL_CHILDREN_NUMBER => {
                 Request::GetAllChildrenNumber { path: reader.string("path")? }
             }

@@ -11,6 +11,7 @@ use cairn_wire::{
 use super::jute::Writer;
 use super::proto::{self, Acl, Create, Request, code, event, op};
 use crate::store::Action;
+use crate::store::access::digest_principal;
 
 /// What a ZooKeeper request becomes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,16 +39,31 @@ pub fn acl_entries(acl: &[Acl]) -> Result<Vec<AclEntry>, i32> {
             let (scheme, id) = match entry.scheme.as_str() {
                 "world" if entry.id == "anyone" => ("world", "anyone".to_string()),
                 "auth" => ("auth", String::new()),
-                "digest" => {
-                    let user = entry.id.split_once(':').map_or(entry.id.as_str(), |(u, _)| u);
-                    ("user", user.to_string())
-                }
+                "digest" => ("user", digest_acl_principal(&entry.id)?),
                 "x509" => ("user", cn_of(&entry.id).to_string()),
                 _ => return Err(code::INVALID_ACL),
             };
             Ok(AclEntry { scheme: scheme.into(), id, perms })
         })
         .collect()
+}
+
+/// The principal of a digest ACL id, `user:base64(sha1(user:password))`.
+fn digest_acl_principal(id: &str) -> Result<String, i32> {
+    use base64::Engine;
+    let (user, hash) = id.split_once(':').ok_or(code::INVALID_ACL)?;
+    let sha1 =
+        base64::engine::general_purpose::STANDARD.decode(hash).map_err(|_| code::INVALID_ACL)?;
+    digest_principal(user, &sha1).ok_or(code::INVALID_ACL)
+}
+
+/// The digest identity `user:password` proves (`addauth digest user:password`), as the
+/// principal it speaks for.
+pub fn digest_identity(credentials: &[u8]) -> Option<String> {
+    use sha1::Digest;
+    let text = std::str::from_utf8(credentials).ok()?;
+    let (user, _password) = text.split_once(':')?;
+    digest_principal(user, &sha1::Sha1::digest(text.as_bytes()))
 }
 
 /// The CN of an X.509 subject (`CN=alice,O=example`), or the whole text if it names none.
@@ -245,6 +261,7 @@ pub fn plan(request: &Request) -> Plan {
         | Request::Ping
         | Request::CloseSession
         | Request::GetAllChildrenNumber { .. }
+        | Request::Auth { .. }
         | Request::GetEphemerals { .. } => Plan::Refuse(code::UNIMPLEMENTED),
     }
 }
@@ -442,16 +459,26 @@ mod tests {
 
     #[test]
     fn acls_map_both_ways() {
+        // kazoo's make_digest_acl("alice", "secret"): base64 of SHA-1 of "alice:secret".
         let zk = vec![
-            Acl { perms: 1, scheme: "digest".into(), id: "alice:X/hash=".into() },
+            Acl {
+                perms: 1,
+                scheme: "digest".into(),
+                id: "alice:aYXlLOpEooaV1cRAvUL1fp9Qt7E=".into(),
+            },
             Acl { perms: 31, scheme: "x509".into(), id: "CN=bob,O=example".into() },
             Acl { perms: 3, scheme: "world".into(), id: "anyone".into() },
         ];
         let cairn = acl_entries(&zk).expect("maps");
+        let alice = digest_identity(b"alice:secret").expect("a digest identity");
         assert_eq!(
             cairn,
-            vec![AclEntry::user("alice", 1), AclEntry::user("bob", 31), AclEntry::anyone(3)]
+            vec![AclEntry::user(&alice, 1), AclEntry::user("bob", 31), AclEntry::anyone(3)]
         );
+        assert_ne!(digest_identity(b"alice:guess"), Some(alice), "the password is the proof");
+        assert_eq!(digest_identity(b"no colon"), None);
+        let bad = vec![Acl { perms: 1, scheme: "digest".into(), id: "alice:not base64!".into() }];
+        assert_eq!(acl_entries(&bad), Err(code::INVALID_ACL));
         assert_eq!(
             zk_acl(&cairn)[1],
             Acl { perms: 31, scheme: "x509".into(), id: "CN=bob".into() }
