@@ -622,10 +622,14 @@ mod tests {
     }
 
     #[test]
-    fn an_opcode_cairn_does_not_serve_is_unimplemented() {
+    fn an_opcode_cairn_does_not_serve_is_unimplemented_and_reconfig_is_disabled() {
+        assert_eq!(
+            translate::plan(&Request::Unimplemented { op: op::SASL }),
+            Plan::Refuse(code::UNIMPLEMENTED)
+        );
         assert_eq!(
             translate::plan(&Request::Unimplemented { op: op::RECONFIG }),
-            Plan::Refuse(code::UNIMPLEMENTED)
+            Plan::Refuse(code::RECONFIG_DISABLED)
         );
     }
 }

@@ -254,6 +254,8 @@ pub fn plan(request: &Request) -> Plan {
             Some(kind) => Plan::Read(CairnRequest::RemoveWatches { path: path.clone(), kind }),
             None => Plan::Refuse(code::BAD_ARGUMENTS),
         },
+        // Membership changes go through Cairn's own `cluster add`/`remove`.
+        Request::Unimplemented { op: op::RECONFIG } => Plan::Refuse(code::RECONFIG_DISABLED),
         Request::Unimplemented { .. } => Plan::Refuse(code::UNIMPLEMENTED),
         // The connection serves these itself.
         Request::CheckWatches { remove: false, .. }

@@ -266,3 +266,47 @@ async fn digest_identities_guard_their_znodes() -> anyhow::Result<()> {
     assert!(matches!(unknown.auth("ip", b"10.0.0.1").await, Err(zk::Error::AuthFailed)));
     Ok(())
 }
+
+/// A ZooKeeper session is the cluster's, not a node's: opened on one node, resumed by id and
+/// password on another with its ephemerals, and expired by the cluster once its client is
+/// silent, after which it cannot be resumed anywhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_resumes_on_another_node_and_expires_for_all() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut cluster = crate::start_cluster(dir.path(), 3, &[])?;
+    let admin = cluster.client(1).await?;
+    let everyone = cairn_client::AclEntry::anyone(cairn_wire::access::ALL);
+    admin.set_acl("/", vec![everyone], None).await?;
+    let mut addrs = Vec::new();
+    for id in 1..=3 {
+        let addr = cluster.node(id).zk_addr().ok_or_else(|| anyhow::anyhow!("no zk on {id}"))?;
+        addrs.push(addr.to_string());
+    }
+    let timeout = Duration::from_secs(4);
+    let first =
+        zk::Client::connector().with_session_timeout(timeout).with_detached().connect(&addrs[0]);
+    let first = tokio::time::timeout(DEADLINE, first).await??;
+    let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+    first.create("/e", b"", &ephemeral).await?;
+    let session = first.session().clone();
+    drop(first);
+
+    let resumed =
+        zk::Client::connector().with_session(session.clone()).with_detached().connect(&addrs[1]);
+    let resumed = tokio::time::timeout(DEADLINE, resumed).await??;
+    assert_eq!(resumed.session_id(), session.id(), "the same session");
+    let stat = resumed.check_stat("/e").await?.expect("its ephemeral lives");
+    assert_eq!(stat.ephemeral_owner, session.id().0);
+    resumed.create("/e2", b"", &ephemeral).await?;
+
+    let observer = connect(&addrs[2]).await?;
+    let (_, gone) = observer.check_and_watch_stat("/e2").await?;
+    drop(resumed);
+    let event = tokio::time::timeout(DEADLINE, gone.changed()).await?;
+    assert_eq!(event.event_type, zk::EventType::NodeDeleted, "expired with its session");
+    assert_eq!(observer.check_stat("/e").await?, None);
+    let late = zk::Client::connector().with_session(session).connect(&addrs[0]);
+    let late = tokio::time::timeout(DEADLINE, late).await?;
+    assert!(matches!(late, Err(zk::Error::SessionExpired)), "{late:?}");
+    Ok(())
+}
