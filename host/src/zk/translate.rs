@@ -71,12 +71,27 @@ fn cn_of(subject: &str) -> &str {
     subject.split(',').find_map(|part| part.trim().strip_prefix("CN=")).unwrap_or(subject)
 }
 
-/// Cairn's ACL as ZooKeeper's: `user:NAME` is shown as `x509:CN=NAME`.
+/// The digest ACL id (`user:base64(sha1)`) of a digest identity's principal name, if it is one.
+fn digest_acl_id(principal: &str) -> Option<String> {
+    use base64::Engine;
+    let (user, hex) = principal.rsplit_once("@digest.")?;
+    let sha1: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(hex.get(at..at + 2)?, 16).ok())
+        .collect::<Option<_>>()?;
+    Some(format!("{user}:{}", base64::engine::general_purpose::STANDARD.encode(sha1)))
+}
+
+/// Cairn's ACL as ZooKeeper's: a digest identity's principal as `digest:user:<base64 sha1>`,
+/// any other `user:NAME` as `x509:CN=NAME`.
 pub fn zk_acl(acl: &[AclEntry]) -> Vec<Acl> {
     acl.iter()
         .map(|entry| {
             let (scheme, id) = match entry.scheme.as_str() {
-                "user" => ("x509".to_string(), format!("CN={}", entry.id)),
+                "user" => match digest_acl_id(&entry.id) {
+                    Some(id) => ("digest".to_string(), id),
+                    None => ("x509".to_string(), format!("CN={}", entry.id)),
+                },
                 other => (other.to_string(), entry.id.clone()),
             };
             Acl { perms: entry.perms as i32, scheme, id }
@@ -203,6 +218,8 @@ pub fn plan(request: &Request) -> Plan {
             data: data.clone().unwrap_or_default(),
             version: version(*v),
         }))),
+        // ZooKeeper refuses an empty ACL.
+        Request::SetAcl { acl, .. } if acl.is_empty() => Plan::Refuse(code::INVALID_ACL),
         Request::SetAcl { path, acl, version: v } => {
             write(acl_entries(acl).map(|acl| Action::SetAcl {
                 path: path.clone(),
@@ -477,6 +494,7 @@ mod tests {
             cairn,
             vec![AclEntry::user(&alice, 1), AclEntry::user("bob", 31), AclEntry::anyone(3)]
         );
+        assert_eq!(zk_acl(&cairn)[0], zk[0], "a digest identity reads back as it was given");
         assert_ne!(digest_identity(b"alice:guess"), Some(alice), "the password is the proof");
         assert_eq!(digest_identity(b"no colon"), None);
         let bad = vec![Acl { perms: 1, scheme: "digest".into(), id: "alice:not base64!".into() }];
