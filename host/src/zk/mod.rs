@@ -468,6 +468,11 @@ async fn serve_request(
                     }
                 };
             }
+            // No SASL mechanism is offered: as a failed auth, and the connection closes.
+            Request::Unimplemented { op: proto::op::SASL } => {
+                outbox.send_frame(proto::bare_reply(xid, zxid(), code::AUTH_FAILED));
+                return Next::Lost;
+            }
             Request::GetAllChildrenNumber { path } => {
                 let state = frontend.cluster.state.read();
                 let zxid = state.applied_zxid().0;
