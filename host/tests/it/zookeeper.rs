@@ -357,7 +357,7 @@ fn pytest_counts(summary: &str) -> (u64, u64) {
         summary
             .split(',')
             .filter_map(|part| part.trim().strip_suffix(word))
-            .find_map(|number| number.trim().split_whitespace().last()?.parse().ok())
+            .find_map(|number| number.split_whitespace().last()?.parse().ok())
             .unwrap_or(0)
     };
     (count(" passed"), count(" failed"))
