@@ -353,14 +353,18 @@ fn kazoo_venv() -> anyhow::Result<std::path::PathBuf> {
 
 /// The counts in pytest's last line: "2 failed, 465 passed, 7 skipped, … in 130.0s".
 fn pytest_counts(summary: &str) -> (u64, u64) {
-    let count = |word: &str| {
-        summary
-            .split(',')
-            .filter_map(|part| part.trim().strip_suffix(word))
-            .find_map(|number| number.split_whitespace().last()?.parse().ok())
+    let words: Vec<&str> = summary
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|word| !word.is_empty())
+        .collect();
+    let count = |kind: &str| {
+        words
+            .windows(2)
+            .find(|pair| pair[1] == kind)
+            .and_then(|pair| pair[0].parse().ok())
             .unwrap_or(0)
     };
-    (count(" passed"), count(" failed"))
+    (count("passed"), count("failed"))
 }
 
 /// kazoo 2.11's own test suite against a Cairn node opened to anonymous clients, through the
@@ -397,4 +401,5 @@ fn pytest_summaries_are_read() {
     let summary = "25 failed, 465 passed, 3 skipped, 407 warnings in 130.98s (0:02:10)";
     assert_eq!(pytest_counts(summary), (465, 25));
     assert_eq!(pytest_counts("=== 12 passed in 1.0s ==="), (12, 0));
+    assert_eq!(pytest_counts("1 failed, 3 passed in 2.0s"), (3, 1));
 }
