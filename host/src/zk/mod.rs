@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use cairn_wire::{ApiError, ErrorCode, Reply, SESSION_TIMEOUT_MS_MAX, SESSION_TIMEOUT_MS_MIN};
+use cairn_wire::{
+    ApiError, ErrorCode, EventKind, Reply, SESSION_TIMEOUT_MS_MAX, SESSION_TIMEOUT_MS_MIN,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -38,6 +40,9 @@ pub const ZK_CONNECTIONS_MAX: usize = 20_000;
 
 /// How long a new connection may take to send its handshake.
 pub const ZK_HANDSHAKE_MS_MAX: u64 = 10_000;
+
+/// The most bytes of a handshake frame (a ConnectRequest is 45 bytes with a 16-byte password).
+pub const ZK_HANDSHAKE_BYTES_MAX: u32 = 1024;
 
 /// Bytes of a session password Cairn hands out: the session's secret (8 bytes) and 8 zero
 /// bytes, the 16 ZooKeeper's clients expect.
@@ -297,6 +302,10 @@ async fn serve_connection(
         let _ = write.shutdown().await;
         return;
     }
+    if u32::from_be_bytes(opening) > ZK_HANDSHAKE_BYTES_MAX {
+        tracing::debug!(%remote, "zookeeper handshake over {ZK_HANDSHAKE_BYTES_MAX} bytes");
+        return;
+    }
     let first = match tokio::time::timeout(handshake_deadline, read_body(&mut read, opening)).await
     {
         Ok(Ok(frame)) => frame,
@@ -338,9 +347,20 @@ async fn serve_connection(
     }
     *connection.session.lock().unwrap_or_else(PoisonError::into_inner) = Some(session.session);
     stats.connections.lock().unwrap_or_else(PoisonError::into_inner).insert(id, connection.clone());
-    let writer =
-        tokio::spawn(write_outgoing(write, queue, load, stats.sent.clone(), connection.clone()));
-    let served = Served { frontend, stats, connection: &connection };
+    let writer = tokio::spawn(write_outgoing(
+        write,
+        queue,
+        load.clone(),
+        stats.sent.clone(),
+        connection.clone(),
+    ));
+    let served = Served {
+        frontend,
+        stats,
+        connection: &connection,
+        load: &load,
+        silence: Duration::from_millis(session.timeout_ms),
+    };
     let closed = serve_requests(&mut read, &served, session.session, &principal, &outbox).await;
     if !closed {
         frontend.watches.unbind(session.session, &outbox);
@@ -354,6 +374,11 @@ struct Served<'a> {
     frontend: &'a Frontend,
     stats: &'a Stats,
     connection: &'a Connection,
+    /// How full the connection's outbox is.
+    load: &'a OutboxLoad,
+    /// How long the client may send nothing (its session's timeout; clients ping at a third
+    /// of it) before the connection is closed, as ZooKeeper closes it.
+    silence: Duration,
 }
 
 /// Serves requests in order until the client closes its session (true) or goes away (false).
@@ -369,11 +394,21 @@ async fn serve_requests(
     // principal's that opened it.
     let mut principal = principal.clone();
     loop {
-        let frame = match read_frame(read).await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => return false,
-            Err(error) => {
+        // A client that does not read its replies: read no more of its requests until it does,
+        // and give up on it if it never does.
+        if !served.load.wait_for_room().await {
+            tracing::info!("closing a zookeeper connection whose client does not read");
+            return false;
+        }
+        let frame = match tokio::time::timeout(served.silence, read_frame(read)).await {
+            Ok(Ok(Some(frame))) => frame,
+            Ok(Ok(None)) => return false,
+            Ok(Err(error)) => {
                 tracing::debug!(%error, "zookeeper connection ends");
+                return false;
+            }
+            Err(_) => {
+                tracing::debug!("zookeeper client silent for its session timeout; closing");
                 return false;
             }
         };
@@ -530,29 +565,53 @@ async fn serve_request(
             Plan::Write(action) => {
                 let write = Write { session: Some(session), principal: principal.clone(), action };
                 let (zxid, reply) = propose(frontend, write).await;
-                // Reads after this write are served here: wait to have applied it.
+                // Reads after this write are served here: wait to have applied it. A node that
+                // cannot catch up drops the client, which reconnects (elsewhere, if need be),
+                // rather than answer with a state that may not show the write.
                 if let Err(error) =
                     crate::cluster::wait_applied(&frontend.cluster.raft, zxid.0).await
                 {
-                    tracing::warn!(%error, "zookeeper client's write not applied here yet");
+                    tracing::warn!(%error, "zookeeper client's write not applied here; closing");
+                    return Next::Lost;
                 }
-                if let Some(_turn) = outbox.room_for_reply().await {
-                    outbox.send_frame(translate::reply_frame(xid, zxid.0, &request, reply));
-                }
+                let Some(_turn) = outbox.room_for_reply().await else { return Next::Lost };
+                outbox.send_frame(translate::reply_frame(xid, zxid.0, &request, reply));
             }
             Plan::Reads(reads) => {
                 let Some(_turn) = outbox.room_for_reply().await else { return Next::Lost };
                 let state = frontend.cluster.state.read();
                 let zxid = state.applied_zxid();
-                let replies = match state.tree.caller(principal) {
-                    Ok(caller) => reads
-                        .iter()
-                        .map(|read| {
-                            frontend.local_reply(&state.tree, read, Some(session), &caller, zxid)
-                        })
-                        .collect(),
-                    Err(error) => vec![Err(error); reads.len()],
+                let caller = match state.tree.caller(principal) {
+                    Ok(caller) => caller,
+                    Err(error) => {
+                        outbox.send_frame(proto::bare_reply(
+                            xid,
+                            zxid.0,
+                            proto::zk_code(error.code),
+                        ));
+                        return Next::Continue;
+                    }
                 };
+                // The reply is bounded as a frame is: past it, the multiRead is refused (a
+                // client would refuse so large a reply anyway).
+                let mut replies = Vec::with_capacity(reads.len());
+                let mut bytes = 0usize;
+                for read in &reads {
+                    let reply =
+                        frontend.local_reply(&state.tree, read, Some(session), &caller, zxid);
+                    bytes += match &reply {
+                        Ok(cairn_wire::Reply::Data { data, .. }) => data.len() + 80,
+                        Ok(cairn_wire::Reply::Children { children, .. }) => {
+                            children.iter().map(|child| child.name.len() + 4).sum::<usize>() + 12
+                        }
+                        _ => 12,
+                    };
+                    if bytes > FRAME_BYTES_MAX {
+                        outbox.send_frame(proto::bare_reply(xid, zxid.0, code::BAD_ARGUMENTS));
+                        return Next::Continue;
+                    }
+                    replies.push(reply);
+                }
                 outbox.send_frame(translate::multi_read_frame(xid, zxid.0, replies));
             }
             Plan::Read(cairn_request) => {
@@ -588,6 +647,14 @@ async fn write_outgoing(
     connection: Arc<Connection>,
 ) {
     while let Some(outgoing) = queue.recv().await {
+        // The session ended, or its watches were dropped (this connection fell too far
+        // behind): close, so the client reconnects and learns which (an expired session, or
+        // its watches set again).
+        if let Outgoing::Event(event) = &outgoing
+            && matches!(event.kind, EventKind::SessionExpired | EventKind::ResyncNeeded)
+        {
+            break;
+        }
         let (bytes, is_event) = (outgoing.bytes(), matches!(outgoing, Outgoing::Event(_)));
         let frame = match outgoing {
             Outgoing::Frame(frame) => Some(frame),

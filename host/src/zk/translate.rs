@@ -338,7 +338,11 @@ pub fn reply_frame(
         (Request::Multi(ops), Reply::Multi { results }) => {
             multi_results(&mut writer, ops, &results)
         }
-        (Request::SetWatches { .. } | Request::AddWatch { .. }, Reply::Watching {}) => {}
+        (Request::SetWatches { .. }, Reply::Watching {}) => {}
+        // ZooKeeper answers addWatch with an ErrorResponse of 0, which clients read.
+        (Request::AddWatch { .. }, Reply::Watching {}) => {
+            writer.int(code::OK);
+        }
         (Request::CheckWatches { .. }, Reply::WatchesRemoved { count }) => {
             if count == 0 {
                 return proto::bare_reply(xid, zxid, code::NO_WATCHER);
@@ -507,6 +511,15 @@ mod tests {
         assert_eq!(acl_entries(&ip), Err(code::INVALID_ACL));
         let bad = vec![Acl { perms: 64, scheme: "world".into(), id: "anyone".into() }];
         assert_eq!(acl_entries(&bad), Err(code::INVALID_ACL));
+    }
+
+    #[test]
+    fn add_watch_answers_with_an_error_response_of_zero() {
+        let request = Request::AddWatch { path: "/a".into(), mode: 1 };
+        let frame = reply_frame(3, 9, &request, Ok(Reply::Watching {}));
+        let mut body = proto::bare_reply(3, 9, code::OK)[4..].to_vec();
+        body.extend_from_slice(&[0, 0, 0, 0]);
+        assert_eq!(&frame[4..], body.as_slice(), "the header, then err 0");
     }
 
     #[test]
