@@ -148,6 +148,11 @@ pub struct Znode {
     mtime: u64,
     version: u32,
     cversion: u32,
+    /// Children ever created under it, which numbers the next sequential child as ZooKeeper
+    /// numbers them (the cversion counts deletions too). `None` in an image written before
+    /// Cairn kept it: the cversion, never lower, stands in then.
+    #[serde(default)]
+    children_created: Option<u32>,
     ephemeral_owner: u64,
     acl: Acl,
     aversion: u32,
@@ -175,6 +180,7 @@ impl Znode {
             mtime: time_ms,
             version: 0,
             cversion: 0,
+            children_created: Some(0),
             ephemeral_owner: 0,
             acl,
             aversion: 0,

@@ -97,7 +97,14 @@ enum Undo {
     /// A znode's data was set: put the old data and versions back.
     Set { path: String, data: Arc<Vec<u8>>, version: u32, mzxid: Zxid, mtime: u64 },
     /// A child was added to (or removed from) `parent`: take it out (or put it back).
-    Child { parent: String, name: String, added: bool, cversion: u32, pzxid: Zxid },
+    Child {
+        parent: String,
+        name: String,
+        added: bool,
+        cversion: u32,
+        children_created: Option<u32>,
+        pzxid: Zxid,
+    },
 }
 
 /// The mutations of one write, undoable until the write ends.
@@ -276,17 +283,20 @@ impl Txn<'_> {
             }
             _ => None,
         };
-        // As ZooKeeper: the sequence number is the parent's cversion, which counts every child
-        // ever added or removed, so a number is never reused under one parent.
+        // As ZooKeeper: the sequence number counts the children ever created under the parent,
+        // so a number is never reused under one parent.
+        let number = parent.children_created.unwrap_or(parent.cversion);
         let name = if request.sequential {
-            format!("{name_prefix}{:010}", parent.cversion)
+            format!("{name_prefix}{number:010}")
         } else {
             name_prefix.to_string()
         };
-        let cversion = parent.cversion.checked_add(1).ok_or_else(|| {
+        let exhausted = || {
             ApiError::at(ErrorCode::SequenceOverflow, parent_path)
                 .with_detail("the parent's child counter is exhausted")
-        })?;
+        };
+        let cversion = parent.cversion.checked_add(1).ok_or_else(exhausted)?;
+        let created = number.checked_add(1).ok_or_else(exhausted)?;
         let path = path::join(parent_path, &name);
         if path.len() > PATH_BYTES_MAX {
             return Err(ApiError::at(ErrorCode::InvalidPath, path)
@@ -301,7 +311,7 @@ impl Txn<'_> {
         self.tree.check_room(&path, 1, bytes)?;
         self.check_quota(&self.caller.name, 1, bytes, &path)?;
 
-        self.add_child(parent_path, &name, cversion);
+        self.add_child(parent_path, &name, cversion, created);
         let creator = self.caller.name.clone();
         let mut node =
             Znode::new(request.data.clone(), kind, self.zxid, self.time_ms, acl.clone(), creator);
@@ -429,6 +439,7 @@ impl Txn<'_> {
                 name: name.to_string(),
                 added: false,
                 cversion: parent.cversion,
+                children_created: parent.children_created,
                 pzxid: parent.pzxid,
             });
             parent.children.remove(name);
@@ -444,17 +455,21 @@ impl Txn<'_> {
         }
     }
 
-    pub(super) fn add_child(&mut self, parent_path: &str, name: &str, cversion: u32) {
+    /// Adds `name` under `parent_path`, whose cversion and count of children ever created
+    /// become `cversion` and `created`.
+    pub(super) fn add_child(&mut self, parent_path: &str, name: &str, cversion: u32, created: u32) {
         if let Some(parent) = self.tree.nodes.get_mut(parent_path) {
             self.undo.push(Undo::Child {
                 parent: parent_path.to_string(),
                 name: name.to_string(),
                 added: true,
                 cversion: parent.cversion,
+                children_created: parent.children_created,
                 pzxid: parent.pzxid,
             });
             parent.children.insert(name.to_string());
             parent.cversion = cversion;
+            parent.children_created = Some(created);
             parent.pzxid = self.zxid;
             let acl = parent.acl.clone();
             let acl = self.tree.governing_acl(parent_path, &acl).clone();
@@ -487,7 +502,7 @@ impl Txn<'_> {
                         self.tree.resize(&creator, now, before);
                     }
                 }
-                Undo::Child { parent, name, added, cversion, pzxid } => {
+                Undo::Child { parent, name, added, cversion, children_created, pzxid } => {
                     if let Some(node) = self.tree.nodes.get_mut(&parent) {
                         if added {
                             node.children.remove(&name);
@@ -495,6 +510,7 @@ impl Txn<'_> {
                             node.children.insert(name);
                         }
                         node.cversion = cversion;
+                        node.children_created = children_created;
                         node.pzxid = pzxid;
                     }
                 }

@@ -207,11 +207,23 @@ fn table() {
             absent: &[],
         },
         Case {
-            name: "sequential counts every child change",
+            // ZooKeeper numbers by children created; a deletion does not count.
+            name: "sequential counts children created",
             actions: vec![create("/q"), create("/q/x"), delete("/q/x", None), seq("/q/")],
-            expect: Expect::Created("/q/0000000002"),
+            expect: Expect::Created("/q/0000000001"),
             present: &[],
             absent: &["/q/x"],
+        },
+        Case {
+            name: "sequential is not advanced by a multi that failed",
+            actions: vec![
+                create("/q"),
+                multi(vec![seq("/q/a-"), create("/missing/x")]),
+                seq("/q/a-"),
+            ],
+            expect: Expect::Created("/q/a-0000000000"),
+            present: &[],
+            absent: &[],
         },
         Case {
             name: "sequential under root",
