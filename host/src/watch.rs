@@ -266,6 +266,31 @@ impl WatchHub {
         hub.bindings.insert(session, Binding::new(outbox, principal, reader));
     }
 
+    /// The stream bound to `session` through `outbox` now speaks for `principal`, whose watches
+    /// hear what `reader` may read (a ZooKeeper client proved an identity with `auth`). The
+    /// watches it holds count against the new principal's quota from now on.
+    pub fn speak_for(
+        &self,
+        session: SessionId,
+        outbox: &Outbox,
+        principal: Principal,
+        reader: Caller,
+    ) {
+        let mut hub = self.lock();
+        let Some(binding) = hub.bindings.get_mut(&session) else { return };
+        if binding.outbox.id != outbox.id {
+            return;
+        }
+        let (before, held) = (binding.reader.name.clone(), binding.watches.len() as u64);
+        binding.principal = principal;
+        binding.reader = reader;
+        let after = binding.reader.name.clone();
+        hub.release(&before, held);
+        if held > 0 {
+            *hub.held.entry(after).or_default() += held;
+        }
+    }
+
     /// Whether `session` holds a watch on `watch_path` that `kind` would remove.
     pub fn holds(&self, session: SessionId, watch_path: &str, kind: RemoveKind) -> bool {
         let hub = self.lock();
@@ -812,6 +837,37 @@ mod tests {
             ]
         );
         assert_eq!(hub.held_by("admin"), 1, "only the persistent watch is left");
+    }
+
+    #[test]
+    fn a_stream_that_proves_an_identity_hears_what_it_may_read() {
+        let hub = WatchHub::new(Zxid::ZERO);
+        let (outbox, mut queue, _load) = Outbox::new();
+        let session = SessionId(1);
+        let anonymous = Caller { name: "anonymous".into(), admin: false };
+        hub.bind(session, outbox.clone(), Principal::Anonymous, anonymous);
+        watch(&hub, session, "/secret", WatchKind::Persistent);
+        let alice_only = |kind| Change {
+            kind,
+            path: "/secret".into(),
+            acl: Arc::new(vec![AclEntry::user("alice", READ)]),
+        };
+        let effects = Effects { changes: vec![alice_only(EventKind::DataChanged)], ..Effects::default() };
+        hub.publish(Zxid(1), &effects, &DataTree::new());
+        assert_eq!(events(&mut queue), vec![], "anonymous may not read /secret");
+
+        let alice = Caller { name: "alice".into(), admin: false };
+        let (other, _, _) = Outbox::new();
+        hub.speak_for(session, &other, Principal::Certificate("alice".into()), alice.clone());
+        assert_eq!(hub.held_by("anonymous"), 1, "another stream's word changes nothing");
+        hub.speak_for(session, &outbox, Principal::Certificate("alice".into()), alice);
+        assert_eq!((hub.held_by("anonymous"), hub.held_by("alice")), (0, 1), "the watch moved");
+        let effects = Effects { changes: vec![alice_only(EventKind::Deleted)], ..Effects::default() };
+        hub.publish(Zxid(2), &effects, &DataTree::new());
+        assert_eq!(
+            events(&mut queue),
+            vec![(EventKind::Deleted, "/secret".into(), Some(WatchKind::Persistent))]
+        );
     }
 
     #[test]
