@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 
 pub mod cluster;
 pub mod history;
+pub mod zookeeper;
 use cairn_client::{Client, Credentials};
 
 /// How long a node may take to start serving.
@@ -31,6 +32,8 @@ pub struct Server {
     addr: SocketAddr,
     /// Where it serves ZooKeeper clients, once it said so.
     zk_addr: Option<SocketAddr>,
+    /// Where it serves ZooKeeper clients over TLS, if the test's arguments ask for it.
+    zk_tls_addr: Option<SocketAddr>,
 }
 
 impl Server {
@@ -54,6 +57,7 @@ impl Server {
             child: None,
             addr,
             zk_addr: None,
+            zk_tls_addr: None,
         };
         server.spawn()?;
         Ok(server)
@@ -63,6 +67,11 @@ impl Server {
     /// kept across restarts, unless the test's arguments say otherwise).
     pub fn zk_addr(&self) -> Option<SocketAddr> {
         self.zk_addr
+    }
+
+    /// Where ZooKeeper clients connect over TLS, when the test's arguments asked for it.
+    pub fn zk_tls_addr(&self) -> Option<SocketAddr> {
+        self.zk_tls_addr
     }
 
     fn zk_args(&self) -> Vec<String> {
@@ -275,8 +284,15 @@ impl Server {
             .and_then(|rest| rest.split_whitespace().next())
             .with_context(|| format!("unexpected first line {line:?}"))?;
         self.addr = addr.parse()?;
-        if let Some(zk) = line.split("zookeeper clients on ").nth(1) {
-            self.zk_addr = Some(zk.trim().parse()?);
+        // "...; zookeeper clients on ADDR; zookeeper TLS clients on ADDR"
+        let after = |label: &str| {
+            line.split(label).nth(1).map(|rest| rest.split(';').next().unwrap_or(rest).trim())
+        };
+        if let Some(zk) = after("; zookeeper clients on ") {
+            self.zk_addr = Some(zk.parse()?);
+        }
+        if let Some(zk) = after("; zookeeper TLS clients on ") {
+            self.zk_tls_addr = Some(zk.parse()?);
         }
         self.child = Some(child);
         Ok(())
