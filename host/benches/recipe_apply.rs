@@ -119,6 +119,7 @@ fn run() {
     let create = CreateRequest {
         path: "/plain".into(),
         data: Vec::new(),
+        null_data: false,
         mode: Default::default(),
         sequential: false,
         ttl_ms: None,
@@ -130,6 +131,7 @@ fn run() {
     let set = Action::Set(SetRequest {
         path: "/plain".into(),
         data: b"0123456789".to_vec(),
+        null_data: false,
         version: None,
     });
     let baseline = report("set (no recipe)", bench.measure(Some(session_id), &set, None), None);

@@ -51,8 +51,17 @@ pub struct Settings {
     /// single node: 127.0.0.1:2181; a cluster member serves it only where this says].
     #[arg(long)]
     pub zk_listen: Option<SocketAddr>,
+    /// ZooKeeper protocol over TLS (ZooKeeper's `secureClientPort`), with the node's certificate;
+    /// a client certificate the cluster CA signed names the principal. Given alone, the plain
+    /// port is not served unless --zk-listen says where.
+    #[arg(long)]
+    pub zk_tls_listen: Option<SocketAddr>,
+    /// Most ZooKeeper connections from one IP address at once, as ZooKeeper's
+    /// `maxClientCnxns` (0: no limit but the node's 20,000) [default: 60].
+    #[arg(long)]
+    pub zk_connections_per_ip: Option<usize>,
     /// Do not serve ZooKeeper's protocol.
-    #[arg(long, conflicts_with = "zk_listen")]
+    #[arg(long, conflicts_with_all = ["zk_listen", "zk_tls_listen"])]
     pub no_zk: bool,
     /// The members of a new cluster at their peer addresses: 1=ADDR,2=ADDR,3=ADDR (the same
     /// list on every member; in the file, a table of id = "ADDR").
@@ -138,6 +147,10 @@ pub struct ServeConfig {
     pub peer_listen: Option<SocketAddr>,
     /// Address of the ZooKeeper front end (TCP), if it is served.
     pub zk_listen: Option<SocketAddr>,
+    /// Address of the ZooKeeper front end over TLS, if it is served.
+    pub zk_tls_listen: Option<SocketAddr>,
+    /// Most ZooKeeper connections from one IP address at once (0: no such limit).
+    pub zk_connections_per_ip: usize,
     /// The members a new cluster starts with, by id, at their peer addresses. Every member is
     /// started with the same list; empty for a single node.
     pub initial_cluster: BTreeMap<u64, String>,
@@ -168,6 +181,8 @@ impl Default for ServeConfig {
             compiled_key: None,
             peer_listen: None,
             zk_listen: None,
+            zk_tls_listen: None,
+            zk_connections_per_ip: crate::zk::ZK_CONNECTIONS_PER_IP_DEFAULT,
             initial_cluster: BTreeMap::new(),
             peer_routes: BTreeMap::new(),
             join: false,
@@ -229,6 +244,11 @@ impl ServeConfig {
             compiled_key: flags.compiled_key.or(file.compiled_key),
             peer_listen: flags.peer_listen.or(file.peer_listen),
             zk_listen: None,
+            zk_tls_listen: None,
+            zk_connections_per_ip: flags
+                .zk_connections_per_ip
+                .or(file.zk_connections_per_ip)
+                .unwrap_or(default.zk_connections_per_ip),
             initial_cluster: flags.initial_cluster.or(file.initial_cluster).unwrap_or_default().0,
             peer_routes: flags.peer_routes.or(file.peer_routes).unwrap_or_default().0,
             join: flags.join || file.join,
@@ -240,12 +260,18 @@ impl ServeConfig {
         };
         // ZooKeeper's protocol is on by default for a single node, which has its port to itself;
         // the members of a cluster on one machine would contend for it.
+        // A TLS port alone means only TLS, as ZooKeeper's secureClientPort alone does.
+        let zk_tls_listen = flags.zk_tls_listen.or(file.zk_tls_listen);
         let single = config.initial_cluster.is_empty() && !config.join;
-        let zk_default =
-            single.then(|| DEFAULT_ZK_LISTEN.parse().unwrap_or_else(|_| unreachable!()));
+        let zk_default = (single && zk_tls_listen.is_none())
+            .then(|| DEFAULT_ZK_LISTEN.parse().unwrap_or_else(|_| unreachable!()));
         let zk_listen = flags.zk_listen.or(file.zk_listen).or(zk_default);
-        let config =
-            ServeConfig { zk_listen: zk_listen.filter(|_| !(flags.no_zk || file.no_zk)), ..config };
+        let no_zk = flags.no_zk || file.no_zk;
+        let config = ServeConfig {
+            zk_listen: zk_listen.filter(|_| !no_zk),
+            zk_tls_listen: zk_tls_listen.filter(|_| !no_zk),
+            ..config
+        };
         config.validate()?;
         Ok(config)
     }

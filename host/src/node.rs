@@ -78,6 +78,7 @@ pub struct RunningNode {
     client_addr: SocketAddr,
     /// Where the ZooKeeper front end listens, if it is served.
     zk_addr: Option<SocketAddr>,
+    zk_tls_addr: Option<SocketAddr>,
     ca_file: PathBuf,
     generated_certificates: bool,
     stop: watch::Sender<bool>,
@@ -198,6 +199,17 @@ impl RunningNode {
             None => None,
         };
         let zk_addr = zk_listener.as_ref().and_then(|listener| listener.local_addr().ok());
+        let zk_tls_listener = match config.zk_tls_listen {
+            Some(addr) => Some((
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| NodeError::Listen { addr, source })?,
+                tls::tcp_server_config(&tls_files)?,
+            )),
+            None => None,
+        };
+        let zk_tls_addr =
+            zk_tls_listener.as_ref().and_then(|(listener, _)| listener.local_addr().ok());
 
         let is_initialized = raft.is_initialized().await?;
         if !is_initialized && config.join {
@@ -264,8 +276,13 @@ impl RunningNode {
             tokio::spawn(duties::reap_ttl_znodes(cluster.clone(), stopped.clone())),
             tokio::spawn(liveness::expire_sessions(cluster, stopped.clone())),
         ];
-        if let Some(listener) = zk_listener {
-            tasks.push(tokio::spawn(crate::zk::serve(listener, frontend, stopped)));
+        if zk_listener.is_some() || zk_tls_listener.is_some() {
+            let listeners = crate::zk::Listeners {
+                plain: zk_listener,
+                tls: zk_tls_listener,
+                connections_per_ip: config.zk_connections_per_ip,
+            };
+            tasks.push(tokio::spawn(crate::zk::serve(listeners, frontend, stopped)));
         }
 
         tracing::info!(addr = %client_addr, data_dir = %config.data_dir.display(), "serving clients");
@@ -273,6 +290,7 @@ impl RunningNode {
             raft,
             client_addr,
             zk_addr,
+            zk_tls_addr,
             ca_file: tls_files.ca,
             generated_certificates,
             stop,
@@ -290,6 +308,11 @@ impl RunningNode {
     /// Where ZooKeeper clients connect, if this node serves them.
     pub fn zk_addr(&self) -> Option<SocketAddr> {
         self.zk_addr
+    }
+
+    /// Where the ZooKeeper front end listens for TLS clients, if it does.
+    pub fn zk_tls_addr(&self) -> Option<SocketAddr> {
+        self.zk_tls_addr
     }
 
     /// The CA file clients trust.

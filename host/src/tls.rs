@@ -268,19 +268,35 @@ fn quic_server(
 /// The QUIC server configuration for the client front end: a client may present a certificate
 /// the cluster CA (`files.ca`) signed, or none (then it is anonymous until it authenticates).
 pub fn server_config(files: &TlsFiles, alpn: &[u8]) -> Result<quinn::ServerConfig, TlsError> {
+    quic_server(client_facing(files, &[&rustls::version::TLS13])?, alpn)
+}
+
+/// The TLS-over-TCP configuration of the ZooKeeper front end's secure port (ZooKeeper's
+/// `secureClientPort`), with the same certificates as the QUIC port's. TLS 1.3 and 1.2, which
+/// ZooKeeper's Java clients before Java 11 speak.
+pub fn tcp_server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
+    Ok(Arc::new(client_facing(files, &versions)?))
+}
+
+/// A server configuration clients reach: the node's certificate, and a client may present
+/// one the cluster CA signed, or none.
+fn client_facing(
+    files: &TlsFiles,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<rustls::ServerConfig, TlsError> {
     let (certs, key) = identity(files)?;
     let verifier =
         rustls::server::WebPkiClientVerifier::builder_with_provider(roots(files)?, provider())
             .allow_unauthenticated()
             .build()
             .map_err(|e| TlsError::Config(e.to_string()))?;
-    let tls = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
+    rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs, key)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
-    quic_server(tls, alpn)
+        .map_err(|e| TlsError::Config(e.to_string()))
 }
 
 /// The leaf certificate a QUIC peer presented, if it presented one (the handshake verified it).
@@ -292,8 +308,12 @@ fn presented(connection: &quinn::Connection) -> Option<CertificateDer<'static>> 
 /// Who a client connection speaks for: the common name of the certificate it presented
 /// (`Ok(None)` when it presented none), or why that name cannot be a principal.
 pub fn client_principal(connection: &quinn::Connection) -> Result<Option<String>, String> {
-    let Some(leaf) = presented(connection) else { return Ok(None) };
-    let (_, cert) = x509_parser::parse_x509_certificate(&leaf)
+    presented(connection).map(|leaf| certificate_principal(&leaf)).transpose()
+}
+
+/// The principal a client certificate (DER, verified by the handshake) names: its common name.
+pub fn certificate_principal(leaf: &[u8]) -> Result<String, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf)
         .map_err(|e| format!("the client certificate does not parse: {e}"))?;
     let name = cert
         .subject()
@@ -304,7 +324,7 @@ pub fn client_principal(connection: &quinn::Connection) -> Result<Option<String>
         .to_string();
     cairn_wire::access::validate_principal_name(&name)
         .map_err(|why| format!("the client certificate's common name: {why}"))?;
-    Ok(Some(name))
+    Ok(name)
 }
 
 /// The node id a peer connection's certificate names, if it is a node certificate: one that

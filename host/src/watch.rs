@@ -852,7 +852,8 @@ mod tests {
             path: "/secret".into(),
             acl: Arc::new(vec![AclEntry::user("alice", READ)]),
         };
-        let effects = Effects { changes: vec![alice_only(EventKind::DataChanged)], ..Effects::default() };
+        let effects =
+            Effects { changes: vec![alice_only(EventKind::DataChanged)], ..Effects::default() };
         hub.publish(Zxid(1), &effects, &DataTree::new());
         assert_eq!(events(&mut queue), vec![], "anonymous may not read /secret");
 
@@ -862,7 +863,8 @@ mod tests {
         assert_eq!(hub.held_by("anonymous"), 1, "another stream's word changes nothing");
         hub.speak_for(session, &outbox, Principal::Certificate("alice".into()), alice);
         assert_eq!((hub.held_by("anonymous"), hub.held_by("alice")), (0, 1), "the watch moved");
-        let effects = Effects { changes: vec![alice_only(EventKind::Deleted)], ..Effects::default() };
+        let effects =
+            Effects { changes: vec![alice_only(EventKind::Deleted)], ..Effects::default() };
         hub.publish(Zxid(2), &effects, &DataTree::new());
         assert_eq!(
             events(&mut queue),

@@ -27,7 +27,7 @@ use tracing::Instrument;
 
 use crate::cluster::{ApplyReply, Cluster, Member, NodeId, Served, members_of, shutting_down};
 use crate::store::paths::RECIPES_ROOT;
-use crate::store::{Caller, DataTree, Principal, SessionId, Zxid};
+use crate::store::{Caller, DataTree, Principal, SessionId, Znode, Zxid};
 use crate::watch::{Outbox, WatchHub};
 
 /// Most client connections a node serves at once; more are refused at the handshake.
@@ -173,8 +173,9 @@ impl Frontend {
             Request::Get { path, watch: w, .. } => {
                 tree.check_read(caller, path)?;
                 let (data, stat) = tree.get(path)?;
+                let null = tree.node(path).is_some_and(Znode::null_data);
                 watch(*w, path, WatchKind::Data)?;
-                Ok(Reply::Data { data: data.to_vec(), stat })
+                Ok(Reply::Data { data: data.to_vec(), null, stat })
             }
             Request::Exists { path, watch: w, .. } => {
                 tree.check_read(caller, path)?;

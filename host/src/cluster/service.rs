@@ -281,6 +281,7 @@ mod tests {
         let create = CreateRequest {
             path: "/replicated".into(),
             data: b"over quic".to_vec(),
+            null_data: false,
             mode: CreateMode::Persistent,
             sequential: false,
             ttl_ms: None,

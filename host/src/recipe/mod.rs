@@ -1540,6 +1540,7 @@ mod tests {
         let forged = Action::Create(cairn_wire::CreateRequest {
             path: "/cairn/recipes/counter/hits".into(),
             data: b"1000".to_vec(),
+            null_data: false,
             mode: cairn_wire::CreateMode::Persistent,
             sequential: false,
             ttl_ms: None,

@@ -37,12 +37,29 @@ pub enum Principal {
 }
 
 /// The principal name of ZooKeeper's digest identity `user:base64(sha1(user:password))`:
-/// `user@digest.<the SHA-1 in hex>`, or `None` if the user name is not one a principal name
-/// can carry. ZooKeeper's ACL entries `digest:user:hash` name the same principal.
+/// `user@digest.<the SHA-1 in hex>`, or `None` if it would be too long for a principal name.
+/// A user name with characters a principal name cannot carry (ZooKeeper's may hold any but
+/// `:`) is written as `@` and its UTF-8 bytes in hex, which no plain name starts with.
+/// ZooKeeper's ACL entries `digest:user:hash` name the same principal.
 pub fn digest_principal(user: &str, sha1: &[u8]) -> Option<String> {
-    let hex: String = sha1.iter().map(|b| format!("{b:02x}")).collect();
-    let name = format!("{user}@digest.{hex}");
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let plain = !user.is_empty()
+        && user.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    let user = if plain { user.to_string() } else { format!("@{}", hex(user.as_bytes())) };
+    let name = format!("{user}@digest.{}", hex(sha1));
     cairn_wire::access::validate_principal_name(&name).ok().map(|()| name)
+}
+
+/// The ZooKeeper user name and the hash (in hex) of a principal [`digest_principal`] named,
+/// if it is one.
+pub fn digest_user(principal: &str) -> Option<(String, &str)> {
+    let (user, hash) = principal.rsplit_once("@digest.")?;
+    let Some(encoded) = user.strip_prefix('@') else { return Some((user.to_string(), hash)) };
+    let bytes = (0..encoded.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(encoded.get(at..at + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    Some((String::from_utf8(bytes).ok()?, hash))
 }
 
 impl Principal {

@@ -139,6 +139,10 @@ pub struct Znode {
     /// copies no data.
     #[serde(with = "shared_bytes")]
     data: Arc<Vec<u8>>,
+    /// It holds ZooKeeper's null data (`data` is empty), which ZooKeeper's clients read back
+    /// as null rather than as empty.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    null_data: bool,
     kind: NodeKind,
     children: BTreeSet<String>,
     czxid: Zxid,
@@ -171,6 +175,7 @@ impl Znode {
     ) -> Znode {
         Znode {
             data: Arc::new(data),
+            null_data: false,
             kind,
             children: BTreeSet::new(),
             czxid: zxid,
@@ -194,6 +199,11 @@ impl Znode {
 
     pub fn data(&self) -> &[u8] {
         &self.data
+    }
+
+    /// Whether it holds ZooKeeper's null data rather than empty data.
+    pub fn null_data(&self) -> bool {
+        self.null_data
     }
 
     pub fn kind(&self) -> NodeKind {

@@ -284,6 +284,7 @@ impl RecipeTxn {
         let request = CreateRequest {
             path: path.to_string(),
             data,
+            null_data: false,
             mode,
             sequential,
             ttl_ms: None,
@@ -299,7 +300,7 @@ impl RecipeTxn {
         data: Vec<u8>,
         version: Option<u32>,
     ) -> Result<Stat, ApiError> {
-        let request = SetRequest { path: path.to_string(), data, version };
+        let request = SetRequest { path: path.to_string(), data, null_data: false, version };
         self.parts.with(tree, |txn| txn.set(&request))
     }
 

@@ -95,7 +95,7 @@ enum Undo {
     /// A znode was deleted: put it back.
     Deleted { path: String, node: Znode },
     /// A znode's data was set: put the old data and versions back.
-    Set { path: String, data: Arc<Vec<u8>>, version: u32, mzxid: Zxid, mtime: u64 },
+    Set { path: String, data: Arc<Vec<u8>>, null_data: bool, version: u32, mzxid: Zxid, mtime: u64 },
     /// A child was added to (or removed from) `parent`: take it out (or put it back).
     Child {
         parent: String,
@@ -315,6 +315,7 @@ impl Txn<'_> {
         let creator = self.caller.name.clone();
         let mut node =
             Znode::new(request.data.clone(), kind, self.zxid, self.time_ms, acl.clone(), creator);
+        node.null_data = request.null_data && request.data.is_empty();
         if let Some(owner) = owner {
             node.ephemeral_owner = owner.0;
         }
@@ -348,9 +349,12 @@ impl Txn<'_> {
         let node =
             self.tree.nodes.get_mut(path).ok_or_else(|| ApiError::at(ErrorCode::NoNode, path))?;
         let data = std::mem::replace(&mut node.data, Arc::new(request.data.clone()));
+        let null_data =
+            std::mem::replace(&mut node.null_data, request.null_data && request.data.is_empty());
         self.undo.push(Undo::Set {
             path: path.to_string(),
             data,
+            null_data,
             version: node.version,
             mzxid: node.mzxid,
             mtime: node.mtime,
@@ -491,10 +495,11 @@ impl Txn<'_> {
                     self.tree.index(&path, &node);
                     self.tree.nodes.insert(path, node);
                 }
-                Undo::Set { path, data, version, mzxid, mtime } => {
+                Undo::Set { path, data, null_data, version, mzxid, mtime } => {
                     if let Some(node) = self.tree.nodes.get_mut(&path) {
                         let (creator, now) = (node.creator.clone(), node.data.len() as u64);
                         node.data = data;
+                        node.null_data = null_data;
                         node.version = version;
                         node.mzxid = mzxid;
                         node.mtime = mtime;

@@ -11,25 +11,23 @@
 
 pub mod jute;
 pub mod proto;
+pub mod system;
 pub mod translate;
 pub mod words;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use cairn_wire::{
-    ApiError, ErrorCode, EventKind, Reply, SESSION_TIMEOUT_MS_MAX, SESSION_TIMEOUT_MS_MIN,
-};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use cairn_wire::{ApiError, ErrorCode, EventKind, Reply};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::api::{Frontend, open_session, resume_session};
-use crate::store::{Action, Principal, SessionId, Write, Zxid};
+use crate::store::{Action, Caller, DataTree, Principal, SessionId, Write, Zxid};
 use crate::watch::{Outbox, OutboxLoad, Outgoing};
 use jute::Reader;
 use proto::{ConnectRequest, FRAME_BYTES_MAX, Request, code};
@@ -37,6 +35,16 @@ use translate::Plan;
 
 /// Most ZooKeeper connections a node serves at once; more are closed at once.
 pub const ZK_CONNECTIONS_MAX: usize = 20_000;
+
+/// Most ZooKeeper connections a node serves from one IP address at once unless told otherwise
+/// (`--zk-connections-per-ip`), as ZooKeeper's `maxClientCnxns` (60 by default); more are
+/// closed at once.
+pub const ZK_CONNECTIONS_PER_IP_DEFAULT: usize = 60;
+
+/// The session timeouts a ZooKeeper client may have, as a ZooKeeper server with its default
+/// 2-second tick gives them (2 and 20 ticks): what a client asks for is brought within them.
+pub const ZK_SESSION_TIMEOUT_MS_MIN: u64 = 4_000;
+pub const ZK_SESSION_TIMEOUT_MS_MAX: u64 = 40_000;
 
 /// How long a new connection may take to send its handshake.
 pub const ZK_HANDSHAKE_MS_MAX: u64 = 10_000;
@@ -48,6 +56,58 @@ pub const ZK_HANDSHAKE_BYTES_MAX: u32 = 1024;
 /// bytes, the 16 ZooKeeper's clients expect.
 const PASSWD_BYTES: usize = 16;
 
+/// The reading and the writing half of a client connection, plain or TLS.
+type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Where the front end listens: plain TCP (ZooKeeper's `clientPort`), TLS (its
+/// `secureClientPort`), or both.
+#[derive(Debug)]
+pub struct Listeners {
+    pub plain: Option<TcpListener>,
+    pub tls: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
+    /// Most connections from one IP address at once, both ports together (0: no such limit).
+    pub connections_per_ip: usize,
+}
+
+/// The next connection on `listener`, or never when there is none.
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Completes a connection's TLS handshake (within the handshake's deadline) and names who it
+/// speaks for: the principal of its client certificate, or anonymous without one.
+async fn tls_handshake(
+    socket: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    remote: SocketAddr,
+) -> Option<(ReadHalf, WriteHalf, Principal)> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let deadline = Duration::from_millis(ZK_HANDSHAKE_MS_MAX);
+    let stream = match tokio::time::timeout(deadline, acceptor.accept(socket)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            tracing::debug!(%remote, %error, "zookeeper TLS handshake failed");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    let leaf = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first());
+    let principal = match leaf.map(|leaf| crate::tls::certificate_principal(leaf)).transpose() {
+        Ok(Some(name)) => Principal::Certificate(name),
+        Ok(None) => Principal::Anonymous,
+        Err(why) => {
+            tracing::info!(%remote, %why, "zookeeper TLS client refused");
+            return None;
+        }
+    };
+    let (read, write) = tokio::io::split(stream);
+    Some((Box::new(read), Box::new(write), principal))
+}
+
 /// One connection's counts, for `stat`.
 #[derive(Debug)]
 struct Connection {
@@ -55,6 +115,12 @@ struct Connection {
     session: Mutex<Option<SessionId>>,
     received: AtomicU64,
     sent: AtomicU64,
+    /// The client asked to close its session: the end of the session is not news to it, and
+    /// the writer goes on to the close's reply.
+    closing: AtomicBool,
+    /// Woken when another connection to this node resumed the session: this one closes, as
+    /// ZooKeeper closes a session's old connection.
+    superseded: tokio::sync::Notify,
 }
 
 /// What the four-letter words report of this front end: its connections and its requests.
@@ -147,17 +213,19 @@ impl Stats {
     }
 }
 
-/// Accepts ZooKeeper connections on `listener` until `shutdown` turns true.
+/// Accepts ZooKeeper connections on `listeners` until `shutdown` turns true.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Listeners,
     frontend: Arc<Frontend>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let connections = Arc::new(Semaphore::new(ZK_CONNECTIONS_MAX));
     let stats = Arc::new(Stats::new());
+    let (tls_listener, tls_config) = listeners.tls.unzip();
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+        let (accepted, tls) = tokio::select! {
+            accepted = accept(listeners.plain.as_ref()) => (accepted, None),
+            accepted = accept(tls_listener.as_ref()) => (accepted, tls_config.clone()),
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
         let (socket, remote) = match accepted {
@@ -171,20 +239,44 @@ pub async fn serve(
             tracing::warn!(%remote, "zookeeper connection refused: {ZK_CONNECTIONS_MAX} open");
             continue;
         };
+        let id = stats.next_connection.fetch_add(1, Ordering::Relaxed);
+        let connection = Arc::new(Connection {
+            remote,
+            session: Mutex::new(None),
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            closing: AtomicBool::new(false),
+            superseded: tokio::sync::Notify::new(),
+        });
+        {
+            let mut open = stats.connections.lock().unwrap_or_else(PoisonError::into_inner);
+            let from_ip = open.values().filter(|open| open.remote.ip() == remote.ip()).count();
+            let per_ip = listeners.connections_per_ip;
+            if per_ip > 0 && from_ip >= per_ip {
+                tracing::warn!(%remote, "zookeeper connection refused: {per_ip} open from its address");
+                continue;
+            }
+            open.insert(id, connection.clone());
+        }
         let _ = socket.set_nodelay(true);
         let frontend = frontend.clone();
         let mut stop = shutdown.clone();
         let stats = stats.clone();
         tokio::spawn(async move {
-            let (read, write) = socket.into_split();
-            let id = stats.next_connection.fetch_add(1, Ordering::Relaxed);
-            let connection = Arc::new(Connection {
-                remote,
-                session: Mutex::new(None),
-                received: AtomicU64::new(0),
-                sent: AtomicU64::new(0),
-            });
-            let serving = serve_connection(read, write, &frontend, &stats, id, connection);
+            let serving = async {
+                let (read, write, principal): (ReadHalf, WriteHalf, _) = match tls {
+                    None => {
+                        let (read, write) = socket.into_split();
+                        (Box::new(read), Box::new(write), Principal::Anonymous)
+                    }
+                    Some(config) => match tls_handshake(socket, config, remote).await {
+                        Some(secured) => secured,
+                        None => return,
+                    },
+                };
+                let opened = Opened { frontend: &frontend, stats: &stats, id, principal };
+                serve_connection(read, write, opened, connection).await;
+            };
             tokio::select! {
                 () = serving => {}
                 _ = stop.wait_for(|stop| *stop) => {}
@@ -196,7 +288,7 @@ pub async fn serve(
 }
 
 /// Reads one frame: its 4-byte length, then that many bytes. `Ok(None)` at a clean end.
-async fn read_frame(read: &mut OwnedReadHalf) -> std::io::Result<Option<Vec<u8>>> {
+async fn read_frame(read: &mut ReadHalf) -> std::io::Result<Option<Vec<u8>>> {
     let mut length = [0u8; 4];
     match read.read_exact(&mut length).await {
         Ok(_) => {}
@@ -207,7 +299,7 @@ async fn read_frame(read: &mut OwnedReadHalf) -> std::io::Result<Option<Vec<u8>>
 }
 
 /// Reads the body of a frame whose length came in `length`.
-async fn read_body(read: &mut OwnedReadHalf, length: [u8; 4]) -> std::io::Result<Vec<u8>> {
+async fn read_body(read: &mut ReadHalf, length: [u8; 4]) -> std::io::Result<Vec<u8>> {
     let length = u32::from_be_bytes(length) as usize;
     if length > FRAME_BYTES_MAX {
         return Err(std::io::Error::new(
@@ -256,7 +348,7 @@ async fn handshake(
         // ZooKeeper bounds the timeout a client asks for rather than refusing it.
         let timeout_ms = u64::try_from(connect.timeout_ms)
             .unwrap_or(0)
-            .clamp(SESSION_TIMEOUT_MS_MIN, SESSION_TIMEOUT_MS_MAX);
+            .clamp(ZK_SESSION_TIMEOUT_MS_MIN, ZK_SESSION_TIMEOUT_MS_MAX);
         let (_, reply) = open_session(frontend, None, principal, timeout_ms, outbox).await;
         return match reply? {
             Reply::Session { session_id, secret, timeout_ms } => {
@@ -280,14 +372,22 @@ async fn handshake(
     }
 }
 
-async fn serve_connection(
-    mut read: OwnedReadHalf,
-    mut write: OwnedWriteHalf,
-    frontend: &Frontend,
-    stats: &Stats,
+/// A connection as it was accepted: what serves it, its number and who it speaks for.
+struct Opened<'a> {
+    frontend: &'a Frontend,
+    stats: &'a Stats,
     id: u64,
+    /// Anonymous, or the principal of a TLS client's certificate.
+    principal: Principal,
+}
+
+async fn serve_connection(
+    mut read: ReadHalf,
+    mut write: WriteHalf,
+    opened: Opened<'_>,
     connection: Arc<Connection>,
 ) {
+    let Opened { frontend, stats, id, principal } = opened;
     let remote = connection.remote;
     let handshake_deadline = Duration::from_millis(ZK_HANDSHAKE_MS_MAX);
     let mut opening = [0u8; 4];
@@ -321,7 +421,6 @@ async fn serve_connection(
         tracing::info!(%remote, seen = connect.last_zxid_seen, %applied, "refusing a zookeeper client ahead of this node");
         return;
     }
-    let principal = Principal::Anonymous;
     let (outbox, queue, load) = Outbox::new();
     let session = match handshake(frontend, &connect, &principal, &outbox).await {
         Ok(Some(session)) => session,
@@ -346,7 +445,14 @@ async fn serve_connection(
         return;
     }
     *connection.session.lock().unwrap_or_else(PoisonError::into_inner) = Some(session.session);
-    stats.connections.lock().unwrap_or_else(PoisonError::into_inner).insert(id, connection.clone());
+    for (other, earlier) in stats.connections.lock().unwrap_or_else(PoisonError::into_inner).iter()
+    {
+        let same = *earlier.session.lock().unwrap_or_else(PoisonError::into_inner)
+            == Some(session.session);
+        if *other != id && same {
+            earlier.superseded.notify_one();
+        }
+    }
     let writer = tokio::spawn(write_outgoing(
         write,
         queue,
@@ -383,13 +489,12 @@ struct Served<'a> {
 
 /// Serves requests in order until the client closes its session (true) or goes away (false).
 async fn serve_requests(
-    read: &mut OwnedReadHalf,
+    read: &mut ReadHalf,
     served: &Served<'_>,
     session: SessionId,
     principal: &Principal,
     outbox: &Outbox,
 ) -> bool {
-    let frontend = served.frontend;
     // A connection speaks for the identity it last proved (`auth`); its session stays the
     // principal's that opened it.
     let mut principal = principal.clone();
@@ -400,7 +505,14 @@ async fn serve_requests(
             tracing::info!("closing a zookeeper connection whose client does not read");
             return false;
         }
-        let frame = match tokio::time::timeout(served.silence, read_frame(read)).await {
+        let next = tokio::select! {
+            next = tokio::time::timeout(served.silence, read_frame(read)) => next,
+            () = served.connection.superseded.notified() => {
+                tracing::debug!("zookeeper session resumed on another connection; closing this one");
+                return false;
+            }
+        };
+        let frame = match next {
             Ok(Ok(Some(frame))) => frame,
             Ok(Ok(None)) => return false,
             Ok(Err(error)) => {
@@ -416,7 +528,7 @@ async fn serve_requests(
         served.connection.received.fetch_add(1, Ordering::Relaxed);
         served.stats.outstanding.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let closed = serve_request(&frame, frontend, session, &principal, outbox).await;
+        let closed = serve_request(&frame, served, session, &principal, outbox).await;
         served.stats.outstanding.fetch_sub(1, Ordering::Relaxed);
         served.stats.served(started.elapsed());
         match closed {
@@ -442,11 +554,12 @@ enum Next {
 /// Serves one request frame.
 async fn serve_request(
     frame: &[u8],
-    frontend: &Frontend,
+    served: &Served<'_>,
     session: SessionId,
     principal: &Principal,
     outbox: &Outbox,
 ) -> Next {
+    let frontend = served.frontend;
     {
         frontend.cluster.sessions.touch(session);
         let mut reader = Reader::new(frame);
@@ -466,8 +579,10 @@ async fn serve_request(
                 outbox.send_frame(proto::bare_reply(xid, zxid(), code::OK));
                 return Next::Continue;
             }
+            // As ZooKeeper: the session's own watches hear of its ephemerals' deletion, then the
+            // close is answered and the connection closed.
             Request::CloseSession => {
-                frontend.watches.unbind(session, outbox);
+                served.connection.closing.store(true, Ordering::Relaxed);
                 let write = Write {
                     session: Some(session),
                     principal: principal.clone(),
@@ -491,10 +606,17 @@ async fn serve_request(
                     "digest" => translate::digest_identity(auth),
                     _ => None,
                 };
+                let proved = proved.map(Principal::Digest).and_then(|principal| {
+                    let state = frontend.cluster.state.read();
+                    let reader = state.tree.caller(&principal).ok()?;
+                    // Its watches hear from now on what the identity may read.
+                    frontend.watches.speak_for(session, outbox, principal.clone(), reader);
+                    Some(principal)
+                });
                 return match proved {
-                    Some(name) => {
+                    Some(principal) => {
                         outbox.send_frame(proto::bare_reply(xid, zxid(), code::OK));
-                        Next::Authenticated(Principal::Digest(name))
+                        Next::Authenticated(principal)
                     }
                     // ZooKeeper closes the connection after a failed auth; the session stays.
                     None => {
@@ -558,6 +680,15 @@ async fn serve_request(
             }
             _ => {}
         }
+        if let Some(code) = system::refused_write(&request) {
+            outbox.send_frame(proto::bare_reply(xid, zxid(), code));
+            return Next::Continue;
+        }
+        if let Some(reply) = system::read(&request) {
+            let Some(_turn) = outbox.room_for_reply().await else { return Next::Lost };
+            outbox.send_frame(translate::reply_frame(xid, zxid(), &request, reply));
+            return Next::Continue;
+        }
         match translate::plan(&request) {
             Plan::Refuse(code) => {
                 outbox.send_frame(proto::bare_reply(xid, zxid(), code));
@@ -620,13 +751,28 @@ async fn serve_request(
                 let state = frontend.cluster.state.read();
                 let zxid = state.applied_zxid();
                 let reply = state.tree.caller(principal).and_then(|caller| {
-                    frontend.local_reply(&state.tree, &cairn_request, Some(session), &caller, zxid)
+                    let read = &cairn_request;
+                    let mut reply =
+                        frontend.local_reply(&state.tree, read, Some(session), &caller, zxid)?;
+                    as_zookeeper_shows(&request, &mut reply, &caller, &state.tree);
+                    Ok(reply)
                 });
                 outbox.send_frame(translate::reply_frame(xid, zxid.0, &request, reply));
             }
         }
     }
     Next::Continue
+}
+
+/// A read's answer as a ZooKeeper server shows it: digest hashes only to who may administer
+/// the znode, and `zookeeper` among the root's children.
+fn as_zookeeper_shows(request: &Request, reply: &mut Reply, caller: &Caller, tree: &DataTree) {
+    if let Reply::Acl { acl, .. } = reply
+        && !caller.allows(acl, cairn_wire::access::ADMIN)
+    {
+        translate::redact_digests(acl);
+    }
+    system::with_root_child(request, reply, tree.node("/zookeeper").is_some());
 }
 
 /// Proposes `write` and waits for it to be applied.
@@ -640,7 +786,7 @@ async fn propose(frontend: &Frontend, write: Write) -> (Zxid, Result<Reply, ApiE
 /// Writes replies and events, in the order they were queued, until the outbox is dropped;
 /// counts them in `sent` (the front end's) and in the connection's.
 async fn write_outgoing(
-    mut write: OwnedWriteHalf,
+    mut write: WriteHalf,
     mut queue: mpsc::UnboundedReceiver<Outgoing>,
     load: Arc<OutboxLoad>,
     sent: Arc<AtomicU64>,
@@ -653,7 +799,10 @@ async fn write_outgoing(
         if let Outgoing::Event(event) = &outgoing
             && matches!(event.kind, EventKind::SessionExpired | EventKind::ResyncNeeded)
         {
-            break;
+            let closing = connection.closing.load(Ordering::Relaxed);
+            if !(closing && event.kind == EventKind::SessionExpired) {
+                break;
+            }
         }
         let (bytes, is_event) = (outgoing.bytes(), matches!(outgoing, Outgoing::Event(_)));
         let frame = match outgoing {

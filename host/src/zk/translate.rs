@@ -11,7 +11,7 @@ use cairn_wire::{
 use super::jute::Writer;
 use super::proto::{self, Acl, Create, Request, code, event, op};
 use crate::store::Action;
-use crate::store::access::digest_principal;
+use crate::store::access::{digest_principal, digest_user};
 
 /// What a ZooKeeper request becomes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,10 +71,26 @@ fn cn_of(subject: &str) -> &str {
     subject.split(',').find_map(|part| part.trim().strip_prefix("CN=")).unwrap_or(subject)
 }
 
+/// What a redacted digest identity's hash reads as (ZooKeeper's `digest:user:x`).
+const REDACTED: &str = "x";
+
+/// Hides the hash of every digest identity in `acl`, for a caller that may not administer the
+/// znode, as ZooKeeper hides it (the hash is all an offline guess of the password needs).
+pub fn redact_digests(acl: &mut [AclEntry]) {
+    for entry in acl.iter_mut().filter(|entry| entry.scheme == "user") {
+        if let Some((user, _)) = entry.id.rsplit_once("@digest.") {
+            entry.id = format!("{user}@digest.{REDACTED}");
+        }
+    }
+}
+
 /// The digest ACL id (`user:base64(sha1)`) of a digest identity's principal name, if it is one.
 fn digest_acl_id(principal: &str) -> Option<String> {
     use base64::Engine;
-    let (user, hex) = principal.rsplit_once("@digest.")?;
+    let (user, hex) = digest_user(principal)?;
+    if hex == REDACTED {
+        return Some(format!("{user}:{REDACTED}"));
+    }
     let sha1: Vec<u8> = (0..hex.len())
         .step_by(2)
         .map(|at| u8::from_str_radix(hex.get(at..at + 2)?, 16).ok())
@@ -134,6 +150,7 @@ fn create(create: &Create) -> Result<Action, i32> {
     Ok(Action::Create(CreateRequest {
         path: create.path.clone(),
         data: create.data.clone().unwrap_or_default(),
+        null_data: create.data.is_none(),
         mode,
         sequential,
         ttl_ms,
@@ -154,6 +171,7 @@ fn multi_op(request: &Request) -> Result<MultiOp, i32> {
         Request::SetData { path, data, version: v } => Ok(MultiOp::Set(SetRequest {
             path: path.clone(),
             data: data.clone().unwrap_or_default(),
+            null_data: data.is_none(),
             version: version(*v),
         })),
         // Cairn's check names a version; ZooKeeper's -1 ("whatever version") has no match.
@@ -216,6 +234,7 @@ pub fn plan(request: &Request) -> Plan {
         Request::SetData { path, data, version: v } => write(Ok(Action::Set(SetRequest {
             path: path.clone(),
             data: data.clone().unwrap_or_default(),
+            null_data: data.is_none(),
             version: version(*v),
         }))),
         // ZooKeeper refuses an empty ACL.
@@ -309,8 +328,8 @@ pub fn reply_frame(
         (Request::SetData { .. } | Request::SetAcl { .. }, Reply::Stat { stat }) => {
             proto::stat(&mut writer, &stat);
         }
-        (Request::GetData { .. }, Reply::Data { data, stat }) => {
-            writer.buffer(Some(&data));
+        (Request::GetData { .. }, Reply::Data { data, null, stat }) => {
+            writer.buffer((!null).then_some(data.as_slice()));
             proto::stat(&mut writer, &stat);
         }
         (Request::Exists { .. }, Reply::Exists { stat: Some(stat) }) => {
@@ -420,9 +439,9 @@ pub fn multi_read_frame(xid: i32, zxid: u64, replies: Vec<Result<Reply, ApiError
     proto::reply_header(&mut writer, xid, zxid, code::OK);
     for reply in replies {
         match reply {
-            Ok(Reply::Data { data, stat }) => {
+            Ok(Reply::Data { data, null, stat }) => {
                 proto::multi_header(&mut writer, op::GET_DATA, false, code::OK);
-                writer.buffer(Some(&data));
+                writer.buffer((!null).then_some(data.as_slice()));
                 proto::stat(&mut writer, &stat);
             }
             Ok(Reply::Children { children, .. }) => {
@@ -511,6 +530,38 @@ mod tests {
         assert_eq!(acl_entries(&ip), Err(code::INVALID_ACL));
         let bad = vec![Acl { perms: 64, scheme: "world".into(), id: "anyone".into() }];
         assert_eq!(acl_entries(&bad), Err(code::INVALID_ACL));
+    }
+
+    #[test]
+    fn a_digest_user_may_have_any_name_zookeeper_allows() {
+        use base64::Engine;
+        use sha1::Digest;
+        // kazoo's own: a backslash, a slash and "ä" in the name.
+        let credentials = "xe4/\\hm\u{e4}:/\\pw".as_bytes();
+        let proved = digest_identity(credentials).expect("a digest identity");
+        let hash =
+            base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(credentials));
+        let id = format!("xe4/\\hm\u{e4}:{hash}");
+        let acl = vec![Acl { perms: 31, scheme: "digest".into(), id: id.clone() }];
+        let cairn = acl_entries(&acl).expect("maps");
+        assert_eq!(cairn, vec![AclEntry::user(&proved, 31)], "the ACL names who proved it");
+        assert_eq!(zk_acl(&cairn)[0].id, id, "and reads back as it was given");
+        // A plain name that looks like an encoded one is still itself.
+        let plain = digest_identity(b"u40:pw").expect("plain");
+        assert!(plain.starts_with("u40@digest."), "{plain}");
+        assert_ne!(digest_identity(b"@40:pw"), digest_identity(b"u40:pw"));
+    }
+
+    #[test]
+    fn digest_hashes_are_hidden_from_who_may_not_administer() {
+        let alice = digest_identity(b"alice:secret").expect("a digest identity");
+        let mut acl =
+            vec![AclEntry::user(&alice, 31), AclEntry::user("bob", 1), AclEntry::anyone(1)];
+        redact_digests(&mut acl);
+        let zk = zk_acl(&acl);
+        assert_eq!(zk[0], Acl { perms: 31, scheme: "digest".into(), id: "alice:x".into() });
+        assert_eq!(zk[1].id, "CN=bob", "not a digest identity: as it was");
+        assert_eq!(zk[2].id, "anyone");
     }
 
     #[test]

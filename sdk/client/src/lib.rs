@@ -112,6 +112,7 @@ impl CreateOptions {
         CreateRequest {
             path: path.to_string(),
             data,
+            null_data: false,
             mode: self.mode,
             sequential: self.sequential,
             // Durations past u64 milliseconds are far past the TTL limit; the node refuses them.
@@ -235,7 +236,8 @@ impl Client {
         data: impl Into<Vec<u8>>,
         version: Option<u32>,
     ) -> Result<Stat, Error> {
-        let request = SetRequest { path: path.to_string(), data: data.into(), version };
+        let request =
+            SetRequest { path: path.to_string(), data: data.into(), null_data: false, version };
         match self.call(Request::Set(request)).await? {
             Reply::Stat { stat } => Ok(stat),
             other => Err(unexpected("stat", &other)),
@@ -365,7 +367,7 @@ impl Client {
         let watch = self.shared.watchers().add_one_shot(spec.clone());
         let request = Request::Get { path: path.to_string(), local: false, watch: true };
         match self.watched_call(request, &[&spec]).await? {
-            Reply::Data { data, stat } => Ok((data, stat, watch)),
+            Reply::Data { data, stat, .. } => Ok((data, stat, watch)),
             other => Err(unexpected("data", &other)),
         }
     }
@@ -674,7 +676,7 @@ impl Client {
 
     async fn read_get(&self, path: &str, local: bool) -> Result<(Vec<u8>, Stat), Error> {
         match self.call(Request::Get { path: path.to_string(), local, watch: false }).await? {
-            Reply::Data { data, stat } => Ok((data, stat)),
+            Reply::Data { data, stat, .. } => Ok((data, stat)),
             other => Err(unexpected("data", &other)),
         }
     }

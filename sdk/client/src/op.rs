@@ -11,7 +11,12 @@ pub fn create(path: &str, data: impl Into<Vec<u8>>, options: CreateOptions) -> M
 
 /// Set a znode's data, optionally only at `version`.
 pub fn set(path: &str, data: impl Into<Vec<u8>>, version: Option<u32>) -> MultiOp {
-    MultiOp::Set(SetRequest { path: path.to_string(), data: data.into(), version })
+    MultiOp::Set(SetRequest {
+        path: path.to_string(),
+        data: data.into(),
+        null_data: false,
+        version,
+    })
 }
 
 /// Delete a znode, optionally only at `version`.

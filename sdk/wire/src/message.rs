@@ -242,6 +242,10 @@ pub struct CreateRequest {
     pub path: String,
     #[serde(with = "serde_bytes", default)]
     pub data: Vec<u8>,
+    /// ZooKeeper's null data: no data at all, which its clients tell apart from empty data
+    /// (`data` is then empty). Cairn's own clients never need it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub null_data: bool,
     #[serde(default)]
     pub mode: CreateMode,
     /// Append the parent's 10-digit sequence number to the name.
@@ -260,6 +264,9 @@ pub struct SetRequest {
     pub path: String,
     #[serde(with = "serde_bytes", default)]
     pub data: Vec<u8>,
+    /// ZooKeeper's null data, as in [`CreateRequest::null_data`].
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub null_data: bool,
     /// Refuse with `bad-version` unless the znode's version is this one.
     #[serde(default)]
     pub version: Option<u32>,
@@ -313,6 +320,9 @@ pub enum Reply {
     Data {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
+        /// The znode holds ZooKeeper's null data (`data` is empty).
+        #[serde(default, skip_serializing_if = "is_false")]
+        null: bool,
         stat: Stat,
     },
     /// To `set`: the znode's new stat.
@@ -556,6 +566,11 @@ impl RequestFrame {
     }
 }
 
+/// For `skip_serializing_if`: a flag that is off is left out of the frame.
+fn is_false(flag: &bool) -> bool {
+    !flag
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -568,6 +583,7 @@ mod tests {
             request: Request::Create(CreateRequest {
                 path: "/a".into(),
                 data: b"x".to_vec(),
+                null_data: false,
                 mode: CreateMode::Ttl,
                 sequential: true,
                 ttl_ms: Some(5),

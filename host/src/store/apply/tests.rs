@@ -26,6 +26,7 @@ fn request(path: &str) -> CreateRequest {
     CreateRequest {
         path: path.into(),
         data: path.as_bytes().to_vec(),
+        null_data: false,
         mode: CreateMode::Persistent,
         sequential: false,
         ttl_ms: None,
@@ -41,6 +42,7 @@ fn create_as(path: &str, mode: CreateMode, sequential: bool, ttl_ms: Option<u64>
     Action::Create(CreateRequest {
         path: path.into(),
         data: Vec::new(),
+        null_data: false,
         mode,
         sequential,
         ttl_ms,
@@ -49,7 +51,7 @@ fn create_as(path: &str, mode: CreateMode, sequential: bool, ttl_ms: Option<u64>
 }
 
 fn set(path: &str, data: &str, version: Option<u32>) -> Action {
-    Action::Set(SetRequest { path: path.into(), data: data.into(), version })
+    Action::Set(SetRequest { path: path.into(), data: data.into(), null_data: false, version })
 }
 
 fn delete(path: &str, version: Option<u32>) -> Action {
@@ -130,6 +132,7 @@ fn table() {
     let big = Action::Create(CreateRequest {
         path: "/big".into(),
         data: vec![0; ZNODE_DATA_BYTES_MAX + 1],
+        null_data: false,
         mode: CreateMode::Persistent,
         sequential: false,
         ttl_ms: None,
@@ -406,6 +409,7 @@ fn table() {
                     MultiOp::Create(CreateRequest {
                         path: "/m".into(),
                         data: vec![],
+                        null_data: false,
                         mode: CreateMode::Persistent,
                         sequential: false,
                         ttl_ms: None,
@@ -554,6 +558,39 @@ fn stat_follows_zookeeper() {
     assert_eq!((a.data_length, a.num_children, a.ephemeral_owner), (3, 0, 0));
     let root = stat(&tree, "/");
     assert_eq!((root.cversion, root.pzxid, root.num_children), (1, 1, 1));
+}
+
+#[test]
+fn null_data_is_kept_apart_from_empty() {
+    let null = |path: &str| CreateRequest { data: Vec::new(), null_data: true, ..request(path) };
+    let set_null = |path: &str| {
+        Action::Set(SetRequest {
+            path: path.into(),
+            data: Vec::new(),
+            null_data: true,
+            version: None,
+        })
+    };
+    let is_null = |tree: &DataTree, path: &str| tree.node(path).expect("there").null_data();
+    let (tree, _) =
+        run(&[Action::Create(null("/n")), create_as("/e", CreateMode::Persistent, false, None)]);
+    assert!(is_null(&tree, "/n"), "created null");
+    assert!(!is_null(&tree, "/e"), "created empty");
+    assert_eq!(stat(&tree, "/n").data_length, 0);
+    let (tree, _) = run(&[Action::Create(null("/n")), set("/n", "", None)]);
+    assert!(!is_null(&tree, "/n"), "set to empty");
+    let (tree, _) = run(&[create("/n"), set_null("/n")]);
+    assert!(is_null(&tree, "/n"), "set to null");
+    // A multi that fails puts the null back with the data.
+    let (tree, _) = run(&[
+        Action::Create(null("/n")),
+        multi(vec![set("/n", "x", None), delete("/absent", None)]),
+    ]);
+    assert!(is_null(&tree, "/n"), "a failed multi leaves it null");
+    // Null with data is not null: the data wins.
+    let both = CreateRequest { data: b"x".to_vec(), null_data: true, ..request("/b") };
+    let (tree, _) = run(&[Action::Create(both)]);
+    assert!(!is_null(&tree, "/b"));
 }
 
 #[test]

@@ -23,8 +23,12 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // One line for people and for scripts that wait for the node: where it listens.
     let zk =
         node.zk_addr().map(|addr| format!("; zookeeper clients on {addr}")).unwrap_or_default();
+    let zk_tls = node
+        .zk_tls_addr()
+        .map(|addr| format!("; zookeeper TLS clients on {addr}"))
+        .unwrap_or_default();
     out!(
-        "cairn listening on {} (clients trust {}){zk}",
+        "cairn listening on {} (clients trust {}){zk}{zk_tls}",
         node.client_addr(),
         node.ca_file().display()
     );
