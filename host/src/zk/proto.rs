@@ -179,7 +179,8 @@ fn acl(reader: &mut Reader<'_>) -> Result<Acl, JuteError> {
     Ok(Acl {
         perms: reader.int("perms")?,
         scheme: reader.string("scheme")?,
-        id: reader.string("id")?,
+        // kazoo writes an empty id (the `auth` scheme's) as null; ZooKeeper reads it as empty.
+        id: reader.ustring("id")?.unwrap_or_default(),
     })
 }
 
@@ -508,6 +509,16 @@ mod tests {
             Request::Unimplemented { op: 4242 }
         );
         assert!(Request::decode(op::GET_DATA, &mut Reader::new(&[0, 0])).is_err());
+    }
+
+    #[test]
+    fn an_acl_id_written_as_null_reads_as_empty() {
+        let mut writer = Writer::new();
+        writer.string("/a").buffer(Some(b"")).int(1).int(31).string("auth").buffer(None).int(0);
+        let bytes = writer.into_bytes();
+        let request = Request::decode(op::CREATE, &mut Reader::new(&bytes)).expect("decodes");
+        let Request::Create(create) = request else { panic!("{request:?}") };
+        assert_eq!(create.acl, vec![Acl { perms: 31, scheme: "auth".into(), id: String::new() }]);
     }
 
     #[test]

@@ -341,9 +341,11 @@ const KAZOO_PACKAGES: &[&str] = &[
     "eventlet==0.41.3",
 ];
 
-/// kazoo tests that must pass against Cairn. It rises as the front end does; the bar
-/// is 465 of the 472 that pass on ZooKeeper 3.8 standalone.
-const KAZOO_PASSED_AT_LEAST: u64 = 460;
+/// kazoo tests that must pass against Cairn. 479 of the 493 pass: the 7 that fail need a
+/// ZooKeeper quorum's reconfig (3), read-only mode (1), or a second server to fail over to
+/// (`test_update_host_list`, once per handler), and 7 skip (SASL). The bar leaves room for a
+/// few of kazoo's timing-sensitive tests to stumble on a loaded machine.
+const KAZOO_PASSED_AT_LEAST: u64 = 470;
 
 /// A Python environment with [`KAZOO_PACKAGES`], made once under the target directory.
 fn kazoo_venv() -> anyhow::Result<std::path::PathBuf> {
