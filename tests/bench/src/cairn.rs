@@ -64,6 +64,28 @@ impl Cairn {
         }
     }
 
+    /// Every node's ZooKeeper address, with the root opened to ZooKeeper's anonymous clients
+    /// as a fresh ZooKeeper's is (Cairn's is closed).
+    #[cfg(feature = "rivals")]
+    pub async fn zookeeper_front_end(&self) -> anyhow::Result<Vec<String>> {
+        let servers: Vec<&Server> = match &self.nodes {
+            Nodes::One(server) => vec![server],
+            Nodes::Cluster { _running: cluster } => cluster.nodes.iter().collect(),
+            Nodes::Running => {
+                anyhow::bail!("a node started elsewhere: its ZooKeeper port is not known")
+            }
+        };
+        let addrs = servers
+            .iter()
+            .map(|server| server.zk_addr().map(|addr| addr.to_string()))
+            .collect::<Option<Vec<_>>>()
+            .context("a node serves no ZooKeeper port")?;
+        let client = Client::connect(&self.servers.join(","), &self.credentials).await?;
+        client.set_acl("/", vec![cairn_client::AclEntry::anyone(cairn_client::ALL)], None).await?;
+        let _ = client.close().await;
+        Ok(addrs)
+    }
+
     async fn running(
         servers: Vec<String>,
         credentials: Credentials,

@@ -13,11 +13,15 @@ use crate::report::{Record, SYSTEMS, cairn_only};
 
 /// Debian's fonts-dejavu-core: the labels' font, read at run time.
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
-const COLORS: [RGBColor; 3] =
-    [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44)];
+const COLORS: [RGBColor; SYSTEMS.len()] = [
+    RGBColor(31, 119, 180),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+];
 /// Width of one workload's group of bars on the x axis.
 const GROUP: i32 = 100;
-const BAR: i32 = 26;
+const BAR: i32 = 22;
 
 /// One panel: a value per (workload, system).
 struct Panel<'a> {
@@ -25,7 +29,7 @@ struct Panel<'a> {
     unit: &'a str,
     categories: Vec<String>,
     /// `values[category][system]`, 0 where the system has no figure.
-    values: Vec<[f64; 3]>,
+    values: Vec<[f64; SYSTEMS.len()]>,
 }
 
 fn label(value: f64) -> String {
@@ -65,7 +69,7 @@ pub fn write(file: &Path, records: &[Record]) -> anyhow::Result<()> {
                 categories.push((r.workload.clone(), r.clients));
             }
         }
-        let figure = |pick: fn(&Record) -> f64| -> Vec<[f64; 3]> {
+        let figure = |pick: fn(&Record) -> f64| -> Vec<[f64; SYSTEMS.len()]> {
             categories
                 .iter()
                 .map(|(workload, clients)| {

@@ -59,6 +59,8 @@ enum Command {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum SystemName {
     Cairn,
+    /// Cairn through its ZooKeeper front end, driven by the client that drives ZooKeeper.
+    CairnZk,
     Zookeeper,
     Etcd,
 }
@@ -83,7 +85,12 @@ impl TimingArgs {
 
 #[derive(Debug, clap::Args)]
 struct CompareArgs {
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "cairn,zookeeper,etcd")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "cairn,cairn-zk,zookeeper,etcd"
+    )]
     systems: Vec<SystemName>,
     /// Cluster sizes, each system started afresh for each.
     #[arg(long, value_delimiter = ',', default_value = "1,3")]
@@ -282,6 +289,13 @@ async fn compare(args: CompareArgs) -> anyhow::Result<()> {
                     }
                 }
                 #[cfg(feature = "rivals")]
+                SystemName::CairnZk => {
+                    let cairn = Cairn::start(&cairn_bin, &dir, nodes).await?;
+                    let servers = cairn.zookeeper_front_end().await?;
+                    let zk = zookeeper::ZooKeeper::cairn(servers).await?;
+                    repeat_all(&zk, &COMPARED, &args, &mut records).await?;
+                }
+                #[cfg(feature = "rivals")]
                 SystemName::Zookeeper => {
                     let zk = zookeeper::ZooKeeper::start(&dir, nodes).await?;
                     repeat_all(&zk, &COMPARED, &args, &mut records).await?;
@@ -354,6 +368,7 @@ fn versions(systems: &[SystemName]) -> String {
         .iter()
         .map(|system| match system {
             SystemName::Cairn => format!("Cairn {}", env!("CARGO_PKG_VERSION")),
+            SystemName::CairnZk => "Cairn through its ZooKeeper front end".to_string(),
             SystemName::Zookeeper => {
                 format!(
                     "ZooKeeper {} (Debian)",

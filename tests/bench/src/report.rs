@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::load::Sample;
 
-/// The systems in the order every table and chart shows them.
-pub const SYSTEMS: [&str; 3] = ["cairn", "zookeeper", "etcd"];
+/// The systems in the order every table and chart shows them: `cairn-zk` is Cairn driven
+/// through its ZooKeeper front end by the client that drives ZooKeeper.
+pub const SYSTEMS: [&str; 4] = ["cairn", "cairn-zk", "zookeeper", "etcd"];
 
 /// One workload against one system: the median of its repetitions, and their spread.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,6 +94,7 @@ pub fn read(dir: &Path) -> anyhow::Result<(Vec<Record>, Setting)> {
 fn display_name(system: &str) -> &str {
     match system {
         "cairn" => "Cairn",
+        "cairn-zk" => "Cairn (ZooKeeper protocol)",
         "zookeeper" => "ZooKeeper",
         "etcd" => "etcd",
         other => other,
@@ -158,8 +160,13 @@ pub fn markdown(records: &[Record], setting: &Setting) -> String {
             let _ = write!(header, " {} ops/s |", display_name(system));
             rule.push_str("---:|");
         }
-        for system in systems.iter().filter(|s| **s != "cairn") {
+        for system in systems.iter().filter(|s| !s.starts_with("cairn")) {
             let _ = write!(header, " Cairn ÷ {} |", display_name(system));
+            rule.push_str("---:|");
+        }
+        let front_end = systems.contains(&"cairn-zk") && systems.contains(&"zookeeper");
+        if front_end {
+            header.push_str(" Cairn (ZooKeeper protocol) ÷ ZooKeeper |");
             rule.push_str("---:|");
         }
         for system in &systems {
@@ -184,13 +191,20 @@ pub fn markdown(records: &[Record], setting: &Setting) -> String {
                     None => line.push_str(" – |"),
                 }
             }
-            for system in systems.iter().filter(|s| **s != "cairn") {
-                match (by_system.get("cairn"), by_system.get(system)) {
-                    (Some(cairn), Some(other)) if other.ops_per_sec > 0.0 => {
-                        let _ = write!(line, " {:.1}× |", cairn.ops_per_sec / other.ops_per_sec);
-                    }
-                    _ => line.push_str(" – |"),
+            let ratio = |line: &mut String, ours: &str, theirs: &str| match (
+                by_system.get(ours),
+                by_system.get(theirs),
+            ) {
+                (Some(ours), Some(theirs)) if theirs.ops_per_sec > 0.0 => {
+                    let _ = write!(line, " {:.1}× |", ours.ops_per_sec / theirs.ops_per_sec);
                 }
+                _ => line.push_str(" – |"),
+            };
+            for system in systems.iter().filter(|s| !s.starts_with("cairn")) {
+                ratio(&mut line, "cairn", system);
+            }
+            if front_end {
+                ratio(&mut line, "cairn-zk", "zookeeper");
             }
             for system in &systems {
                 match by_system.get(system) {

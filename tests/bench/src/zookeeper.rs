@@ -1,92 +1,70 @@
-//! ZooKeeper under test: Debian's `zookeeper` package (3.8) run as `QuorumPeerMain` processes on
-//! loopback, with `forceSync=yes` (every transaction fsynced before it is acknowledged, as
-//! Cairn does), and the `zookeeper-client` crate as the client.
+//! ZooKeeper under test (`cairn_tests::zookeeper`: Debian's package, with every transaction
+//! fsynced before it is acknowledged, as Cairn does), and Cairn's ZooKeeper front end, both
+//! through the `zookeeper-client` crate.
 //!
 //! The lock is Curator's `InterProcessMutex` algorithm, written out: create an ephemeral
 //! sequential child of the lock's znode; list the children; the lowest holds the lock; any other
 //! sets a watch on the child just before its own and lists again when that one is gone. Release
 //! deletes the child.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use cairn_tests::cluster::free_tcp_port;
+use cairn_tests::zookeeper::ZooKeeper as Servers;
 use zookeeper_client as zk;
 
 use crate::load::{Session, System};
 
-/// Debian's package: the server's jar and its dependencies (named in the jar's manifest).
-const CLASSPATH: &str = "/usr/share/java/zookeeper.jar";
 /// The znode every key and lock of a run lives under.
 const ROOT: &str = "/bench";
-/// How long the ensemble may take to elect a leader and take a write.
-const START_DEADLINE: Duration = Duration::from_secs(90);
+/// How long the ensemble may take to take its first write once it serves.
+const WRITE_DEADLINE: Duration = Duration::from_secs(60);
 
-/// A ZooKeeper server or ensemble this process started.
+/// A ZooKeeper server or ensemble this process started, or Cairn's ZooKeeper front end: both
+/// are driven by the same client.
 #[derive(Debug)]
 pub struct ZooKeeper {
-    servers: Vec<SocketAddr>,
-    processes: Vec<Child>,
+    name: &'static str,
+    servers: Vec<String>,
     session_timeout: Duration,
+    /// The servers, when this process started them.
+    _processes: Option<Servers>,
 }
 
 impl ZooKeeper {
-    /// Starts `size` servers with their data under `dir`.
+    /// Starts `size` ZooKeeper servers with their data under `dir`.
     pub async fn start(dir: &Path, size: usize) -> anyhow::Result<ZooKeeper> {
-        anyhow::ensure!(
-            Path::new(CLASSPATH).exists(),
-            "{CLASSPATH} is missing: install Debian's zookeeper package"
-        );
-        let mut ports = Vec::new();
-        for _ in 0..size {
-            ports.push((free_tcp_port()?, free_tcp_port()?, free_tcp_port()?));
-        }
-        let mut zk = ZooKeeper {
-            servers: ports
-                .iter()
-                .map(|(client, _, _)| SocketAddr::from(([127, 0, 0, 1], *client)))
-                .collect(),
-            processes: Vec::new(),
-            session_timeout: Duration::from_secs(10),
-        };
-        for (index, (client, _, _)) in ports.iter().enumerate() {
-            let id = index + 1;
-            let node_dir = dir.join(format!("zk{id}"));
-            let data = node_dir.join("data");
-            std::fs::create_dir_all(&data)?;
-            let mut config = format!(
-                "tickTime=2000\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort={client}\n\
-                 clientPortAddress=127.0.0.1\nforceSync=yes\nadmin.enableServer=false\n\
-                 maxClientCnxns=0\n",
-                data.display()
-            );
-            if size > 1 {
-                std::fs::write(data.join("myid"), format!("{id}\n"))?;
-                for (peer, (_, quorum, election)) in ports.iter().enumerate() {
-                    config
-                        .push_str(&format!("server.{}=127.0.0.1:{quorum}:{election}\n", peer + 1));
-                }
-            }
-            let config_file = node_dir.join("zoo.cfg");
-            std::fs::write(&config_file, config)?;
-            zk.processes.push(spawn(&config_file, &node_dir.join("server.log"))?);
-        }
-        zk.wait_ready().await?;
-        Ok(zk)
+        let dir = dir.to_path_buf();
+        let servers =
+            tokio::task::spawn_blocking(move || Servers::start(&dir, size, &[])).await??;
+        let addrs = servers.servers().iter().map(ToString::to_string).collect();
+        ZooKeeper::ready("zookeeper", addrs, Some(servers)).await
     }
 
-    /// Waits until a write goes through, then makes the root znode.
-    async fn wait_ready(&self) -> anyhow::Result<()> {
-        let servers: Vec<String> = self.servers.iter().map(ToString::to_string).collect();
-        let deadline = tokio::time::Instant::now() + START_DEADLINE;
+    /// Cairn's ZooKeeper front end at `servers`, as a ZooKeeper client sees it.
+    pub async fn cairn(servers: Vec<String>) -> anyhow::Result<ZooKeeper> {
+        ZooKeeper::ready("cairn-zk", servers, None).await
+    }
+
+    /// Waits until a write goes through (the root znode of the run).
+    async fn ready(
+        name: &'static str,
+        servers: Vec<String>,
+        processes: Option<Servers>,
+    ) -> anyhow::Result<ZooKeeper> {
+        let zk = ZooKeeper {
+            name,
+            servers,
+            session_timeout: Duration::from_secs(10),
+            _processes: processes,
+        };
+        let deadline = tokio::time::Instant::now() + WRITE_DEADLINE;
         loop {
             let attempt = async {
                 let client = zk::Client::connector()
-                    .with_session_timeout(self.session_timeout)
-                    .connect(&servers.join(","))
+                    .with_session_timeout(zk.session_timeout)
+                    .connect(&zk.servers.join(","))
                     .await?;
                 match client.create(ROOT, b"", &persistent()).await {
                     Ok(_) | Err(zk::Error::NodeExists) => anyhow::Ok(()),
@@ -94,33 +72,12 @@ impl ZooKeeper {
                 }
             };
             match tokio::time::timeout(Duration::from_secs(10), attempt).await {
-                Ok(Ok(())) => return Ok(()),
+                Ok(Ok(())) => return Ok(zk),
                 _ if tokio::time::Instant::now() > deadline => {
-                    bail!("ZooKeeper did not take a write within {START_DEADLINE:?}")
+                    bail!("{name} did not take a write within {WRITE_DEADLINE:?}")
                 }
                 _ => tokio::time::sleep(Duration::from_millis(200)).await,
             }
-        }
-    }
-}
-
-fn spawn(config: &Path, log: &Path) -> anyhow::Result<Child> {
-    let log = std::fs::File::create(log)?;
-    Command::new("java")
-        .args(["-cp", CLASSPATH, "org.apache.zookeeper.server.quorum.QuorumPeerMain"])
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("starting java (install Debian's default-jre-headless)")
-}
-
-impl Drop for ZooKeeper {
-    fn drop(&mut self) {
-        for process in &mut self.processes {
-            let _ = process.kill();
-            let _ = process.wait();
         }
     }
 }
@@ -133,7 +90,7 @@ impl System for ZooKeeper {
     type Session = ZkSession;
 
     fn name(&self) -> &'static str {
-        "zookeeper"
+        self.name
     }
 
     fn nodes(&self) -> usize {
@@ -141,10 +98,10 @@ impl System for ZooKeeper {
     }
 
     async fn connect(&self, client: usize) -> anyhow::Result<ZkSession> {
-        let server = self.servers[client % self.servers.len()].to_string();
+        let server = &self.servers[client % self.servers.len()];
         let client = zk::Client::connector()
             .with_session_timeout(self.session_timeout)
-            .connect(&server)
+            .connect(server)
             .await
             .with_context(|| format!("connecting to ZooKeeper at {server}"))?;
         Ok(ZkSession { client })
