@@ -11,6 +11,7 @@ mod history;
 mod recipes;
 mod sessions;
 mod watches;
+mod zkcli;
 mod znodes;
 mod zookeeper;
 
