@@ -64,8 +64,8 @@ impl Cairn {
         }
     }
 
-    /// Every node's ZooKeeper address, with the root opened to ZooKeeper's anonymous clients
-    /// as a fresh ZooKeeper's is (Cairn's is closed).
+    /// Every node's ZooKeeper address, with the root and the run's root opened to ZooKeeper's
+    /// anonymous clients as a fresh ZooKeeper's are (Cairn's are closed).
     #[cfg(feature = "rivals")]
     pub async fn zookeeper_front_end(&self) -> anyhow::Result<Vec<String>> {
         let servers: Vec<&Server> = match &self.nodes {
@@ -81,7 +81,11 @@ impl Cairn {
             .collect::<Option<Vec<_>>>()
             .context("a node serves no ZooKeeper port")?;
         let client = Client::connect(&self.servers.join(","), &self.credentials).await?;
-        client.set_acl("/", vec![cairn_client::AclEntry::anyone(cairn_client::ALL)], None).await?;
+        // The run's root too: it was made before, under the closed root, and took its ACL.
+        for path in ["/", ROOT] {
+            let anyone = vec![cairn_client::AclEntry::anyone(cairn_client::ALL)];
+            client.set_acl(path, anyone, None).await?;
+        }
         let _ = client.close().await;
         Ok(addrs)
     }
