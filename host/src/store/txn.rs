@@ -391,13 +391,13 @@ impl Txn<'_> {
         Ok(())
     }
 
-    pub(super) fn check(&mut self, path: &str, version: u32) -> Result<(), ApiError> {
+    pub(super) fn check(&mut self, path: &str, version: Option<u32>) -> Result<(), ApiError> {
         path::validate(path)?;
         let Some(node) = self.tree.nodes.get(path) else {
             return Err(self.absent(path, ApiError::at(ErrorCode::NoNode, path)));
         };
         self.require(&node.acl, READ, path)?;
-        check_version(path, node, Some(version))
+        check_version(path, node, version)
     }
 
     /// Deletes every TTL znode whose time has come. Deepest first, so a TTL parent whose only

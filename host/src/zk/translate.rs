@@ -174,10 +174,10 @@ fn multi_op(request: &Request) -> Result<MultiOp, i32> {
             null_data: data.is_none(),
             version: version(*v),
         })),
-        // Cairn's check names a version; ZooKeeper's -1 ("whatever version") has no match.
-        Request::Check { path, version: v } => version(*v)
-            .map(|version| MultiOp::Check { path: path.clone(), version })
-            .ok_or(code::BAD_ARGUMENTS),
+        // ZooKeeper's -1 (Curator's default) checks only that the znode exists.
+        Request::Check { path, version: v } => {
+            Ok(MultiOp::Check { path: path.clone(), version: version(*v) })
+        }
         _ => Err(code::BAD_ARGUMENTS),
     }
 }

@@ -138,6 +138,19 @@ async fn multi_is_all_or_none() -> anyhow::Result<()> {
     );
     assert_eq!(client.check_stat("/m/b").await?, None, "the create before it was undone");
 
+    // A check of version -1 (Curator's default) asks only that the znode be there.
+    let mut writer = client.new_multi_writer();
+    writer.add_check_version("/m", -1)?;
+    writer.add_create("/m/c", b"", &open())?;
+    assert_eq!(writer.commit().await?.len(), 2);
+    let mut writer = client.new_multi_writer();
+    writer.add_check_version("/none", -1)?;
+    let failed = writer.commit().await.expect_err("no such znode");
+    assert_eq!(
+        failed,
+        zk::MultiWriteError::OperationFailed { index: 0, source: zk::Error::NoNode }
+    );
+
     let mut reader = client.new_multi_reader();
     reader.add_get_data("/m")?;
     reader.add_get_children("/none")?;

@@ -26,5 +26,10 @@ pub fn delete(path: &str, version: Option<u32>) -> MultiOp {
 
 /// Fail the whole multi unless the znode is at `version`.
 pub fn check(path: &str, version: u32) -> MultiOp {
-    MultiOp::Check { path: path.to_string(), version }
+    MultiOp::Check { path: path.to_string(), version: Some(version) }
+}
+
+/// Fail the whole multi unless the znode exists, whatever its version.
+pub fn check_exists(path: &str) -> MultiOp {
+    MultiOp::Check { path: path.to_string(), version: None }
 }

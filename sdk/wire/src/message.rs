@@ -287,10 +287,11 @@ pub enum MultiOp {
     Create(CreateRequest),
     Set(SetRequest),
     Delete(DeleteRequest),
-    /// Fail the whole `multi` unless the znode exists with this version.
+    /// Fail the whole `multi` unless the znode exists, at this version if one is given.
     Check {
         path: String,
-        version: u32,
+        #[serde(default)]
+        version: Option<u32>,
     },
 }
 

@@ -71,7 +71,7 @@ fn multi(ops: Vec<Action>) -> Action {
     )
 }
 
-fn check(path: &str, version: u32) -> MultiOp {
+fn check(path: &str, version: Option<u32>) -> MultiOp {
     MultiOp::Check { path: path.into(), version }
 }
 
@@ -416,11 +416,32 @@ fn table() {
                         acl: None,
                     }),
                     MultiOp::Delete(DeleteRequest { path: "/k".into(), version: None }),
-                    check("/k", 0),
+                    check("/k", Some(0)),
                 ]),
             ],
             expect: Expect::MultiFailedAt(2, ErrorCode::NoNode),
             present: &["/k"],
+            absent: &["/m"],
+        },
+        Case {
+            name: "multi check of any version passes on a znode that is there",
+            actions: vec![
+                create("/k"),
+                set("/k", "x", None),
+                Action::Multi(vec![
+                    check("/k", None),
+                    MultiOp::Delete(DeleteRequest { path: "/k".into(), version: None }),
+                ]),
+            ],
+            expect: Expect::Ok,
+            present: &[],
+            absent: &["/k"],
+        },
+        Case {
+            name: "multi check of any version fails on a znode that is not",
+            actions: vec![Action::Multi(vec![MultiOp::Create(request("/m")), check("/k", None)])],
+            expect: Expect::MultiFailedAt(1, ErrorCode::NoNode),
+            present: &[],
             absent: &["/m"],
         },
         Case {
