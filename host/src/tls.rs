@@ -4,11 +4,12 @@
 //! Request path: every client connection's QUIC handshake uses the [`quinn::ServerConfig`]
 //! built here; nothing reaches `api` before it completes. A client may present a certificate
 //! the cluster CA signed: its subject's common name is the principal the connection speaks for
-//! ([`client_principal`]). Peers (`raft::peer`) use mutual TLS: each end presents a node
-//! certificate the cluster CA signed, which names its node id as the URI
-//! `urn:cairn:node:<id>` among its subject alternative names and allows server
-//! authentication; a client certificate (client authentication only, no node id) is refused
-//! there ([`peer_node_id`]).
+//! ([`client_principal`]). The ZooKeeper front end's TLS port (`zk`) uses the same
+//! certificates over TCP ([`tcp_server_config`], [`certificate_principal`]). Peers
+//! (`raft::peer`) use mutual TLS: each end presents a node certificate the cluster CA signed,
+//! which names its node id as the URI `urn:cairn:node:<id>` among its subject alternative
+//! names and allows server authentication; a client certificate (client authentication only,
+//! no node id) is refused there ([`peer_node_id`]).
 //!
 //! A first start writes, beside the development CA and the node certificate, the certificate
 //! of the cluster's first administrator (`admin.pem`, `admin-key.pem`, common name `admin`).

@@ -1,7 +1,9 @@
-//! The ZooKeeper front end: ZooKeeper's own client protocol over TCP, so that existing
-//! ZooKeeper clients (kazoo, Curator, zkCli) work against Cairn.
+//! The ZooKeeper front end: ZooKeeper's own client protocol over TCP, and over TLS on a port of
+//! its own, so that existing ZooKeeper clients (kazoo, Curator, zkCli) work against Cairn.
 //!
-//! Request path: [`serve`] accepts TCP connections; each opens with ZooKeeper's connect
+//! Request path: [`serve`] accepts TCP connections (at most [`ZK_CONNECTIONS_MAX`], and a
+//! configured number per IP address); a TLS one completes its handshake first, and its client
+//! certificate, if any, names the principal. Each opens with ZooKeeper's connect
 //! handshake, which opens or resumes a Cairn session (a ZooKeeper session *is* a Cairn session:
 //! ephemerals, expiry, watches and recipes' session hooks are the same whichever protocol made
 //! them). Then each frame (`jute`, `proto`) is translated (`translate`) into a write through
