@@ -173,7 +173,8 @@ impl Frontend {
             Request::Get { path, watch: w, .. } => {
                 tree.check_read(caller, path)?;
                 let (data, stat) = tree.get(path)?;
-                let null = tree.node(path).is_some_and(Znode::null_data);
+                // Only empty data can be null: the common read looks the znode up once.
+                let null = data.is_empty() && tree.node(path).is_some_and(Znode::null_data);
                 watch(*w, path, WatchKind::Data)?;
                 Ok(Reply::Data { data: data.to_vec(), null, stat })
             }

@@ -55,11 +55,12 @@ pub fn digest_principal(user: &str, sha1: &[u8]) -> Option<String> {
 pub fn digest_user(principal: &str) -> Option<(String, &str)> {
     let (user, hash) = principal.rsplit_once("@digest.")?;
     let Some(encoded) = user.strip_prefix('@') else { return Some((user.to_string(), hash)) };
-    let bytes = (0..encoded.len())
-        .step_by(2)
-        .map(|at| u8::from_str_radix(encoded.get(at..at + 2)?, 16).ok())
-        .collect::<Option<Vec<u8>>>()?;
-    Some((String::from_utf8(bytes).ok()?, hash))
+    Some((String::from_utf8(from_hex(encoded)?).ok()?, hash))
+}
+
+/// The bytes a string of hex digit pairs stands for, if it is one.
+pub fn from_hex(hex: &str) -> Option<Vec<u8>> {
+    (0..hex.len()).step_by(2).map(|at| u8::from_str_radix(hex.get(at..at + 2)?, 16).ok()).collect()
 }
 
 impl Principal {

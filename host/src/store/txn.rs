@@ -315,7 +315,7 @@ impl Txn<'_> {
         let creator = self.caller.name.clone();
         let mut node =
             Znode::new(request.data.clone(), kind, self.zxid, self.time_ms, acl.clone(), creator);
-        node.null_data = request.null_data && request.data.is_empty();
+        node.null_data = holds_null_data(&request.data, request.null_data);
         if let Some(owner) = owner {
             node.ephemeral_owner = owner.0;
         }
@@ -349,8 +349,10 @@ impl Txn<'_> {
         let node =
             self.tree.nodes.get_mut(path).ok_or_else(|| ApiError::at(ErrorCode::NoNode, path))?;
         let data = std::mem::replace(&mut node.data, Arc::new(request.data.clone()));
-        let null_data =
-            std::mem::replace(&mut node.null_data, request.null_data && request.data.is_empty());
+        let null_data = std::mem::replace(
+            &mut node.null_data,
+            holds_null_data(&request.data, request.null_data),
+        );
         self.undo.push(Undo::Set {
             path: path.to_string(),
             data,
@@ -618,6 +620,12 @@ pub(super) fn check_data_size(path: &str, data: &[u8]) -> Result<(), ApiError> {
             .with_detail(format!("{} bytes of data, limit {ZNODE_DATA_BYTES_MAX}", data.len())));
     }
     Ok(())
+}
+
+/// Whether a write of `data` that asked for null data leaves the znode holding it: only when
+/// the data is empty too (data given wins).
+fn holds_null_data(data: &[u8], null_data: bool) -> bool {
+    null_data && data.is_empty()
 }
 
 pub(super) fn check_version(

@@ -11,7 +11,7 @@ use cairn_wire::{
 use super::jute::Writer;
 use super::proto::{self, Acl, Create, Request, code, event, op};
 use crate::store::Action;
-use crate::store::access::{digest_principal, digest_user};
+use crate::store::access::{digest_principal, digest_user, from_hex};
 
 /// What a ZooKeeper request becomes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,10 +91,7 @@ fn digest_acl_id(principal: &str) -> Option<String> {
     if hex == REDACTED {
         return Some(format!("{user}:{REDACTED}"));
     }
-    let sha1: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|at| u8::from_str_radix(hex.get(at..at + 2)?, 16).ok())
-        .collect::<Option<_>>()?;
+    let sha1 = from_hex(hex)?;
     Some(format!("{user}:{}", base64::engine::general_purpose::STANDARD.encode(sha1)))
 }
 
