@@ -12,6 +12,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7181";
 /// Default address of the ZooKeeper front end for a single node: ZooKeeper's own port, on
 /// loopback.
 pub const DEFAULT_ZK_LISTEN: &str = "127.0.0.1:2181";
+/// Default address of the admin listener (metrics, health checks, the console) for a single
+/// node: loopback only. A cluster member that is told nothing serves it on a free loopback port
+/// (the members of a cluster on one machine would contend for one port); it says which.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:7180";
 /// Default data directory, relative to where `cairn serve` runs.
 pub const DEFAULT_DATA_DIR: &str = "cairn-data";
 /// Log entries between snapshots by default.
@@ -63,6 +67,19 @@ pub struct Settings {
     /// Do not serve ZooKeeper's protocol.
     #[arg(long, conflicts_with_all = ["zk_listen", "zk_tls_listen"])]
     pub no_zk: bool,
+    /// Admin listener (HTTP): /metrics, /healthz, /readyz and the web console. Plain HTTP on
+    /// loopback; TLS with the node's certificate on any other address, where viewers need a
+    /// client certificate or a token [default for a single node: 127.0.0.1:7180; for a cluster
+    /// member: a free loopback port].
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
+    /// Principals, besides the administrators, that may view the console and scrape /metrics
+    /// on an admin listener that is not on loopback: NAME,NAME.
+    #[arg(long, value_delimiter = ',')]
+    pub admin_viewers: Option<Vec<String>>,
+    /// Do not serve the admin listener.
+    #[arg(long, conflicts_with = "admin_listen")]
+    pub no_admin: bool,
     /// The members of a new cluster at their peer addresses: 1=ADDR,2=ADDR,3=ADDR (the same
     /// list on every member; in the file, a table of id = "ADDR").
     #[arg(long)]
@@ -151,6 +168,10 @@ pub struct ServeConfig {
     pub zk_tls_listen: Option<SocketAddr>,
     /// Most ZooKeeper connections from one IP address at once (0: no such limit).
     pub zk_connections_per_ip: usize,
+    /// Address of the admin listener, if it is served.
+    pub admin_listen: Option<SocketAddr>,
+    /// Who may view on an admin listener that is not on loopback, besides administrators.
+    pub admin_viewers: Vec<String>,
     /// The members a new cluster starts with, by id, at their peer addresses. Every member is
     /// started with the same list; empty for a single node.
     pub initial_cluster: BTreeMap<u64, String>,
@@ -183,6 +204,8 @@ impl Default for ServeConfig {
             zk_listen: None,
             zk_tls_listen: None,
             zk_connections_per_ip: crate::zk::ZK_CONNECTIONS_PER_IP_DEFAULT,
+            admin_listen: None,
+            admin_viewers: Vec::new(),
             initial_cluster: BTreeMap::new(),
             peer_routes: BTreeMap::new(),
             join: false,
@@ -249,6 +272,8 @@ impl ServeConfig {
                 .zk_connections_per_ip
                 .or(file.zk_connections_per_ip)
                 .unwrap_or(default.zk_connections_per_ip),
+            admin_listen: None,
+            admin_viewers: flags.admin_viewers.or(file.admin_viewers).unwrap_or_default(),
             initial_cluster: flags.initial_cluster.or(file.initial_cluster).unwrap_or_default().0,
             peer_routes: flags.peer_routes.or(file.peer_routes).unwrap_or_default().0,
             join: flags.join || file.join,
@@ -267,9 +292,16 @@ impl ServeConfig {
             .then(|| DEFAULT_ZK_LISTEN.parse().unwrap_or_else(|_| unreachable!()));
         let zk_listen = flags.zk_listen.or(file.zk_listen).or(zk_default);
         let no_zk = flags.no_zk || file.no_zk;
+        let admin_default = if single { DEFAULT_ADMIN_LISTEN } else { "127.0.0.1:0" };
+        let admin_listen = flags
+            .admin_listen
+            .or(file.admin_listen)
+            .unwrap_or_else(|| admin_default.parse().unwrap_or_else(|_| unreachable!()));
+        let no_admin = flags.no_admin || file.no_admin;
         let config = ServeConfig {
             zk_listen: zk_listen.filter(|_| !no_zk),
             zk_tls_listen: zk_tls_listen.filter(|_| !no_zk),
+            admin_listen: (!no_admin).then_some(admin_listen),
             ..config
         };
         config.validate()?;

@@ -31,6 +31,11 @@
 //!
 //!        reads ─────┴─▶ cluster read index ─▶ store (DataTree) ─▶ reply, + watch registration
 //!
+//! operator ──HTTP(S)──▶ admin: /metrics, /healthz, /readyz and the console, reading the
+//!                        node's state; its only writes go through cluster like any client's
+//!
+//! metrics: the counters and histograms each step above adds to, read by admin.
+//!
 //! Imports flow one way: store → recipe, watch → raft → cluster → api → zk → node. tls:
 //! certificates; files: the data directory's private modes; node: starts and stops all of it;
 //! config: how it is run (flags and file made one validated `ServeConfig`). A position in the
@@ -38,10 +43,12 @@
 //! the `cairn` binary's (`src/bin/cairn`), which adds the client commands: this library does
 //! not use the client.
 //! ```
+pub mod admin;
 pub mod api;
 pub mod cluster;
 pub mod config;
 pub mod files;
+pub mod metrics;
 pub mod node;
 pub mod raft;
 pub mod recipe;

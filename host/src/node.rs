@@ -79,6 +79,8 @@ pub struct RunningNode {
     /// Where the ZooKeeper front end listens, if it is served.
     zk_addr: Option<SocketAddr>,
     zk_tls_addr: Option<SocketAddr>,
+    /// The console's URL, if the admin listener is served.
+    admin_url: Option<String>,
     ca_file: PathBuf,
     generated_certificates: bool,
     stop: watch::Sender<bool>,
@@ -100,6 +102,7 @@ impl RunningNode {
     /// Starts a node: opens storage (recovering what is there), starts Raft, bootstraps a
     /// single-node cluster on first start, waits for a leader, then serves clients.
     pub async fn start(config: &ServeConfig) -> Result<RunningNode, NodeError> {
+        let started = std::time::Instant::now();
         config.validate()?;
         crate::files::private_dir(&config.data_dir)
             .map_err(|source| NodeError::DataDir { path: config.data_dir.clone(), source })?;
@@ -210,6 +213,11 @@ impl RunningNode {
         };
         let zk_tls_addr =
             zk_tls_listener.as_ref().and_then(|(listener, _)| listener.local_addr().ok());
+        let admin_listener = match config.admin_listen {
+            Some(addr) => Some(crate::admin::Listener::bind(addr, &tls_files).await?),
+            None => None,
+        };
+        let admin_url = admin_listener.as_ref().and_then(crate::admin::Listener::url);
 
         let is_initialized = raft.is_initialized().await?;
         if !is_initialized && config.join {
@@ -270,12 +278,24 @@ impl RunningNode {
             peer_addr: config.peer_listen.map(|addr| addr.to_string()).unwrap_or_default(),
             recipe_runtime: RUNTIME_VERSION.to_string(),
         };
-        let mut tasks = vec![
+        let mut tasks = Vec::new();
+        if let Some(listener) = admin_listener {
+            let admin = Arc::new(crate::admin::Admin {
+                cluster: cluster.clone(),
+                frontend: frontend.clone(),
+                data_dir: config.data_dir.clone(),
+                viewers: config.admin_viewers.clone(),
+                started,
+                probe: crate::admin::health::StorageProbe::default(),
+            });
+            tasks.push(tokio::spawn(crate::admin::serve(listener, admin, stopped.clone())));
+        }
+        tasks.extend([
             tokio::spawn(duties::announce(cluster.clone(), me, stopped.clone())),
             tokio::spawn(api::serve(endpoint.clone(), frontend.clone(), stopped.clone())),
             tokio::spawn(duties::reap_ttl_znodes(cluster.clone(), stopped.clone())),
             tokio::spawn(liveness::expire_sessions(cluster, stopped.clone())),
-        ];
+        ]);
         if zk_listener.is_some() || zk_tls_listener.is_some() {
             let listeners = crate::zk::Listeners {
                 plain: zk_listener,
@@ -291,6 +311,7 @@ impl RunningNode {
             client_addr,
             zk_addr,
             zk_tls_addr,
+            admin_url,
             ca_file: tls_files.ca,
             generated_certificates,
             stop,
@@ -313,6 +334,11 @@ impl RunningNode {
     /// Where the ZooKeeper front end listens for TLS clients, if it does.
     pub fn zk_tls_addr(&self) -> Option<SocketAddr> {
         self.zk_tls_addr
+    }
+
+    /// The web console's URL (the admin listener's), if it is served.
+    pub fn admin_url(&self) -> Option<&str> {
+        self.admin_url.as_deref()
     }
 
     /// The CA file clients trust.

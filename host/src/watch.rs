@@ -307,6 +307,15 @@ impl WatchHub {
         self.lock().held.values().sum()
     }
 
+    /// How many watches each session bound to this node holds.
+    pub fn per_session(&self) -> HashMap<SessionId, usize> {
+        self.lock()
+            .bindings
+            .iter()
+            .map(|(session, binding)| (*session, binding.watches.len()))
+            .collect()
+    }
+
     /// How many watches `name`'s sessions hold on this node.
     pub fn held_by(&self, name: &str) -> u64 {
         self.lock().held.get(name).copied().unwrap_or(0)
@@ -709,8 +718,10 @@ impl Hub {
     fn deliver(&mut self, session: SessionId, event: EventFrame) {
         let Some(binding) = self.bindings.get_mut(&session) else { return };
         if binding.outbox.send_event(event.clone()) {
+            crate::metrics::get().watch_events_sent.inc();
             return;
         }
+        crate::metrics::get().watch_events_dropped.inc();
         tracing::warn!(%session, "event queue full; dropping the session's watches");
         self.drop_watches(session, Zxid(event.zxid));
     }

@@ -72,7 +72,7 @@ impl Frontend {
     /// so no event of a later change can overtake it.
     pub(crate) async fn serve_local(
         &self,
-        id: u64,
+        asked: stream::Asked,
         request: &Request,
         session: Option<SessionId>,
         principal: &Principal,
@@ -91,7 +91,7 @@ impl Frontend {
             _ => false,
         };
         if !local && let Err(error) = self.cluster.linearize().await {
-            outbox.send_frame(stream::respond(id, self.cluster.applied_zxid(), Err(error)));
+            outbox.send_frame(asked.answer(self.cluster.applied_zxid(), Err(error)));
             return;
         }
         if let Request::StateDigest {} = request {
@@ -102,7 +102,7 @@ impl Frontend {
                 Err(refused) => (self.cluster.applied_zxid(), Err(refused)),
             };
             if let Some(_turn) = outbox.room_for_reply().await {
-                outbox.send_frame(stream::respond(id, zxid, reply));
+                outbox.send_frame(asked.answer(zxid, reply));
             }
             return;
         }
@@ -113,7 +113,7 @@ impl Frontend {
             .tree
             .caller(principal)
             .and_then(|caller| self.local_reply(&state.tree, request, session, &caller, zxid));
-        outbox.send_frame(stream::respond(id, zxid, reply));
+        outbox.send_frame(asked.answer(zxid, reply));
     }
 
     /// The SHA-256 of the tree's snapshot image. The tree is copied under the state's lock (a
@@ -379,6 +379,7 @@ pub async fn serve(
         let frontend = frontend.clone();
         tokio::spawn(
             async move {
+                let _counted = crate::metrics::ConnectionGauge::open("quic");
                 stream::serve_connection(incoming, frontend).await;
                 drop(permit);
             }

@@ -1,7 +1,7 @@
 //! One client connection and its request streams: framing in, dispatch, framing out.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cairn_wire::{
     ApiError, CLOSE_BAD_IDENTITY, CLOSE_PROTOCOL_VIOLATION, CLOSE_QUOTA_EXCEEDED,
@@ -148,14 +148,14 @@ async fn serve_stream(
                 continue;
             }
         };
-        let id = frame.id;
+        let asked = Asked { id: frame.id, kind: frame.request.kind(), started: Instant::now() };
         if let Some(bound) = session {
             if frontend.cluster.state.read().tree.session(bound).is_none()
                 && !matches!(frame.request, Request::OpenSession { .. })
             {
                 let error = ApiError::new(ErrorCode::SessionExpired)
                     .with_detail(format!("session {bound} has ended"));
-                outbox.send_frame(respond(id, frontend.cluster.applied_zxid(), Err(error)));
+                outbox.send_frame(asked.answer(frontend.cluster.applied_zxid(), Err(error)));
                 continue;
             }
             frontend.cluster.sessions.touch(bound);
@@ -169,7 +169,7 @@ async fn serve_stream(
                 Err(error) => Err(error),
             }
         {
-            outbox.send_frame(respond(id, frontend.cluster.applied_zxid(), Err(refused)));
+            outbox.send_frame(asked.answer(frontend.cluster.applied_zxid(), Err(refused)));
             continue;
         }
         let request = match frame.request {
@@ -177,7 +177,7 @@ async fn serve_stream(
             // read next speaks for the new one.
             Request::Authenticate { token } => {
                 let (zxid, reply) = authenticate(&frontend, &identity, &token).await;
-                outbox.send_frame(respond(id, zxid, reply));
+                outbox.send_frame(asked.answer(zxid, reply));
                 continue;
             }
             // Membership changes take as long as a new member needs to catch up: they run on
@@ -190,7 +190,7 @@ async fn serve_stream(
                 tokio::spawn(async move {
                     let reply = frontend.cluster.change_membership(change).await;
                     if let Some(_turn) = outbox.room_for_reply().await {
-                        outbox.send_frame(respond(id, frontend.cluster.applied_zxid(), reply));
+                        outbox.send_frame(asked.answer(frontend.cluster.applied_zxid(), reply));
                     }
                     // In flight until answered, like any request.
                     drop(permit);
@@ -203,7 +203,7 @@ async fn serve_stream(
                 tokio::spawn(async move {
                     let reply = frontend.cluster.change_membership(change).await;
                     if let Some(_turn) = outbox.room_for_reply().await {
-                        outbox.send_frame(respond(id, frontend.cluster.applied_zxid(), reply));
+                        outbox.send_frame(asked.answer(frontend.cluster.applied_zxid(), reply));
                     }
                     drop(permit);
                 });
@@ -218,7 +218,7 @@ async fn serve_stream(
                     session = Some(SessionId(*session_id));
                     identity.settle();
                 }
-                outbox.send_frame(respond(id, zxid, reply));
+                outbox.send_frame(asked.answer(zxid, reply));
                 continue;
             }
             Request::ResumeSession { session_id, secret } => {
@@ -229,13 +229,13 @@ async fn serve_stream(
                     session = Some(SessionId(session_id));
                     identity.settle();
                 }
-                outbox.send_frame(respond(id, zxid, reply));
+                outbox.send_frame(asked.answer(zxid, reply));
                 continue;
             }
             Request::CloseSession {} => {
                 let Some(bound) = session else {
                     let error = ApiError::new(ErrorCode::NoSession);
-                    outbox.send_frame(respond(id, frontend.cluster.applied_zxid(), Err(error)));
+                    outbox.send_frame(asked.answer(frontend.cluster.applied_zxid(), Err(error)));
                     continue;
                 };
                 // Unbound first: the client asked for the end, it needs no news of it.
@@ -249,7 +249,7 @@ async fn serve_stream(
                 if reply.is_ok() {
                     session = None;
                 }
-                outbox.send_frame(respond(id, zxid, reply));
+                outbox.send_frame(asked.answer(zxid, reply));
                 continue;
             }
             other => other,
@@ -259,7 +259,7 @@ async fn serve_stream(
             Request::AdoptRecipeRuntime {} => match frontend.cluster.adopt_runtime_write() {
                 Ok(action) => Ok(action),
                 Err(refused) => {
-                    outbox.send_frame(respond(id, frontend.cluster.applied_zxid(), Err(refused)));
+                    outbox.send_frame(asked.answer(frontend.cluster.applied_zxid(), Err(refused)));
                     continue;
                 }
             },
@@ -275,7 +275,7 @@ async fn serve_stream(
                     Ok(Action::CreateToken { name, hash })
                 }
                 Err(error) => {
-                    outbox.send_frame(respond(id, frontend.cluster.applied_zxid(), Err(error)));
+                    outbox.send_frame(asked.answer(frontend.cluster.applied_zxid(), Err(error)));
                     continue;
                 }
             },
@@ -296,14 +296,15 @@ async fn serve_stream(
                             }
                             writes_completed.send_modify(|done| *done += 1);
                             if let Some(_turn) = outbox.room_for_reply().await {
-                                outbox.send_frame(respond(id, zxid, reply));
+                                outbox.send_frame(asked.answer(zxid, reply));
                             }
                             drop(permit);
                         });
                     }
                     Err(error) => {
                         writes_completed.send_modify(|done| *done += 1);
-                        outbox.send_frame(respond(id, frontend.cluster.applied_zxid(), Err(error)));
+                        outbox
+                            .send_frame(asked.answer(frontend.cluster.applied_zxid(), Err(error)));
                     }
                 }
             }
@@ -315,7 +316,7 @@ async fn serve_stream(
                     // The sender lives as long as the stream's reader loop; if it is gone, the
                     // stream is over and so is the wait.
                     let _ = writes_seen.wait_for(|done| *done >= writes_before).await;
-                    frontend.serve_local(id, &read, session, &principal, &outbox).await;
+                    frontend.serve_local(asked, &read, session, &principal, &outbox).await;
                     drop(permit);
                 });
             }
@@ -487,6 +488,26 @@ fn into_write(request: Request) -> Result<Action, Request> {
             Ok(Action::InvokeRecipe { name, version, op, args })
         }
         read => Err(read),
+    }
+}
+
+/// A request being served: its id, its kind and when it arrived, for the answer's metrics.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Asked {
+    pub id: u64,
+    pub kind: &'static str,
+    pub started: Instant,
+}
+
+impl Asked {
+    /// Encodes the answer (as [`respond`]) and counts it.
+    pub(crate) fn answer(self, zxid: Zxid, reply: ApplyReply) -> Vec<u8> {
+        let outcome = match &reply {
+            Ok(_) => "ok",
+            Err(error) => error.code.as_str(),
+        };
+        crate::metrics::get().request("quic", self.kind, outcome, self.started.elapsed());
+        respond(self.id, zxid, reply)
     }
 }
 

@@ -42,6 +42,11 @@ impl SessionTracker {
         self.recent.lock().unwrap_or_else(PoisonError::into_inner).insert(session);
     }
 
+    /// When this node last heard from each session it tracks.
+    pub fn last_heard(&self) -> HashMap<SessionId, Instant> {
+        self.last_heard.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
     /// The sessions heard from since the last call.
     fn take_recent(&self) -> Vec<SessionId> {
         self.recent.lock().unwrap_or_else(PoisonError::into_inner).drain().collect()

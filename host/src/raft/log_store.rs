@@ -33,8 +33,11 @@ const LAST_PURGED_KEY: &str = "last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     storage: Storage,
-    syncer: mpsc::SyncSender<LogFlushed<TypeConfig>>,
+    syncer: mpsc::SyncSender<Flush>,
 }
+
+/// A batch of entries written and waiting for its fsync: how many, and openraft's callback.
+type Flush = (u64, LogFlushed<TypeConfig>);
 
 impl Debug for LogStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -69,12 +72,18 @@ impl LogStore {
 }
 
 /// The group-commit loop: one fsync for every callback waiting when it starts.
-fn run_syncer(storage: &Storage, queue: &mpsc::Receiver<LogFlushed<TypeConfig>>) {
+fn run_syncer(storage: &Storage, queue: &mpsc::Receiver<Flush>) {
+    let metrics = crate::metrics::get();
     while let Ok(first) = queue.recv() {
         let mut waiting = vec![first];
         waiting.extend(queue.try_iter());
+        let started = std::time::Instant::now();
         let result = storage.sync();
-        for callback in waiting {
+        metrics.log_fsync_seconds.observe(started.elapsed().as_secs_f64());
+        let entries: u64 = waiting.iter().map(|(count, _)| count).sum();
+        metrics.log_entries_per_fsync.observe(entries as f64);
+        metrics.log_entries_pending_sync.dec_by(i64::try_from(entries).unwrap_or(i64::MAX));
+        for (_, callback) in waiting {
             let result = match &result {
                 Ok(()) => Ok(()),
                 Err(error) => Err(io::Error::other(format!("log fsync failed: {error}"))),
@@ -156,6 +165,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         // Not fsynced: a lost commit index is learned again from the leader (or, alone, by
         // committing anew); it only lets a restart re-apply committed entries sooner.
+        let index = committed.map_or(0, |id| id.index);
+        crate::metrics::get().raft_commit_index.set(i64::try_from(index).unwrap_or(i64::MAX));
         self.write_meta(COMMITTED_KEY, &committed).map_err(|e| StorageIOError::write(&e).into())
     }
 
@@ -175,6 +186,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = std::time::Instant::now();
         let mut batch = self.storage.keyspace.batch();
         let mut count = 0;
         for entry in entries {
@@ -185,7 +197,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         batch.commit().map_err(|e| StorageIOError::write_logs(&e))?;
         self.storage.counters.log_entries_written.fetch_add(count, Ordering::Relaxed);
-        self.syncer.send(callback).map_err(|_| {
+        let metrics = crate::metrics::get();
+        metrics.log_append_seconds.observe(started.elapsed().as_secs_f64());
+        metrics.log_entries_written.inc_by(count);
+        metrics.log_entries_pending_sync.inc_by(i64::try_from(count).unwrap_or(i64::MAX));
+        self.syncer.send((count, callback)).map_err(|_| {
             StorageIOError::write_logs(&io::Error::other("the log syncer has stopped"))
         })?;
         Ok(())

@@ -15,6 +15,8 @@
 //! sessions the follower has heard from, its address, a membership change. This module is the
 //! transport: who sends them and what they mean is the cluster layer's.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use openraft::error::{
@@ -131,6 +133,22 @@ pub(crate) fn address(routes: &Routes, node: NodeId, member: Option<&Member>) ->
     routes.get(&node).cloned().or_else(|| member.map(|m| m.peer_addr.clone())).unwrap_or_default()
 }
 
+/// The latest connection to each node this one sends Raft's messages to, for their round-trip
+/// times. Bounded by the nodes ever targeted, which the membership bounds.
+static LINKS: std::sync::LazyLock<Mutex<BTreeMap<NodeId, quinn::Connection>>> =
+    std::sync::LazyLock::new(Mutex::default);
+
+fn links() -> std::sync::MutexGuard<'static, BTreeMap<NodeId, quinn::Connection>> {
+    LINKS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The round-trip time QUIC estimates on the open connection to each peer.
+pub fn round_trips() -> Vec<(NodeId, Duration)> {
+    let mut links = links();
+    links.retain(|_, connection| connection.close_reason().is_none());
+    links.iter().map(|(id, connection)| (*id, connection.rtt())).collect()
+}
+
 /// One target node: a connection, made on first use and again after it fails.
 #[derive(Debug)]
 pub struct PeerClient {
@@ -236,6 +254,7 @@ impl PeerClient {
             Failure::Unreachable { target: self.target, addr: self.addr.clone(), why }
         })?;
         self.connection = Some(connection.clone());
+        links().insert(self.target, connection.clone());
         Ok(connection)
     }
 

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::storage::Storage;
 use super::{ApplyReply, Entry, LogId, Member, NodeId, StorageError, TypeConfig};
 use crate::store::recipes::RecipeRunner;
-use crate::store::{DataTree, Effects, Zxid};
+use crate::store::{Action, Command, DataTree, Effects, Zxid};
 use crate::watch::WatchHub;
 
 /// The key of the one snapshot kept in the snapshot partition.
@@ -214,11 +214,32 @@ fn decode_image(data: &[u8]) -> Result<StateMachine, ImageError> {
     })
 }
 
+/// Counts the sessions an applied entry opened and expired.
+fn count_sessions(command: &Command, replies: &[ApplyReply]) {
+    let metrics = crate::metrics::get();
+    for (write, reply) in command.writes.iter().zip(replies) {
+        match (&write.action, reply) {
+            (Action::OpenSession { .. }, Ok(_)) => metrics.sessions_opened.inc(),
+            (Action::ExpireSession { .. }, Ok(_)) => metrics.sessions_expired.inc(),
+            _ => continue,
+        };
+    }
+}
+
+/// Records the size and time of the snapshot just built or installed.
+fn snapshot_taken(bytes: usize) {
+    let metrics = crate::metrics::get();
+    metrics.snapshot_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    metrics.snapshot_built_unix_seconds.set(now.map_or(0, |t| t.as_secs() as i64));
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     /// Copies the state under its lock (a copy shares every znode's data, so it is quick), then
     /// encodes the copy and writes it to disk on a blocking thread: applying entries and
     /// serving requests go on while a snapshot of a large tree is built.
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let started = std::time::Instant::now();
         let (tree, last_applied, last_membership) = {
             let state = self.state.read();
             (state.tree.clone(), state.last_applied, state.last_membership.clone())
@@ -253,6 +274,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             bytes = data.len(),
             "snapshot built"
         );
+        crate::metrics::get().snapshot_build_seconds.observe(started.elapsed().as_secs_f64());
+        snapshot_taken(data.len());
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
@@ -301,6 +324,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                             })?;
                         // Still under the write lock: no reply reflecting this entry is out yet.
                         self.watches.publish(zxid, &effects, &state.tree);
+                        count_sessions(&command, &replies);
                         replies
                     }
                     EntryPayload::Membership(membership) => {
@@ -335,6 +359,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let machine = decode_image(&data)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         self.save_snapshot(meta, &data)?;
+        snapshot_taken(data.len());
         let zxid = machine.applied_zxid();
         // The snapshot's recipes are compiled before its state is, so apply finds them ready.
         crate::recipe::blocking(|| self.recipes.compile_live(zxid, machine.tree.recipes()))

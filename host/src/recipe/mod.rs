@@ -593,6 +593,8 @@ struct Ran {
     host_fault: Option<String>,
     notifications: Vec<Notification>,
     live: Option<Live>,
+    /// Fuel the call (with its instantiation, for a new instance) used.
+    fuel_used: u64,
 }
 
 /// Makes `call` in `live` or in a new instance. A live instance is of the same recipe and
@@ -637,6 +639,7 @@ fn run(
                 host_fault: Some(host_fault),
                 notifications: Vec::new(),
                 live: None,
+                fuel_used: 0,
             };
         }
         Err(error) => (Err(error), None),
@@ -652,12 +655,22 @@ fn run(
             (outcome, fit.then_some(recipe))
         }
     };
+    let fuel_used = RECIPE_FUEL_PER_CALL.saturating_sub(store.get_fuel().unwrap_or(0));
     let memory_refused = store.data().memory_refused;
     let limit = store.data_mut().budget.exceeded.take();
     let refused = store.data_mut().budget.refused.take();
     let notifications = std::mem::take(&mut store.data_mut().notifications);
     let live = recipe.map(|recipe| Live { store, recipe, calls: calls + 1 });
-    Ran { outcome, memory_refused, limit, refused, host_fault: None, notifications, live }
+    Ran {
+        outcome,
+        memory_refused,
+        limit,
+        refused,
+        host_fault: None,
+        notifications,
+        live,
+        fuel_used,
+    }
 }
 
 impl RecipeRuntime {
@@ -833,6 +846,7 @@ impl RecipeRunner for RecipeRuntime {
         let live = self.take_live(call.zxid, &name);
         let result = match self.outside_async(move || run(&engine, &pre, this_call, &entry, live)) {
             Ok(ran) => {
+                count_fuel(call.name, ran.fuel_used);
                 if let Some(live) = ran.live {
                     self.keep_live(call.zxid, name.clone(), live);
                 }
@@ -863,8 +877,34 @@ impl RecipeRunner for RecipeRuntime {
             (None, result) => result.map(|(result, _)| result),
         };
         *tree = owned;
+        count_call(call.name, &result);
         result
     }
+}
+
+/// Counts a call of recipe `name` and, if it failed, how.
+fn count_call(name: &str, result: &Result<Vec<u8>, ApiError>) {
+    use crate::metrics::{RecipeErrorLabels, RecipeLabels};
+    let metrics = crate::metrics::get();
+    metrics.recipe_calls.get_or_create(&RecipeLabels { recipe: name.to_string() }).inc();
+    let Err(error) = result else { return };
+    let kind = match error.code {
+        ErrorCode::OutOfFuel => "fuel",
+        ErrorCode::OutOfMemory => "memory",
+        ErrorCode::RecipeTrap => "trap",
+        ErrorCode::RecipeLimit => "limit",
+        ErrorCode::RecipeError => "error",
+        ErrorCode::Internal => "host",
+        // The caller's rights, quota or session refused one of the call's writes.
+        _ => "refused",
+    };
+    let labels = RecipeErrorLabels { recipe: name.to_string(), kind };
+    metrics.recipe_errors.get_or_create(&labels).inc();
+}
+
+fn count_fuel(name: &str, fuel: u64) {
+    let labels = crate::metrics::RecipeLabels { recipe: name.to_string() };
+    crate::metrics::get().recipe_fuel.get_or_create(&labels).inc_by(fuel);
 }
 
 #[cfg(test)]

@@ -439,6 +439,17 @@ impl DataTree {
         Ok((node.stat(), children))
     }
 
+    /// The names of the children of the znode at `path` in name order (none if there is no
+    /// such znode), without copying them: for views that show only the first few.
+    pub fn child_names(&self, path: &str) -> impl Iterator<Item = &str> {
+        self.nodes.get(path).into_iter().flat_map(|node| node.children.iter().map(String::as_str))
+    }
+
+    /// The highest fencing token given so far.
+    pub fn fencing_token(&self) -> u64 {
+        self.fencing_token
+    }
+
     /// The live sessions in id order.
     pub fn sessions(&self) -> impl Iterator<Item = (SessionId, &Session)> {
         self.sessions.iter().map(|(id, session)| (*id, session))

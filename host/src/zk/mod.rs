@@ -120,6 +120,8 @@ struct Connection {
     /// The client asked to close its session: the end of the session is not news to it, and
     /// the writer goes on to the close's reply.
     closing: AtomicBool,
+    /// The error code of the last reply queued, for the request's metrics.
+    last_code: std::sync::atomic::AtomicI32,
     /// Woken when another connection to this node resumed the session: this one closes, as
     /// ZooKeeper closes a session's old connection.
     superseded: tokio::sync::Notify,
@@ -248,6 +250,7 @@ pub async fn serve(
             received: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             closing: AtomicBool::new(false),
+            last_code: std::sync::atomic::AtomicI32::new(code::OK),
             superseded: tokio::sync::Notify::new(),
         });
         {
@@ -265,6 +268,7 @@ pub async fn serve(
         let mut stop = shutdown.clone();
         let stats = stats.clone();
         tokio::spawn(async move {
+            let _counted = crate::metrics::ConnectionGauge::open("zookeeper");
             let serving = async {
                 let (read, write, principal): (ReadHalf, WriteHalf, _) = match tls {
                     None => {
@@ -489,6 +493,17 @@ struct Served<'a> {
     silence: Duration,
 }
 
+impl Served<'_> {
+    /// Queues a reply frame and keeps its error code (bytes 16..20: after the length, the xid
+    /// and the zxid) for the request's metrics.
+    fn reply(&self, outbox: &Outbox, frame: Vec<u8>) -> bool {
+        if let Some(err) = frame.get(16..20).and_then(|b| b.try_into().ok()) {
+            self.connection.last_code.store(i32::from_be_bytes(err), Ordering::Relaxed);
+        }
+        outbox.send_frame(frame)
+    }
+}
+
 /// Serves requests in order until the client closes its session (true) or goes away (false).
 async fn serve_requests(
     read: &mut ReadHalf,
@@ -530,9 +545,14 @@ async fn serve_requests(
         served.connection.received.fetch_add(1, Ordering::Relaxed);
         served.stats.outstanding.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
+        served.connection.last_code.store(code::OK, Ordering::Relaxed);
         let closed = serve_request(&frame, served, session, &principal, outbox).await;
         served.stats.outstanding.fetch_sub(1, Ordering::Relaxed);
-        served.stats.served(started.elapsed());
+        let took = started.elapsed();
+        served.stats.served(took);
+        let opcode = frame.get(4..8).and_then(|b| b.try_into().ok()).map_or(-1, i32::from_be_bytes);
+        let outcome = proto::code_name(served.connection.last_code.load(Ordering::Relaxed));
+        crate::metrics::get().request("zookeeper", proto::op_name(opcode), outcome, took);
         match closed {
             Next::Continue => {}
             Next::Authenticated(proved) => principal = proved,
@@ -578,7 +598,7 @@ async fn serve_request(
         let zxid = || frontend.cluster.applied_zxid().0;
         match &request {
             Request::Ping => {
-                outbox.send_frame(proto::bare_reply(xid, zxid(), code::OK));
+                served.reply(outbox, proto::bare_reply(xid, zxid(), code::OK));
                 return Next::Continue;
             }
             // As ZooKeeper: the session's own watches hear of its ephemerals' deletion, then the
@@ -591,7 +611,7 @@ async fn serve_request(
                     action: Action::CloseSession,
                 };
                 let (zxid, _) = propose(frontend, write).await;
-                outbox.send_frame(proto::bare_reply(xid, zxid.0, code::OK));
+                served.reply(outbox, proto::bare_reply(xid, zxid.0, code::OK));
                 return Next::Closed;
             }
             Request::CheckWatches { path, kind, remove: false } => {
@@ -600,7 +620,7 @@ async fn serve_request(
                     Some(_) => code::NO_WATCHER,
                     None => code::BAD_ARGUMENTS,
                 };
-                outbox.send_frame(proto::bare_reply(xid, zxid(), code));
+                served.reply(outbox, proto::bare_reply(xid, zxid(), code));
                 return Next::Continue;
             }
             Request::Auth { scheme, auth } => {
@@ -617,19 +637,19 @@ async fn serve_request(
                 });
                 return match proved {
                     Some(principal) => {
-                        outbox.send_frame(proto::bare_reply(xid, zxid(), code::OK));
+                        served.reply(outbox, proto::bare_reply(xid, zxid(), code::OK));
                         Next::Authenticated(principal)
                     }
                     // ZooKeeper closes the connection after a failed auth; the session stays.
                     None => {
-                        outbox.send_frame(proto::bare_reply(xid, zxid(), code::AUTH_FAILED));
+                        served.reply(outbox, proto::bare_reply(xid, zxid(), code::AUTH_FAILED));
                         Next::Lost
                     }
                 };
             }
             // No SASL mechanism is offered: as a failed auth, and the connection closes.
             Request::Unimplemented { op: proto::op::SASL } => {
-                outbox.send_frame(proto::bare_reply(xid, zxid(), code::AUTH_FAILED));
+                served.reply(outbox, proto::bare_reply(xid, zxid(), code::AUTH_FAILED));
                 return Next::Lost;
             }
             Request::GetAllChildrenNumber { path } => {
@@ -649,7 +669,7 @@ async fn serve_request(
                     }
                     Err(error) => proto::bare_reply(xid, zxid, proto::zk_code(error.code)),
                 };
-                outbox.send_frame(frame);
+                served.reply(outbox, frame);
                 return Next::Continue;
             }
             Request::GetEphemerals { prefix } => {
@@ -664,7 +684,7 @@ async fn serve_request(
                 let mut writer = jute::Writer::new();
                 proto::reply_header(&mut writer, xid, zxid, code::OK);
                 writer.strings(&paths);
-                outbox.send_frame(writer.framed());
+                served.reply(outbox, writer.framed());
                 return Next::Continue;
             }
             Request::Sync { path } => {
@@ -677,23 +697,23 @@ async fn serve_request(
                     }
                     Err(error) => proto::bare_reply(xid, zxid(), proto::zk_code(error.code)),
                 };
-                outbox.send_frame(frame);
+                served.reply(outbox, frame);
                 return Next::Continue;
             }
             _ => {}
         }
         if let Some(code) = system::refused_write(&request) {
-            outbox.send_frame(proto::bare_reply(xid, zxid(), code));
+            served.reply(outbox, proto::bare_reply(xid, zxid(), code));
             return Next::Continue;
         }
         if let Some(reply) = system::read(&request) {
             let Some(_turn) = outbox.room_for_reply().await else { return Next::Lost };
-            outbox.send_frame(translate::reply_frame(xid, zxid(), &request, reply));
+            served.reply(outbox, translate::reply_frame(xid, zxid(), &request, reply));
             return Next::Continue;
         }
         match translate::plan(&request) {
             Plan::Refuse(code) => {
-                outbox.send_frame(proto::bare_reply(xid, zxid(), code));
+                served.reply(outbox, proto::bare_reply(xid, zxid(), code));
             }
             Plan::Write(action) => {
                 let write = Write { session: Some(session), principal: principal.clone(), action };
@@ -708,7 +728,7 @@ async fn serve_request(
                     return Next::Lost;
                 }
                 let Some(_turn) = outbox.room_for_reply().await else { return Next::Lost };
-                outbox.send_frame(translate::reply_frame(xid, zxid.0, &request, reply));
+                served.reply(outbox, translate::reply_frame(xid, zxid.0, &request, reply));
             }
             Plan::Reads(reads) => {
                 let Some(_turn) = outbox.room_for_reply().await else { return Next::Lost };
@@ -717,11 +737,10 @@ async fn serve_request(
                 let caller = match state.tree.caller(principal) {
                     Ok(caller) => caller,
                     Err(error) => {
-                        outbox.send_frame(proto::bare_reply(
-                            xid,
-                            zxid.0,
-                            proto::zk_code(error.code),
-                        ));
+                        served.reply(
+                            outbox,
+                            proto::bare_reply(xid, zxid.0, proto::zk_code(error.code)),
+                        );
                         return Next::Continue;
                     }
                 };
@@ -740,12 +759,12 @@ async fn serve_request(
                         _ => 12,
                     };
                     if bytes > FRAME_BYTES_MAX {
-                        outbox.send_frame(proto::bare_reply(xid, zxid.0, code::BAD_ARGUMENTS));
+                        served.reply(outbox, proto::bare_reply(xid, zxid.0, code::BAD_ARGUMENTS));
                         return Next::Continue;
                     }
                     replies.push(reply);
                 }
-                outbox.send_frame(translate::multi_read_frame(xid, zxid.0, replies));
+                served.reply(outbox, translate::multi_read_frame(xid, zxid.0, replies));
             }
             Plan::Read(cairn_request) => {
                 let Some(_turn) = outbox.room_for_reply().await else { return Next::Lost };
@@ -759,7 +778,7 @@ async fn serve_request(
                     as_zookeeper_shows(&request, &mut reply, &caller, &state.tree);
                     Ok(reply)
                 });
-                outbox.send_frame(translate::reply_frame(xid, zxid.0, &request, reply));
+                served.reply(outbox, translate::reply_frame(xid, zxid.0, &request, reply));
             }
         }
     }

@@ -92,6 +92,74 @@ pub mod event {
 /// The connection state a watch event carries (`Watcher.Event.KeeperState`).
 pub const STATE_SYNC_CONNECTED: i32 = 3;
 
+/// An opcode's name as ZooKeeper's `ZooDefs.OpCode` spells it, for metrics; `unknown` for one
+/// it does not name.
+pub fn op_name(opcode: i32) -> &'static str {
+    match opcode {
+        op::CREATE => "create",
+        op::DELETE => "delete",
+        op::EXISTS => "exists",
+        op::GET_DATA => "getData",
+        op::SET_DATA => "setData",
+        op::GET_ACL => "getACL",
+        op::SET_ACL => "setACL",
+        op::GET_CHILDREN => "getChildren",
+        op::SYNC => "sync",
+        op::PING => "ping",
+        op::GET_CHILDREN2 => "getChildren2",
+        op::CHECK => "check",
+        op::MULTI => "multi",
+        op::CREATE2 => "create2",
+        op::RECONFIG => "reconfig",
+        op::CHECK_WATCHES => "checkWatches",
+        op::REMOVE_WATCHES => "removeWatches",
+        op::CREATE_CONTAINER => "createContainer",
+        op::DELETE_CONTAINER => "deleteContainer",
+        op::CREATE_TTL => "createTTL",
+        op::MULTI_READ => "multiRead",
+        op::AUTH => "auth",
+        op::SET_WATCHES => "setWatches",
+        op::SASL => "sasl",
+        op::GET_EPHEMERALS => "getEphemerals",
+        op::GET_ALL_CHILDREN_NUMBER => "getAllChildrenNumber",
+        op::SET_WATCHES2 => "setWatches2",
+        op::ADD_WATCH => "addWatch",
+        op::WHO_AM_I => "whoAmI",
+        op::CREATE_SESSION => "createSession",
+        op::CLOSE_SESSION => "closeSession",
+        _ => "unknown",
+    }
+}
+
+/// An error code's name as ZooKeeper's `KeeperException.Code` spells it (lower case), for
+/// metrics: `ok`, or `other` for one Cairn never answers.
+pub fn code_name(err: i32) -> &'static str {
+    match err {
+        code::OK => "ok",
+        code::SYSTEM_ERROR => "systemerror",
+        code::RUNTIME_INCONSISTENCY => "runtimeinconsistency",
+        code::MARSHALLING_ERROR => "marshallingerror",
+        code::UNIMPLEMENTED => "unimplemented",
+        code::OPERATION_TIMEOUT => "operationtimeout",
+        code::BAD_ARGUMENTS => "badarguments",
+        code::API_ERROR => "apierror",
+        code::NO_NODE => "nonode",
+        code::NO_AUTH => "noauth",
+        code::BAD_VERSION => "badversion",
+        code::NO_CHILDREN_FOR_EPHEMERALS => "nochildrenforephemerals",
+        code::NODE_EXISTS => "nodeexists",
+        code::NOT_EMPTY => "notempty",
+        code::SESSION_EXPIRED => "sessionexpired",
+        code::INVALID_ACL => "invalidacl",
+        code::AUTH_FAILED => "authfailed",
+        code::NO_WATCHER => "nowatcher",
+        code::RECONFIG_DISABLED => "reconfigdisabled",
+        code::QUOTA_EXCEEDED => "quotaexceeded",
+        code::THROTTLED_OP => "throttledop",
+        _ => "other",
+    }
+}
+
 /// The ZooKeeper error code for a Cairn error.
 pub fn zk_code(code: ErrorCode) -> i32 {
     match code {

@@ -177,6 +177,50 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// The request's kind, as its tag on the wire names it: for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Create(_) => "create",
+            Request::Get { .. } => "get",
+            Request::Exists { .. } => "exists",
+            Request::Children { .. } => "children",
+            Request::Set(_) => "set",
+            Request::Delete(_) => "delete",
+            Request::Multi { .. } => "multi",
+            Request::Sync { .. } => "sync",
+            Request::ServerInfo { .. } => "server-info",
+            Request::StateDigest { .. } => "state-digest",
+            Request::AddMember { .. } => "add-member",
+            Request::RemoveMember { .. } => "remove-member",
+            Request::OpenSession { .. } => "open-session",
+            Request::ResumeSession { .. } => "resume-session",
+            Request::CloseSession { .. } => "close-session",
+            Request::Ping { .. } => "ping",
+            Request::AddWatch { .. } => "add-watch",
+            Request::RemoveWatches { .. } => "remove-watches",
+            Request::SetWatches { .. } => "set-watches",
+            Request::ListSessions { .. } => "list-sessions",
+            Request::Ephemerals { .. } => "ephemerals",
+            Request::DeployRecipe { .. } => "deploy-recipe",
+            Request::RetireRecipe { .. } => "retire-recipe",
+            Request::FreezeRecipes { .. } => "freeze-recipes",
+            Request::AdoptRecipeRuntime { .. } => "adopt-recipe-runtime",
+            Request::ListRecipes { .. } => "list-recipes",
+            Request::Authenticate { .. } => "authenticate",
+            Request::WhoAmI { .. } => "who-am-i",
+            Request::GetAcl { .. } => "get-acl",
+            Request::SetAcl { .. } => "set-acl",
+            Request::CreateToken { .. } => "create-token",
+            Request::RevokeToken { .. } => "revoke-token",
+            Request::SetAdmin { .. } => "set-admin",
+            Request::SetQuota { .. } => "set-quota",
+            Request::GetQuota { .. } => "get-quota",
+            Request::Invoke { .. } => "invoke",
+        }
+    }
+}
+
 /// A deployed recipe version, as `list-recipes` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecipeInfo {

@@ -27,8 +27,9 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .zk_tls_addr()
         .map(|addr| format!("; zookeeper TLS clients on {addr}"))
         .unwrap_or_default();
+    let console = node.admin_url().map(|url| format!("; console on {url}")).unwrap_or_default();
     out!(
-        "cairn listening on {} (clients trust {}){zk}{zk_tls}",
+        "cairn listening on {} (clients trust {}){zk}{zk_tls}{console}",
         node.client_addr(),
         node.ca_file().display()
     );

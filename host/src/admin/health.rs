@@ -1,0 +1,138 @@
+//! `/healthz` and `/readyz`: whether the process should be restarted, and whether it should be
+//! sent traffic. The readiness rule is a pure function of Raft's metrics and the commit index
+//! this node knows; the storage probe is the one piece of I/O.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::raft::{Member, NodeId};
+
+/// How far this node's applied index may trail the commit index it knows and still be ready.
+pub const READY_APPLY_LAG_MAX: u64 = 1_000;
+/// How long one storage probe (a small write and fsync in the data dir) may take.
+pub const HEALTH_PROBE_TIMEOUT_MS: u64 = 5_000;
+/// A probe's result is reused for this long: probes cost an fsync, and anyone who reaches the
+/// listener may ask.
+pub const HEALTH_PROBE_REUSE_MS: u64 = 1_000;
+/// The probe's file, in the data dir.
+const PROBE_FILE: &str = "health-probe";
+
+/// Whether this node should be sent traffic: it runs, it is a member of a cluster that has a
+/// leader it follows (or is), and it has applied what it knows committed, within a bound.
+pub fn readiness(
+    metrics: &openraft::RaftMetrics<NodeId, Member>,
+    commit_index: u64,
+) -> Result<(), String> {
+    if let Err(fatal) = &metrics.running_state {
+        return Err(format!("raft stopped: {fatal}"));
+    }
+    let membership = metrics.membership_config.membership();
+    if membership.get_node(&metrics.id).is_none() {
+        return Err("not a member of a cluster".into());
+    }
+    if metrics.current_leader.is_none() {
+        return Err(format!("no leader known in term {}", metrics.current_term));
+    }
+    let applied = metrics.last_applied.map_or(0, |id| id.index);
+    if commit_index > applied + READY_APPLY_LAG_MAX {
+        return Err(format!(
+            "applied {applied}, {} behind the commit index {commit_index}",
+            commit_index - applied
+        ));
+    }
+    Ok(())
+}
+
+/// The storage probe, with its last result kept for [`HEALTH_PROBE_REUSE_MS`].
+#[derive(Debug, Default)]
+pub struct StorageProbe {
+    last: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+}
+
+impl StorageProbe {
+    /// Whether the data dir takes a write and an fsync now (or did a moment ago).
+    pub async fn check(&self, data_dir: &Path) -> Result<(), String> {
+        // One probe at a time: callers that arrive while one runs wait for its result.
+        let mut last = self.last.lock().await;
+        if let Some((at, result)) = &*last
+            && at.elapsed() < Duration::from_millis(HEALTH_PROBE_REUSE_MS)
+        {
+            return result.clone();
+        }
+        let file = data_dir.join(PROBE_FILE);
+        let probe = tokio::task::spawn_blocking(move || write_probe(&file));
+        let result =
+            match tokio::time::timeout(Duration::from_millis(HEALTH_PROBE_TIMEOUT_MS), probe).await
+            {
+                Ok(Ok(result)) => result,
+                Ok(Err(error)) => Err(format!("the probe failed: {error}")),
+                Err(_) => Err(format!("no write and fsync within {HEALTH_PROBE_TIMEOUT_MS} ms")),
+            };
+        *last = Some((Instant::now(), result.clone()));
+        result
+    }
+}
+
+fn write_probe(file: &Path) -> Result<(), String> {
+    let written =
+        std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(file).and_then(
+            |mut f| {
+                f.write_all(b"ok\n")?;
+                f.sync_data()
+            },
+        );
+    written.map_err(|error| format!("cannot write {}: {error}", file.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Arc;
+
+    use openraft::{CommittedLeaderId, LogId, Membership, RaftMetrics, StoredMembership};
+
+    use super::*;
+
+    fn member_of_a_cluster_led_by(
+        leader: Option<NodeId>,
+        applied: u64,
+    ) -> RaftMetrics<NodeId, Member> {
+        let mut metrics = RaftMetrics::new_initial(2);
+        let nodes: BTreeMap<NodeId, Member> = (1..=3).map(|id| (id, Member::default())).collect();
+        let membership = Membership::new(vec![BTreeSet::from([1, 2, 3])], nodes);
+        metrics.membership_config = Arc::new(StoredMembership::new(None, membership));
+        metrics.current_leader = leader;
+        metrics.current_term = 4;
+        metrics.last_applied = Some(LogId::new(CommittedLeaderId::new(4, 1), applied));
+        metrics
+    }
+
+    #[test]
+    fn ready_with_a_leader_and_caught_up() {
+        assert_eq!(readiness(&member_of_a_cluster_led_by(Some(1), 500), 500), Ok(()));
+        // Behind, but within the bound.
+        let behind = 500 + READY_APPLY_LAG_MAX;
+        assert_eq!(readiness(&member_of_a_cluster_led_by(Some(1), 500), behind), Ok(()));
+    }
+
+    #[test]
+    fn not_ready_without_a_leader_or_far_behind_or_outside_the_cluster() {
+        let leaderless = readiness(&member_of_a_cluster_led_by(None, 500), 500);
+        assert!(leaderless.unwrap_err().contains("no leader"));
+        let far = 501 + READY_APPLY_LAG_MAX;
+        let behind = readiness(&member_of_a_cluster_led_by(Some(1), 500), far);
+        assert!(behind.unwrap_err().contains("behind the commit index"));
+        let mut stranger = member_of_a_cluster_led_by(Some(1), 500);
+        stranger.id = 9;
+        assert!(readiness(&stranger, 500).unwrap_err().contains("not a member"));
+    }
+
+    #[test]
+    fn a_node_that_writes_its_probe_is_healthy() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(write_probe(&dir.path().join(PROBE_FILE)), Ok(()));
+        let gone = dir.path().join("missing").join(PROBE_FILE);
+        assert!(write_probe(&gone).unwrap_err().contains("cannot write"));
+    }
+}

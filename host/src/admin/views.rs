@@ -1,0 +1,385 @@
+//! What the console shows, as JSON: pure functions of the node's state (the tree, Raft's
+//! metrics, the session tracker's clock) with no I/O, each bounded in what it copies out,
+//! because they run under the state's read lock.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use cairn_wire::{AclEntry, Stat};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::raft::{Member, NodeId};
+use crate::store::paths::{RECIPES_ROOT, namespace};
+use crate::store::{DataTree, NodeKind, SessionId};
+
+/// Children of a znode the tree view lists; the rest are counted.
+pub const CHILDREN_SHOWN_MAX: usize = 1_000;
+/// Bytes of a znode's data the tree view shows.
+pub const DATA_SHOWN_BYTES_MAX: usize = 64 * 1024;
+/// Sessions the sessions view lists; the rest are counted.
+pub const SESSIONS_SHOWN_MAX: usize = 1_000;
+/// Ephemeral paths listed per session.
+pub const EPHEMERALS_SHOWN_MAX: usize = 20;
+/// Instances (locks, queues, ...) listed per recipe.
+pub const INSTANCES_SHOWN_MAX: usize = 200;
+/// Entries (holders, waiters, candidates, members) listed per instance, in order.
+pub const ENTRIES_SHOWN_MAX: usize = 100;
+
+/// The cluster as this node sees it.
+#[derive(Debug, Serialize)]
+pub struct ClusterView {
+    pub node_id: NodeId,
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    pub role: &'static str,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub snapshot_index: Option<u64>,
+    /// Whether this node's own view of each member's progress is known (it leads).
+    pub progress_known: bool,
+    pub members: Vec<MemberView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MemberView {
+    pub id: NodeId,
+    pub client_addr: String,
+    pub peer_addr: String,
+    pub voter: bool,
+    /// `leader`, `follower` or `learner`.
+    pub role: &'static str,
+    /// The last log index the leader knows this member holds (known on the leader only).
+    pub match_index: Option<u64>,
+    /// How far behind the leader's log it is (known on the leader only).
+    pub lag: Option<u64>,
+    pub recipe_runtime: String,
+}
+
+/// The cluster from Raft's metrics and the commit index this node knows.
+pub fn cluster(metrics: &openraft::RaftMetrics<NodeId, Member>, commit_index: u64) -> ClusterView {
+    let role = match metrics.state {
+        openraft::ServerState::Leader => "leader",
+        openraft::ServerState::Follower => "follower",
+        openraft::ServerState::Candidate => "candidate",
+        openraft::ServerState::Learner => "learner",
+        openraft::ServerState::Shutdown => "shutdown",
+    };
+    let last_log_index = metrics.last_log_index.unwrap_or(0);
+    let members = crate::cluster::members_of(metrics)
+        .into_iter()
+        .map(|member| {
+            let role = if Some(member.node_id) == metrics.current_leader {
+                "leader"
+            } else if member.voter {
+                "follower"
+            } else {
+                "learner"
+            };
+            let progress = metrics.replication.as_ref();
+            let match_index = member.matched_zxid.or_else(|| {
+                // The leader holds its own log.
+                (Some(member.node_id) == metrics.current_leader && progress.is_some())
+                    .then_some(last_log_index)
+            });
+            MemberView {
+                id: member.node_id,
+                client_addr: member.client_addr,
+                peer_addr: member.peer_addr,
+                voter: member.voter,
+                role,
+                lag: progress.map(|_| last_log_index.saturating_sub(match_index.unwrap_or(0))),
+                match_index,
+                recipe_runtime: member.recipe_runtime,
+            }
+        })
+        .collect();
+    ClusterView {
+        node_id: metrics.id,
+        role,
+        leader: metrics.current_leader,
+        term: metrics.current_term,
+        last_log_index,
+        commit_index,
+        applied_index: metrics.last_applied.map_or(0, |id| id.index),
+        snapshot_index: metrics.snapshot.map(|id| id.index),
+        progress_known: metrics.replication.is_some(),
+        members,
+    }
+}
+
+/// One znode.
+#[derive(Debug, Serialize)]
+pub struct ZnodeView {
+    pub path: String,
+    pub kind: NodeKind,
+    pub stat: Stat,
+    /// Its data as text, when it is UTF-8 (up to [`DATA_SHOWN_BYTES_MAX`]).
+    pub data_text: Option<String>,
+    /// Its data in hex (up to [`DATA_SHOWN_BYTES_MAX`]).
+    pub data_hex: String,
+    pub data_bytes: usize,
+    pub data_truncated: bool,
+    /// ZooKeeper's null data rather than empty data.
+    pub null_data: bool,
+    pub acl: Vec<AclEntry>,
+    /// The first children in name order, and how many there are.
+    pub children: Vec<String>,
+    pub children_total: usize,
+}
+
+/// The znode at `path`, if there is one.
+pub fn znode(tree: &DataTree, path: &str) -> Option<ZnodeView> {
+    let node = tree.node(path)?;
+    let data = node.data();
+    let shown = &data[..data.len().min(DATA_SHOWN_BYTES_MAX)];
+    let stat = node.stat();
+    Some(ZnodeView {
+        path: path.to_string(),
+        kind: node.kind(),
+        data_text: std::str::from_utf8(shown).ok().map(str::to_string),
+        data_hex: hex(shown),
+        data_bytes: data.len(),
+        data_truncated: shown.len() < data.len(),
+        null_data: node.null_data(),
+        acl: node.acl().to_vec(),
+        children: tree.child_names(path).take(CHILDREN_SHOWN_MAX).map(str::to_string).collect(),
+        children_total: stat.num_children as usize,
+        stat,
+    })
+}
+
+/// One session.
+#[derive(Debug, Serialize)]
+pub struct SessionView {
+    /// The session id in hex, as clients print it.
+    pub id: String,
+    pub timeout_ms: u64,
+    pub principal: String,
+    /// How long ago this node last heard from it, if it has.
+    pub last_heard_ms: Option<u64>,
+    pub ephemerals: usize,
+    pub ephemeral_paths: Vec<String>,
+    /// Watches it holds on this node (the node its client is connected to).
+    pub watches: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SessionsView {
+    pub sessions: Vec<SessionView>,
+    pub total: usize,
+}
+
+/// The live sessions, in id order.
+pub fn sessions(
+    tree: &DataTree,
+    last_heard: &HashMap<SessionId, Instant>,
+    watches: &HashMap<SessionId, usize>,
+    now: Instant,
+) -> SessionsView {
+    let sessions = tree
+        .sessions()
+        .take(SESSIONS_SHOWN_MAX)
+        .map(|(id, session)| SessionView {
+            id: id.to_string(),
+            timeout_ms: session.timeout_ms,
+            principal: session.principal.clone(),
+            last_heard_ms: last_heard
+                .get(&id)
+                .map(|heard| now.saturating_duration_since(*heard).as_millis() as u64),
+            ephemerals: tree.ephemerals_of(id).count(),
+            ephemeral_paths: tree.ephemerals_of(id).take(EPHEMERALS_SHOWN_MAX).cloned().collect(),
+            watches: watches.get(&id).copied().unwrap_or(0),
+        })
+        .collect();
+    SessionsView { sessions, total: tree.sessions().count() }
+}
+
+/// The state of one recipe's instances: its locks, queues, elections...
+#[derive(Debug, Serialize)]
+pub struct RecipeStateView {
+    pub recipe: String,
+    pub instances: Vec<InstanceView>,
+    pub instances_total: usize,
+}
+
+/// One instance (a lock, a queue...): its record and its entries in the order they came.
+#[derive(Debug, Serialize)]
+pub struct InstanceView {
+    pub name: String,
+    /// Its record: JSON as the recipe wrote it, else text, else hex.
+    pub record: Value,
+    pub entries: Vec<EntryView>,
+    pub entries_total: usize,
+}
+
+/// A znode under an instance: a holder or waiter, a candidate, a member, or (for a queue) one
+/// of its lists.
+#[derive(Debug, Serialize)]
+pub struct EntryView {
+    pub name: String,
+    /// The sequence number its name ends with, which orders the entries.
+    pub sequence: Option<u64>,
+    /// The session whose ephemeral it is (0 for a persistent one).
+    pub session: u64,
+    pub record: Value,
+    /// How many znodes are below it (a queue's items, tickets...).
+    pub children: u32,
+}
+
+/// Every deployed recipe's instances, read from their namespaces.
+pub fn coordination(tree: &DataTree) -> Vec<RecipeStateView> {
+    tree.recipes()
+        .deployed
+        .keys()
+        .filter_map(|name| {
+            let root = namespace(name);
+            tree.node(&root)?;
+            let instances = tree
+                .child_names(&root)
+                .take(INSTANCES_SHOWN_MAX)
+                .filter_map(|instance| instance_view(tree, &root, instance))
+                .collect();
+            let instances_total = tree.child_names(&root).count();
+            Some(RecipeStateView { recipe: name.clone(), instances, instances_total })
+        })
+        .collect()
+}
+
+fn instance_view(tree: &DataTree, root: &str, name: &str) -> Option<InstanceView> {
+    let path = format!("{root}/{name}");
+    let node = tree.node(&path)?;
+    let mut entries: Vec<EntryView> = tree
+        .child_names(&path)
+        .filter_map(|entry| {
+            let node = tree.node(&format!("{path}/{entry}"))?;
+            let stat = node.stat();
+            Some(EntryView {
+                name: entry.to_string(),
+                sequence: sequence_of(entry),
+                session: stat.ephemeral_owner,
+                record: record(node.data()),
+                children: stat.num_children,
+            })
+        })
+        .collect();
+    // Sequence order is arrival order (a fair lock's names start with the session, so their
+    // name order is not); names without a number keep name order, after those with one.
+    entries.sort_by_key(|entry| entry.sequence.unwrap_or(u64::MAX));
+    let entries_total = entries.len();
+    entries.truncate(ENTRIES_SHOWN_MAX);
+    Some(InstanceView {
+        name: name.to_string(),
+        record: record(node.data()),
+        entries,
+        entries_total,
+    })
+}
+
+/// The number a sequential znode's name ends with (`w-<session>-0000000042` → 42).
+pub fn sequence_of(name: &str) -> Option<u64> {
+    let digits = name.rsplit(['-', 'p']).next()?;
+    (digits.len() >= 10 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+/// A recipe record as JSON: the recipe's JSON, else its text, else hex.
+fn record(data: &[u8]) -> Value {
+    if data.is_empty() {
+        return Value::Null;
+    }
+    let shown = &data[..data.len().min(DATA_SHOWN_BYTES_MAX)];
+    serde_json::from_slice(shown).unwrap_or_else(|_| match std::str::from_utf8(shown) {
+        Ok(text) => Value::String(text.to_string()),
+        Err(_) => Value::String(format!("0x{}", hex(shown))),
+    })
+}
+
+/// A deployed recipe version, with what this node counted of its calls.
+#[derive(Debug, Serialize)]
+pub struct RecipeView {
+    pub name: String,
+    pub version: u32,
+    pub hash: String,
+    pub bytes: usize,
+    pub owner: String,
+    pub newest: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RecipesView {
+    pub runtime: Option<String>,
+    pub frozen: bool,
+    pub versions: Vec<RecipeView>,
+    /// By recipe name: calls, fuel and errors by kind, counted on this node since it started.
+    pub usage: Vec<RecipeUsage>,
+    pub namespace_root: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RecipeUsage {
+    pub name: String,
+    pub calls: u64,
+    pub fuel: u64,
+    pub errors: Vec<(&'static str, u64)>,
+}
+
+/// The kinds `metrics::RecipeErrorLabels` counts.
+pub const RECIPE_ERROR_KINDS: [&str; 7] =
+    ["fuel", "memory", "trap", "limit", "error", "refused", "host"];
+
+/// The deployed recipes, and their usage as `usage` tells it by name.
+pub fn recipes(tree: &DataTree, usage: impl Fn(&str) -> RecipeUsage) -> RecipesView {
+    let table = tree.recipes();
+    let versions = table
+        .deployed
+        .iter()
+        .flat_map(|(name, versions)| {
+            let newest = versions.keys().next_back().copied();
+            versions.iter().map(move |(version, deployed)| RecipeView {
+                name: name.clone(),
+                version: *version,
+                hash: deployed.hash.clone(),
+                bytes: deployed.component.len(),
+                owner: table.owners.get(name).cloned().unwrap_or_default(),
+                newest: Some(*version) == newest,
+            })
+        })
+        .collect();
+    RecipesView {
+        runtime: table.runtime.clone(),
+        frozen: table.frozen,
+        versions,
+        usage: table.deployed.keys().map(|name| usage(name)).collect(),
+        namespace_root: RECIPES_ROOT,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequences_are_read_off_the_end_of_a_name() {
+        assert_eq!(sequence_of("w-00000000000000ab-0000000042"), Some(42));
+        assert_eq!(sequence_of("c-0000000007"), Some(7));
+        assert_eq!(sequence_of("p2147483648-0000000003"), Some(3));
+        assert_eq!(sequence_of("items"), None);
+        assert_eq!(sequence_of("w-12"), None);
+    }
+
+    #[test]
+    fn records_are_json_else_text_else_hex() {
+        assert_eq!(record(br#"{"token":3}"#), serde_json::json!({"token": 3}));
+        assert_eq!(record(b"hello"), Value::String("hello".into()));
+        assert_eq!(record(&[0xff, 0x00]), Value::String("0xff00".into()));
+        assert_eq!(record(b""), Value::Null);
+    }
+}
