@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+pub mod browser;
 pub mod cluster;
 pub mod history;
+pub mod http;
 pub mod zookeeper;
 use cairn_client::{Client, Credentials};
 
@@ -34,6 +36,8 @@ pub struct Server {
     zk_addr: Option<SocketAddr>,
     /// Where it serves ZooKeeper clients over TLS, if the test's arguments ask for it.
     zk_tls_addr: Option<SocketAddr>,
+    /// The admin listener's URL (metrics, health checks, the console), once it said so.
+    admin_url: Option<String>,
 }
 
 impl Server {
@@ -58,6 +62,7 @@ impl Server {
             addr,
             zk_addr: None,
             zk_tls_addr: None,
+            admin_url: None,
         };
         server.spawn()?;
         Ok(server)
@@ -80,6 +85,20 @@ impl Server {
         }
         let addr = self.zk_addr.map_or_else(|| "127.0.0.1:0".to_string(), |addr| addr.to_string());
         vec!["--zk-listen".to_string(), addr]
+    }
+
+    /// The admin listener on a free loopback port, unless the test's arguments say otherwise
+    /// (a single node's default port would be shared by every test's node).
+    fn admin_args(&self) -> Vec<String> {
+        if self.extra_args.iter().any(|arg| arg == "--admin-listen" || arg == "--no-admin") {
+            return Vec::new();
+        }
+        vec!["--admin-listen".to_string(), "127.0.0.1:0".to_string()]
+    }
+
+    /// The admin listener's URL, ending in `/`, if it serves one.
+    pub fn admin_url(&self) -> Option<&str> {
+        self.admin_url.as_deref()
     }
 
     /// The client address.
@@ -249,6 +268,7 @@ impl Server {
             .arg("--listen")
             .arg(self.addr.to_string())
             .args(self.zk_args())
+            .args(self.admin_args())
             .args(&self.extra_args)
             .env("RUST_LOG", "info,openraft=warn")
             .stdin(Stdio::null())
@@ -294,6 +314,7 @@ impl Server {
         if let Some(zk) = after("; zookeeper TLS clients on ") {
             self.zk_tls_addr = Some(zk.parse()?);
         }
+        self.admin_url = after("; console on ").map(str::to_string);
         self.child = Some(child);
         Ok(())
     }

@@ -116,6 +116,8 @@ pub struct ZnodeView {
     pub path: String,
     pub kind: NodeKind,
     pub stat: Stat,
+    /// The session of an ephemeral znode, as `0x…` (a script cannot read every u64 exactly).
+    pub ephemeral_owner: Option<String>,
     /// Its data as text, when it is UTF-8 (up to [`DATA_SHOWN_BYTES_MAX`]).
     pub data_text: Option<String>,
     /// Its data in hex (up to [`DATA_SHOWN_BYTES_MAX`]).
@@ -147,6 +149,8 @@ pub fn znode(tree: &DataTree, path: &str) -> Option<ZnodeView> {
         acl: node.acl().to_vec(),
         children: tree.child_names(path).take(CHILDREN_SHOWN_MAX).map(str::to_string).collect(),
         children_total: stat.num_children as usize,
+        ephemeral_owner: (stat.ephemeral_owner != 0)
+            .then(|| SessionId(stat.ephemeral_owner).to_string()),
         stat,
     })
 }
@@ -222,8 +226,8 @@ pub struct EntryView {
     pub name: String,
     /// The sequence number its name ends with, which orders the entries.
     pub sequence: Option<u64>,
-    /// The session whose ephemeral it is (0 for a persistent one).
-    pub session: u64,
+    /// The session whose ephemeral it is, as `0x…` (none for a persistent znode).
+    pub session: Option<String>,
     pub record: Value,
     /// How many znodes are below it (a queue's items, tickets...).
     pub children: u32,
@@ -259,7 +263,8 @@ fn instance_view(tree: &DataTree, root: &str, name: &str) -> Option<InstanceView
             Some(EntryView {
                 name: entry.to_string(),
                 sequence: sequence_of(entry),
-                session: stat.ephemeral_owner,
+                session: (stat.ephemeral_owner != 0)
+                    .then(|| SessionId(stat.ephemeral_owner).to_string()),
                 record: record(node.data()),
                 children: stat.num_children,
             })
@@ -292,10 +297,39 @@ fn record(data: &[u8]) -> Value {
         return Value::Null;
     }
     let shown = &data[..data.len().min(DATA_SHOWN_BYTES_MAX)];
-    serde_json::from_slice(shown).unwrap_or_else(|_| match std::str::from_utf8(shown) {
-        Ok(text) => Value::String(text.to_string()),
-        Err(_) => Value::String(format!("0x{}", hex(shown))),
-    })
+    match serde_json::from_slice(shown) {
+        Ok(value) => for_scripts(value, false),
+        Err(_) => match std::str::from_utf8(shown) {
+            Ok(text) => Value::String(text.to_string()),
+            Err(_) => Value::String(format!("0x{}", hex(shown))),
+        },
+    }
+}
+
+/// Integers a browser's script reads exactly: sessions (fields `session` and `leader`) as
+/// their ids are written everywhere else (`0x…`), and other integers past 2^53 as text.
+fn for_scripts(value: Value, a_session: bool) -> Value {
+    const EXACT_IN_SCRIPTS: u64 = (1 << 53) - 1;
+    match value {
+        Value::Number(number) => match number.as_u64() {
+            Some(id) if a_session => Value::String(SessionId(id).to_string()),
+            Some(big) if big > EXACT_IN_SCRIPTS => Value::String(big.to_string()),
+            _ => Value::Number(number),
+        },
+        Value::Array(items) => {
+            Value::Array(items.into_iter().map(|item| for_scripts(item, a_session)).collect())
+        }
+        Value::Object(fields) => Value::Object(
+            fields
+                .into_iter()
+                .map(|(key, value)| {
+                    let session = matches!(key.as_str(), "session" | "leader");
+                    (key, for_scripts(value, session))
+                })
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 /// A deployed recipe version, with what this node counted of its calls.
@@ -381,5 +415,17 @@ mod tests {
         assert_eq!(record(b"hello"), Value::String("hello".into()));
         assert_eq!(record(&[0xff, 0x00]), Value::String("0xff00".into()));
         assert_eq!(record(b""), Value::Null);
+    }
+
+    #[test]
+    fn sessions_and_large_integers_reach_scripts_exactly() {
+        let waiter = br#"{"session":18446744073709551615,"token":7,"count":1}"#;
+        let shown = record(waiter);
+        assert_eq!(shown["session"], Value::String("0xffffffffffffffff".into()));
+        assert_eq!(shown["token"], serde_json::json!(7));
+        let election = br#"{"term":3,"leader":10,"data":{"big":9007199254740993}}"#;
+        let shown = record(election);
+        assert_eq!(shown["leader"], Value::String("0xa".into()));
+        assert_eq!(shown["data"]["big"], Value::String("9007199254740993".into()));
     }
 }

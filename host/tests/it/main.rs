@@ -2,6 +2,7 @@
 //! time, with its data in a temporary directory.
 
 mod access;
+mod admin;
 mod bad_input;
 mod cli;
 mod cluster;
