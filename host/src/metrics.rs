@@ -166,6 +166,10 @@ impl Metrics {
     }
 
     fn registered(mut self) -> Metrics {
+        // Known label values start at zero, so a rate over them starts at once.
+        for frontend in ["quic", "zookeeper"] {
+            self.connections.get_or_create_owned(&FrontendLabels { frontend });
+        }
         let r = &mut self.registry;
         r.register(
             "requests",
@@ -346,7 +350,7 @@ impl Metrics {
 
     /// One more (`open`) or one fewer client connection.
     pub fn connection(&self, frontend: &'static str, open: bool) {
-        let gauge = self.connections.get_or_create(&FrontendLabels { frontend });
+        let gauge = self.connections.get_or_create_owned(&FrontendLabels { frontend });
         if open {
             gauge.inc();
         } else {

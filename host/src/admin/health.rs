@@ -119,20 +119,22 @@ mod tests {
     #[test]
     fn not_ready_without_a_leader_or_far_behind_or_outside_the_cluster() {
         let leaderless = readiness(&member_of_a_cluster_led_by(None, 500), 500);
-        assert!(leaderless.unwrap_err().contains("no leader"));
+        assert!(leaderless.expect_err("no leader: not ready").contains("no leader"));
         let far = 501 + READY_APPLY_LAG_MAX;
         let behind = readiness(&member_of_a_cluster_led_by(Some(1), 500), far);
-        assert!(behind.unwrap_err().contains("behind the commit index"));
+        assert!(behind.expect_err("far behind: not ready").contains("behind the commit index"));
         let mut stranger = member_of_a_cluster_led_by(Some(1), 500);
         stranger.id = 9;
-        assert!(readiness(&stranger, 500).unwrap_err().contains("not a member"));
+        assert!(
+            readiness(&stranger, 500).expect_err("a stranger: not ready").contains("not a member")
+        );
     }
 
     #[test]
     fn a_node_that_writes_its_probe_is_healthy() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("a temporary directory");
         assert_eq!(write_probe(&dir.path().join(PROBE_FILE)), Ok(()));
         let gone = dir.path().join("missing").join(PROBE_FILE);
-        assert!(write_probe(&gone).unwrap_err().contains("cannot write"));
+        assert!(write_probe(&gone).expect_err("no such directory").contains("cannot write"));
     }
 }

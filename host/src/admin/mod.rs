@@ -354,6 +354,18 @@ fn refresh_gauges(admin: &Admin) {
         metrics.sessions.set(as_gauge(state.tree.sessions().count() as u64));
         let deployed = state.tree.recipes().deployed.values().map(|v| v.len() as u64).sum();
         metrics.recipes_deployed.set(as_gauge(deployed));
+        // Every deployed recipe's counters, at zero until it runs, so rates over them start at
+        // once; bounded by the recipe names the cluster allows.
+        for name in state.tree.recipes().deployed.keys() {
+            let labels = RecipeLabels { recipe: name.clone() };
+            metrics.recipe_calls.get_or_create_owned(&labels);
+            metrics.recipe_fuel.get_or_create_owned(&labels);
+            for kind in views::RECIPE_ERROR_KINDS {
+                metrics
+                    .recipe_errors
+                    .get_or_create_owned(&RecipeErrorLabels { recipe: name.clone(), kind });
+            }
+        }
     }
     metrics.watches.set(as_gauge(admin.frontend.watches.count()));
     metrics.uptime_seconds.set(as_gauge(admin.started.elapsed().as_secs()));
@@ -585,7 +597,7 @@ mod tests {
 
     fn host(value: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, value.parse().unwrap());
+        headers.insert(header::HOST, value.parse().expect("a header value"));
         headers
     }
 
@@ -603,9 +615,9 @@ mod tests {
     #[test]
     fn a_bearer_token_is_read_from_the_authorization_header() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
+        headers.insert(header::AUTHORIZATION, "Bearer abc".parse().expect("a header value"));
         assert_eq!(bearer(&headers), Some("abc"));
-        headers.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
+        headers.insert(header::AUTHORIZATION, "Basic abc".parse().expect("a header value"));
         assert_eq!(bearer(&headers), None);
     }
 }

@@ -10,7 +10,8 @@ pub struct DevClusterArgs {
     /// Where the nodes keep their data (DIR/node-N) and the shared CA (DIR/certs).
     #[arg(long, default_value = "cairn-dev-cluster")]
     pub data_dir: PathBuf,
-    /// Client port of node 1; node N listens on PORT+N-1, and its peers on PORT+100+N-1.
+    /// Client port of node 1; node N listens on PORT+N-1, its peers on PORT+100+N-1 and its
+    /// admin listener (metrics, health checks, the console) on PORT+200+N-1.
     #[arg(long, default_value_t = 7181)]
     pub port: u16,
 }
@@ -37,6 +38,7 @@ pub(super) async fn dev_cluster(args: DevClusterArgs) -> anyhow::Result<ExitCode
             .args(["--peer-listen", &format!("127.0.0.1:{}", peer_port(n))])
             // ZooKeeper clients: 2181, 2182, ... beside 7181, 7182, ...
             .args(["--zk-listen", &format!("127.0.0.1:{}", 2181 + n - 1)])
+            .args(["--admin-listen", &format!("127.0.0.1:{}", u64::from(args.port) + 200 + n - 1)])
             .args(["--initial-cluster", &initial.join(",")])
             .arg("--dev-certs")
             .arg(&certs)

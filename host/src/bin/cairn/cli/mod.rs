@@ -56,7 +56,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a node (a single-node cluster, bootstrapped on first start).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a local development cluster: N nodes with generated certificates, until Ctrl-C.
     DevCluster(DevClusterArgs),
     /// The cluster's members, roles, leader and progress.
@@ -214,7 +214,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let Some(client_args) = client_args else {
         return match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::DevCluster(args) => dev_cluster(args).await,
             Command::Cert(CertArgs { command: CertCommand::Issue { name, out, ca } }) => {
                 let (cert, key) = cairn::tls::issue_client_certificate(&ca, &name, &out)?;
