@@ -298,6 +298,11 @@ impl ServeConfig {
             .or(file.admin_listen)
             .unwrap_or_else(|| admin_default.parse().unwrap_or_else(|_| unreachable!()));
         let no_admin = flags.no_admin || file.no_admin;
+        if no_admin && (flags.admin_listen.is_some() || file.admin_listen.is_some()) {
+            return Err(ConfigError::Invalid(
+                "no_admin and admin_listen together: serve the admin listener or not".into(),
+            ));
+        }
         let config = ServeConfig {
             zk_listen: zk_listen.filter(|_| !no_zk),
             zk_tls_listen: zk_tls_listen.filter(|_| !no_zk),
@@ -318,6 +323,10 @@ impl ServeConfig {
                  files must not be able to replace the key that signs them"
                     .into(),
             ));
+        }
+        for viewer in &self.admin_viewers {
+            cairn_wire::access::validate_principal_name(viewer)
+                .map_err(|why| ConfigError::Invalid(format!("admin viewer {viewer:?}: {why}")))?;
         }
         if self.node_id == 0 {
             return Err(ConfigError::Invalid("node id 0 is reserved; use 1 or more".into()));
@@ -394,6 +403,29 @@ mod tests {
         let error = ServeConfig::load(Settings::default(), Some(&path)).expect_err("typo refused");
         let chain = format!("{:#}", anyhow::Error::new(error));
         assert!(chain.contains("lisen"), "{chain}");
+    }
+
+    #[test]
+    fn the_admin_listener_is_on_loopback_by_default_and_said_once() {
+        let single = ServeConfig::load(Settings::default(), None).expect("defaults");
+        assert_eq!(single.admin_listen, Some(DEFAULT_ADMIN_LISTEN.parse().expect("addr")));
+        let member = Settings {
+            initial_cluster: Some(PeerMap(BTreeMap::from([(1, "127.0.0.1:7201".into())]))),
+            peer_listen: Some("127.0.0.1:7201".parse().expect("addr")),
+            dev_certs: Some(PathBuf::from("certs")),
+            ..Settings::default()
+        };
+        let member = ServeConfig::load(member, None).expect("a member");
+        assert_eq!(member.admin_listen.map(|addr| addr.port()), Some(0), "a free port");
+        let off = ServeConfig::load(Settings { no_admin: true, ..Settings::default() }, None);
+        assert_eq!(off.expect("off").admin_listen, None);
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("cairn.toml");
+        std::fs::write(&path, "no_admin = true\nadmin_listen = \"127.0.0.1:9\"\n").expect("write");
+        assert!(ServeConfig::load(Settings::default(), Some(&path)).is_err(), "both");
+        let viewers = Settings { admin_viewers: Some(vec!["a b".into()]), ..Settings::default() };
+        assert!(ServeConfig::load(viewers, None).is_err(), "not a principal name");
     }
 
     #[test]

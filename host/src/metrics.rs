@@ -58,7 +58,8 @@ pub struct RecipeLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RecipeErrorLabels {
     pub recipe: String,
-    /// `fuel`, `memory`, `trap`, `limit` or `error` (the recipe refused the call).
+    /// `fuel`, `memory`, `trap`, `limit`, `error` (the recipe's own), `refused` (the caller's
+    /// rights, quota or session) or `host` (the node's fault).
     pub kind: &'static str,
 }
 
@@ -258,7 +259,7 @@ impl Metrics {
         r.register("znodes", "Znodes in the tree", self.znodes.clone());
         r.register_with_unit(
             "znode_data",
-            "Bytes of znode data in the tree",
+            "Bytes of znode paths, data and ACLs in the tree",
             Unit::Bytes,
             self.znode_data_bytes.clone(),
         );

@@ -287,6 +287,7 @@ impl RunningNode {
                 viewers: config.admin_viewers.clone(),
                 started,
                 probe: crate::admin::health::StorageProbe::default(),
+                scraping: std::sync::Mutex::default(),
             });
             tasks.push(tokio::spawn(crate::admin::serve(listener, admin, stopped.clone())));
         }

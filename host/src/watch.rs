@@ -189,10 +189,16 @@ impl Outbox {
 
     /// Queues an event; false when the stream is gone or too far behind.
     fn send_event(&self, event: EventFrame) -> bool {
+        let metrics = crate::metrics::get();
         if self.load.events.load(Ordering::Relaxed) >= EVENTS_QUEUED_PER_STREAM_MAX {
+            metrics.watch_events_dropped.inc();
             return false;
         }
-        self.send(Outgoing::Event(event))
+        let sent = self.send(Outgoing::Event(event));
+        if sent {
+            metrics.watch_events_sent.inc();
+        }
+        sent
     }
 }
 
@@ -718,10 +724,8 @@ impl Hub {
     fn deliver(&mut self, session: SessionId, event: EventFrame) {
         let Some(binding) = self.bindings.get_mut(&session) else { return };
         if binding.outbox.send_event(event.clone()) {
-            crate::metrics::get().watch_events_sent.inc();
             return;
         }
-        crate::metrics::get().watch_events_dropped.inc();
         tracing::warn!(%session, "event queue full; dropping the session's watches");
         self.drop_watches(session, Zxid(event.zxid));
     }
@@ -732,7 +736,7 @@ impl Hub {
         let Some(binding) = self.bindings.get_mut(&session) else { return };
         let dropped = binding.take_all();
         let name = binding.reader.name.clone();
-        let _ = binding.outbox.send(Outgoing::Event(EventFrame {
+        let told = binding.outbox.send(Outgoing::Event(EventFrame {
             kind: EventKind::ResyncNeeded,
             path: "/".into(),
             zxid: zxid.0,
@@ -740,6 +744,9 @@ impl Hub {
             message: None,
             recipe: None,
         }));
+        if told {
+            crate::metrics::get().watch_events_sent.inc();
+        }
         self.release(&name, dropped.len() as u64);
         for spec in &dropped {
             self.unindex(session, spec);

@@ -18,63 +18,107 @@ pub const HEALTH_PROBE_REUSE_MS: u64 = 1_000;
 /// The probe's file, in the data dir.
 const PROBE_FILE: &str = "health-probe";
 
+/// Why a node should not be sent traffic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    #[error("raft stopped: {0}")]
+    Stopped(String),
+    #[error("not a member of a cluster")]
+    NotAMember,
+    #[error("no leader known in term {term}")]
+    NoLeader { term: u64 },
+    #[error("applied {applied}, {} behind the commit index {committed}", committed - applied)]
+    Behind { applied: u64, committed: u64 },
+}
+
+/// Why a node should be restarted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unhealthy {
+    #[error("raft stopped: {0}")]
+    Stopped(String),
+    #[error("cannot write {file}: {why}")]
+    NotWritable { file: String, why: String },
+    #[error("no write and fsync within {HEALTH_PROBE_TIMEOUT_MS} ms")]
+    Slow,
+    #[error("the last probe has not finished: the disk does not answer")]
+    StillProbing,
+}
+
 /// Whether this node should be sent traffic: it runs, it is a member of a cluster that has a
 /// leader it follows (or is), and it has applied what it knows committed, within a bound.
 pub fn readiness(
     metrics: &openraft::RaftMetrics<NodeId, Member>,
     commit_index: u64,
-) -> Result<(), String> {
+) -> Result<(), NotReady> {
     if let Err(fatal) = &metrics.running_state {
-        return Err(format!("raft stopped: {fatal}"));
+        return Err(NotReady::Stopped(fatal.to_string()));
     }
     let membership = metrics.membership_config.membership();
     if membership.get_node(&metrics.id).is_none() {
-        return Err("not a member of a cluster".into());
+        return Err(NotReady::NotAMember);
     }
     if metrics.current_leader.is_none() {
-        return Err(format!("no leader known in term {}", metrics.current_term));
+        return Err(NotReady::NoLeader { term: metrics.current_term });
     }
     let applied = metrics.last_applied.map_or(0, |id| id.index);
     if commit_index > applied + READY_APPLY_LAG_MAX {
-        return Err(format!(
-            "applied {applied}, {} behind the commit index {commit_index}",
-            commit_index - applied
-        ));
+        return Err(NotReady::Behind { applied, committed: commit_index });
     }
     Ok(())
 }
 
-/// The storage probe, with its last result kept for [`HEALTH_PROBE_REUSE_MS`].
+/// The storage probe: its last result, kept for [`HEALTH_PROBE_REUSE_MS`], and the probe
+/// still running if the last one timed out (no second one starts beside it).
 #[derive(Debug, Default)]
 pub struct StorageProbe {
-    last: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+    state: tokio::sync::Mutex<ProbeState>,
+}
+
+#[derive(Debug, Default)]
+struct ProbeState {
+    last: Option<(Instant, Result<(), Unhealthy>)>,
+    running: Option<tokio::task::JoinHandle<Result<(), Unhealthy>>>,
 }
 
 impl StorageProbe {
     /// Whether the data dir takes a write and an fsync now (or did a moment ago).
-    pub async fn check(&self, data_dir: &Path) -> Result<(), String> {
+    pub async fn check(&self, data_dir: &Path) -> Result<(), Unhealthy> {
         // One probe at a time: callers that arrive while one runs wait for its result.
-        let mut last = self.last.lock().await;
-        if let Some((at, result)) = &*last
+        let mut state = self.state.lock().await;
+        if let Some((at, result)) = &state.last
             && at.elapsed() < Duration::from_millis(HEALTH_PROBE_REUSE_MS)
         {
             return result.clone();
         }
-        let file = data_dir.join(PROBE_FILE);
-        let probe = tokio::task::spawn_blocking(move || write_probe(&file));
-        let result =
-            match tokio::time::timeout(Duration::from_millis(HEALTH_PROBE_TIMEOUT_MS), probe).await
-            {
-                Ok(Ok(result)) => result,
-                Ok(Err(error)) => Err(format!("the probe failed: {error}")),
-                Err(_) => Err(format!("no write and fsync within {HEALTH_PROBE_TIMEOUT_MS} ms")),
-            };
-        *last = Some((Instant::now(), result.clone()));
+        let probe = match state.running.take() {
+            Some(running) if !running.is_finished() => {
+                state.running = Some(running);
+                return Err(Unhealthy::StillProbing);
+            }
+            Some(finished) => finished,
+            None => {
+                let file = data_dir.join(PROBE_FILE);
+                tokio::task::spawn_blocking(move || write_probe(&file))
+            }
+        };
+        let mut probe = probe;
+        let timeout = Duration::from_millis(HEALTH_PROBE_TIMEOUT_MS);
+        let result = match tokio::time::timeout(timeout, &mut probe).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(error)) => {
+                Err(Unhealthy::NotWritable { file: PROBE_FILE.into(), why: error.to_string() })
+            }
+            Err(_) => {
+                state.running = Some(probe);
+                Err(Unhealthy::Slow)
+            }
+        };
+        state.last = Some((Instant::now(), result.clone()));
         result
     }
 }
 
-fn write_probe(file: &Path) -> Result<(), String> {
+fn write_probe(file: &Path) -> Result<(), Unhealthy> {
     let written =
         std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(file).and_then(
             |mut f| {
@@ -82,7 +126,10 @@ fn write_probe(file: &Path) -> Result<(), String> {
                 f.sync_data()
             },
         );
-    written.map_err(|error| format!("cannot write {}: {error}", file.display()))
+    written.map_err(|error| Unhealthy::NotWritable {
+        file: file.display().to_string(),
+        why: error.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -119,15 +166,13 @@ mod tests {
     #[test]
     fn not_ready_without_a_leader_or_far_behind_or_outside_the_cluster() {
         let leaderless = readiness(&member_of_a_cluster_led_by(None, 500), 500);
-        assert!(leaderless.expect_err("no leader: not ready").contains("no leader"));
+        assert_eq!(leaderless, Err(NotReady::NoLeader { term: 4 }));
         let far = 501 + READY_APPLY_LAG_MAX;
         let behind = readiness(&member_of_a_cluster_led_by(Some(1), 500), far);
-        assert!(behind.expect_err("far behind: not ready").contains("behind the commit index"));
+        assert_eq!(behind, Err(NotReady::Behind { applied: 500, committed: far }));
         let mut stranger = member_of_a_cluster_led_by(Some(1), 500);
         stranger.id = 9;
-        assert!(
-            readiness(&stranger, 500).expect_err("a stranger: not ready").contains("not a member")
-        );
+        assert_eq!(readiness(&stranger, 500), Err(NotReady::NotAMember));
     }
 
     #[test]
@@ -135,6 +180,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("a temporary directory");
         assert_eq!(write_probe(&dir.path().join(PROBE_FILE)), Ok(()));
         let gone = dir.path().join("missing").join(PROBE_FILE);
-        assert!(write_probe(&gone).expect_err("no such directory").contains("cannot write"));
+        let refused = write_probe(&gone);
+        assert!(matches!(refused, Err(Unhealthy::NotWritable { .. })), "{refused:?}");
     }
 }

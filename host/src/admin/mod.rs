@@ -18,9 +18,10 @@
 pub mod health;
 pub mod views;
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, Query, State};
@@ -36,7 +37,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::api::Frontend;
 use crate::cluster::Cluster;
 use crate::metrics::{RecipeErrorLabels, RecipeLabels};
-use crate::store::{Action, Principal, TokenHash, Write};
+use crate::store::{Action, Caller, Principal, TokenHash, Write};
 
 /// Admin connections open at once; more wait in the kernel's backlog.
 pub const ADMIN_CONNECTIONS_MAX: usize = 64;
@@ -50,6 +51,12 @@ pub const ADMIN_CONNECTION_MS_MAX: u64 = 10 * 60_000;
 pub const ADMIN_REQUEST_HEAD_BYTES_MAX: usize = 16 * 1024;
 /// Bytes of a request's body (the console's writes are a path or a name).
 pub const ADMIN_REQUEST_BODY_BYTES_MAX: usize = 16 * 1024;
+/// How long a request's body may take to arrive (read only once the asker may write).
+pub const ADMIN_BODY_READ_MS: u64 = 10_000;
+/// Admin connections open at once from one address: one client cannot take them all.
+pub const ADMIN_CONNECTIONS_PER_IP_MAX: usize = 16;
+/// How long the listener waits after it fails to accept (out of file descriptors, say).
+const ACCEPT_RETRY_MS: u64 = 100;
 /// The header the console's writes carry: a cross-site form cannot set it.
 pub const CONSOLE_HEADER: &str = "x-cairn-console";
 
@@ -97,6 +104,8 @@ pub struct Admin {
     pub viewers: Vec<String>,
     pub started: Instant,
     pub probe: health::StorageProbe,
+    /// One scrape at a time: the gauges it sets and the text it encodes go together.
+    pub scraping: std::sync::Mutex<()>,
 }
 
 /// How a connection came: on a loopback listener, or over TLS with the certificate's name.
@@ -110,6 +119,7 @@ enum Connection {
 pub async fn serve(listener: Listener, admin: Arc<Admin>, mut shutdown: watch::Receiver<bool>) {
     let router = router(admin);
     let connections = Arc::new(Semaphore::new(ADMIN_CONNECTIONS_MAX));
+    let per_ip: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     loop {
         let Ok(permit) = connections.clone().acquire_owned().await else { return };
         let accepted = tokio::select! {
@@ -120,9 +130,13 @@ pub async fn serve(listener: Listener, admin: Arc<Admin>, mut shutdown: watch::R
             Ok(accepted) => accepted,
             Err(error) => {
                 tracing::warn!(%error, "admin listener cannot accept");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(ACCEPT_RETRY_MS)).await;
                 continue;
             }
+        };
+        let Some(from_ip) = IpSlot::take(&per_ip, remote.ip()) else {
+            tracing::debug!(%remote, "admin connection refused: {ADMIN_CONNECTIONS_PER_IP_MAX} open from its address");
+            continue;
         };
         let (router, tls, mut stop) = (router.clone(), listener.tls.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -155,8 +169,38 @@ pub async fn serve(listener: Listener, admin: Arc<Admin>, mut shutdown: watch::R
                 _ = tokio::time::timeout(lifetime, serving) => {}
                 _ = stop.wait_for(|stop| *stop) => {}
             }
-            drop(permit);
+            drop((permit, from_ip));
         });
+    }
+}
+
+/// One of an address's admin connections, given back when dropped.
+struct IpSlot {
+    open: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl IpSlot {
+    fn take(open: &Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr) -> Option<IpSlot> {
+        let mut counts = open.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = counts.entry(ip).or_default();
+        if *count >= ADMIN_CONNECTIONS_PER_IP_MAX {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot { open: open.clone(), ip })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut counts = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -192,14 +236,30 @@ fn router(admin: Arc<Admin>) -> Router {
         .route("/api/delete", post(delete_znode))
         .route("/api/retire", post(retire_recipe))
         .layer(DefaultBodyLimit::max(ADMIN_REQUEST_BODY_BYTES_MAX))
+        .layer(axum::middleware::from_fn(loopback_names_only))
         .with_state(admin)
+}
+
+/// A loopback listener answers only requests addressed to loopback by name.
+async fn loopback_names_only(
+    Extension(connection): Extension<Connection>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Connection::Loopback = connection
+        && let Err(refused) = check_loopback_host(request.headers())
+    {
+        return refused.into_response();
+    }
+    next.run(request).await
 }
 
 /// Who asks, and what they may do.
 #[derive(Debug)]
 struct Viewer {
     principal: Principal,
-    admin: bool,
+    /// The principal as the state knows it: what it may read, whether it administers.
+    caller: Caller,
 }
 
 /// A refusal: its status and why.
@@ -207,17 +267,17 @@ struct Refused(StatusCode, String);
 
 impl IntoResponse for Refused {
     fn into_response(self) -> Response {
-        (self.0, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], self.1 + "\n")
-            .into_response()
+        let headers = [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ];
+        (self.0, headers, self.1 + "\n").into_response()
     }
 }
 
 impl Admin {
     /// The viewer a request speaks for, or why it may not look.
     fn viewer(&self, connection: &Connection, headers: &HeaderMap) -> Result<Viewer, Refused> {
-        if let Connection::Loopback = connection {
-            check_loopback_host(headers)?;
-        }
         let state = self.cluster.state.read();
         let principal = match bearer(headers) {
             Some(token) => {
@@ -252,7 +312,7 @@ impl Admin {
                 format!("{} has no viewer right on this listener", caller.name),
             ));
         }
-        Ok(Viewer { principal, admin: caller.admin })
+        Ok(Viewer { principal, caller })
     }
 
     fn commit_index(&self) -> u64 {
@@ -306,8 +366,11 @@ async fn metrics(
     if let Err(refused) = admin.viewer(&connection, &headers) {
         return refused.into_response();
     }
-    refresh_gauges(&admin);
-    let text = crate::metrics::get().encode();
+    let text = {
+        let _one_at_a_time = admin.scraping.lock().unwrap_or_else(PoisonError::into_inner);
+        refresh_gauges(&admin);
+        crate::metrics::get().encode()
+    };
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
@@ -329,9 +392,10 @@ fn refresh_gauges(admin: &Admin) {
     metrics.raft_member_lag.clear();
     if let Some(progress) = &raft.replication {
         for (id, _) in membership.nodes() {
-            let matched = match progress.get(id) {
-                Some(matched) => matched.map_or(0, |log_id| log_id.index),
-                None => last_log_index, // the leader itself
+            let matched = if *id == raft.id {
+                last_log_index
+            } else {
+                progress.get(id).copied().flatten().map_or(0, |log_id| log_id.index)
             };
             let labels = crate::metrics::MemberLabels { member: id.to_string() };
             metrics.raft_member_match_index.get_or_create(&labels).set(as_gauge(matched));
@@ -374,7 +438,7 @@ fn refresh_gauges(admin: &Admin) {
 async fn healthz(State(admin): State<Arc<Admin>>) -> Response {
     let running = admin.cluster.raft.metrics().borrow().running_state.clone();
     let health = match running {
-        Err(fatal) => Err(format!("raft stopped: {fatal}")),
+        Err(fatal) => Err(health::Unhealthy::Stopped(fatal.to_string())),
         Ok(()) => admin.probe.check(&admin.data_dir).await,
     };
     status_text(health)
@@ -386,12 +450,11 @@ async fn readyz(State(admin): State<Arc<Admin>>) -> Response {
 }
 
 /// `200 ok`, or `503` and why not.
-fn status_text(outcome: Result<(), String>) -> Response {
-    let (status, text) = match outcome {
-        Ok(()) => (StatusCode::OK, "ok\n".to_string()),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why + "\n"),
-    };
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+fn status_text<E: std::fmt::Display>(outcome: Result<(), E>) -> Response {
+    match outcome {
+        Ok(()) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "ok\n").into_response(),
+        Err(why) => Refused(StatusCode::SERVICE_UNAVAILABLE, why.to_string()).into_response(),
+    }
 }
 
 async fn whoami(
@@ -402,7 +465,7 @@ async fn whoami(
     match admin.viewer(&connection, &headers) {
         Ok(viewer) => Json(serde_json::json!({
             "principal": viewer.principal.name(),
-            "admin": viewer.admin,
+            "admin": viewer.caller.admin,
             "node_id": admin.cluster.node_id,
             "version": env!("CARGO_PKG_VERSION"),
         }))
@@ -434,14 +497,16 @@ async fn znode(
     headers: HeaderMap,
     Query(query): Query<PathQuery>,
 ) -> Response {
-    if let Err(refused) = admin.viewer(&connection, &headers) {
-        return refused.into_response();
-    }
+    let viewer = match admin.viewer(&connection, &headers) {
+        Ok(viewer) => viewer,
+        Err(refused) => return refused.into_response(),
+    };
     if let Err(error) = cairn_wire::path::validate(&query.path) {
         return Refused(StatusCode::BAD_REQUEST, error.to_string()).into_response();
     }
-    let state = admin.cluster.state.read();
-    match views::znode(&state.tree, &query.path) {
+    // Serialized once the state's lock is let go.
+    let view = views::znode(&admin.cluster.state.read().tree, &query.path, &viewer.caller);
+    match view {
         Some(view) => Json(view).into_response(),
         None => Refused(StatusCode::NOT_FOUND, format!("no znode {}", query.path)).into_response(),
     }
@@ -457,8 +522,9 @@ async fn sessions(
     }
     let last_heard = admin.cluster.sessions.last_heard();
     let watches = admin.frontend.watches.per_session();
-    let state = admin.cluster.state.read();
-    Json(views::sessions(&state.tree, &last_heard, &watches, Instant::now())).into_response()
+    let view =
+        views::sessions(&admin.cluster.state.read().tree, &last_heard, &watches, Instant::now());
+    Json(view).into_response()
 }
 
 async fn coordination(
@@ -466,15 +532,18 @@ async fn coordination(
     Extension(connection): Extension<Connection>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) = admin.viewer(&connection, &headers) {
-        return refused.into_response();
-    }
-    let state = admin.cluster.state.read();
-    Json(serde_json::json!({
-        "fencing_token": state.tree.fencing_token(),
-        "recipes": views::coordination(&state.tree),
-    }))
-    .into_response()
+    let viewer = match admin.viewer(&connection, &headers) {
+        Ok(viewer) => viewer,
+        Err(refused) => return refused.into_response(),
+    };
+    let view = {
+        let state = admin.cluster.state.read();
+        serde_json::json!({
+            "fencing_token": state.tree.fencing_token(),
+            "recipes": views::coordination(&state.tree, &viewer.caller),
+        })
+    };
+    Json(view).into_response()
 }
 
 async fn recipes(
@@ -501,8 +570,8 @@ async fn recipes(
                 .collect(),
         }
     };
-    let state = admin.cluster.state.read();
-    Json(views::recipes(&state.tree, usage)).into_response()
+    let view = views::recipes(&admin.cluster.state.read().tree, usage);
+    Json(view).into_response()
 }
 
 /// The viewer, if it is an administrator asking through the console.
@@ -518,7 +587,7 @@ fn admin_viewer(
         ));
     }
     let viewer = admin.viewer(connection, headers)?;
-    if !viewer.admin {
+    if !viewer.caller.admin {
         return Err(Refused(
             StatusCode::FORBIDDEN,
             format!("{} is not an administrator", viewer.principal.name()),
@@ -536,11 +605,15 @@ struct DeleteBody {
 async fn delete_znode(
     State(admin): State<Arc<Admin>>,
     Extension(connection): Extension<Connection>,
-    headers: HeaderMap,
-    Json(body): Json<DeleteBody>,
+    request: axum::extract::Request,
 ) -> Response {
+    let asked = match admin_body::<DeleteBody>(&admin, &connection, request).await {
+        Ok(asked) => asked,
+        Err(refused) => return refused.into_response(),
+    };
+    let (viewer, body) = asked;
     let action = Action::Delete(DeleteRequest { path: body.path, version: body.version });
-    write(&admin, &connection, &headers, action).await
+    write(&admin, viewer, action).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -552,24 +625,41 @@ struct RetireBody {
 async fn retire_recipe(
     State(admin): State<Arc<Admin>>,
     Extension(connection): Extension<Connection>,
-    headers: HeaderMap,
-    Json(body): Json<RetireBody>,
+    request: axum::extract::Request,
 ) -> Response {
+    let (viewer, body) = match admin_body::<RetireBody>(&admin, &connection, request).await {
+        Ok(asked) => asked,
+        Err(refused) => return refused.into_response(),
+    };
     let action = Action::RetireRecipe { name: body.name, version: body.version };
-    write(&admin, &connection, &headers, action).await
+    write(&admin, viewer, action).await
+}
+
+/// An administrator's console write: who asks (checked before the body is read), and the body,
+/// read within [`ADMIN_BODY_READ_MS`] and [`ADMIN_REQUEST_BODY_BYTES_MAX`].
+async fn admin_body<T: serde::de::DeserializeOwned>(
+    admin: &Admin,
+    connection: &Connection,
+    request: axum::extract::Request,
+) -> Result<(Viewer, T), Refused> {
+    let (parts, body) = request.into_parts();
+    let viewer = admin_viewer(admin, connection, &parts.headers)?;
+    let read = axum::body::to_bytes(body, ADMIN_REQUEST_BODY_BYTES_MAX);
+    let bytes = match tokio::time::timeout(Duration::from_millis(ADMIN_BODY_READ_MS), read).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(error)) => return Err(Refused(StatusCode::BAD_REQUEST, error.to_string())),
+        Err(_) => {
+            let why = format!("the body did not arrive within {ADMIN_BODY_READ_MS} ms");
+            return Err(Refused(StatusCode::REQUEST_TIMEOUT, why));
+        }
+    };
+    let body = serde_json::from_slice(&bytes)
+        .map_err(|error| Refused(StatusCode::BAD_REQUEST, format!("the body: {error}")))?;
+    Ok((viewer, body))
 }
 
 /// Proposes an administrator's write and answers with its outcome.
-async fn write(
-    admin: &Admin,
-    connection: &Connection,
-    headers: &HeaderMap,
-    action: Action,
-) -> Response {
-    let viewer = match admin_viewer(admin, connection, headers) {
-        Ok(viewer) => viewer,
-        Err(refused) => return refused.into_response(),
-    };
+async fn write(admin: &Admin, viewer: Viewer, action: Action) -> Response {
     tracing::info!(principal = viewer.principal.name(), ?action, "console write");
     let write = Write { session: None, principal: viewer.principal, action };
     let (zxid, reply) = match admin.cluster.propose(write).await {

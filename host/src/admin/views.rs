@@ -1,8 +1,14 @@
 //! What the console shows, as JSON: pure functions of the node's state (the tree, Raft's
-//! metrics, the session tracker's clock) with no I/O, each bounded in what it copies out,
-//! because they run under the state's read lock.
+//! metrics, the session tracker's clock) with no I/O. The admin listener's handlers call them
+//! under the state's read lock and serialize what they return after letting it go, so each is
+//! bounded in what it reads and copies.
+//!
+//! What a viewer sees: the shape of everything (znode names and stats, sessions, who holds and
+//! who waits, fencing tokens, terms, queue depths, recipes); znode data, ACLs and recipe
+//! records beyond those facts only where the viewer's principal may read them, as on the
+//! client ports. An administrator sees everything.
 
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap};
 use std::time::Instant;
 
 use cairn_wire::{AclEntry, Stat};
@@ -11,7 +17,7 @@ use serde_json::Value;
 
 use crate::raft::{Member, NodeId};
 use crate::store::paths::{RECIPES_ROOT, namespace};
-use crate::store::{DataTree, NodeKind, SessionId};
+use crate::store::{Caller, DataTree, NodeKind, SessionId};
 
 /// Children of a znode the tree view lists; the rest are counted.
 pub const CHILDREN_SHOWN_MAX: usize = 1_000;
@@ -25,6 +31,17 @@ pub const EPHEMERALS_SHOWN_MAX: usize = 20;
 pub const INSTANCES_SHOWN_MAX: usize = 200;
 /// Entries (holders, waiters, candidates, members) listed per instance, in order.
 pub const ENTRIES_SHOWN_MAX: usize = 100;
+/// Bytes of one recipe record the coordination view reads.
+pub const RECORD_SHOWN_BYTES_MAX: usize = 4 * 1024;
+/// Bytes of recipe records one coordination view reads in all; past it, records are left out.
+pub const RECORDS_SHOWN_BYTES_MAX: usize = 2 * 1024 * 1024;
+/// The fields of a built-in recipe's records every viewer sees: who holds and waits, and the
+/// tokens, terms and counts. Anything else in a record (an election candidate's data, say) is
+/// shown only to a viewer who may read the recipe's namespace.
+pub const RECORD_FACTS: [&str; 11] = [
+    "token", "count", "session", "mode", "granted", "permits", "term", "leader", "round", "open",
+    "leaving",
+];
 
 /// The cluster as this node sees it.
 #[derive(Debug, Serialize)]
@@ -118,6 +135,8 @@ pub struct ZnodeView {
     pub stat: Stat,
     /// The session of an ephemeral znode, as `0x…` (a script cannot read every u64 exactly).
     pub ephemeral_owner: Option<String>,
+    /// Whether the viewer may read its data and ACL (else they are left out).
+    pub readable: bool,
     /// Its data as text, when it is UTF-8 (up to [`DATA_SHOWN_BYTES_MAX`]).
     pub data_text: Option<String>,
     /// Its data in hex (up to [`DATA_SHOWN_BYTES_MAX`]).
@@ -132,21 +151,23 @@ pub struct ZnodeView {
     pub children_total: usize,
 }
 
-/// The znode at `path`, if there is one.
-pub fn znode(tree: &DataTree, path: &str) -> Option<ZnodeView> {
+/// The znode at `path`, if there is one, as `viewer` may see it.
+pub fn znode(tree: &DataTree, path: &str, viewer: &Caller) -> Option<ZnodeView> {
     let node = tree.node(path)?;
-    let data = node.data();
+    let readable = tree.check_read(viewer, path).is_ok();
+    let data = if readable { node.data() } else { &[] };
     let shown = &data[..data.len().min(DATA_SHOWN_BYTES_MAX)];
     let stat = node.stat();
     Some(ZnodeView {
         path: path.to_string(),
         kind: node.kind(),
+        readable,
         data_text: std::str::from_utf8(shown).ok().map(str::to_string),
         data_hex: hex(shown),
-        data_bytes: data.len(),
-        data_truncated: shown.len() < data.len(),
+        data_bytes: node.data().len(),
+        data_truncated: shown.len() < node.data().len(),
         null_data: node.null_data(),
-        acl: node.acl().to_vec(),
+        acl: if readable { node.acl().to_vec() } else { Vec::new() },
         children: tree.child_names(path).take(CHILDREN_SHOWN_MAX).map(str::to_string).collect(),
         children_total: stat.num_children as usize,
         ephemeral_owner: (stat.ephemeral_owner != 0)
@@ -233,18 +254,20 @@ pub struct EntryView {
     pub children: u32,
 }
 
-/// Every deployed recipe's instances, read from their namespaces.
-pub fn coordination(tree: &DataTree) -> Vec<RecipeStateView> {
+/// Every deployed recipe's instances, read from their namespaces, as `viewer` may see them.
+pub fn coordination(tree: &DataTree, viewer: &Caller) -> Vec<RecipeStateView> {
+    let mut budget = RECORDS_SHOWN_BYTES_MAX;
     tree.recipes()
         .deployed
         .keys()
         .filter_map(|name| {
             let root = namespace(name);
             tree.node(&root)?;
+            let reader = Reader { full: tree.check_read(viewer, &root).is_ok() };
             let instances = tree
                 .child_names(&root)
                 .take(INSTANCES_SHOWN_MAX)
-                .filter_map(|instance| instance_view(tree, &root, instance))
+                .filter_map(|instance| instance_view(tree, &root, instance, reader, &mut budget))
                 .collect();
             let instances_total = tree.child_names(&root).count();
             Some(RecipeStateView { recipe: name.clone(), instances, instances_total })
@@ -252,32 +275,52 @@ pub fn coordination(tree: &DataTree) -> Vec<RecipeStateView> {
         .collect()
 }
 
-fn instance_view(tree: &DataTree, root: &str, name: &str) -> Option<InstanceView> {
+/// How much of a recipe's records a viewer reads: all of them, or their facts.
+#[derive(Debug, Clone, Copy)]
+struct Reader {
+    full: bool,
+}
+
+fn instance_view(
+    tree: &DataTree,
+    root: &str,
+    name: &str,
+    reader: Reader,
+    budget: &mut usize,
+) -> Option<InstanceView> {
     let path = format!("{root}/{name}");
     let node = tree.node(&path)?;
-    let mut entries: Vec<EntryView> = tree
-        .child_names(&path)
-        .filter_map(|entry| {
+    // The first entries in sequence (arrival) order, picked by their names alone: a fair
+    // lock's names start with the session, so name order is not arrival order. Names without
+    // a number come after, in name order.
+    let mut first: BinaryHeap<(u64, &str)> = BinaryHeap::with_capacity(ENTRIES_SHOWN_MAX + 1);
+    let mut entries_total = 0;
+    for entry in tree.child_names(&path) {
+        entries_total += 1;
+        first.push((sequence_of(entry).unwrap_or(u64::MAX), entry));
+        if first.len() > ENTRIES_SHOWN_MAX {
+            first.pop();
+        }
+    }
+    let entries = first
+        .into_sorted_vec()
+        .into_iter()
+        .filter_map(|(sequence, entry)| {
             let node = tree.node(&format!("{path}/{entry}"))?;
             let stat = node.stat();
             Some(EntryView {
                 name: entry.to_string(),
-                sequence: sequence_of(entry),
+                sequence: (sequence != u64::MAX).then_some(sequence),
                 session: (stat.ephemeral_owner != 0)
                     .then(|| SessionId(stat.ephemeral_owner).to_string()),
-                record: record(node.data()),
+                record: record(node.data(), reader, budget),
                 children: stat.num_children,
             })
         })
         .collect();
-    // Sequence order is arrival order (a fair lock's names start with the session, so their
-    // name order is not); names without a number keep name order, after those with one.
-    entries.sort_by_key(|entry| entry.sequence.unwrap_or(u64::MAX));
-    let entries_total = entries.len();
-    entries.truncate(ENTRIES_SHOWN_MAX);
     Some(InstanceView {
         name: name.to_string(),
-        record: record(node.data()),
+        record: record(node.data(), reader, budget),
         entries,
         entries_total,
     })
@@ -291,17 +334,30 @@ pub fn sequence_of(name: &str) -> Option<u64> {
         .flatten()
 }
 
-/// A recipe record as JSON: the recipe's JSON, else its text, else hex.
-fn record(data: &[u8]) -> Value {
-    if data.is_empty() {
+/// A recipe record as JSON, as `reader` may read it: the recipe's JSON (for a reader of
+/// facts only, an object's [`RECORD_FACTS`]), else its text, else hex; null when it is empty,
+/// longer than [`RECORD_SHOWN_BYTES_MAX`] or past what is left of `budget`.
+fn record(data: &[u8], reader: Reader, budget: &mut usize) -> Value {
+    if data.is_empty() || data.len() > RECORD_SHOWN_BYTES_MAX || data.len() > *budget {
         return Value::Null;
     }
-    let shown = &data[..data.len().min(DATA_SHOWN_BYTES_MAX)];
-    match serde_json::from_slice(shown) {
+    *budget -= data.len();
+    match serde_json::from_slice(data) {
+        Ok(Value::Object(fields)) if !reader.full => Value::Object(
+            fields
+                .into_iter()
+                .filter(|(key, _)| RECORD_FACTS.contains(&key.as_str()))
+                .map(|(key, value)| {
+                    let session = matches!(key.as_str(), "session" | "leader");
+                    (key, for_scripts(value, session))
+                })
+                .collect(),
+        ),
+        _ if !reader.full => Value::Null,
         Ok(value) => for_scripts(value, false),
-        Err(_) => match std::str::from_utf8(shown) {
+        Err(_) => match std::str::from_utf8(data) {
             Ok(text) => Value::String(text.to_string()),
-            Err(_) => Value::String(format!("0x{}", hex(shown))),
+            Err(_) => Value::String(format!("0x{}", hex(data))),
         },
     }
 }
@@ -409,22 +465,48 @@ mod tests {
         assert_eq!(sequence_of("w-12"), None);
     }
 
+    fn full(data: &[u8]) -> Value {
+        record(data, Reader { full: true }, &mut RECORDS_SHOWN_BYTES_MAX.clone())
+    }
+
     #[test]
     fn records_are_json_else_text_else_hex() {
-        assert_eq!(record(br#"{"token":3}"#), serde_json::json!({"token": 3}));
-        assert_eq!(record(b"hello"), Value::String("hello".into()));
-        assert_eq!(record(&[0xff, 0x00]), Value::String("0xff00".into()));
-        assert_eq!(record(b""), Value::Null);
+        assert_eq!(full(br#"{"token":3}"#), serde_json::json!({"token": 3}));
+        assert_eq!(full(b"hello"), Value::String("hello".into()));
+        assert_eq!(full(&[0xff, 0x00]), Value::String("0xff00".into()));
+        assert_eq!(full(b""), Value::Null);
+    }
+
+    #[test]
+    fn a_viewer_without_read_sees_only_a_records_facts() {
+        let facts = Reader { full: false };
+        let candidate = br#"{"session":10,"data":"secret endpoint"}"#;
+        let shown = record(candidate, facts, &mut RECORDS_SHOWN_BYTES_MAX.clone());
+        assert_eq!(shown, serde_json::json!({"session": "0xa"}));
+        assert_eq!(record(b"42", facts, &mut 100), Value::Null);
+        assert_eq!(record(b"queue item", facts, &mut 100), Value::Null);
+    }
+
+    #[test]
+    fn records_past_their_bounds_are_left_out() {
+        let reader = Reader { full: true };
+        let big = vec![b'x'; RECORD_SHOWN_BYTES_MAX + 1];
+        let mut unlimited = usize::MAX;
+        assert_eq!(record(&big, reader, &mut unlimited), Value::Null);
+        let mut budget = 10;
+        assert_eq!(record(b"0123456789", reader, &mut budget), Value::String("0123456789".into()));
+        assert_eq!(budget, 0);
+        assert_eq!(record(b"1", reader, &mut budget), Value::Null);
     }
 
     #[test]
     fn sessions_and_large_integers_reach_scripts_exactly() {
         let waiter = br#"{"session":18446744073709551615,"token":7,"count":1}"#;
-        let shown = record(waiter);
+        let shown = full(waiter);
         assert_eq!(shown["session"], Value::String("0xffffffffffffffff".into()));
         assert_eq!(shown["token"], serde_json::json!(7));
         let election = br#"{"term":3,"leader":10,"data":{"big":9007199254740993}}"#;
-        let shown = record(election);
+        let shown = full(election);
         assert_eq!(shown["leader"], Value::String("0xa".into()));
         assert_eq!(shown["data"]["big"], Value::String("9007199254740993".into()));
     }

@@ -112,7 +112,8 @@ async fn serve_stream(
                 tracing::warn!(%error, "closing connection: frame over the limit");
                 let error =
                     ApiError::new(ErrorCode::RequestTooLarge).with_detail(error.to_string());
-                outbox.send_frame(respond(0, frontend.cluster.applied_zxid(), Err(error)));
+                let asked = Asked { id: 0, kind: "malformed", started: Instant::now() };
+                outbox.send_frame(asked.answer(frontend.cluster.applied_zxid(), Err(error)));
                 drop(outbox);
                 let _ = writer.await;
                 connection
@@ -142,7 +143,12 @@ async fn serve_stream(
                 let error =
                     ApiError::new(ErrorCode::MalformedRequest).with_detail(malformed.reason);
                 let zxid = frontend.cluster.applied_zxid();
-                if !outbox.send_frame(respond(malformed.id.unwrap_or(0), zxid, Err(error))) {
+                let asked = Asked {
+                    id: malformed.id.unwrap_or(0),
+                    kind: "malformed",
+                    started: Instant::now(),
+                };
+                if !outbox.send_frame(asked.answer(zxid, Err(error))) {
                     break;
                 }
                 continue;
@@ -500,34 +506,36 @@ pub(crate) struct Asked {
 }
 
 impl Asked {
-    /// Encodes the answer (as [`respond`]) and counts it.
+    /// Encodes the answer and counts it under the outcome it carries.
     pub(crate) fn answer(self, zxid: Zxid, reply: ApplyReply) -> Vec<u8> {
-        let outcome = match &reply {
-            Ok(_) => "ok",
-            Err(error) => error.code.as_str(),
-        };
+        let (frame, refused) = encode_response(self.id, zxid, reply);
+        let outcome = refused.map_or("ok", ErrorCode::as_str);
         crate::metrics::get().request("quic", self.kind, outcome, self.started.elapsed());
-        respond(self.id, zxid, reply)
+        frame
     }
 }
 
-/// Encodes a response frame. A reply too large for a frame becomes a `too-large` error.
-pub(super) fn respond(id: u64, zxid: Zxid, reply: ApplyReply) -> Vec<u8> {
-    let response = match reply {
-        Ok(reply) => Response::Ok(reply),
-        Err(error) => Response::Error(error),
+/// Encodes a response frame, and the error code it carries if it is an error. A reply too
+/// large for a frame becomes a `too-large` error.
+fn encode_response(id: u64, zxid: Zxid, reply: ApplyReply) -> (Vec<u8>, Option<ErrorCode>) {
+    let (response, refused) = match reply {
+        Ok(reply) => (Response::Ok(reply), None),
+        Err(error) => {
+            let code = error.code;
+            (Response::Error(error), Some(code))
+        }
     };
     let frame = ServerFrame::Response(ResponseFrame { id, zxid: zxid.0, response });
     match encode_frame(&frame) {
-        Ok(bytes) if bytes.len() - FRAME_HEADER_BYTES <= RESPONSE_BYTES_MAX => bytes,
-        Ok(bytes) => error_frame(
-            id,
-            zxid,
-            ApiError::new(ErrorCode::TooLarge)
-                .with_detail(format!("reply of {} bytes, limit {RESPONSE_BYTES_MAX}", bytes.len())),
-        ),
+        Ok(bytes) if bytes.len() - FRAME_HEADER_BYTES <= RESPONSE_BYTES_MAX => (bytes, refused),
+        Ok(bytes) => {
+            let detail = format!("reply of {} bytes, limit {RESPONSE_BYTES_MAX}", bytes.len());
+            let error = ApiError::new(ErrorCode::TooLarge).with_detail(detail);
+            (error_frame(id, zxid, error), Some(ErrorCode::TooLarge))
+        }
         Err(error) => {
-            error_frame(id, zxid, ApiError::new(ErrorCode::Internal).with_detail(error.to_string()))
+            let error = ApiError::new(ErrorCode::Internal).with_detail(error.to_string());
+            (error_frame(id, zxid, error), Some(ErrorCode::Internal))
         }
     }
 }

@@ -171,10 +171,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self
+        let committed = self
             .read_meta::<Option<LogId>>(COMMITTED_KEY)
             .map_err(|e| StorageIOError::read(&e))?
-            .flatten())
+            .flatten();
+        let index = committed.map_or(0, |id| id.index);
+        crate::metrics::get().raft_commit_index.set(i64::try_from(index).unwrap_or(i64::MAX));
+        Ok(committed)
     }
 
     async fn append<I>(

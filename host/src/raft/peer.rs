@@ -171,6 +171,18 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     }
 }
 
+impl Drop for PeerClient {
+    /// Openraft is done with this target (a replication stream ended, a member was removed):
+    /// its connection no longer counts among the peers' round trips, and closes.
+    fn drop(&mut self) {
+        let Some(connection) = &self.connection else { return };
+        let mut links = links();
+        if links.get(&self.target).is_some_and(|kept| kept.stable_id() == connection.stable_id()) {
+            links.remove(&self.target);
+        }
+    }
+}
+
 /// Why an RPC did not get an answer.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Failure {

@@ -117,6 +117,8 @@ impl StateMachineStore {
             stored_snapshot: Arc::new(std::sync::Mutex::new(None)),
         };
         if let Some(stored) = store.read_stored_snapshot()? {
+            // When it was built is not kept: from the metrics' side, it was taken now.
+            snapshot_taken(stored.data.len());
             let machine = decode_image(&stored.data)
                 .map_err(|e| StorageIOError::read_snapshot(Some(stored.meta.signature()), &e))?;
             // A node that cannot run the cluster's recipes exactly must not join in applying,
@@ -226,7 +228,7 @@ fn count_sessions(command: &Command, replies: &[ApplyReply]) {
     }
 }
 
-/// Records the size and time of the snapshot just built or installed.
+/// Records the size and time of the snapshot just built, installed or loaded at start.
 fn snapshot_taken(bytes: usize) {
     let metrics = crate::metrics::get();
     metrics.snapshot_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));

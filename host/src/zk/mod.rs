@@ -493,6 +493,11 @@ struct Served<'a> {
     silence: Duration,
 }
 
+/// What `Connection::last_code` holds while a request has had no reply: the connection closed
+/// without one (a frame that does not decode, a client that does not read). No ZooKeeper error
+/// code is this low.
+const NO_REPLY: i32 = i32::MIN;
+
 impl Served<'_> {
     /// Queues a reply frame and keeps its error code (bytes 16..20: after the length, the xid
     /// and the zxid) for the request's metrics.
@@ -545,13 +550,16 @@ async fn serve_requests(
         served.connection.received.fetch_add(1, Ordering::Relaxed);
         served.stats.outstanding.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        served.connection.last_code.store(code::OK, Ordering::Relaxed);
+        served.connection.last_code.store(NO_REPLY, Ordering::Relaxed);
         let closed = serve_request(&frame, served, session, &principal, outbox).await;
         served.stats.outstanding.fetch_sub(1, Ordering::Relaxed);
         let took = started.elapsed();
         served.stats.served(took);
         let opcode = frame.get(4..8).and_then(|b| b.try_into().ok()).map_or(-1, i32::from_be_bytes);
-        let outcome = proto::code_name(served.connection.last_code.load(Ordering::Relaxed));
+        let outcome = match served.connection.last_code.load(Ordering::Relaxed) {
+            NO_REPLY => "closed",
+            err => proto::code_name(err),
+        };
         crate::metrics::get().request("zookeeper", proto::op_name(opcode), outcome, took);
         match closed {
             Next::Continue => {}

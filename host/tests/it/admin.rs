@@ -254,8 +254,14 @@ async fn the_console_shows_the_tree_a_lock_and_the_members_in_a_browser() -> any
     let cluster = start_cluster(dir.path(), 3, &[])?;
     let leader = cluster.leader(&[1, 2, 3], DEADLINE).await?;
     let client = cluster.client(leader).await?;
-    client.create("/inventory", b"widgets: 42".to_vec(), CreateOptions::persistent()).await?;
-    client.create("/inventory/shelf-a", Vec::new(), CreateOptions::persistent()).await?;
+    // Readable by anyone, so by the console's anonymous viewer; a secret beside it is not.
+    let anyone = vec![cairn_wire::AclEntry::anyone(cairn_wire::access::READ)];
+    let persistent = CreateOptions::persistent;
+    client.create_with_acl("/inventory", b"widgets: 42".to_vec(), persistent(), anyone).await?;
+    client.create("/inventory/shelf-a", Vec::new(), persistent()).await?;
+    let admins_only = vec![cairn_wire::AclEntry::user("admin", cairn_wire::access::ALL)];
+    let combination = b"the combination".to_vec();
+    client.create_with_acl("/inventory/secret", combination, persistent(), admins_only).await?;
 
     let holder = cluster.client(leader).await?;
     let held = holder.lock("orders").acquire().await?;
@@ -305,6 +311,11 @@ async fn the_console_shows_the_tree_a_lock_and_the_members_in_a_browser() -> any
     assert!(page.contains(r#"data-path="/inventory/shelf-a""#), "{page}");
     assert!(page.contains(r#"<h2 id="znode-path" class="mono">/inventory</h2>"#), "{page}");
     shoot(&tree, "tree.png", 800)?;
+    // The viewer sees the secret's stat, not its data: as on the client ports, by its ACL.
+    let secret = format!("{url}#tree:/inventory/secret");
+    let page = wait_for_page(&secret, |dom| dom.contains("not readable")).await?;
+    assert!(!page.contains("the combination"), "{page}");
+    assert!(page.contains(r#"<h2 id="znode-path" class="mono">/inventory/secret</h2>"#), "{page}");
 
     let members = format!("{url}#cluster");
     let page = wait_for_page(&members, |dom| dom.matches(r#"class="member""#).count() == 3).await?;
