@@ -77,6 +77,9 @@ pub struct Settings {
     /// on an admin listener that is not on loopback: NAME,NAME.
     #[arg(long, value_delimiter = ',')]
     pub admin_viewers: Option<Vec<String>>,
+    /// Serve the admin listener over TLS even on loopback (it always does elsewhere).
+    #[arg(long)]
+    pub admin_tls: bool,
     /// Do not serve the admin listener.
     #[arg(long, conflicts_with = "admin_listen")]
     pub no_admin: bool,
@@ -172,6 +175,8 @@ pub struct ServeConfig {
     pub admin_listen: Option<SocketAddr>,
     /// Who may view on an admin listener that is not on loopback, besides administrators.
     pub admin_viewers: Vec<String>,
+    /// TLS on the admin listener even on loopback.
+    pub admin_tls: bool,
     /// The members a new cluster starts with, by id, at their peer addresses. Every member is
     /// started with the same list; empty for a single node.
     pub initial_cluster: BTreeMap<u64, String>,
@@ -206,6 +211,7 @@ impl Default for ServeConfig {
             zk_connections_per_ip: crate::zk::ZK_CONNECTIONS_PER_IP_DEFAULT,
             admin_listen: None,
             admin_viewers: Vec::new(),
+            admin_tls: false,
             initial_cluster: BTreeMap::new(),
             peer_routes: BTreeMap::new(),
             join: false,
@@ -274,6 +280,7 @@ impl ServeConfig {
                 .unwrap_or(default.zk_connections_per_ip),
             admin_listen: None,
             admin_viewers: flags.admin_viewers.or(file.admin_viewers).unwrap_or_default(),
+            admin_tls: flags.admin_tls || file.admin_tls,
             initial_cluster: flags.initial_cluster.or(file.initial_cluster).unwrap_or_default().0,
             peer_routes: flags.peer_routes.or(file.peer_routes).unwrap_or_default().0,
             join: flags.join || file.join,

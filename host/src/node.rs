@@ -214,7 +214,9 @@ impl RunningNode {
         let zk_tls_addr =
             zk_tls_listener.as_ref().and_then(|(listener, _)| listener.local_addr().ok());
         let admin_listener = match config.admin_listen {
-            Some(addr) => Some(crate::admin::Listener::bind(addr, &tls_files).await?),
+            Some(addr) => {
+                Some(crate::admin::Listener::bind(addr, config.admin_tls, &tls_files).await?)
+            }
             None => None,
         };
         let admin_url = admin_listener.as_ref().and_then(crate::admin::Listener::url);

@@ -1,6 +1,9 @@
-//! A small HTTP/1.1 client for the admin listener (loopback, plain HTTP): one request per
-//! connection, the whole answer read, bounded in time and size.
+//! A small HTTP/1.1 client for the admin listener (plain HTTP, or HTTPS with the cluster CA and
+//! a client certificate if it is given one): one request per connection, the whole answer
+//! read, bounded in time and size.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -28,21 +31,68 @@ impl Answer {
 
 /// `GET url` (an `http://HOST:PORT/...` URL), with extra headers.
 pub async fn get(url: &str, headers: &[(&str, &str)]) -> anyhow::Result<Answer> {
-    request("GET", url, headers, None).await
+    request(None, "GET", url, headers, None).await
 }
 
 /// `POST url` with a JSON body.
 pub async fn post_json(url: &str, headers: &[(&str, &str)], body: &str) -> anyhow::Result<Answer> {
-    request("POST", url, headers, Some(body)).await
+    request(None, "POST", url, headers, Some(body)).await
+}
+
+/// An HTTPS client: the CA it trusts, and the certificate it presents, if any.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    config: Arc<rustls::ClientConfig>,
+}
+
+impl Tls {
+    /// Trusts the CA in `ca` (PEM) and presents `identity` (certificate and key PEM files).
+    pub fn new(ca: &Path, identity: Option<(&Path, &Path)>) -> anyhow::Result<Tls> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca)? {
+            roots.add(cert?)?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots);
+        let config = match identity {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                let chain = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
+                builder.with_client_auth_cert(chain, PrivateKeyDer::from_pem_file(key)?)?
+            }
+        };
+        Ok(Tls { config: Arc::new(config) })
+    }
+
+    /// `GET url` (an `https://` URL) over TLS.
+    pub async fn get(&self, url: &str, headers: &[(&str, &str)]) -> anyhow::Result<Answer> {
+        request(Some(self), "GET", url, headers, None).await
+    }
+
+    /// `POST url` with a JSON body, over TLS.
+    pub async fn post_json(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> anyhow::Result<Answer> {
+        request(Some(self), "POST", url, headers, Some(body)).await
+    }
 }
 
 async fn request(
+    tls: Option<&Tls>,
     method: &str,
     url: &str,
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> anyhow::Result<Answer> {
-    let rest = url.strip_prefix("http://").with_context(|| format!("not an http URL: {url}"))?;
+    let scheme = if tls.is_some() { "https://" } else { "http://" };
+    let rest = url.strip_prefix(scheme).with_context(|| format!("not an {scheme} URL: {url}"))?;
     let (authority, path) = match rest.find('/') {
         Some(at) => (&rest[..at], &rest[at..]),
         None => (rest, "/"),
@@ -62,13 +112,28 @@ async fn request(
     }
     head.push_str("\r\n");
     let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(authority).await?;
+        let tcp = tokio::net::TcpStream::connect(authority).await?;
+        let mut stream: Box<dyn Stream> = match tls {
+            None => Box::new(tcp),
+            Some(tls) => {
+                let host = authority.rsplit_once(':').map_or(authority, |(host, _)| host);
+                let name = rustls_pki_types::ServerName::try_from(host.to_string())?;
+                let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+                Box::new(connector.connect(name, tcp).await?)
+            }
+        };
         stream.write_all(head.as_bytes()).await?;
         if let Some(body) = body {
             stream.write_all(body.as_bytes()).await?;
         }
         let mut answer = Vec::new();
-        stream.take(ANSWER_BYTES_MAX).read_to_end(&mut answer).await?;
+        // A TLS server may close without close_notify after `Connection: close`: what came is
+        // the answer.
+        match stream.take(ANSWER_BYTES_MAX).read_to_end(&mut answer).await {
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {}
+            Err(error) => return Err(error.into()),
+        }
         anyhow::Ok(answer)
     };
     let answer = tokio::time::timeout(REQUEST_DEADLINE, exchange)
@@ -76,6 +141,10 @@ async fn request(
         .with_context(|| format!("{method} {url}: no answer within {REQUEST_DEADLINE:?}"))??;
     parse(&answer).with_context(|| format!("{method} {url}"))
 }
+
+/// A connection, plain or TLS.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for S {}
 
 fn parse(answer: &[u8]) -> anyhow::Result<Answer> {
     let text = String::from_utf8_lossy(answer);

@@ -24,7 +24,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -69,19 +70,19 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Binds `addr`: plain HTTP on loopback, TLS with the node's certificate elsewhere.
+    /// Binds `addr`: plain HTTP on loopback (unless `tls` says otherwise), TLS with the node's
+    /// certificate elsewhere.
     pub async fn bind(
         addr: SocketAddr,
+        tls: bool,
         tls_files: &crate::tls::TlsFiles,
     ) -> Result<Listener, crate::node::NodeError> {
         let tcp = TcpListener::bind(addr)
             .await
             .map_err(|source| crate::node::NodeError::Listen { addr, source })?;
-        let tls = if addr.ip().is_loopback() {
-            None
-        } else {
-            Some(crate::tls::tcp_server_config(tls_files)?)
-        };
+        let loopback = addr.ip().to_canonical().is_loopback();
+        let tls =
+            if loopback && !tls { None } else { Some(crate::tls::tcp_server_config(tls_files)?) };
         Ok(Listener { tcp, tls })
     }
 
@@ -275,6 +276,18 @@ impl IntoResponse for Refused {
     }
 }
 
+/// The viewer of every view: who asks, resolved before the handler runs.
+impl FromRequestParts<Arc<Admin>> for Viewer {
+    type Rejection = Refused;
+
+    async fn from_request_parts(parts: &mut Parts, admin: &Arc<Admin>) -> Result<Self, Refused> {
+        let connection = parts.extensions.get::<Connection>().ok_or_else(|| {
+            Refused(StatusCode::INTERNAL_SERVER_ERROR, "a request with no connection".into())
+        })?;
+        admin.viewer(connection, &parts.headers)
+    }
+}
+
 impl Admin {
     /// The viewer a request speaks for, or why it may not look.
     fn viewer(&self, connection: &Connection, headers: &HeaderMap) -> Result<Viewer, Refused> {
@@ -358,14 +371,7 @@ async fn console() -> Response {
         .into_response()
 }
 
-async fn metrics(
-    State(admin): State<Arc<Admin>>,
-    Extension(connection): Extension<Connection>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(refused) = admin.viewer(&connection, &headers) {
-        return refused.into_response();
-    }
+async fn metrics(State(admin): State<Arc<Admin>>, _viewer: Viewer) -> Response {
     let text = {
         let _one_at_a_time = admin.scraping.lock().unwrap_or_else(PoisonError::into_inner);
         refresh_gauges(&admin);
@@ -457,31 +463,17 @@ fn status_text<E: std::fmt::Display>(outcome: Result<(), E>) -> Response {
     }
 }
 
-async fn whoami(
-    State(admin): State<Arc<Admin>>,
-    Extension(connection): Extension<Connection>,
-    headers: HeaderMap,
-) -> Response {
-    match admin.viewer(&connection, &headers) {
-        Ok(viewer) => Json(serde_json::json!({
-            "principal": viewer.principal.name(),
-            "admin": viewer.caller.admin,
-            "node_id": admin.cluster.node_id,
-            "version": env!("CARGO_PKG_VERSION"),
-        }))
-        .into_response(),
-        Err(refused) => refused.into_response(),
-    }
+async fn whoami(State(admin): State<Arc<Admin>>, viewer: Viewer) -> Response {
+    Json(serde_json::json!({
+        "principal": viewer.principal.name(),
+        "admin": viewer.caller.admin,
+        "node_id": admin.cluster.node_id,
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+    .into_response()
 }
 
-async fn cluster(
-    State(admin): State<Arc<Admin>>,
-    Extension(connection): Extension<Connection>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(refused) = admin.viewer(&connection, &headers) {
-        return refused.into_response();
-    }
+async fn cluster(State(admin): State<Arc<Admin>>, _viewer: Viewer) -> Response {
     let raft = admin.cluster.raft.metrics().borrow().clone();
     Json(views::cluster(&raft, admin.commit_index())).into_response()
 }
@@ -493,14 +485,9 @@ struct PathQuery {
 
 async fn znode(
     State(admin): State<Arc<Admin>>,
-    Extension(connection): Extension<Connection>,
-    headers: HeaderMap,
+    viewer: Viewer,
     Query(query): Query<PathQuery>,
 ) -> Response {
-    let viewer = match admin.viewer(&connection, &headers) {
-        Ok(viewer) => viewer,
-        Err(refused) => return refused.into_response(),
-    };
     if let Err(error) = cairn_wire::path::validate(&query.path) {
         return Refused(StatusCode::BAD_REQUEST, error.to_string()).into_response();
     }
@@ -512,14 +499,7 @@ async fn znode(
     }
 }
 
-async fn sessions(
-    State(admin): State<Arc<Admin>>,
-    Extension(connection): Extension<Connection>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(refused) = admin.viewer(&connection, &headers) {
-        return refused.into_response();
-    }
+async fn sessions(State(admin): State<Arc<Admin>>, _viewer: Viewer) -> Response {
     let last_heard = admin.cluster.sessions.last_heard();
     let watches = admin.frontend.watches.per_session();
     let view =
@@ -527,15 +507,7 @@ async fn sessions(
     Json(view).into_response()
 }
 
-async fn coordination(
-    State(admin): State<Arc<Admin>>,
-    Extension(connection): Extension<Connection>,
-    headers: HeaderMap,
-) -> Response {
-    let viewer = match admin.viewer(&connection, &headers) {
-        Ok(viewer) => viewer,
-        Err(refused) => return refused.into_response(),
-    };
+async fn coordination(State(admin): State<Arc<Admin>>, viewer: Viewer) -> Response {
     let view = {
         let state = admin.cluster.state.read();
         serde_json::json!({
@@ -546,14 +518,7 @@ async fn coordination(
     Json(view).into_response()
 }
 
-async fn recipes(
-    State(admin): State<Arc<Admin>>,
-    Extension(connection): Extension<Connection>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(refused) = admin.viewer(&connection, &headers) {
-        return refused.into_response();
-    }
+async fn recipes(State(admin): State<Arc<Admin>>, _viewer: Viewer) -> Response {
     let metrics = crate::metrics::get();
     let usage = |name: &str| {
         let labels = RecipeLabels { recipe: name.to_string() };
@@ -574,26 +539,30 @@ async fn recipes(
     Json(view).into_response()
 }
 
-/// The viewer, if it is an administrator asking through the console.
-fn admin_viewer(
-    admin: &Admin,
-    connection: &Connection,
-    headers: &HeaderMap,
-) -> Result<Viewer, Refused> {
-    if !headers.contains_key(CONSOLE_HEADER) {
-        return Err(Refused(
-            StatusCode::FORBIDDEN,
-            format!("a console write carries the {CONSOLE_HEADER} header"),
-        ));
+/// An administrator asking through the console: the extractor of the console's writes, which
+/// runs before their body is read.
+#[derive(Debug)]
+struct Administrator(Viewer);
+
+impl FromRequestParts<Arc<Admin>> for Administrator {
+    type Rejection = Refused;
+
+    async fn from_request_parts(parts: &mut Parts, admin: &Arc<Admin>) -> Result<Self, Refused> {
+        if !parts.headers.contains_key(CONSOLE_HEADER) {
+            return Err(Refused(
+                StatusCode::FORBIDDEN,
+                format!("a console write carries the {CONSOLE_HEADER} header"),
+            ));
+        }
+        let viewer = Viewer::from_request_parts(parts, admin).await?;
+        if !viewer.caller.admin {
+            return Err(Refused(
+                StatusCode::FORBIDDEN,
+                format!("{} is not an administrator", viewer.principal.name()),
+            ));
+        }
+        Ok(Administrator(viewer))
     }
-    let viewer = admin.viewer(connection, headers)?;
-    if !viewer.caller.admin {
-        return Err(Refused(
-            StatusCode::FORBIDDEN,
-            format!("{} is not an administrator", viewer.principal.name()),
-        ));
-    }
-    Ok(viewer)
 }
 
 #[derive(Debug, Deserialize)]
@@ -604,14 +573,13 @@ struct DeleteBody {
 
 async fn delete_znode(
     State(admin): State<Arc<Admin>>,
-    Extension(connection): Extension<Connection>,
+    Administrator(viewer): Administrator,
     request: axum::extract::Request,
 ) -> Response {
-    let asked = match admin_body::<DeleteBody>(&admin, &connection, request).await {
-        Ok(asked) => asked,
+    let body: DeleteBody = match read_json(request).await {
+        Ok(body) => body,
         Err(refused) => return refused.into_response(),
     };
-    let (viewer, body) = asked;
     let action = Action::Delete(DeleteRequest { path: body.path, version: body.version });
     write(&admin, viewer, action).await
 }
@@ -624,27 +592,23 @@ struct RetireBody {
 
 async fn retire_recipe(
     State(admin): State<Arc<Admin>>,
-    Extension(connection): Extension<Connection>,
+    Administrator(viewer): Administrator,
     request: axum::extract::Request,
 ) -> Response {
-    let (viewer, body) = match admin_body::<RetireBody>(&admin, &connection, request).await {
-        Ok(asked) => asked,
+    let body: RetireBody = match read_json(request).await {
+        Ok(body) => body,
         Err(refused) => return refused.into_response(),
     };
     let action = Action::RetireRecipe { name: body.name, version: body.version };
     write(&admin, viewer, action).await
 }
 
-/// An administrator's console write: who asks (checked before the body is read), and the body,
-/// read within [`ADMIN_BODY_READ_MS`] and [`ADMIN_REQUEST_BODY_BYTES_MAX`].
-async fn admin_body<T: serde::de::DeserializeOwned>(
-    admin: &Admin,
-    connection: &Connection,
+/// A console write's JSON body, read within [`ADMIN_BODY_READ_MS`] and
+/// [`ADMIN_REQUEST_BODY_BYTES_MAX`].
+async fn read_json<T: serde::de::DeserializeOwned>(
     request: axum::extract::Request,
-) -> Result<(Viewer, T), Refused> {
-    let (parts, body) = request.into_parts();
-    let viewer = admin_viewer(admin, connection, &parts.headers)?;
-    let read = axum::body::to_bytes(body, ADMIN_REQUEST_BODY_BYTES_MAX);
+) -> Result<T, Refused> {
+    let read = axum::body::to_bytes(request.into_body(), ADMIN_REQUEST_BODY_BYTES_MAX);
     let bytes = match tokio::time::timeout(Duration::from_millis(ADMIN_BODY_READ_MS), read).await {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(error)) => return Err(Refused(StatusCode::BAD_REQUEST, error.to_string())),
@@ -653,9 +617,8 @@ async fn admin_body<T: serde::de::DeserializeOwned>(
             return Err(Refused(StatusCode::REQUEST_TIMEOUT, why));
         }
     };
-    let body = serde_json::from_slice(&bytes)
-        .map_err(|error| Refused(StatusCode::BAD_REQUEST, format!("the body: {error}")))?;
-    Ok((viewer, body))
+    serde_json::from_slice(&bytes)
+        .map_err(|error| Refused(StatusCode::BAD_REQUEST, format!("the body: {error}")))
 }
 
 /// Proposes an administrator's write and answers with its outcome.

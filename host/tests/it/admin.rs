@@ -192,6 +192,69 @@ async fn console_writes_need_an_administrator_and_the_console_header() -> anyhow
     Ok(())
 }
 
+/// Over TLS (as on any address but loopback), a viewer must prove who it is: an administrator
+/// or a principal `--admin-viewers` names, by a client certificate the cluster CA signed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tls_listener_lets_in_only_administrators_and_named_viewers() -> anyhow::Result<()> {
+    let args = ["--admin-listen", "127.0.0.1:0", "--admin-tls", "--admin-viewers", "prometheus"];
+    let (dir, node) = start_node(&args)?;
+    let url = admin_url(&node)?;
+    assert!(url.starts_with("https://"), "{url}");
+    let certs = node.certs_dir();
+    let ca = certs.join("ca.pem");
+    for name in ["prometheus", "mallory"] {
+        let issued = std::process::Command::new(binary())
+            .args(["cert", "issue", name, "--out"])
+            .arg(dir.path().join(name))
+            .arg("--ca")
+            .arg(&ca)
+            .stdin(std::process::Stdio::null())
+            .output()?;
+        anyhow::ensure!(issued.status.success(), "{}", String::from_utf8_lossy(&issued.stderr));
+    }
+    let identity = |name: &str| {
+        let dir = dir.path().join(name);
+        (dir.join(format!("{name}.pem")), dir.join(format!("{name}-key.pem")))
+    };
+    let as_user = |name: &str| {
+        let (cert, key) = identity(name);
+        http::Tls::new(&ca, Some((&cert, &key)))
+    };
+    let admin =
+        http::Tls::new(&ca, Some((&certs.join("admin.pem"), &certs.join("admin-key.pem"))))?;
+    let anonymous = http::Tls::new(&ca, None)?;
+    let metrics = format!("{url}metrics");
+
+    assert_eq!(anonymous.get(&format!("{url}healthz"), &[]).await?.status, 200, "anyone");
+    assert_eq!(anonymous.get(&metrics, &[]).await?.status, 401);
+    assert_eq!(as_user("mallory")?.get(&metrics, &[]).await?.status, 403);
+    let scraped = as_user("prometheus")?.get(&metrics, &[]).await?;
+    assert_eq!(scraped.status, 200, "{}", scraped.body);
+    assert!(scraped.body.contains("cairn_raft_term"));
+    let whoami = admin.get(&format!("{url}api/whoami"), &[]).await?;
+    assert!(whoami.body.contains(r#""admin":true"#), "{}", whoami.body);
+
+    // A viewer is not an administrator: no writes.
+    let client = node.client().await?;
+    client.create("/kept", Vec::new(), CreateOptions::persistent()).await?;
+    let delete = format!("{url}api/delete");
+    let console = [("X-Cairn-Console", "1")];
+    let refused =
+        as_user("prometheus")?.post_json(&delete, &console, r#"{"path":"/kept"}"#).await?;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(client.exists("/kept").await?.is_some());
+    let deleted = admin.post_json(&delete, &console, r#"{"path":"/kept"}"#).await?;
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    assert!(client.exists("/kept").await?.is_none());
+
+    // Plain HTTP to the TLS port gets no answer.
+    let plain = format!("http://{}", url.trim_start_matches("https://"));
+    assert!(
+        !matches!(http::get(&format!("{plain}metrics"), &[]).await, Ok(answer) if answer.status == 200)
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_member_cut_off_from_the_leader_is_not_ready_until_it_catches_up() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
