@@ -10,6 +10,10 @@ use crate::raft::{Member, NodeId};
 
 /// How far this node's applied index may trail the commit index it knows and still be ready.
 pub const READY_APPLY_LAG_MAX: u64 = 1_000;
+/// How long a leader may go without a quorum acknowledging it and still be ready: a leader cut
+/// off from the others still believes it leads, but answers no write and no linearizable read.
+/// Several election timeouts, so a busy moment does not flap it.
+pub const READY_LEADER_QUORUM_ACK_MS_MAX: u64 = 2_000;
 /// How long one storage probe (a small write and fsync in the data dir) may take.
 pub const HEALTH_PROBE_TIMEOUT_MS: u64 = 5_000;
 /// A probe's result is reused for this long: probes cost an fsync, and anyone who reaches the
@@ -27,6 +31,8 @@ pub enum NotReady {
     NotAMember,
     #[error("no leader known in term {term}")]
     NoLeader { term: u64 },
+    #[error("leading without a quorum: none has acknowledged this leader for {millis} ms")]
+    NoQuorum { millis: u64 },
     #[error("applied {applied}, {} behind the commit index {committed}", committed - applied)]
     Behind { applied: u64, committed: u64 },
 }
@@ -45,7 +51,8 @@ pub enum Unhealthy {
 }
 
 /// Whether this node should be sent traffic: it runs, it is a member of a cluster that has a
-/// leader it follows (or is), and it has applied what it knows committed, within a bound.
+/// leader it follows (or is, heard by a quorum lately), and it has applied what it knows
+/// committed, within a bound.
 pub fn readiness(
     metrics: &openraft::RaftMetrics<NodeId, Member>,
     commit_index: u64,
@@ -59,6 +66,12 @@ pub fn readiness(
     }
     if metrics.current_leader.is_none() {
         return Err(NotReady::NoLeader { term: metrics.current_term });
+    }
+    if let Some(millis) = metrics.millis_since_quorum_ack
+        && metrics.current_leader == Some(metrics.id)
+        && millis > READY_LEADER_QUORUM_ACK_MS_MAX
+    {
+        return Err(NotReady::NoQuorum { millis });
     }
     let applied = metrics.last_applied.map_or(0, |id| id.index);
     if commit_index > applied + READY_APPLY_LAG_MAX {
@@ -170,6 +183,12 @@ mod tests {
         let far = 501 + READY_APPLY_LAG_MAX;
         let behind = readiness(&member_of_a_cluster_led_by(Some(1), 500), far);
         assert_eq!(behind, Err(NotReady::Behind { applied: 500, committed: far }));
+        let mut cut_off = member_of_a_cluster_led_by(Some(2), 500);
+        cut_off.millis_since_quorum_ack = Some(READY_LEADER_QUORUM_ACK_MS_MAX + 1);
+        let millis = READY_LEADER_QUORUM_ACK_MS_MAX + 1;
+        assert_eq!(readiness(&cut_off, 500), Err(NotReady::NoQuorum { millis }));
+        cut_off.millis_since_quorum_ack = Some(10);
+        assert_eq!(readiness(&cut_off, 500), Ok(()));
         let mut stranger = member_of_a_cluster_led_by(Some(1), 500);
         stranger.id = 9;
         assert_eq!(readiness(&stranger, 500), Err(NotReady::NotAMember));

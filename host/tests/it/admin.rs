@@ -303,6 +303,20 @@ async fn a_member_cut_off_from_the_leader_is_not_ready_until_it_catches_up() -> 
         ready(url.clone()).await.ok() == Some(200)
     })
     .await?;
+
+    // A leader cut off from the rest believes it leads, but no quorum hears it: not ready.
+    let leader = cluster.leader(&[1, 2, 3], DEADLINE).await?;
+    let leader_url = admin_url(&cluster.nodes[(leader - 1) as usize])?;
+    cluster.isolate(leader);
+    wait_for("the cut-off leader not ready", DEADLINE, || async {
+        ready(leader_url.clone()).await.ok() == Some(503)
+    })
+    .await?;
+    cluster.heal();
+    wait_for("the old leader ready again", DEADLINE, || async {
+        ready(leader_url.clone()).await.ok() == Some(200)
+    })
+    .await?;
     Ok(())
 }
 
