@@ -133,20 +133,26 @@ pub(crate) fn address(routes: &Routes, node: NodeId, member: Option<&Member>) ->
     routes.get(&node).cloned().or_else(|| member.map(|m| m.peer_addr.clone())).unwrap_or_default()
 }
 
-/// The latest connection to each node this one sends Raft's messages to, for their round-trip
-/// times. Bounded by the nodes ever targeted, which the membership bounds.
-static LINKS: std::sync::LazyLock<Mutex<BTreeMap<NodeId, quinn::Connection>>> =
-    std::sync::LazyLock::new(Mutex::default);
+/// The open connections to each node this one sends Raft's messages to, for their round-trip
+/// times: a replication stream's, and those openraft makes for a moment (a leadership check
+/// for a read index makes its own). Each is dropped with its client; bounded by the clients
+/// openraft holds at once, for the nodes the membership names.
+type Links = BTreeMap<NodeId, Vec<quinn::Connection>>;
 
-fn links() -> std::sync::MutexGuard<'static, BTreeMap<NodeId, quinn::Connection>> {
+static LINKS: std::sync::LazyLock<Mutex<Links>> = std::sync::LazyLock::new(Mutex::default);
+
+fn links() -> std::sync::MutexGuard<'static, Links> {
     LINKS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The round-trip time QUIC estimates on the open connection to each peer.
+/// The round-trip time QUIC estimates to each peer, on the longest-lived open connection to it.
 pub fn round_trips() -> Vec<(NodeId, Duration)> {
     let mut links = links();
-    links.retain(|_, connection| connection.close_reason().is_none());
-    links.iter().map(|(id, connection)| (*id, connection.rtt())).collect()
+    for connections in links.values_mut() {
+        connections.retain(|connection| connection.close_reason().is_none());
+    }
+    links.retain(|_, connections| !connections.is_empty());
+    links.iter().map(|(id, connections)| (*id, connections[0].rtt())).collect()
 }
 
 /// One target node: a connection, made on first use and again after it fails.
@@ -175,11 +181,7 @@ impl Drop for PeerClient {
     /// Openraft is done with this target (a replication stream ended, a member was removed):
     /// its connection no longer counts among the peers' round trips, and closes.
     fn drop(&mut self) {
-        let Some(connection) = &self.connection else { return };
-        let mut links = links();
-        if links.get(&self.target).is_some_and(|kept| kept.stable_id() == connection.stable_id()) {
-            links.remove(&self.target);
-        }
+        self.forget_connection();
     }
 }
 
@@ -256,6 +258,19 @@ pub(crate) async fn exchange(
 }
 
 impl PeerClient {
+    /// Lets the connection go: it no longer counts among the peers' links, and closes once
+    /// nothing else holds it.
+    fn forget_connection(&mut self) {
+        let Some(connection) = self.connection.take() else { return };
+        let mut links = links();
+        if let Some(connections) = links.get_mut(&self.target) {
+            connections.retain(|kept| kept.stable_id() != connection.stable_id());
+            if connections.is_empty() {
+                links.remove(&self.target);
+            }
+        }
+    }
+
     async fn connection(&mut self) -> Result<quinn::Connection, Failure> {
         if let Some(connection) = &self.connection
             && connection.close_reason().is_none()
@@ -266,7 +281,11 @@ impl PeerClient {
             Failure::Unreachable { target: self.target, addr: self.addr.clone(), why }
         })?;
         self.connection = Some(connection.clone());
-        links().insert(self.target, connection.clone());
+        let mut links = links();
+        let connections = links.entry(self.target).or_default();
+        connections.retain(|kept| kept.close_reason().is_none());
+        connections.push(connection.clone());
+        drop(links);
         Ok(connection)
     }
 
@@ -284,7 +303,7 @@ impl PeerClient {
         let connection = self.connection().await?;
         exchange(&connection, bytes, ttl).await.map_err(|why| {
             // A broken connection is made again on the next call.
-            self.connection = None;
+            self.forget_connection();
             Failure::Network { target: self.target, why }
         })
     }
