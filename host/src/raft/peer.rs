@@ -133,10 +133,11 @@ pub(crate) fn address(routes: &Routes, node: NodeId, member: Option<&Member>) ->
     routes.get(&node).cloned().or_else(|| member.map(|m| m.peer_addr.clone())).unwrap_or_default()
 }
 
-/// The open connections to each node this one sends Raft's messages to, for their round-trip
-/// times: a replication stream's, and those openraft makes for a moment (a leadership check
-/// for a read index makes its own). Each is dropped with its client; bounded by the clients
-/// openraft holds at once, for the nodes the membership names.
+/// The open connections to each node this one sends Raft's messages to, one entry per client
+/// holding one (clients share an open link): for their round-trip times, and so that a client
+/// openraft makes for a moment (a leadership check for a read index) need not connect anew.
+/// Each entry goes with its client; bounded by the clients openraft holds at once, for the
+/// nodes the membership names.
 type Links = BTreeMap<NodeId, Vec<quinn::Connection>>;
 
 static LINKS: std::sync::LazyLock<Mutex<Links>> = std::sync::LazyLock::new(Mutex::default);
@@ -145,7 +146,7 @@ fn links() -> std::sync::MutexGuard<'static, Links> {
     LINKS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The round-trip time QUIC estimates to each peer, on the longest-lived open connection to it.
+/// The round-trip time QUIC estimates to each peer, on the longest-held open connection to it.
 pub fn round_trips() -> Vec<(NodeId, Duration)> {
     let mut links = links();
     for connections in links.values_mut() {
@@ -167,13 +168,18 @@ pub struct PeerClient {
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerClient;
 
+    /// A client for `target`, on an open link to it if there is one: openraft makes a client
+    /// per voter for every leadership check (each read index), which would otherwise make a
+    /// QUIC and TLS handshake every time.
     async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerClient {
-        PeerClient {
+        let mut client = PeerClient {
             target,
             addr: address(&self.routes, target, Some(node)),
             endpoint: self.endpoint.clone(),
             connection: None,
-        }
+        };
+        client.share_open_link();
+        client
     }
 }
 
@@ -264,10 +270,32 @@ impl PeerClient {
         let Some(connection) = self.connection.take() else { return };
         let mut links = links();
         if let Some(connections) = links.get_mut(&self.target) {
-            connections.retain(|kept| kept.stable_id() != connection.stable_id());
+            // This client's entry only: another client may share the connection.
+            let mine =
+                connections.iter().position(|kept| kept.stable_id() == connection.stable_id());
+            if let Some(at) = mine {
+                connections.remove(at);
+            }
             if connections.is_empty() {
                 links.remove(&self.target);
             }
+        }
+    }
+
+    /// Takes an open link to the same address, if another client has one, and counts itself
+    /// among its holders.
+    fn share_open_link(&mut self) {
+        let mut links = links();
+        let Some(connections) = links.get_mut(&self.target) else { return };
+        let open = connections
+            .iter()
+            .find(|kept| {
+                kept.close_reason().is_none() && kept.remote_address().to_string() == self.addr
+            })
+            .cloned();
+        if let Some(open) = open {
+            connections.push(open.clone());
+            self.connection = Some(open);
         }
     }
 
