@@ -20,6 +20,10 @@ use cairn_client::{Client, Credentials};
 
 /// How long a node may take to start serving.
 pub const START_DEADLINE: Duration = Duration::from_secs(60);
+/// Starts a restart makes when a port the node keeps is taken by another process.
+const RESTART_PORT_TRIES: u32 = 20;
+/// How long a restart waits before it tries a taken port again.
+const RESTART_PORT_RETRY: Duration = Duration::from_millis(500);
 /// How long a node may take to exit after SIGTERM.
 pub const STOP_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -251,7 +255,21 @@ impl Server {
     /// Starts the node again on the same data dir and port.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill()?;
-        self.spawn()
+        // While it was down, a socket another test bound to port 0 may have taken one of the
+        // ports it keeps; such sockets come and go, so it tries again for a while.
+        let mut tries = 1;
+        loop {
+            match self.spawn() {
+                Err(error)
+                    if tries < RESTART_PORT_TRIES
+                        && format!("{error:#}").contains("Address already in use") =>
+                {
+                    tries += 1;
+                    thread::sleep(RESTART_PORT_RETRY);
+                }
+                started => return started,
+            }
+        }
     }
 
     /// The node's log so far, for a failing test to show.
