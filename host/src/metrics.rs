@@ -16,6 +16,15 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+/// A count as a gauge's value (gauges are signed; no count here comes near `i64::MAX`).
+pub fn gauge(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+/// The kinds of failed recipe calls [`Metrics::recipe_call`] counts.
+pub const RECIPE_ERROR_KINDS: [&str; 7] =
+    ["fuel", "memory", "trap", "limit", "error", "refused", "host"];
+
 /// The content type of [`Metrics::encode`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -347,6 +356,26 @@ impl Metrics {
         self.request_seconds
             .get_or_create(&KindLabels { frontend, kind })
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts a call of recipe `recipe`, the fuel it used and, if it failed, how.
+    pub fn recipe_call(&self, recipe: &str, fuel: u64, failed: Option<cairn_wire::ErrorCode>) {
+        use cairn_wire::ErrorCode;
+        let labels = RecipeLabels { recipe: recipe.to_string() };
+        self.recipe_calls.get_or_create(&labels).inc();
+        self.recipe_fuel.get_or_create(&labels).inc_by(fuel);
+        let Some(code) = failed else { return };
+        let kind = match code {
+            ErrorCode::OutOfFuel => "fuel",
+            ErrorCode::OutOfMemory => "memory",
+            ErrorCode::RecipeTrap => "trap",
+            ErrorCode::RecipeLimit => "limit",
+            ErrorCode::RecipeError => "error",
+            ErrorCode::Internal => "host",
+            // The caller's rights, quota or session refused one of the call's writes.
+            _ => "refused",
+        };
+        self.recipe_errors.get_or_create(&RecipeErrorLabels { recipe: labels.recipe, kind }).inc();
     }
 
     /// One more (`open`) or one fewer client connection.

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Query, State};
+use axum::extract::{FromRequest, FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -236,7 +236,6 @@ fn router(admin: Arc<Admin>) -> Router {
         .route("/api/whoami", get(whoami))
         .route("/api/delete", post(delete_znode))
         .route("/api/retire", post(retire_recipe))
-        .layer(DefaultBodyLimit::max(ADMIN_REQUEST_BODY_BYTES_MAX))
         .layer(axum::middleware::from_fn(loopback_names_only))
         .with_state(admin)
 }
@@ -382,18 +381,18 @@ async fn metrics(State(admin): State<Arc<Admin>>, _viewer: Viewer) -> Response {
 
 /// Sets the gauges read off the node's state.
 fn refresh_gauges(admin: &Admin) {
+    use crate::metrics::gauge;
     let metrics = crate::metrics::get();
     let raft = admin.cluster.raft.metrics().borrow().clone();
-    let as_gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
-    metrics.raft_term.set(as_gauge(raft.current_term));
-    metrics.raft_leader.set(as_gauge(raft.current_leader.unwrap_or(0)));
+    metrics.raft_term.set(gauge(raft.current_term));
+    metrics.raft_leader.set(gauge(raft.current_leader.unwrap_or(0)));
     metrics.raft_is_leader.set(i64::from(raft.current_leader == Some(raft.id)));
     let last_log_index = raft.last_log_index.unwrap_or(0);
-    metrics.raft_last_log_index.set(as_gauge(last_log_index));
-    metrics.raft_applied_index.set(as_gauge(raft.last_applied.map_or(0, |id| id.index)));
-    metrics.snapshot_index.set(as_gauge(raft.snapshot.map_or(0, |id| id.index)));
+    metrics.raft_last_log_index.set(gauge(last_log_index));
+    metrics.raft_applied_index.set(gauge(raft.last_applied.map_or(0, |id| id.index)));
+    metrics.snapshot_index.set(gauge(raft.snapshot.map_or(0, |id| id.index)));
     let membership = raft.membership_config.membership();
-    metrics.raft_members.set(as_gauge(membership.nodes().count() as u64));
+    metrics.raft_members.set(gauge(membership.nodes().count() as u64));
     metrics.raft_member_match_index.clear();
     metrics.raft_member_lag.clear();
     if let Some(progress) = &raft.replication {
@@ -404,11 +403,11 @@ fn refresh_gauges(admin: &Admin) {
                 progress.get(id).copied().flatten().map_or(0, |log_id| log_id.index)
             };
             let labels = crate::metrics::MemberLabels { member: id.to_string() };
-            metrics.raft_member_match_index.get_or_create(&labels).set(as_gauge(matched));
+            metrics.raft_member_match_index.get_or_create(&labels).set(gauge(matched));
             metrics
                 .raft_member_lag
                 .get_or_create(&labels)
-                .set(as_gauge(last_log_index.saturating_sub(matched)));
+                .set(gauge(last_log_index.saturating_sub(matched)));
         }
     }
     metrics.peer_rtt_seconds.clear();
@@ -419,26 +418,26 @@ fn refresh_gauges(admin: &Admin) {
     {
         let state = admin.cluster.state.read();
         let (znodes, bytes) = state.tree.size();
-        metrics.znodes.set(as_gauge(znodes as u64));
-        metrics.znode_data_bytes.set(as_gauge(bytes));
-        metrics.sessions.set(as_gauge(state.tree.sessions().count() as u64));
+        metrics.znodes.set(gauge(znodes as u64));
+        metrics.znode_data_bytes.set(gauge(bytes));
+        metrics.sessions.set(gauge(state.tree.sessions().count() as u64));
         let deployed = state.tree.recipes().deployed.values().map(|v| v.len() as u64).sum();
-        metrics.recipes_deployed.set(as_gauge(deployed));
+        metrics.recipes_deployed.set(gauge(deployed));
         // Every deployed recipe's counters, at zero until it runs, so rates over them start at
         // once; bounded by the recipe names the cluster allows.
         for name in state.tree.recipes().deployed.keys() {
             let labels = RecipeLabels { recipe: name.clone() };
             metrics.recipe_calls.get_or_create_owned(&labels);
             metrics.recipe_fuel.get_or_create_owned(&labels);
-            for kind in views::RECIPE_ERROR_KINDS {
+            for kind in crate::metrics::RECIPE_ERROR_KINDS {
                 metrics
                     .recipe_errors
                     .get_or_create_owned(&RecipeErrorLabels { recipe: name.clone(), kind });
             }
         }
     }
-    metrics.watches.set(as_gauge(admin.frontend.watches.count()));
-    metrics.uptime_seconds.set(as_gauge(admin.started.elapsed().as_secs()));
+    metrics.watches.set(gauge(admin.frontend.watches.count()));
+    metrics.uptime_seconds.set(gauge(admin.started.elapsed().as_secs()));
 }
 
 async fn healthz(State(admin): State<Arc<Admin>>) -> Response {
@@ -526,7 +525,7 @@ async fn recipes(State(admin): State<Arc<Admin>>, _viewer: Viewer) -> Response {
             name: name.to_string(),
             calls: metrics.recipe_calls.get_or_create(&labels).get(),
             fuel: metrics.recipe_fuel.get_or_create(&labels).get(),
-            errors: views::RECIPE_ERROR_KINDS
+            errors: crate::metrics::RECIPE_ERROR_KINDS
                 .iter()
                 .map(|kind| {
                     let labels = RecipeErrorLabels { recipe: name.to_string(), kind };
@@ -574,12 +573,8 @@ struct DeleteBody {
 async fn delete_znode(
     State(admin): State<Arc<Admin>>,
     Administrator(viewer): Administrator,
-    request: axum::extract::Request,
+    JsonBody(body): JsonBody<DeleteBody>,
 ) -> Response {
-    let body: DeleteBody = match read_json(request).await {
-        Ok(body) => body,
-        Err(refused) => return refused.into_response(),
-    };
     let action = Action::Delete(DeleteRequest { path: body.path, version: body.version });
     write(&admin, viewer, action).await
 }
@@ -593,18 +588,25 @@ struct RetireBody {
 async fn retire_recipe(
     State(admin): State<Arc<Admin>>,
     Administrator(viewer): Administrator,
-    request: axum::extract::Request,
+    JsonBody(body): JsonBody<RetireBody>,
 ) -> Response {
-    let body: RetireBody = match read_json(request).await {
-        Ok(body) => body,
-        Err(refused) => return refused.into_response(),
-    };
     let action = Action::RetireRecipe { name: body.name, version: body.version };
     write(&admin, viewer, action).await
 }
 
 /// A console write's JSON body, read within [`ADMIN_BODY_READ_MS`] and
-/// [`ADMIN_REQUEST_BODY_BYTES_MAX`].
+/// [`ADMIN_REQUEST_BODY_BYTES_MAX`]: the last extractor, so what checks the asker runs first.
+#[derive(Debug)]
+struct JsonBody<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = Refused;
+
+    async fn from_request(request: axum::extract::Request, _: &S) -> Result<Self, Refused> {
+        read_json(request).await.map(JsonBody)
+    }
+}
+
 async fn read_json<T: serde::de::DeserializeOwned>(
     request: axum::extract::Request,
 ) -> Result<T, Refused> {

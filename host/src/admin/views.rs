@@ -417,10 +417,6 @@ pub struct RecipeUsage {
     pub errors: Vec<(&'static str, u64)>,
 }
 
-/// The kinds `metrics::RecipeErrorLabels` counts.
-pub const RECIPE_ERROR_KINDS: [&str; 7] =
-    ["fuel", "memory", "trap", "limit", "error", "refused", "host"];
-
 /// The deployed recipes, and their usage as `usage` tells it by name.
 pub fn recipes(tree: &DataTree, usage: impl Fn(&str) -> RecipeUsage) -> RecipesView {
     let table = tree.recipes();

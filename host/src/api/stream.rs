@@ -112,7 +112,7 @@ async fn serve_stream(
                 tracing::warn!(%error, "closing connection: frame over the limit");
                 let error =
                     ApiError::new(ErrorCode::RequestTooLarge).with_detail(error.to_string());
-                let asked = Asked { id: 0, kind: "malformed", started: Instant::now() };
+                let asked = Asked::new(0, "malformed");
                 outbox.send_frame(asked.answer(frontend.cluster.applied_zxid(), Err(error)));
                 drop(outbox);
                 let _ = writer.await;
@@ -143,18 +143,14 @@ async fn serve_stream(
                 let error =
                     ApiError::new(ErrorCode::MalformedRequest).with_detail(malformed.reason);
                 let zxid = frontend.cluster.applied_zxid();
-                let asked = Asked {
-                    id: malformed.id.unwrap_or(0),
-                    kind: "malformed",
-                    started: Instant::now(),
-                };
+                let asked = Asked::new(malformed.id.unwrap_or(0), "malformed");
                 if !outbox.send_frame(asked.answer(zxid, Err(error))) {
                     break;
                 }
                 continue;
             }
         };
-        let asked = Asked { id: frame.id, kind: frame.request.kind(), started: Instant::now() };
+        let asked = Asked::new(frame.id, frame.request.kind());
         if let Some(bound) = session {
             if frontend.cluster.state.read().tree.session(bound).is_none()
                 && !matches!(frame.request, Request::OpenSession { .. })
@@ -506,6 +502,11 @@ pub(crate) struct Asked {
 }
 
 impl Asked {
+    /// Request `id` of `kind`, arrived now.
+    pub(crate) fn new(id: u64, kind: &'static str) -> Asked {
+        Asked { id, kind, started: Instant::now() }
+    }
+
     /// Encodes the answer and counts it under the outcome it carries.
     pub(crate) fn answer(self, zxid: Zxid, reply: ApplyReply) -> Vec<u8> {
         let (frame, refused) = encode_response(self.id, zxid, reply);

@@ -82,7 +82,7 @@ fn run_syncer(storage: &Storage, queue: &mpsc::Receiver<Flush>) {
         metrics.log_fsync_seconds.observe(started.elapsed().as_secs_f64());
         let entries: u64 = waiting.iter().map(|(count, _)| count).sum();
         metrics.log_entries_per_fsync.observe(entries as f64);
-        metrics.log_entries_pending_sync.dec_by(i64::try_from(entries).unwrap_or(i64::MAX));
+        metrics.log_entries_pending_sync.dec_by(crate::metrics::gauge(entries));
         for (_, callback) in waiting {
             let result = match &result {
                 Ok(()) => Ok(()),
@@ -91,6 +91,12 @@ fn run_syncer(storage: &Storage, queue: &mpsc::Receiver<Flush>) {
             callback.log_io_completed(result);
         }
     }
+}
+
+/// The commit index this node knows, for its metrics (and readiness).
+fn commit_index_known(committed: Option<LogId>) {
+    let index = committed.map_or(0, |id| id.index);
+    crate::metrics::get().raft_commit_index.set(crate::metrics::gauge(index));
 }
 
 fn index_key(index: u64) -> [u8; 8] {
@@ -165,8 +171,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         // Not fsynced: a lost commit index is learned again from the leader (or, alone, by
         // committing anew); it only lets a restart re-apply committed entries sooner.
-        let index = committed.map_or(0, |id| id.index);
-        crate::metrics::get().raft_commit_index.set(i64::try_from(index).unwrap_or(i64::MAX));
+        commit_index_known(committed);
         self.write_meta(COMMITTED_KEY, &committed).map_err(|e| StorageIOError::write(&e).into())
     }
 
@@ -175,8 +180,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .read_meta::<Option<LogId>>(COMMITTED_KEY)
             .map_err(|e| StorageIOError::read(&e))?
             .flatten();
-        let index = committed.map_or(0, |id| id.index);
-        crate::metrics::get().raft_commit_index.set(i64::try_from(index).unwrap_or(i64::MAX));
+        commit_index_known(committed);
         Ok(committed)
     }
 
@@ -203,7 +207,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let metrics = crate::metrics::get();
         metrics.log_append_seconds.observe(started.elapsed().as_secs_f64());
         metrics.log_entries_written.inc_by(count);
-        metrics.log_entries_pending_sync.inc_by(i64::try_from(count).unwrap_or(i64::MAX));
+        metrics.log_entries_pending_sync.inc_by(crate::metrics::gauge(count));
         self.syncer.send((count, callback)).map_err(|_| {
             StorageIOError::write_logs(&io::Error::other("the log syncer has stopped"))
         })?;

@@ -231,7 +231,7 @@ fn count_sessions(command: &Command, replies: &[ApplyReply]) {
 /// Records the size and time of the snapshot just built, installed or loaded at start.
 fn snapshot_taken(bytes: usize) {
     let metrics = crate::metrics::get();
-    metrics.snapshot_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    metrics.snapshot_bytes.set(crate::metrics::gauge(bytes as u64));
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     metrics.snapshot_built_unix_seconds.set(now.map_or(0, |t| t.as_secs() as i64));
 }

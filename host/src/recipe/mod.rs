@@ -844,9 +844,10 @@ impl RecipeRunner for RecipeRuntime {
         };
         let engine = self.engine.clone();
         let live = self.take_live(call.zxid, &name);
+        let mut fuel_used = 0;
         let result = match self.outside_async(move || run(&engine, &pre, this_call, &entry, live)) {
             Ok(ran) => {
-                count_fuel(call.name, ran.fuel_used);
+                fuel_used = ran.fuel_used;
                 if let Some(live) = ran.live {
                     self.keep_live(call.zxid, name.clone(), live);
                 }
@@ -877,34 +878,10 @@ impl RecipeRunner for RecipeRuntime {
             (None, result) => result.map(|(result, _)| result),
         };
         *tree = owned;
-        count_call(call.name, &result);
+        let failed = result.as_ref().err().map(|error| error.code);
+        crate::metrics::get().recipe_call(call.name, fuel_used, failed);
         result
     }
-}
-
-/// Counts a call of recipe `name` and, if it failed, how.
-fn count_call(name: &str, result: &Result<Vec<u8>, ApiError>) {
-    use crate::metrics::{RecipeErrorLabels, RecipeLabels};
-    let metrics = crate::metrics::get();
-    metrics.recipe_calls.get_or_create(&RecipeLabels { recipe: name.to_string() }).inc();
-    let Err(error) = result else { return };
-    let kind = match error.code {
-        ErrorCode::OutOfFuel => "fuel",
-        ErrorCode::OutOfMemory => "memory",
-        ErrorCode::RecipeTrap => "trap",
-        ErrorCode::RecipeLimit => "limit",
-        ErrorCode::RecipeError => "error",
-        ErrorCode::Internal => "host",
-        // The caller's rights, quota or session refused one of the call's writes.
-        _ => "refused",
-    };
-    let labels = RecipeErrorLabels { recipe: name.to_string(), kind };
-    metrics.recipe_errors.get_or_create(&labels).inc();
-}
-
-fn count_fuel(name: &str, fuel: u64) {
-    let labels = crate::metrics::RecipeLabels { recipe: name.to_string() };
-    crate::metrics::get().recipe_fuel.get_or_create(&labels).inc_by(fuel);
 }
 
 #[cfg(test)]
