@@ -25,7 +25,7 @@ pub use crate::raft::peer::MembershipChange;
 pub use crate::raft::{ApplyReply, Member, NodeId};
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cairn_wire::{ApiError, ErrorCode, MemberInfo, Reply};
 
@@ -54,6 +54,8 @@ pub struct Cluster {
     pub sessions: Arc<SessionTracker>,
     /// Compiles deploys at admission, before they are proposed.
     recipes: Arc<dyn RecipeRunner + Send + Sync>,
+    /// When this node started: it votes for no one for a while after.
+    started: Instant,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -73,7 +75,7 @@ impl Cluster {
         recipes: Arc<dyn RecipeRunner + Send + Sync>,
     ) -> Cluster {
         let proposer = Proposer::start(raft.clone(), state.clone(), node_id, forwarder.clone());
-        let reads = ReadIndex::start(raft.clone(), node_id, forwarder.clone());
+        let reads = ReadIndex::start(raft.clone(), node_id, counters.clone(), forwarder.clone());
         Cluster {
             node_id,
             raft,
@@ -84,6 +86,7 @@ impl Cluster {
             forwarder,
             sessions: Arc::default(),
             recipes,
+            started: Instant::now(),
         }
     }
 
@@ -93,6 +96,7 @@ impl Cluster {
             raft: self.raft.clone(),
             sessions: self.sessions.clone(),
             reads: self.reads.clone(),
+            votes_from: self.started + Duration::from_millis(crate::raft::VOTE_HOLD_AFTER_START_MS),
         }
     }
 

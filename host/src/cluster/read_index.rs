@@ -8,8 +8,13 @@
 //! check wait for the next one, whose index is then fresh enough for them. So a burst of reads
 //! costs one round, not one each, and a lone read still goes at once. On the leader, the
 //! followers' requests for its read index (`cluster::service`) join the same check.
+//!
+//! A leader whose check succeeded holds a read lease for `raft::READ_LEASE_MS` after the check
+//! began (see there why no other node can lead meanwhile): while it holds, the read index is
+//! the commit index the leader has recorded, with no heartbeat round at all.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use cairn_wire::{ApiError, ErrorCode};
 use openraft::error::{CheckIsLeaderError, RaftError};
@@ -17,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::forward::Forwarder;
 use super::shutting_down;
-use crate::raft::{NodeId, Raft};
+use crate::raft::{NodeId, Raft, StorageCounters};
 
 /// Reads waiting for a read index; readers wait for room beyond this.
 pub const READS_WAITING_MAX: usize = 16_384;
@@ -40,9 +45,15 @@ pub struct ReadIndex {
 
 impl ReadIndex {
     /// Starts the task that asks for read indexes; it ends when every handle is dropped.
-    pub fn start(raft: Raft, node: NodeId, forwarder: Arc<Forwarder>) -> ReadIndex {
+    pub fn start(
+        raft: Raft,
+        node: NodeId,
+        counters: Arc<StorageCounters>,
+        forwarder: Arc<Forwarder>,
+    ) -> ReadIndex {
         let (waiting, requests) = mpsc::channel(READS_WAITING_MAX);
-        tokio::spawn(run(raft, node, forwarder, requests));
+        let leader = Leader { raft: raft.clone(), node, counters, lease: None };
+        tokio::spawn(run(raft, leader, forwarder, requests));
         ReadIndex { waiting }
     }
 
@@ -66,7 +77,7 @@ impl ReadIndex {
 
 async fn run(
     raft: Raft,
-    node: NodeId,
+    mut leader: Leader,
     forwarder: Arc<Forwarder>,
     mut requests: mpsc::Receiver<Waiter>,
 ) {
@@ -79,7 +90,7 @@ async fn run(
             usize::MAX,
             |_| 0,
         );
-        if let Some(index) = leader_read_index(&raft, node).await {
+        if let Some(index) = leader.read_index().await {
             for (waiter, _) in waiters {
                 let _ = waiter.send(index.clone());
             }
@@ -101,17 +112,81 @@ async fn run(
     }
 }
 
-/// The leader's read index, after confirming it still leads; `None` if this node does not
-/// lead (or, restarted after leading, only believes it does).
-async fn leader_read_index(raft: &Raft, node: NodeId) -> Option<Result<u64, ApiError>> {
-    if !super::leads(raft, node) {
-        return None;
+/// A leader's read lease: reads need no leadership check in `term` before `until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Lease {
+    term: u64,
+    until: Instant,
+}
+
+impl Lease {
+    /// The lease a leadership check in `term` that began at `checked_from` earns.
+    fn earned(term: u64, checked_from: Instant) -> Lease {
+        Lease { term, until: checked_from + Duration::from_millis(crate::raft::READ_LEASE_MS) }
     }
-    match raft.ensure_linearizable().await {
-        Ok(log_id) => Some(Ok(log_id.map_or(0, |id| id.index))),
-        Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => None,
-        Err(error) => {
-            Some(Err(ApiError::new(ErrorCode::Unavailable).with_detail(error.to_string())))
+
+    /// Whether it still holds at `now` for a leader in `term`: never in another term, since a
+    /// node that lost leadership and won it back has not checked in its new term.
+    fn holds(&self, term: u64, now: Instant) -> bool {
+        self.term == term && now < self.until
+    }
+}
+
+/// The leader's side of the read index: its leadership check and its lease.
+struct Leader {
+    raft: Raft,
+    node: NodeId,
+    counters: Arc<StorageCounters>,
+    lease: Option<Lease>,
+}
+
+impl Leader {
+    /// The leader's read index, after confirming it still leads (by its lease or a check);
+    /// `None` if this node does not lead (or, restarted after leading, only believes it does).
+    async fn read_index(&mut self) -> Option<Result<u64, ApiError>> {
+        let term = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            if metrics.current_leader != Some(self.node) {
+                return None;
+            }
+            metrics.current_term
+        };
+        let now = Instant::now();
+        if self.lease.is_some_and(|lease| lease.holds(term, now)) {
+            // Every write acknowledged so far is applied here, the only leader; the commit
+            // index covers the ones committed but not yet applied, which other nodes may show.
+            return Some(Ok(self.counters.commit_index()));
         }
+        self.lease = None;
+        match self.raft.ensure_linearizable().await {
+            Ok(log_id) => {
+                // A check that straddled a change of term earns nothing.
+                if self.raft.metrics().borrow().current_term == term {
+                    self.lease = Some(Lease::earned(term, now));
+                }
+                Some(Ok(log_id.map_or(0, |id| id.index)))
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => None,
+            Err(error) => {
+                Some(Err(ApiError::new(ErrorCode::Unavailable).with_detail(error.to_string())))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_holds_in_its_term_until_it_runs_out() {
+        let checked = Instant::now();
+        let lease = Lease::earned(3, checked);
+        let length = Duration::from_millis(crate::raft::READ_LEASE_MS);
+        assert!(lease.holds(3, checked));
+        assert!(lease.holds(3, checked + length - Duration::from_millis(1)));
+        assert!(!lease.holds(3, checked + length), "runs out");
+        assert!(!lease.holds(4, checked), "another term");
     }
 }

@@ -5,7 +5,8 @@
 //! group-commit syncer before the entry counts as written), commits it, and hands it to the
 //! [`state_machine`], which applies it to the znode tree and returns the reply the front end
 //! sends back. Linearizable reads go through openraft's read-index check
-//! (`Raft::ensure_linearizable`) before reading the state machine.
+//! (`Raft::ensure_linearizable`) before reading the state machine, or, on a leader whose check
+//! succeeded within [`READ_LEASE_MS`], through its read lease (`cluster::read_index`).
 
 // openraft's storage traits return its `StorageError`, which is large; the helpers here return
 // the same type so errors pass through unchanged.
@@ -28,11 +29,33 @@ pub use state_machine::SharedState;
 pub use storage::{Storage, StorageCounters, StorageOpenError};
 
 /// How often the leader sends heartbeats, in milliseconds.
-pub const HEARTBEAT_MS: u64 = 100;
+pub const HEARTBEAT_MS: u64 = 40;
 /// A follower that hears no heartbeat for a random time in this range (milliseconds) stands
-/// for election: three heartbeats at least, so one lost packet starts no election.
-pub const ELECTION_TIMEOUT_MS_MIN: u64 = 300;
-pub const ELECTION_TIMEOUT_MS_MAX: u64 = 600;
+/// for election: three heartbeats at least, so one lost packet starts no election. A follower
+/// that has heard the leader refuses its vote to others until `ELECTION_TIMEOUT_MS_MAX` has
+/// passed (openraft's leader lease), so a failed leader is replaced after that much at least.
+pub const ELECTION_TIMEOUT_MS_MIN: u64 = 120;
+pub const ELECTION_TIMEOUT_MS_MAX: u64 = 240;
+
+/// How long after a leadership check a leader serves linearizable reads without another one
+/// (its read lease), in milliseconds, counted from before the check's heartbeats went out.
+///
+/// Why it is safe: no other node can lead before `ELECTION_TIMEOUT_MS_MIN` has passed since a
+/// quorum last heard this leader. A follower stands for election only when its election timer,
+/// reset by every heartbeat, runs out; a follower that heard the leader refuses to vote for
+/// `ELECTION_TIMEOUT_MS_MAX` after (openraft's leader lease on the follower side); and a node
+/// that has just started, and so has forgotten whom it heard, refuses to vote for
+/// [`VOTE_HOLD_AFTER_START_MS`] (the peer service). Clocks are monotonic and local, so only
+/// their rates must agree: the lease is a quarter shorter than the timeout, which covers a rate
+/// difference far beyond any real clock's (they drift by parts per million).
+pub const READ_LEASE_MS: u64 = ELECTION_TIMEOUT_MS_MIN * 3 / 4;
+/// A node that has just started votes for no one for this long, in milliseconds: it may have
+/// heard a leader, whose read lease relies on its refusal, before it stopped.
+pub const VOTE_HOLD_AFTER_START_MS: u64 = ELECTION_TIMEOUT_MS_MAX;
+// The lease ends before any other node could lead: before a follower's election timer and a
+// restarted node's vote hold could run out.
+const _: () = assert!(READ_LEASE_MS < ELECTION_TIMEOUT_MS_MIN);
+const _: () = assert!(READ_LEASE_MS <= VOTE_HOLD_AFTER_START_MS);
 
 /// openraft's configuration with Cairn's timings; the caller adds snapshot settings.
 pub fn timed_config() -> openraft::Config {
