@@ -12,8 +12,9 @@
 //! local user can reach the port (the Host header must name loopback, so a web page cannot
 //! rebind a name to it); on any other address a client certificate the cluster CA signed, or a
 //! token (`Authorization: Bearer`), must name an administrator or one of `--admin-viewers`. The
-//! console's writes (delete a znode, retire a recipe version) need an administrator, named by a
-//! certificate or a token, and a header a cross-site form cannot send.
+//! console's writes (delete a znode, retire a recipe version) and a snapshot on demand
+//! (`POST /api/snapshot`) need an administrator, named by a certificate or a token, and a
+//! header a cross-site form cannot send.
 
 pub mod health;
 pub mod views;
@@ -59,6 +60,11 @@ pub const ADMIN_CONNECTIONS_PER_IP_MAX: usize = 16;
 /// How long the listener waits after it fails to accept (out of file descriptors, say).
 const ACCEPT_RETRY_MS: u64 = 100;
 /// The header the console's writes carry: a cross-site form cannot set it.
+/// Longest a snapshot on demand is waited for before the request gives up (the build goes on).
+pub const SNAPSHOT_WAIT_MS: u64 = 10 * 60_000;
+/// How often a snapshot on demand asks again while an older build (one that began before the
+/// request) runs: openraft starts no second build meanwhile.
+const SNAPSHOT_RETRIGGER_MS: u64 = 1_000;
 pub const CONSOLE_HEADER: &str = "x-cairn-console";
 
 /// Where and how the admin listener serves.
@@ -236,6 +242,7 @@ fn router(admin: Arc<Admin>) -> Router {
         .route("/api/whoami", get(whoami))
         .route("/api/delete", post(delete_znode))
         .route("/api/retire", post(retire_recipe))
+        .route("/api/snapshot", post(take_snapshot))
         .layer(axum::middleware::from_fn(loopback_names_only))
         .with_state(admin)
 }
@@ -592,6 +599,42 @@ async fn retire_recipe(
 ) -> Response {
     let action = Action::RetireRecipe { name: body.name, version: body.version };
     write(&admin, viewer, action).await
+}
+
+#[derive(Debug, Deserialize)]
+struct SnapshotBody {}
+
+/// Builds a snapshot of this node's state now (as openraft does every
+/// `--snapshot-every-entries`) and answers once one covers every entry applied when asked:
+/// the zxid it covers, its size and how long it took. What the log before it holds may then
+/// be purged, as after any snapshot.
+async fn take_snapshot(
+    State(admin): State<Arc<Admin>>,
+    Administrator(viewer): Administrator,
+    JsonBody(SnapshotBody {}): JsonBody<SnapshotBody>,
+) -> Response {
+    let applied = admin.cluster.applied_zxid().0;
+    tracing::info!(principal = viewer.principal.name(), applied, "snapshot asked for");
+    let raft = &admin.cluster.raft;
+    let started = Instant::now();
+    let covers = |m: &openraft::RaftMetrics<_, _>| m.snapshot.is_some_and(|id| id.index >= applied);
+    loop {
+        if let Err(error) = raft.trigger().snapshot().await {
+            return Refused(StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response();
+        }
+        let wait = raft.wait(Some(Duration::from_millis(SNAPSHOT_RETRIGGER_MS)));
+        if let Ok(metrics) = wait.metrics(covers, "a snapshot covering the applied state").await {
+            let zxid = metrics.snapshot.map_or(0, |id| id.index);
+            let bytes = crate::metrics::get().snapshot_bytes.get();
+            let seconds = started.elapsed().as_secs_f64();
+            return Json(serde_json::json!({ "zxid": zxid, "bytes": bytes, "seconds": seconds }))
+                .into_response();
+        }
+        if started.elapsed() > Duration::from_millis(SNAPSHOT_WAIT_MS) {
+            let why = format!("no snapshot covering {applied} within {SNAPSHOT_WAIT_MS} ms");
+            return Refused(StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+        }
+    }
 }
 
 /// A console write's JSON body, read within [`ADMIN_BODY_READ_MS`] and

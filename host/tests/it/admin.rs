@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use anyhow::Context;
 use cairn_client::CreateOptions;
 use cairn_tests::cluster::Cluster;
 use cairn_tests::{browser, http, wait_for};
@@ -189,6 +190,32 @@ async fn console_writes_need_an_administrator_and_the_console_header() -> anyhow
     assert!(client.exists("/doomed").await?.is_none());
     let whoami = http::get(&format!("{url}api/whoami"), &admin).await?;
     assert!(whoami.body.contains(r#""admin":true"#), "{}", whoami.body);
+    Ok(())
+}
+
+/// An administrator has a snapshot built on demand: it covers every write made before, and the
+/// node reports it; a viewer who is not an administrator cannot ask for one.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_administrator_takes_a_snapshot_on_demand() -> anyhow::Result<()> {
+    let (_dir, node) = start_node(&[])?;
+    let url = admin_url(&node)?;
+    let client = node.client().await?;
+    client.create("/kept", b"x".to_vec(), CreateOptions::persistent()).await?;
+    let written = client.server_info().await?.applied_zxid;
+    assert_eq!(client.server_info().await?.snapshot_zxid, None, "no snapshot yet");
+    let snapshot = format!("{url}api/snapshot");
+
+    let anonymous = http::post_json(&snapshot, &[("X-Cairn-Console", "1")], "{}").await?;
+    assert_eq!(anonymous.status, 403, "{}", anonymous.body);
+    let token = format!("Bearer {}", client.create_token("admin").await?);
+    let admin = [("X-Cairn-Console", "1"), ("Authorization", token.as_str())];
+    let taken = http::post_json(&snapshot, &admin, "{}").await?;
+    assert_eq!(taken.status, 200, "{}", taken.body);
+    let taken: serde_json::Value = serde_json::from_str(&taken.body)?;
+    let zxid = taken["zxid"].as_u64().context("zxid")?;
+    assert!(zxid >= written, "the snapshot at {zxid} misses the write at {written}");
+    assert!(taken["bytes"].as_u64().is_some_and(|bytes| bytes > 0), "{taken}");
+    assert_eq!(client.server_info().await?.snapshot_zxid, Some(zxid));
     Ok(())
 }
 
