@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_client::{Client, CreateOptions, EventKind, RemoveKind, WatchEvent, op};
-use cairn_tests::Relay;
+use cairn_tests::{Relay, wait_for};
 
 use crate::start_node;
 
@@ -245,10 +245,17 @@ async fn a_watcher_is_told_to_resync_when_the_node_cannot_replay() -> anyhow::Re
     relay.cut();
     let writer = node.client().await?;
     writer.set("/s", b"missed".to_vec(), None).await?;
+    let missed = writer.server_info().await?.applied_zxid;
     // Enough entries for a snapshot past everything the watcher saw.
     for i in 0..25 {
         writer.create(&format!("/filler-{i}"), b"".to_vec(), CreateOptions::persistent()).await?;
     }
+    // The snapshot is built beside the writes: the restart must find it.
+    wait_for("a snapshot past the missed write", DEADLINE, || async {
+        let info = writer.server_info().await;
+        info.is_ok_and(|info| info.snapshot_zxid.is_some_and(|zxid| zxid >= missed))
+    })
+    .await?;
     drop(writer);
     node.kill()?;
     node.restart()?;
