@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,8 @@ pub const START_DEADLINE: Duration = Duration::from_secs(90);
 pub struct ZooKeeper {
     servers: Vec<SocketAddr>,
     processes: Vec<Child>,
+    /// Each server's directory: its `zoo.cfg`, `server.log` and `data`.
+    dirs: Vec<PathBuf>,
 }
 
 impl ZooKeeper {
@@ -45,6 +47,7 @@ impl ZooKeeper {
                 .map(|(client, _, _)| SocketAddr::from(([127, 0, 0, 1], *client)))
                 .collect(),
             processes: Vec::new(),
+            dirs: Vec::new(),
         };
         for (index, (client, _, _)) in ports.iter().enumerate() {
             let id = index + 1;
@@ -71,6 +74,7 @@ impl ZooKeeper {
             let config_file = node_dir.join("zoo.cfg");
             std::fs::write(&config_file, config)?;
             zk.processes.push(spawn(&config_file, &node_dir.join("server.log"))?);
+            zk.dirs.push(node_dir);
         }
         zk.wait_serving()?;
         Ok(zk)
@@ -79,6 +83,28 @@ impl ZooKeeper {
     /// Where its servers take clients.
     pub fn servers(&self) -> &[SocketAddr] {
         &self.servers
+    }
+
+    /// Server `index`'s (0-based) directory: its `zoo.cfg`, `server.log` and `data`.
+    pub fn dir(&self, index: usize) -> Option<&Path> {
+        self.dirs.get(index).map(PathBuf::as_path)
+    }
+
+    /// Server `index`'s process id.
+    pub fn pid(&self, index: usize) -> Option<u32> {
+        self.processes.get(index).map(Child::id)
+    }
+
+    /// Kills server `index` with SIGKILL, starts it again on the same configuration and data,
+    /// and waits until every server serves. Its log goes on in the same file.
+    pub fn restart(&mut self, index: usize) -> anyhow::Result<()> {
+        let dir = self.dirs.get(index).context("no such server")?.clone();
+        let process = self.processes.get_mut(index).context("no such server")?;
+        let _ = process.kill();
+        process.wait()?;
+        let log = std::fs::OpenOptions::new().append(true).open(dir.join("server.log"))?;
+        *process = spawn_logging(&dir.join("zoo.cfg"), log)?;
+        self.wait_serving()
     }
 
     /// Waits until each server's `srvr` names its mode: it has joined a quorum (or stands
@@ -107,17 +133,26 @@ impl ZooKeeper {
 
 /// The answer of `server` to the four-letter word `srvr`.
 fn srvr(server: SocketAddr) -> std::io::Result<String> {
+    four_letter_word(server, "srvr")
+}
+
+/// The answer of `server` to a four-letter word its `4lw.commands.whitelist` allows (`srvr`
+/// always; `mntr` where a setting adds it).
+pub fn four_letter_word(server: SocketAddr, word: &str) -> std::io::Result<String> {
     let timeout = Duration::from_secs(5);
     let mut stream = TcpStream::connect_timeout(&server, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
-    stream.write_all(b"srvr")?;
+    stream.write_all(word.as_bytes())?;
     let mut answer = String::new();
     stream.take(64 * 1024).read_to_string(&mut answer)?;
     Ok(answer)
 }
 
 fn spawn(config: &Path, log: &Path) -> anyhow::Result<Child> {
-    let log = std::fs::File::create(log)?;
+    spawn_logging(config, std::fs::File::create(log)?)
+}
+
+fn spawn_logging(config: &Path, log: std::fs::File) -> anyhow::Result<Child> {
     Command::new("java")
         .args(["-cp", CLASSPATH, "org.apache.zookeeper.server.quorum.QuorumPeerMain"])
         .arg(config)

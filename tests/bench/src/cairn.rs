@@ -64,6 +64,14 @@ impl Cairn {
         }
     }
 
+    /// The node started here alone.
+    pub fn server(&mut self) -> Option<&mut Server> {
+        match &mut self.nodes {
+            Nodes::One(server) => Some(server),
+            _ => None,
+        }
+    }
+
     /// Every node's ZooKeeper address, with the root and the run's root opened to ZooKeeper's
     /// anonymous clients as a fresh ZooKeeper's are (Cairn's are closed).
     #[cfg(feature = "rivals")]

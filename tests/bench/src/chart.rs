@@ -1,5 +1,6 @@
 //! The chart of a comparison (`latest.png`): for each cluster size, throughput and p99 latency
-//! per workload, one bar per system, both on log scales (the systems differ by multiples).
+//! per workload, one bar per system, both on log scales (the systems differ by multiples); and
+//! the scale curve's (`scale.png`): each figure per tree size, one bar per system.
 
 use std::path::Path;
 
@@ -41,15 +42,64 @@ fn label(value: f64) -> String {
     }
 }
 
-/// Writes the chart of `records` to `file`.
-pub fn write(file: &Path, records: &[Record]) -> anyhow::Result<()> {
+fn register() -> anyhow::Result<()> {
     let font: &'static [u8] = Box::leak(
         std::fs::read(FONT)
             .with_context(|| format!("{FONT} (install Debian's fonts-dejavu-core)"))?
             .into_boxed_slice(),
     );
     register_font("sans-serif", FontStyle::Normal, font)
-        .map_err(|_| anyhow::anyhow!("{FONT} is not a usable font"))?;
+        .map_err(|_| anyhow::anyhow!("{FONT} is not a usable font"))
+}
+
+/// Writes the scale curve's chart of `records` (workload `scale`) to `file`.
+pub fn write_scale(file: &Path, records: &[Record]) -> anyhow::Result<()> {
+    register()?;
+    let mut sizes: Vec<usize> = records.iter().map(|r| r.clients).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let names: Vec<String> = sizes.iter().map(|n| format!("{} znodes", label(*n as f64))).collect();
+    let figure = |pick: &dyn Fn(&Record) -> f64| -> Vec<[f64; SYSTEMS.len()]> {
+        sizes
+            .iter()
+            .map(|size| {
+                SYSTEMS.map(|system| {
+                    records
+                        .iter()
+                        .find(|r| r.system == system && r.clients == *size)
+                        .map_or(0.0, pick)
+                })
+            })
+            .collect()
+    };
+    let extra = |name: &'static str| {
+        move |r: &Record| r.extra.get(name).and_then(serde_json::Value::as_f64).unwrap_or(0.0)
+    };
+    let panels = [
+        ("node memory (RSS)", "MiB", figure(&extra("rss_mib"))),
+        ("memory per znode", "bytes", figure(&extra("rss_bytes_per_znode"))),
+        ("snapshot size", "MB", figure(&|r| extra("snapshot_bytes")(r) / 1e6)),
+        ("snapshot build", "ms", figure(&extra("snapshot_build_ms"))),
+        ("write p99 during a snapshot", "ms", figure(&|r| r.p99_us as f64 / 1000.0)),
+        ("restart until serving", "ms", figure(&extra("restart_ms"))),
+    ];
+    let root = BitMapBackend::new(file, (1600, 1500)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let root = root
+        .titled("Cairn and ZooKeeper as the tree grows (one node)", ("sans-serif", 30))
+        .map_err(plot_error)?;
+    let areas = root.split_evenly((3, 2));
+    for (area, (title, unit, values)) in areas.iter().zip(panels) {
+        let panel = Panel { title: title.to_string(), unit, categories: names.clone(), values };
+        draw(area, panel)?;
+    }
+    root.present().map_err(plot_error)?;
+    Ok(())
+}
+
+/// Writes the chart of `records` to `file`.
+pub fn write(file: &Path, records: &[Record]) -> anyhow::Result<()> {
+    register()?;
 
     let compared: Vec<&Record> = records.iter().filter(|r| !cairn_only(&r.workload)).collect();
     let mut sizes: Vec<usize> = compared.iter().map(|r| r.nodes).collect();

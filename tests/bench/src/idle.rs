@@ -30,7 +30,7 @@ pub fn raise_open_files_limit() -> anyhow::Result<()> {
 }
 
 /// Resident memory (KiB) and CPU time used so far (seconds) of a process, from /proc.
-fn process_usage(pid: u32) -> anyhow::Result<(u64, f64)> {
+pub fn process_usage(pid: u32) -> anyhow::Result<(u64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let rss_kib = status
         .lines()

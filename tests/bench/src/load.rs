@@ -216,7 +216,7 @@ pub async fn measure<S: System>(
 }
 
 /// Connects `clients` sessions, a few at a time.
-async fn connect_all<S: System>(system: &S, clients: usize) -> anyhow::Result<Vec<S::Session>> {
+pub async fn connect_all<S: System>(system: &S, clients: usize) -> anyhow::Result<Vec<S::Session>> {
     let mut sessions = Vec::with_capacity(clients);
     for first in (0..clients).step_by(16) {
         let batch = (first..clients.min(first + 16)).map(|n| system.connect(n));

@@ -10,15 +10,22 @@
 //!   `tests/bench/run` installs what it needs and runs it.
 //! - `cairn-bench run` loads a Cairn node or cluster that is already running.
 //! - `cairn-bench idle-sessions` opens idle sessions and measures the node's memory.
+//! - `cairn-bench failover` kills a three-node cluster's leader again and again and times how
+//!   long until a write commits ([`failover`]); `compare` runs it too.
+//! - `cairn-bench scale` grows one node's tree to 10k, 100k and 1M znodes, Cairn's and (with
+//!   `rivals`) ZooKeeper's, and measures memory, snapshots and restarts at each size
+//!   ([`scale`]); it writes `scale.json`, `scale.md` and (with `rivals`) `scale.png`.
 
 mod cairn;
 #[cfg(feature = "rivals")]
 mod chart;
 #[cfg(feature = "rivals")]
 mod etcd;
+mod failover;
 mod idle;
 mod load;
 mod report;
+mod scale;
 #[cfg(feature = "rivals")]
 mod zookeeper;
 
@@ -26,7 +33,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-#[cfg(not(feature = "rivals"))]
 use anyhow::bail;
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -49,6 +55,10 @@ enum Command {
     Run(RunArgs),
     /// Open idle sessions against a running node and report its memory per session.
     IdleSessions(IdleArgs),
+    /// Start three nodes, kill the leader (SIGKILL) again and again, and time each failover.
+    Failover(FailoverArgs),
+    /// Grow one node's tree size after size; memory, snapshot and restart at each.
+    Scale(ScaleArgs),
     /// Write the table and chart again from the results a comparison left in DIR.
     Render {
         #[arg(default_value = "tests/bench/results")]
@@ -83,6 +93,38 @@ impl TimingArgs {
     }
 }
 
+/// What the systems are started from and where they keep their data.
+#[derive(Debug, clap::Args)]
+struct StartArgs {
+    /// The `cairn` binary (default: next to this one).
+    #[arg(long)]
+    cairn_bin: Option<PathBuf>,
+    /// Where the systems keep their data while they run (a fresh directory is made inside).
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
+    work_dir: PathBuf,
+}
+
+impl StartArgs {
+    /// The `cairn` binary to start: the one given, or the one next to this program.
+    fn cairn_binary(&self) -> anyhow::Result<PathBuf> {
+        let binary = match &self.cairn_bin {
+            Some(path) => path.clone(),
+            None => std::env::current_exe()?.with_file_name("cairn"),
+        };
+        anyhow::ensure!(
+            binary.exists(),
+            "{} is missing: build it with cargo build --release",
+            binary.display()
+        );
+        Ok(binary)
+    }
+
+    /// A fresh directory for the systems' data, removed when dropped.
+    fn work_dir(&self) -> anyhow::Result<tempfile::TempDir> {
+        Ok(tempfile::Builder::new().prefix("cairn-bench-").tempdir_in(&self.work_dir)?)
+    }
+}
+
 #[derive(Debug, clap::Args)]
 struct CompareArgs {
     #[arg(
@@ -103,12 +145,11 @@ struct CompareArgs {
     /// Idle sessions opened against one Cairn node to measure memory per session (0: skip).
     #[arg(long, default_value_t = 10_000)]
     idle_sessions: usize,
-    /// The `cairn` binary (default: next to this one).
-    #[arg(long)]
-    cairn_bin: Option<PathBuf>,
-    /// Where the systems keep their data while they run (a fresh directory is made inside).
-    #[arg(long, default_value_os_t = std::env::temp_dir())]
-    work_dir: PathBuf,
+    /// Leader kills timed on three Cairn nodes (0: skip).
+    #[arg(long, default_value_t = 10)]
+    failover_runs: usize,
+    #[command(flatten)]
+    start: StartArgs,
     /// Where latest.json, latest.md and latest.png go.
     #[arg(long, default_value = "tests/bench/results")]
     out: PathBuf,
@@ -144,6 +185,28 @@ struct IdleArgs {
     server_pid: u32,
     #[command(flatten)]
     timing: TimingArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct FailoverArgs {
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    #[command(flatten)]
+    start: StartArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct ScaleArgs {
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "cairn,zookeeper")]
+    systems: Vec<SystemName>,
+    /// Tree sizes in znodes, grown one after the other.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+    sizes: Vec<usize>,
+    #[command(flatten)]
+    start: StartArgs,
+    /// Where scale.json, scale.md and scale.png go.
+    #[arg(long, default_value = "tests/bench/results")]
+    out: PathBuf,
 }
 
 /// The workloads every system runs, with their client counts.
@@ -185,6 +248,13 @@ async fn main() -> anyhow::Result<()> {
             chart::write(&dir.join("latest.png"), &records)?;
             Ok(())
         }
+        Command::Failover(args) => {
+            let (binary, work) = (args.start.cairn_binary()?, args.start.work_dir()?);
+            let record = failover::measure(&binary, work.path(), args.runs).await?;
+            println!("{}", serde_json::to_string(&record)?);
+            Ok(())
+        }
+        Command::Scale(args) => scale_curve(args).await,
         Command::IdleSessions(args) => {
             let record = idle::measure(
                 &args.server,
@@ -243,15 +313,7 @@ async fn repeat_all<S: System>(
 }
 
 async fn compare(args: CompareArgs) -> anyhow::Result<()> {
-    let cairn_bin = match &args.cairn_bin {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()?.with_file_name("cairn"),
-    };
-    anyhow::ensure!(
-        cairn_bin.exists(),
-        "{} is missing: build it with cargo build --release",
-        cairn_bin.display()
-    );
+    let cairn_bin = args.start.cairn_binary()?;
     #[cfg(not(feature = "rivals"))]
     if args.systems.iter().any(|s| *s != SystemName::Cairn) {
         bail!(
@@ -259,7 +321,7 @@ async fn compare(args: CompareArgs) -> anyhow::Result<()> {
         );
     }
     idle::raise_open_files_limit()?;
-    let work = tempfile::Builder::new().prefix("cairn-bench-").tempdir_in(&args.work_dir)?;
+    let work = args.start.work_dir()?;
     let started = std::time::Instant::now();
     let mut records = Vec::new();
     for &nodes in &args.nodes {
@@ -286,6 +348,13 @@ async fn compare(args: CompareArgs) -> anyhow::Result<()> {
                         .await?;
                         record.nodes = 1;
                         records.push(record);
+                    }
+                    if nodes == 3 && args.failover_runs > 0 {
+                        // On a cluster of its own: the runs kill and restart its nodes.
+                        drop(cairn);
+                        let dir = dir.join("failover");
+                        records
+                            .push(failover::measure(&cairn_bin, &dir, args.failover_runs).await?);
                     }
                 }
                 #[cfg(feature = "rivals")]
@@ -327,6 +396,34 @@ async fn compare(args: CompareArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64(),
         args.out.join("latest.md").display()
     );
+    Ok(())
+}
+
+async fn scale_curve(args: ScaleArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.sizes.windows(2).all(|pair| pair[0] < pair[1]) && args.sizes.first() > Some(&0),
+        "sizes grow the tree: each must be larger than the one before"
+    );
+    let work = args.start.work_dir()?;
+    let mut records = Vec::new();
+    for system in &args.systems {
+        let dir = work.path().join(format!("scale-{system:?}").to_lowercase());
+        std::fs::create_dir_all(&dir)?;
+        eprintln!("{system:?}: growing to {:?} znodes", args.sizes);
+        match system {
+            SystemName::Cairn => {
+                let binary = args.start.cairn_binary()?;
+                records.extend(scale::cairn(&binary, &dir, &args.sizes).await?);
+            }
+            #[cfg(feature = "rivals")]
+            SystemName::Zookeeper => records.extend(scale::zookeeper(&dir, &args.sizes).await?),
+            other => bail!("no scale curve for {other:?}"),
+        }
+    }
+    report::write_scale(&args.out, &records, &machine())?;
+    #[cfg(feature = "rivals")]
+    chart::write_scale(&args.out.join("scale.png"), &records)?;
+    eprintln!("scale curve: {}", args.out.join("scale.md").display());
     Ok(())
 }
 

@@ -249,5 +249,54 @@ pub fn markdown(records: &[Record], setting: &Setting) -> String {
 
 /// Workloads only Cairn runs.
 pub fn cairn_only(workload: &str) -> bool {
-    matches!(workload, "recipe-invoke" | "idle-sessions")
+    matches!(workload, "recipe-invoke" | "idle-sessions" | "failover")
+}
+
+/// Writes the scale curve's records as `scale.json` and its table as `scale.md` into `dir`.
+pub fn write_scale(dir: &Path, records: &[Record], machine: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("scale.json"), serde_json::to_string_pretty(records)? + "\n")?;
+    std::fs::write(dir.join("scale.md"), scale_markdown(records, machine))?;
+    Ok(())
+}
+
+/// The scale curve's table: one row per system and tree size.
+pub fn scale_markdown(records: &[Record], machine: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# Cairn and ZooKeeper as the tree grows\n");
+    let _ = writeln!(out, "- Machine: {machine}");
+    let _ = writeln!(out, "- Command: `bash tests/bench/run` (`cairn-bench scale`)\n");
+    let _ = writeln!(
+        out,
+        "One node of each, its tree grown to each size (znodes of 100 bytes at depth five, a \
+         hundred children to each interior znode). Memory is the node's resident set after \
+         growing, per znode above the empty node's. The write p99 is eight clients' \
+         overwrites while a snapshot is built (ZooKeeper: five seconds with a snapshot every \
+         10,000 transactions). Restart: SIGKILL, start again, until a read of the last znode \
+         answers.\n"
+    );
+    let _ = writeln!(out, "![the scale curve](scale.png)\n");
+    let _ = writeln!(
+        out,
+        "| system | znodes | RSS MiB | bytes per znode | snapshot MB | snapshot build ms | write p99 during snapshot ms | restart ms | grown in s |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in records {
+        let field =
+            |name: &str| r.extra.get(name).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {:.1} | {} | {} | {} | {:.1} |",
+            display_name(&r.system),
+            thousands(field("znodes")),
+            thousands(field("rss_mib")),
+            thousands(field("rss_bytes_per_znode")),
+            field("snapshot_bytes") / 1e6,
+            thousands(field("snapshot_build_ms")),
+            millis(r.p99_us),
+            thousands(field("restart_ms")),
+            field("grow_secs"),
+        );
+    }
+    out
 }

@@ -29,17 +29,35 @@ pub struct ZooKeeper {
     servers: Vec<String>,
     session_timeout: Duration,
     /// The servers, when this process started them.
-    _processes: Option<Servers>,
+    processes: Option<Servers>,
 }
 
 impl ZooKeeper {
     /// Starts `size` ZooKeeper servers with their data under `dir`.
     pub async fn start(dir: &Path, size: usize) -> anyhow::Result<ZooKeeper> {
+        ZooKeeper::start_with(dir, size, &[]).await
+    }
+
+    /// The same, with `settings` lines added to each server's `zoo.cfg`.
+    pub async fn start_with(
+        dir: &Path,
+        size: usize,
+        settings: &[&str],
+    ) -> anyhow::Result<ZooKeeper> {
         let dir = dir.to_path_buf();
-        let servers =
-            tokio::task::spawn_blocking(move || Servers::start(&dir, size, &[])).await??;
+        let settings: Vec<String> = settings.iter().map(ToString::to_string).collect();
+        let servers = tokio::task::spawn_blocking(move || {
+            let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+            Servers::start(&dir, size, &settings)
+        })
+        .await??;
         let addrs = servers.servers().iter().map(ToString::to_string).collect();
         ZooKeeper::ready("zookeeper", addrs, Some(servers)).await
+    }
+
+    /// The servers this process started.
+    pub fn processes(&mut self) -> Option<&mut Servers> {
+        self.processes.as_mut()
     }
 
     /// Cairn's ZooKeeper front end at `servers`, as a ZooKeeper client sees it.
@@ -53,12 +71,7 @@ impl ZooKeeper {
         servers: Vec<String>,
         processes: Option<Servers>,
     ) -> anyhow::Result<ZooKeeper> {
-        let zk = ZooKeeper {
-            name,
-            servers,
-            session_timeout: Duration::from_secs(10),
-            _processes: processes,
-        };
+        let zk = ZooKeeper { name, servers, session_timeout: Duration::from_secs(10), processes };
         let deadline = tokio::time::Instant::now() + WRITE_DEADLINE;
         loop {
             let attempt = async {
