@@ -183,10 +183,17 @@ impl RunningNode {
 
         let mut server_config = tls::server_config(&tls_files, ALPN)?;
         let mut transport = quinn::TransportConfig::default();
+        // Sized for coordination traffic, which is small requests and replies, and for many
+        // connections that are mostly idle: no unreliable datagrams (Cairn sends none), no
+        // probing for a larger packet size, and no send buffer room for ten packets at once
+        // (segmentation offload), which quinn keeps per connection once it was used.
         transport
             .max_concurrent_bidi_streams(STREAMS_PER_CONNECTION_MAX.into())
             .max_concurrent_uni_streams(0u32.into())
-            .max_idle_timeout(Some(quinn::VarInt::from_u32(CONNECTION_IDLE_MS_MAX).into()));
+            .max_idle_timeout(Some(quinn::VarInt::from_u32(CONNECTION_IDLE_MS_MAX).into()))
+            .datagram_receive_buffer_size(None)
+            .mtu_discovery_config(None)
+            .enable_segmentation_offload(false);
         server_config.transport_config(Arc::new(transport));
         let endpoint = quinn::Endpoint::server(server_config, config.listen)
             .map_err(|source| NodeError::Listen { addr: config.listen, source })?;

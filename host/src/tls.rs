@@ -262,6 +262,10 @@ fn quic_server(
     alpn: &[u8],
 ) -> Result<quinn::ServerConfig, TlsError> {
     tls.alpn_protocols = vec![alpn.to_vec()];
+    // No session resumption: Cairn's clients and peers keep their connections, and every
+    // ticket sent is work in each handshake and state in the cache.
+    tls.send_tls13_tickets = 0;
+    tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     let quic = QuicServerConfig::try_from(tls).map_err(|e| TlsError::Config(e.to_string()))?;
     Ok(quinn::ServerConfig::with_crypto(Arc::new(quic)))
 }
