@@ -60,12 +60,13 @@ pub const ADMIN_CONNECTIONS_PER_IP_MAX: usize = 16;
 /// How long the listener waits after it fails to accept (out of file descriptors, say).
 const ACCEPT_RETRY_MS: u64 = 100;
 /// The header the console's writes carry: a cross-site form cannot set it.
-/// Longest a snapshot on demand is waited for before the request gives up (the build goes on).
-pub const SNAPSHOT_WAIT_MS: u64 = 10 * 60_000;
+pub const CONSOLE_HEADER: &str = "x-cairn-console";
+/// Longest a snapshot on demand is waited for before the request gives up (the build goes on):
+/// well within a connection's lifetime, so the asker hears why.
+pub const SNAPSHOT_WAIT_MS: u64 = ADMIN_CONNECTION_MS_MAX / 2;
 /// How often a snapshot on demand asks again while an older build (one that began before the
 /// request) runs: openraft starts no second build meanwhile.
 const SNAPSHOT_RETRIGGER_MS: u64 = 1_000;
-pub const CONSOLE_HEADER: &str = "x-cairn-console";
 
 /// Where and how the admin listener serves.
 #[derive(Debug)]
@@ -605,9 +606,10 @@ async fn retire_recipe(
 struct SnapshotBody {}
 
 /// Builds a snapshot of this node's state now (as openraft does every
-/// `--snapshot-every-entries`) and answers once one covers every entry applied when asked:
-/// the zxid it covers, its size and how long it took. What the log before it holds may then
-/// be purged, as after any snapshot.
+/// `--snapshot-every-entries`) and answers once one covers every entry applied when asked: the
+/// zxid it covers, its size, and how long it took to have it (a build already under way when
+/// asked counts). One that already covers them is answered at once. What the log before it
+/// holds may then be purged, as after any snapshot.
 async fn take_snapshot(
     State(admin): State<Arc<Admin>>,
     Administrator(viewer): Administrator,
@@ -617,20 +619,25 @@ async fn take_snapshot(
     tracing::info!(principal = viewer.principal.name(), applied, "snapshot asked for");
     let raft = &admin.cluster.raft;
     let started = Instant::now();
+    let deadline = started + Duration::from_millis(SNAPSHOT_WAIT_MS);
     let covers = |m: &openraft::RaftMetrics<_, _>| m.snapshot.is_some_and(|id| id.index >= applied);
     loop {
-        if let Err(error) = raft.trigger().snapshot().await {
+        let covered = covers(&raft.metrics().borrow());
+        if !covered && let Err(error) = raft.trigger().snapshot().await {
             return Refused(StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response();
         }
-        let wait = raft.wait(Some(Duration::from_millis(SNAPSHOT_RETRIGGER_MS)));
-        if let Ok(metrics) = wait.metrics(covers, "a snapshot covering the applied state").await {
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(SNAPSHOT_RETRIGGER_MS));
+        if let Ok(metrics) = raft.wait(Some(wait)).metrics(covers, "a covering snapshot").await {
             let zxid = metrics.snapshot.map_or(0, |id| id.index);
+            // The latest snapshot's size: the one just built, as no other is newer.
             let bytes = crate::metrics::get().snapshot_bytes.get();
             let seconds = started.elapsed().as_secs_f64();
             return Json(serde_json::json!({ "zxid": zxid, "bytes": bytes, "seconds": seconds }))
                 .into_response();
         }
-        if started.elapsed() > Duration::from_millis(SNAPSHOT_WAIT_MS) {
+        if Instant::now() >= deadline {
             let why = format!("no snapshot covering {applied} within {SNAPSHOT_WAIT_MS} ms");
             return Refused(StatusCode::SERVICE_UNAVAILABLE, why).into_response();
         }

@@ -25,7 +25,7 @@ pub use crate::raft::peer::MembershipChange;
 pub use crate::raft::{ApplyReply, Member, NodeId};
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use cairn_wire::{ApiError, ErrorCode, MemberInfo, Reply};
 
@@ -54,8 +54,6 @@ pub struct Cluster {
     pub sessions: Arc<SessionTracker>,
     /// Compiles deploys at admission, before they are proposed.
     recipes: Arc<dyn RecipeRunner + Send + Sync>,
-    /// When this node started: it votes for no one for a while after.
-    started: Instant,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -75,7 +73,7 @@ impl Cluster {
         recipes: Arc<dyn RecipeRunner + Send + Sync>,
     ) -> Cluster {
         let proposer = Proposer::start(raft.clone(), state.clone(), node_id, forwarder.clone());
-        let reads = ReadIndex::start(raft.clone(), node_id, counters.clone(), forwarder.clone());
+        let reads = ReadIndex::start(raft.clone(), node_id, forwarder.clone());
         Cluster {
             node_id,
             raft,
@@ -86,7 +84,6 @@ impl Cluster {
             forwarder,
             sessions: Arc::default(),
             recipes,
-            started: Instant::now(),
         }
     }
 
@@ -96,7 +93,6 @@ impl Cluster {
             raft: self.raft.clone(),
             sessions: self.sessions.clone(),
             reads: self.reads.clone(),
-            votes_from: self.started + Duration::from_millis(crate::raft::VOTE_HOLD_AFTER_START_MS),
         }
     }
 

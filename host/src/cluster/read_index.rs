@@ -10,8 +10,9 @@
 //! followers' requests for its read index (`cluster::service`) join the same check.
 //!
 //! A leader whose check succeeded holds a read lease for `raft::READ_LEASE_MS` after the check
-//! began (see there why no other node can lead meanwhile): while it holds, the read index is
-//! the commit index the leader has recorded, with no heartbeat round at all.
+//! began (see there why no other node can lead meanwhile): while it holds, and openraft says
+//! this node still leads with the same committed vote as a voter of the same membership, the
+//! read index is openraft's commit index, with no heartbeat round at all.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::forward::Forwarder;
 use super::shutting_down;
-use crate::raft::{NodeId, Raft, StorageCounters};
+use crate::raft::{LogId, NodeId, Raft};
 
 /// Reads waiting for a read index; readers wait for room beyond this.
 pub const READS_WAITING_MAX: usize = 16_384;
@@ -45,14 +46,9 @@ pub struct ReadIndex {
 
 impl ReadIndex {
     /// Starts the task that asks for read indexes; it ends when every handle is dropped.
-    pub fn start(
-        raft: Raft,
-        node: NodeId,
-        counters: Arc<StorageCounters>,
-        forwarder: Arc<Forwarder>,
-    ) -> ReadIndex {
+    pub fn start(raft: Raft, node: NodeId, forwarder: Arc<Forwarder>) -> ReadIndex {
         let (waiting, requests) = mpsc::channel(READS_WAITING_MAX);
-        let leader = Leader { raft: raft.clone(), node, counters, lease: None };
+        let leader = Leader { raft: raft.clone(), node, lease: None };
         tokio::spawn(run(raft, leader, forwarder, requests));
         ReadIndex { waiting }
     }
@@ -112,23 +108,66 @@ async fn run(
     }
 }
 
-/// A leader's read lease: reads need no leadership check in `term` before `until`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// This node's leadership as openraft's core sees it at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Leadership {
+    /// The committed vote this node leads with (its term).
+    vote: openraft::Vote<NodeId>,
+    /// The log id of the membership in effect.
+    membership: Option<LogId>,
+    /// Whether this node is a voter of that membership.
+    voter: bool,
+    /// The commit index.
+    committed: u64,
+}
+
+impl Leadership {
+    /// This node's leadership in `state`, `None` if it does not lead.
+    fn of(
+        state: &openraft::RaftState<NodeId, crate::raft::Member, tokio::time::Instant>,
+        node: NodeId,
+    ) -> Option<Leadership> {
+        let vote = state.vote_ref();
+        if !vote.is_committed() || vote.leader_id().voted_for() != Some(node) {
+            return None;
+        }
+        let membership = state.membership_state.effective();
+        Some(Leadership {
+            vote: *vote,
+            membership: *membership.log_id(),
+            voter: membership.voter_ids().any(|id| id == node),
+            committed: state.committed.map_or(0, |id| id.index),
+        })
+    }
+}
+
+/// A leader's read lease: reads need no leadership check while the leadership it was earned
+/// with stands, until `until`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Lease {
-    term: u64,
+    vote: openraft::Vote<NodeId>,
+    membership: Option<LogId>,
     until: Instant,
 }
 
 impl Lease {
-    /// The lease a leadership check in `term` that began at `checked_from` earns.
-    fn earned(term: u64, checked_from: Instant) -> Lease {
-        Lease { term, until: checked_from + Duration::from_millis(crate::raft::READ_LEASE_MS) }
+    /// The lease a leadership check that began at `checked_from` earns `leadership`; none for
+    /// a leader that is not a voter (a lone voter left would lead without asking it).
+    fn earned(leadership: &Leadership, checked_from: Instant) -> Option<Lease> {
+        leadership.voter.then(|| Lease {
+            vote: leadership.vote,
+            membership: leadership.membership,
+            until: checked_from + Duration::from_millis(crate::raft::READ_LEASE_MS),
+        })
     }
 
-    /// Whether it still holds at `now` for a leader in `term`: never in another term, since a
-    /// node that lost leadership and won it back has not checked in its new term.
-    fn holds(&self, term: u64, now: Instant) -> bool {
-        self.term == term && now < self.until
+    /// Whether it holds for `leadership`, seen just before `now`: the same vote (a vote given
+    /// to another, or a new term, ends it) in the same membership, before it runs out.
+    fn holds(&self, leadership: &Leadership, now: Instant) -> bool {
+        self.vote == leadership.vote
+            && self.membership == leadership.membership
+            && leadership.voter
+            && now < self.until
     }
 }
 
@@ -136,7 +175,6 @@ impl Lease {
 struct Leader {
     raft: Raft,
     node: NodeId,
-    counters: Arc<StorageCounters>,
     lease: Option<Lease>,
 }
 
@@ -144,27 +182,27 @@ impl Leader {
     /// The leader's read index, after confirming it still leads (by its lease or a check);
     /// `None` if this node does not lead (or, restarted after leading, only believes it does).
     async fn read_index(&mut self) -> Option<Result<u64, ApiError>> {
-        let term = {
-            let metrics = self.raft.metrics();
-            let metrics = metrics.borrow();
-            if metrics.current_leader != Some(self.node) {
-                return None;
-            }
-            metrics.current_term
-        };
+        let node = self.node;
+        let leadership =
+            match self.raft.with_raft_state(move |state| Leadership::of(state, node)).await {
+                Ok(Some(leadership)) => leadership,
+                Ok(None) => return None,
+                Err(fatal) => {
+                    let error =
+                        ApiError::new(ErrorCode::Unavailable).with_detail(fatal.to_string());
+                    return Some(Err(error));
+                }
+            };
+        // Read after openraft's answer: the leadership it saw is within the lease.
         let now = Instant::now();
-        if self.lease.is_some_and(|lease| lease.holds(term, now)) {
-            // Every write acknowledged so far is applied here, the only leader; the commit
-            // index covers the ones committed but not yet applied, which other nodes may show.
-            return Some(Ok(self.counters.commit_index()));
+        if self.lease.as_ref().is_some_and(|lease| lease.holds(&leadership, now)) {
+            // Every write acknowledged so far is committed, and this is the only leader.
+            return Some(Ok(leadership.committed));
         }
         self.lease = None;
         match self.raft.ensure_linearizable().await {
             Ok(log_id) => {
-                // A check that straddled a change of term earns nothing.
-                if self.raft.metrics().borrow().current_term == term {
-                    self.lease = Some(Lease::earned(term, now));
-                }
+                self.lease = Lease::earned(&leadership, now);
                 Some(Ok(log_id.map_or(0, |id| id.index)))
             }
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => None,
@@ -177,16 +215,36 @@ impl Leader {
 
 #[cfg(test)]
 mod tests {
+    use openraft::{CommittedLeaderId, Vote};
+
     use super::*;
 
+    fn leading(term: u64, membership_index: u64, voter: bool) -> Leadership {
+        let mut vote = Vote::new(term, 1);
+        vote.commit();
+        let membership = Some(LogId::new(CommittedLeaderId::new(term, 1), membership_index));
+        Leadership { vote, membership, voter, committed: 10 }
+    }
+
     #[test]
-    fn a_lease_holds_in_its_term_until_it_runs_out() {
+    fn a_lease_holds_while_its_leadership_stands_until_it_runs_out() {
         let checked = Instant::now();
-        let lease = Lease::earned(3, checked);
+        let leadership = leading(3, 1, true);
+        let lease = Lease::earned(&leadership, checked).expect("a voter earns a lease");
         let length = Duration::from_millis(crate::raft::READ_LEASE_MS);
-        assert!(lease.holds(3, checked));
-        assert!(lease.holds(3, checked + length - Duration::from_millis(1)));
-        assert!(!lease.holds(3, checked + length), "runs out");
-        assert!(!lease.holds(4, checked), "another term");
+        assert!(lease.holds(&leadership, checked));
+        assert!(lease.holds(&leadership, checked + length - Duration::from_millis(1)));
+        assert!(!lease.holds(&leadership, checked + length), "runs out");
+        assert!(!lease.holds(&leading(4, 1, true), checked), "another term");
+        assert!(!lease.holds(&leading(3, 2, true), checked), "another membership");
+        assert!(!lease.holds(&leading(3, 1, false), checked), "no longer a voter");
+        let mut voted_elsewhere = leadership.clone();
+        voted_elsewhere.vote = Vote::new(3, 2);
+        assert!(!lease.holds(&voted_elsewhere, checked), "its vote went to another");
+    }
+
+    #[test]
+    fn a_leader_that_is_not_a_voter_earns_no_lease() {
+        assert_eq!(Lease::earned(&leading(3, 1, false), Instant::now()), None);
     }
 }

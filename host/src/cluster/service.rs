@@ -6,7 +6,6 @@
 //! is done here on the leader. A node speaks only for itself, and only members forward.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use cairn_wire::ApiError;
 
@@ -43,8 +42,6 @@ pub struct PeerService {
     pub sessions: Arc<SessionTracker>,
     /// The node's shared read-index check, which followers' requests join.
     pub reads: super::ReadIndex,
-    /// Before this, just started, the node votes for no one (`raft::VOTE_HOLD_AFTER_START_MS`).
-    pub votes_from: Instant,
 }
 
 impl std::fmt::Debug for PeerService {
@@ -122,14 +119,6 @@ async fn answer(
     {
         tracing::warn!(%why, "peer request refused");
         let _ = send.reset(quinn::VarInt::from_u32(2));
-        return;
-    }
-    if let Ok(PeerRequest::Vote(rpc)) = &request
-        && Instant::now() < service.votes_from
-    {
-        // Unanswered, a candidate counts no vote from here, as from a node it cannot reach.
-        tracing::info!(candidate = ?rpc.vote, "vote refused: this node has just started");
-        let _ = send.reset(quinn::VarInt::from_u32(3));
         return;
     }
     let response = match request {
@@ -245,7 +234,6 @@ mod tests {
         files: &TlsFiles,
     ) -> (Raft, SharedState, String) {
         let storage = Storage::open(&dir.join("store")).expect("storage");
-        let counters = storage.counters.clone();
         let log_store = LogStore::new(storage.clone()).expect("log");
         let recipes = Arc::new(RecipeRuntime::new().expect("engine"));
         let machine = StateMachineStore::open(storage, recipes).expect("state machine");
@@ -263,13 +251,8 @@ mod tests {
         .await
         .expect("raft");
         let forwarder = Forwarder::new(id, Some(endpoint.clone()), Routes::default());
-        let reads = super::super::ReadIndex::start(raft.clone(), id, counters, Arc::new(forwarder));
-        let service = PeerService {
-            raft: raft.clone(),
-            sessions: Arc::default(),
-            reads,
-            votes_from: Instant::now(),
-        };
+        let reads = super::super::ReadIndex::start(raft.clone(), id, Arc::new(forwarder));
+        let service = PeerService { raft: raft.clone(), sessions: Arc::default(), reads };
         tokio::spawn(serve(endpoint, service));
         (raft, state, addr)
     }

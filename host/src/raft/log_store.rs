@@ -18,7 +18,7 @@ use openraft::{LogState, OptionalSend, RaftLogReader, StorageIOError, Vote};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::storage::{Storage, StorageCounters};
+use super::storage::Storage;
 use super::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
 /// Flush callbacks waiting for the syncer. Appends block (backpressure) when it is this far
@@ -93,10 +93,9 @@ fn run_syncer(storage: &Storage, queue: &mpsc::Receiver<Flush>) {
     }
 }
 
-/// The commit index this node knows, for the leader's lease reads, its metrics and readiness.
-fn commit_index_known(counters: &StorageCounters, committed: Option<LogId>) {
+/// The commit index this node knows, for its metrics (and readiness).
+fn commit_index_known(committed: Option<LogId>) {
     let index = committed.map_or(0, |id| id.index);
-    counters.commit_index.store(index, Ordering::Release);
     crate::metrics::get().raft_commit_index.set(crate::metrics::gauge(index));
 }
 
@@ -172,7 +171,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         // Not fsynced: a lost commit index is learned again from the leader (or, alone, by
         // committing anew); it only lets a restart re-apply committed entries sooner.
-        commit_index_known(&self.storage.counters, committed);
+        commit_index_known(committed);
         self.write_meta(COMMITTED_KEY, &committed).map_err(|e| StorageIOError::write(&e).into())
     }
 
@@ -181,7 +180,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .read_meta::<Option<LogId>>(COMMITTED_KEY)
             .map_err(|e| StorageIOError::read(&e))?
             .flatten();
-        commit_index_known(&self.storage.counters, committed);
+        commit_index_known(committed);
         Ok(committed)
     }
 

@@ -28,34 +28,31 @@ use crate::store::Command;
 pub use state_machine::SharedState;
 pub use storage::{Storage, StorageCounters, StorageOpenError};
 
-/// How often the leader sends heartbeats, in milliseconds.
+/// How often the leader sends heartbeats, in milliseconds (openraft sends them on its timer's
+/// ticks, every one and a half of these).
 pub const HEARTBEAT_MS: u64 = 40;
-/// A follower that hears no heartbeat for a random time in this range (milliseconds) stands
-/// for election: three heartbeats at least, so one lost packet starts no election. A follower
-/// that has heard the leader refuses its vote to others until `ELECTION_TIMEOUT_MS_MAX` has
-/// passed (openraft's leader lease), so a failed leader is replaced after that much at least.
+/// A node's election timeout, drawn once per node from this range (milliseconds): a follower
+/// that has heard no leader for that long, beyond the vote refusal below, stands for election.
+/// Three heartbeats at least, so one lost packet starts no election.
 pub const ELECTION_TIMEOUT_MS_MIN: u64 = 120;
+/// Also how long a node that heard the leader (or has just started) refuses its vote to any
+/// other candidate: openraft's leader lease on the follower's side.
 pub const ELECTION_TIMEOUT_MS_MAX: u64 = 240;
 
-/// How long after a leadership check a leader serves linearizable reads without another one
-/// (its read lease), in milliseconds, counted from before the check's heartbeats went out.
+/// How long after a leadership check began a leader serves linearizable reads without another
+/// one (its read lease), in milliseconds.
 ///
-/// Why it is safe: no other node can lead before `ELECTION_TIMEOUT_MS_MIN` has passed since a
-/// quorum last heard this leader. A follower stands for election only when its election timer,
-/// reset by every heartbeat, runs out; a follower that heard the leader refuses to vote for
-/// `ELECTION_TIMEOUT_MS_MAX` after (openraft's leader lease on the follower side); and a node
-/// that has just started, and so has forgotten whom it heard, refuses to vote for
-/// [`VOTE_HOLD_AFTER_START_MS`] (the peer service). Clocks are monotonic and local, so only
-/// their rates must agree: the lease is a quarter shorter than the timeout, which covers a rate
-/// difference far beyond any real clock's (they drift by parts per million).
-pub const READ_LEASE_MS: u64 = ELECTION_TIMEOUT_MS_MIN * 3 / 4;
-/// A node that has just started votes for no one for this long, in milliseconds: it may have
-/// heard a leader, whose read lease relies on its refusal, before it stopped.
-pub const VOTE_HOLD_AFTER_START_MS: u64 = ELECTION_TIMEOUT_MS_MAX;
-// The lease ends before any other node could lead: before a follower's election timer and a
-// restarted node's vote hold could run out.
-const _: () = assert!(READ_LEASE_MS < ELECTION_TIMEOUT_MS_MIN);
-const _: () = assert!(READ_LEASE_MS <= VOTE_HOLD_AFTER_START_MS);
+/// Why it is safe: every follower that answered the check's heartbeat (sent after it began)
+/// refuses to vote for anyone else for `ELECTION_TIMEOUT_MS_MAX` after, and so does one that
+/// restarts meanwhile; they and the leader are a quorum, and any other quorum shares one of them
+/// with it, so no other node can win an election before that has passed. The leader itself
+/// could vote for another, or leave the voters (a lone voter left leads without an election):
+/// each read under the lease first asks openraft whether this node still holds the same
+/// committed vote as a voter of the same membership (`cluster::read_index`). Clocks are
+/// monotonic and local, so only their rates must agree, and a pause between that answer and
+/// the clock's reading only makes the lease end sooner; the lease is well under the refusal.
+pub const READ_LEASE_MS: u64 = ELECTION_TIMEOUT_MS_MAX * 3 / 8;
+const _: () = assert!(READ_LEASE_MS * 2 < ELECTION_TIMEOUT_MS_MAX);
 
 /// openraft's configuration with Cairn's timings; the caller adds snapshot settings.
 pub fn timed_config() -> openraft::Config {

@@ -29,15 +29,11 @@ impl std::fmt::Debug for Storage {
     }
 }
 
-/// What the storage has done since the node started: how many entries shared each fsync, and
-/// the last commit index recorded.
+/// What the storage has done since the node started: how many entries shared each fsync.
 #[derive(Debug, Default)]
 pub struct StorageCounters {
     pub log_entries_written: AtomicU64,
     pub log_fsyncs: AtomicU64,
-    /// The commit index openraft last recorded (`save_committed`, before it applies the entries
-    /// up to it): at or above the applied index.
-    pub commit_index: AtomicU64,
 }
 
 impl StorageCounters {
@@ -47,10 +43,6 @@ impl StorageCounters {
 
     pub fn fsyncs(&self) -> u64 {
         self.log_fsyncs.load(Ordering::Relaxed)
-    }
-
-    pub fn commit_index(&self) -> u64 {
-        self.commit_index.load(Ordering::Acquire)
     }
 }
 
