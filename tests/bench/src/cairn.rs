@@ -37,11 +37,21 @@ enum Nodes {
 impl Cairn {
     /// Starts `size` nodes of `binary` with their data under `dir`.
     pub async fn start(binary: &Path, dir: &Path, size: usize) -> anyhow::Result<Cairn> {
+        Cairn::start_with(binary, dir, size, &[]).await
+    }
+
+    /// The same, each node with `args` besides the harness's.
+    pub async fn start_with(
+        binary: &Path,
+        dir: &Path,
+        size: usize,
+        args: &[&str],
+    ) -> anyhow::Result<Cairn> {
         let (servers, ca, nodes) = if size == 1 {
-            let server = Server::start(binary, &dir.join("node"), &[])?;
+            let server = Server::start(binary, &dir.join("node"), args)?;
             (vec![server.addr().to_string()], server.admin(), Nodes::One(server))
         } else {
-            let cluster = Cluster::start(binary, dir, size, &[])?;
+            let cluster = Cluster::start(binary, dir, size, args)?;
             let servers = cluster.nodes.iter().map(|node| node.addr().to_string()).collect();
             (servers, cluster.admin(), Nodes::Cluster { _running: cluster })
         };

@@ -29,6 +29,7 @@ const ROOT: &str = "/failover";
 
 /// Starts three nodes of `binary` under `dir` and measures `runs` failovers.
 pub async fn measure(binary: &Path, dir: &Path, runs: usize) -> anyhow::Result<Record> {
+    std::fs::create_dir_all(dir)?;
     let mut cluster = Cluster::start(binary, dir, 3, &[])?;
     let all: Vec<u64> = (1..=3).collect();
     let leader = cluster.leader(&all, SETTLE_DEADLINE).await?;

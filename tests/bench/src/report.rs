@@ -278,7 +278,7 @@ pub fn scale_markdown(records: &[Record], machine: &str) -> String {
     let _ = writeln!(out, "![the scale curve](scale.png)\n");
     let _ = writeln!(
         out,
-        "| system | znodes | RSS MiB | bytes per znode | snapshot MB | snapshot build ms | write p99 during snapshot ms | restart ms | grown in s |"
+        "| system | znodes | RSS MiB | bytes per znode | snapshot MB | snapshot build ms | write p99 during snapshot ms (writes) | restart ms | grown in s |"
     );
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in records {
@@ -286,7 +286,7 @@ pub fn scale_markdown(records: &[Record], machine: &str) -> String {
             |name: &str| r.extra.get(name).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {:.1} | {} | {} | {} | {:.1} |",
+            "| {} | {} | {} | {} | {:.1} | {} | {} ({}) | {} | {:.1} |",
             display_name(&r.system),
             thousands(field("znodes")),
             thousands(field("rss_mib")),
@@ -294,6 +294,7 @@ pub fn scale_markdown(records: &[Record], machine: &str) -> String {
             field("snapshot_bytes") / 1e6,
             thousands(field("snapshot_build_ms")),
             millis(r.p99_us),
+            thousands(field("writes_during_snapshot")),
             thousands(field("restart_ms")),
             field("grow_secs"),
         );

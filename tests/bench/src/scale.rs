@@ -8,8 +8,8 @@
 //! then the node is killed (SIGKILL) and started again, and the restart is timed until a read
 //! of the last leaf answers.
 //!
-//! Cairn builds its snapshot on demand (`POST /api/snapshot` on its admin listener) and
-//! reports its size and build time. ZooKeeper 3.8 builds one only on its own: it runs here with
+//! Cairn builds its snapshot on demand (`POST /api/snapshot` on its admin listener), and only
+//! then, and reports its size and build time. ZooKeeper 3.8 builds one only on its own: it runs here with
 //! `snapCount=10000`, so a snapshot is under way through most of a five-second write window; its
 //! size is the newest `snapshot.*` file's and its build time what `mntr` reports as the longest
 //! after the restart (loading its data, the server takes a snapshot of the whole tree).
@@ -29,6 +29,9 @@ use crate::report::Record;
 
 /// Children of every interior znode.
 const FANOUT: usize = 100;
+/// Cairn's settings here: snapshots only when asked for, so the one measured is the only one
+/// under way.
+const CAIRN_SETTINGS: [&str; 2] = ["--snapshot-every-entries", "100000000"];
 /// Clients that grow the tree.
 const GROWERS: usize = 32;
 /// Clients that write while a snapshot is built.
@@ -92,7 +95,7 @@ impl Step {
 
 /// Cairn's curve: one node of `binary` under `dir`, grown to each of `sizes`.
 pub async fn cairn(binary: &Path, dir: &Path, sizes: &[usize]) -> anyhow::Result<Vec<Record>> {
-    let mut cairn = Cairn::start(binary, dir, 1).await?;
+    let mut cairn = Cairn::start_with(binary, dir, 1, &CAIRN_SETTINGS).await?;
     let admin = cairn.server().context("one node")?.admin();
     let token = {
         let server = cairn.server().context("one node")?;
