@@ -41,6 +41,15 @@ pub struct Settings {
     /// Build a snapshot and purge the log every this many entries [default: 10000].
     #[arg(long, alias = "snapshot-every")]
     pub snapshot_every_entries: Option<u64>,
+    /// How often the Raft leader sends heartbeats, in milliseconds; also each replication
+    /// RPC's time limit: raise it for slow disks or links between sites [default: 40].
+    #[arg(long)]
+    pub heartbeat_ms: Option<u64>,
+    /// A node's election timeout is drawn between this and twice this (milliseconds), and a
+    /// failed leader is replaced after about four times this; at least three heartbeats
+    /// [default: 120].
+    #[arg(long)]
+    pub election_timeout_ms: Option<u64>,
     /// Keep compiled recipes here between starts [default: DATA_DIR/compiled].
     #[arg(long)]
     pub compiled_dir: Option<PathBuf>,
@@ -156,6 +165,8 @@ pub struct ServeConfig {
     pub node_id: u64,
     /// Build a snapshot (and purge the log before it) every this many entries.
     pub snapshot_every_entries: u64,
+    /// Raft's heartbeat and election timing.
+    pub timing: crate::raft::Timing,
     /// Where compiled recipe components are kept between starts (default: `compiled` in the
     /// data directory).
     pub compiled_dir: Option<PathBuf>,
@@ -203,6 +214,7 @@ impl Default for ServeConfig {
             listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| unreachable!()),
             node_id: 1,
             snapshot_every_entries: DEFAULT_SNAPSHOT_EVERY_ENTRIES,
+            timing: crate::raft::DEFAULT_TIMING,
             compiled_dir: None,
             compiled_key: None,
             peer_listen: None,
@@ -269,6 +281,16 @@ impl ServeConfig {
                 .snapshot_every_entries
                 .or(file.snapshot_every_entries)
                 .unwrap_or(default.snapshot_every_entries),
+            timing: crate::raft::Timing {
+                heartbeat_ms: flags
+                    .heartbeat_ms
+                    .or(file.heartbeat_ms)
+                    .unwrap_or(default.timing.heartbeat_ms),
+                election_timeout_ms: flags
+                    .election_timeout_ms
+                    .or(file.election_timeout_ms)
+                    .unwrap_or(default.timing.election_timeout_ms),
+            },
             compiled_dir: flags.compiled_dir.or(file.compiled_dir),
             compiled_key: flags.compiled_key.or(file.compiled_key),
             peer_listen: flags.peer_listen.or(file.peer_listen),
@@ -385,6 +407,7 @@ impl ServeConfig {
                 self.snapshot_every_entries
             )));
         }
+        self.timing.check().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 }
@@ -442,6 +465,30 @@ mod tests {
         let config = ServeConfig { node_id: 0, ..ServeConfig::default() };
         assert!(config.validate().is_err());
         ServeConfig::default().validate().expect("defaults are valid");
+    }
+
+    #[test]
+    fn raft_timing_comes_from_flags_or_the_file_and_must_leave_room_for_heartbeats() {
+        use crate::raft::{DEFAULT_TIMING, Timing};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("cairn.toml");
+        std::fs::write(&path, "heartbeat_ms = 100\nelection_timeout_ms = 1000\n").expect("write");
+        let config = ServeConfig::load(Settings::default(), Some(&path)).expect("parses");
+        assert_eq!(config.timing, Timing { heartbeat_ms: 100, election_timeout_ms: 1000 });
+        assert_eq!(config.timing.config().election_timeout_max, 2000);
+        let flags = Settings { election_timeout_ms: Some(600), ..Settings::default() };
+        let config = ServeConfig::load(flags, Some(&path)).expect("parses");
+        assert_eq!(config.timing.election_timeout_ms, 600, "a flag wins over the file");
+        assert_eq!(ServeConfig::default().timing, DEFAULT_TIMING);
+
+        // Fewer than three heartbeats in an election timeout: one lost packet would start one.
+        let flags = Settings { election_timeout_ms: Some(250), ..Settings::default() };
+        let error = ServeConfig::load(flags, Some(&path)).expect_err("too short");
+        assert!(error.to_string().contains("3 heartbeats"), "{error}");
+        let flags = Settings { heartbeat_ms: Some(1), ..Settings::default() };
+        assert!(ServeConfig::load(flags, None).is_err(), "below the minimum");
+        let flags = Settings { election_timeout_ms: Some(600_000), ..Settings::default() };
+        assert!(ServeConfig::load(flags, None).is_err(), "above the maximum");
     }
 
     #[test]

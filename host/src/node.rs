@@ -131,7 +131,7 @@ impl RunningNode {
             // time to cross and be written.
             snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
             install_snapshot_timeout: SNAPSHOT_CHUNK_TIMEOUT_MS,
-            ..crate::raft::timed_config()
+            ..config.timing.config()
         }
         .validate()?;
         // TLS first: the address the node announces must be the one it serves on.
@@ -175,6 +175,7 @@ impl RunningNode {
             counters,
             forwarder,
             recipes,
+            config.timing.read_lease(),
         ));
         let peers = peer_endpoint.map(|endpoint| {
             let serving = tokio::spawn(service::serve(endpoint.clone(), cluster.peer_service()));

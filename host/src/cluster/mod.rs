@@ -63,7 +63,8 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    /// Starts the proposer and the read index over `raft`, forwarding through `forwarder`.
+    /// Starts the proposer and the read index over `raft`, forwarding through `forwarder`; a
+    /// leader's read lease lasts `read_lease`.
     pub fn start(
         node_id: NodeId,
         raft: Raft,
@@ -71,9 +72,10 @@ impl Cluster {
         counters: Arc<StorageCounters>,
         forwarder: Arc<Forwarder>,
         recipes: Arc<dyn RecipeRunner + Send + Sync>,
+        read_lease: std::time::Duration,
     ) -> Cluster {
         let proposer = Proposer::start(raft.clone(), state.clone(), node_id, forwarder.clone());
-        let reads = ReadIndex::start(raft.clone(), node_id, forwarder.clone());
+        let reads = ReadIndex::start(raft.clone(), node_id, read_lease, forwarder.clone());
         Cluster {
             node_id,
             raft,

@@ -9,7 +9,7 @@
 //! costs one round, not one each, and a lone read still goes at once. On the leader, the
 //! followers' requests for its read index (`cluster::service`) join the same check.
 //!
-//! A leader whose check succeeded holds a read lease for `raft::READ_LEASE_MS` after the check
+//! A leader whose check succeeded holds a read lease (`raft::Timing::read_lease`) after the check
 //! began (see there why no other node can lead meanwhile): while it holds, and openraft says
 //! this node still leads with the same committed vote as a voter of the same membership, the
 //! read index is openraft's commit index, with no heartbeat round at all.
@@ -46,9 +46,15 @@ pub struct ReadIndex {
 
 impl ReadIndex {
     /// Starts the task that asks for read indexes; it ends when every handle is dropped.
-    pub fn start(raft: Raft, node: NodeId, forwarder: Arc<Forwarder>) -> ReadIndex {
+    /// A leader's read lease lasts `lease` after its check began.
+    pub fn start(
+        raft: Raft,
+        node: NodeId,
+        lease: Duration,
+        forwarder: Arc<Forwarder>,
+    ) -> ReadIndex {
         let (waiting, requests) = mpsc::channel(READS_WAITING_MAX);
-        let leader = Leader { raft: raft.clone(), node, lease: None };
+        let leader = Leader { raft: raft.clone(), node, lease_length: lease, lease: None };
         tokio::spawn(run(raft, leader, forwarder, requests));
         ReadIndex { waiting }
     }
@@ -151,13 +157,14 @@ struct Lease {
 }
 
 impl Lease {
-    /// The lease a leadership check that began at `checked_from` earns `leadership`; none for
-    /// a leader that is not a voter (a lone voter left would lead without asking it).
-    fn earned(leadership: &Leadership, checked_from: Instant) -> Option<Lease> {
+    /// The lease of `length` a leadership check that began at `checked_from` earns
+    /// `leadership`; none for a leader that is not a voter (a lone voter left would lead
+    /// without asking it).
+    fn earned(leadership: &Leadership, checked_from: Instant, length: Duration) -> Option<Lease> {
         leadership.voter.then(|| Lease {
             vote: leadership.vote,
             membership: leadership.membership,
-            until: checked_from + Duration::from_millis(crate::raft::READ_LEASE_MS),
+            until: checked_from + length,
         })
     }
 
@@ -175,6 +182,7 @@ impl Lease {
 struct Leader {
     raft: Raft,
     node: NodeId,
+    lease_length: Duration,
     lease: Option<Lease>,
 }
 
@@ -202,7 +210,7 @@ impl Leader {
         self.lease = None;
         match self.raft.ensure_linearizable().await {
             Ok(log_id) => {
-                self.lease = Lease::earned(&leadership, now);
+                self.lease = Lease::earned(&leadership, now, self.lease_length);
                 Some(Ok(log_id.map_or(0, |id| id.index)))
             }
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => None,
@@ -230,8 +238,8 @@ mod tests {
     fn a_lease_holds_while_its_leadership_stands_until_it_runs_out() {
         let checked = Instant::now();
         let leadership = leading(3, 1, true);
-        let lease = Lease::earned(&leadership, checked).expect("a voter earns a lease");
-        let length = Duration::from_millis(crate::raft::READ_LEASE_MS);
+        let length = crate::raft::DEFAULT_TIMING.read_lease();
+        let lease = Lease::earned(&leadership, checked, length).expect("a voter earns a lease");
         assert!(lease.holds(&leadership, checked));
         assert!(lease.holds(&leadership, checked + length - Duration::from_millis(1)));
         assert!(!lease.holds(&leadership, checked + length), "runs out");
@@ -245,6 +253,7 @@ mod tests {
 
     #[test]
     fn a_leader_that_is_not_a_voter_earns_no_lease() {
-        assert_eq!(Lease::earned(&leading(3, 1, false), Instant::now()), None);
+        let length = crate::raft::DEFAULT_TIMING.read_lease();
+        assert_eq!(Lease::earned(&leading(3, 1, false), Instant::now(), length), None);
     }
 }

@@ -240,7 +240,8 @@ mod tests {
         let state = machine.state();
         let endpoint = endpoint(files);
         let addr = endpoint.local_addr().expect("addr").to_string();
-        let config = crate::raft::timed_config().validate().expect("config");
+        let timing = crate::raft::DEFAULT_TIMING;
+        let config = timing.config().validate().expect("config");
         let raft = Raft::new(
             id,
             Arc::new(config),
@@ -251,7 +252,12 @@ mod tests {
         .await
         .expect("raft");
         let forwarder = Forwarder::new(id, Some(endpoint.clone()), Routes::default());
-        let reads = super::super::ReadIndex::start(raft.clone(), id, Arc::new(forwarder));
+        let reads = super::super::ReadIndex::start(
+            raft.clone(),
+            id,
+            timing.read_lease(),
+            Arc::new(forwarder),
+        );
         let service = PeerService { raft: raft.clone(), sessions: Arc::default(), reads };
         tokio::spawn(serve(endpoint, service));
         (raft, state, addr)

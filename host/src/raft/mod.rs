@@ -6,7 +6,7 @@
 //! [`state_machine`], which applies it to the znode tree and returns the reply the front end
 //! sends back. Linearizable reads go through openraft's read-index check
 //! (`Raft::ensure_linearizable`) before reading the state machine, or, on a leader whose check
-//! succeeded within [`READ_LEASE_MS`], through its read lease (`cluster::read_index`).
+//! succeeded within its read lease ([`Timing::read_lease`]), through that lease (`cluster::read_index`).
 
 // openraft's storage traits return its `StorageError`, which is large; the helpers here return
 // the same type so errors pass through unchanged.
@@ -19,6 +19,7 @@ mod storage;
 
 use std::fmt;
 use std::io::Cursor;
+use std::time::Duration;
 
 use cairn_wire::{ApiError, Reply};
 use serde::{Deserialize, Serialize};
@@ -28,40 +29,86 @@ use crate::store::Command;
 pub use state_machine::SharedState;
 pub use storage::{Storage, StorageCounters, StorageOpenError};
 
-/// How often the leader sends heartbeats, in milliseconds (openraft sends them on its timer's
-/// ticks, every one and a half of these).
-pub const HEARTBEAT_MS: u64 = 40;
-/// A node's election timeout, drawn once per node from this range (milliseconds): a follower
-/// that has heard no leader for that long, beyond the vote refusal below, stands for election.
-/// Three heartbeats at least, so one lost packet starts no election.
-pub const ELECTION_TIMEOUT_MS_MIN: u64 = 120;
-/// Also how long a node that heard the leader (or has just started) refuses its vote to any
-/// other candidate: openraft's leader lease on the follower's side.
-pub const ELECTION_TIMEOUT_MS_MAX: u64 = 240;
-
-/// How long after a leadership check began a leader serves linearizable reads without another
-/// one (its read lease), in milliseconds.
+/// Raft's timing, from `--heartbeat-ms` and `--election-timeout-ms`.
 ///
-/// Why it is safe: every follower that answered the check's heartbeat (sent after it began)
-/// refuses to vote for anyone else for `ELECTION_TIMEOUT_MS_MAX` after, and so does one that
-/// restarts meanwhile; they and the leader are a quorum, and any other quorum shares one of them
-/// with it, so no other node can win an election before that has passed. The leader itself
-/// could vote for another, or leave the voters (a lone voter left leads without an election):
-/// each read under the lease first asks openraft whether this node still holds the same
-/// committed vote as a voter of the same membership (`cluster::read_index`). Clocks are
-/// monotonic and local, so only their rates must agree, and a pause between that answer and
-/// the clock's reading only makes the lease end sooner; the lease is well under the refusal.
-pub const READ_LEASE_MS: u64 = ELECTION_TIMEOUT_MS_MAX * 3 / 8;
-const _: () = assert!(READ_LEASE_MS * 2 < ELECTION_TIMEOUT_MS_MAX);
+/// The leader sends heartbeats every `heartbeat_ms` (openraft sends them on its timer's ticks,
+/// every one and a half of these; the same time bounds each replication and leadership-check
+/// RPC). A node's election timeout is drawn once from `election_timeout_ms` up to twice that: a
+/// follower that has heard no leader for that long, beyond the vote refusal below, stands for
+/// election. A node that heard the leader, or has just started, refuses its vote to any other
+/// candidate for the top of that range (openraft's leader lease on the follower's side).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: u64,
+}
 
-/// openraft's configuration with Cairn's timings; the caller adds snapshot settings.
-pub fn timed_config() -> openraft::Config {
-    openraft::Config {
-        cluster_name: "cairn".into(),
-        heartbeat_interval: HEARTBEAT_MS,
-        election_timeout_min: ELECTION_TIMEOUT_MS_MIN,
-        election_timeout_max: ELECTION_TIMEOUT_MS_MAX,
-        ..Default::default()
+/// For nodes on one network: a failed leader is replaced in about half a second.
+pub const DEFAULT_TIMING: Timing = Timing { heartbeat_ms: 40, election_timeout_ms: 120 };
+/// The shortest heartbeat interval a node accepts, in milliseconds.
+pub const HEARTBEAT_MS_MIN: u64 = 10;
+/// The longest election timeout a node accepts, in milliseconds.
+pub const ELECTION_TIMEOUT_MS_MAX: u64 = 60_000;
+/// Heartbeats within the shortest election timeout, at least: one lost packet starts no
+/// election.
+pub const HEARTBEATS_PER_ELECTION_TIMEOUT_MIN: u64 = 3;
+
+impl Timing {
+    /// The top of the election timeout's range: how long a follower refuses other candidates.
+    pub fn election_timeout_max_ms(&self) -> u64 {
+        self.election_timeout_ms * 2
+    }
+
+    /// How long after a leadership check began the leader serves linearizable reads without
+    /// another one (its read lease): three eighths of the vote refusal.
+    ///
+    /// Why it is safe: every follower that answered the check's heartbeat (sent after it began)
+    /// refuses to vote for anyone else for `election_timeout_max_ms` after, and so does one
+    /// that restarts meanwhile; they and the leader are a quorum, and any other quorum shares
+    /// one of them with it, so no other node can win an election before that has passed. The
+    /// leader itself could vote for another, or leave the voters (a lone voter left leads
+    /// without an election): each read under the lease first asks openraft whether this node
+    /// still holds the same committed vote as a voter of the same membership
+    /// (`cluster::read_index`). Clocks are monotonic and local, so only their rates must
+    /// agree, and a pause between that answer and the clock's reading only makes the lease end
+    /// sooner.
+    pub fn read_lease(&self) -> Duration {
+        Duration::from_millis(self.election_timeout_max_ms() * 3 / 8)
+    }
+
+    /// Why these timings are unusable, if they are.
+    pub fn check(&self) -> Result<(), String> {
+        if self.heartbeat_ms < HEARTBEAT_MS_MIN {
+            return Err(format!(
+                "heartbeat_ms of {} is below the minimum {HEARTBEAT_MS_MIN}",
+                self.heartbeat_ms
+            ));
+        }
+        if self.election_timeout_ms > ELECTION_TIMEOUT_MS_MAX {
+            return Err(format!(
+                "election_timeout_ms of {} is above the maximum {ELECTION_TIMEOUT_MS_MAX}",
+                self.election_timeout_ms
+            ));
+        }
+        if self.election_timeout_ms < self.heartbeat_ms * HEARTBEATS_PER_ELECTION_TIMEOUT_MIN {
+            return Err(format!(
+                "election_timeout_ms of {} is under {HEARTBEATS_PER_ELECTION_TIMEOUT_MIN} \
+                 heartbeats of {} ms",
+                self.election_timeout_ms, self.heartbeat_ms
+            ));
+        }
+        Ok(())
+    }
+
+    /// openraft's configuration with these timings; the caller adds snapshot settings.
+    pub fn config(&self) -> openraft::Config {
+        openraft::Config {
+            cluster_name: "cairn".into(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_ms,
+            election_timeout_max: self.election_timeout_max_ms(),
+            ..Default::default()
+        }
     }
 }
 

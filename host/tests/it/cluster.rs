@@ -145,6 +145,26 @@ fn cluster_status_lists_members_roles_and_progress() -> anyhow::Result<()> {
     }
 }
 
+/// The Raft timing flags reach Raft: a cluster with slower timing elects a leader and commits
+/// through a follower; timing that leaves no room for three heartbeats is refused at start.
+#[tokio::test(flavor = "multi_thread")]
+async fn raft_timing_is_set_by_flags_and_checked() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let slow = ["--heartbeat-ms", "100", "--election-timeout-ms", "500"];
+    let cluster = start_cluster(dir.path(), 3, &slow)?;
+    let leader = cluster.leader(&[1, 2, 3], DEADLINE).await?;
+    let follower = if leader == 1 { 2 } else { 1 };
+    let client = cluster.client(follower).await?;
+    client.create("/slow", b"ok".to_vec(), CreateOptions::persistent()).await?;
+    assert_eq!(client.get("/slow").await?.0, b"ok");
+
+    let tight = ["--heartbeat-ms", "100", "--election-timeout-ms", "200"];
+    let refused = cairn_tests::Server::start(binary(), &dir.path().join("tight"), &tight);
+    let error = format!("{:#}", refused.expect_err("fewer than three heartbeats"));
+    assert!(error.contains("3 heartbeats"), "{error}");
+    Ok(())
+}
+
 /// A client given every node (`a,b,c`) is connected to the leader when it dies: the session
 /// resumes on a survivor, its ephemeral stays, and its watch goes on reporting changes.
 #[tokio::test(flavor = "multi_thread")]
