@@ -54,8 +54,8 @@ impl ReadIndex {
         forwarder: Arc<Forwarder>,
     ) -> ReadIndex {
         let (waiting, requests) = mpsc::channel(READS_WAITING_MAX);
-        let leader = Leader { raft: raft.clone(), node, lease_length: lease, lease: None };
-        tokio::spawn(run(raft, leader, forwarder, requests));
+        let leader = Leader { raft, node, lease_length: lease, lease: None };
+        tokio::spawn(run(leader, forwarder, requests));
         ReadIndex { waiting }
     }
 
@@ -77,12 +77,7 @@ impl ReadIndex {
     }
 }
 
-async fn run(
-    raft: Raft,
-    mut leader: Leader,
-    forwarder: Arc<Forwarder>,
-    mut requests: mpsc::Receiver<Waiter>,
-) {
+async fn run(mut leader: Leader, forwarder: Arc<Forwarder>, mut requests: mpsc::Receiver<Waiter>) {
     while let Some(first) = requests.recv().await {
         // Every read waiting shares this check; none waits for more than the one after it.
         let (waiters, _) = super::batch::gather(
@@ -106,7 +101,7 @@ async fn run(
                 .with_detail("no read index here: not the leader")));
         }
         if !anywhere.is_empty() {
-            let index = forwarder.read_index(&raft).await;
+            let index = forwarder.read_index(&leader.raft).await;
             for (waiter, _) in anywhere {
                 let _ = waiter.send(index.clone());
             }

@@ -6,7 +6,8 @@
 //! [`state_machine`], which applies it to the znode tree and returns the reply the front end
 //! sends back. Linearizable reads go through openraft's read-index check
 //! (`Raft::ensure_linearizable`) before reading the state machine, or, on a leader whose check
-//! succeeded within its read lease ([`Timing::read_lease`]), through that lease (`cluster::read_index`).
+//! succeeded within its read lease ([`Timing::read_lease`]), through that lease
+//! (`cluster::read_index`).
 
 // openraft's storage traits return its `StorageError`, which is large; the helpers here return
 // the same type so errors pass through unchanged.

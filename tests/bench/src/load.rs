@@ -204,15 +204,17 @@ pub async fn measure<S: System>(
         latencies_us.extend(task.await.context("a client task panicked")??);
     }
     latencies_us.sort_unstable();
-    let percentile = |p: f64| {
-        let index = ((latencies_us.len() as f64 - 1.0) * p).round() as usize;
-        latencies_us.get(index).copied().unwrap_or(0)
-    };
     Ok(Sample {
         ops_per_sec: latencies_us.len() as f64 / timing.measure.as_secs_f64(),
-        p50_us: percentile(0.50),
-        p99_us: percentile(0.99),
+        p50_us: percentile(&latencies_us, 0.50),
+        p99_us: percentile(&latencies_us, 0.99),
     })
+}
+
+/// The `p` quantile (0 to 1) of `sorted`, by nearest rank; 0 when it is empty.
+pub fn percentile(sorted: &[u64], p: f64) -> u64 {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(index).copied().unwrap_or(0)
 }
 
 /// Connects `clients` sessions, a few at a time.

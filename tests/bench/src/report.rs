@@ -41,14 +41,6 @@ impl Record {
         clients: usize,
         samples: &[Sample],
     ) -> Record {
-        let median = |mut values: Vec<f64>| {
-            values.sort_by(f64::total_cmp);
-            match values.len() {
-                0 => 0.0,
-                n if n % 2 == 1 => values[n / 2],
-                n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-            }
-        };
         let ops: Vec<f64> = samples.iter().map(|s| s.ops_per_sec).collect();
         Record {
             system: system.to_string(),
@@ -63,6 +55,16 @@ impl Record {
             repetitions: samples.len(),
             extra: serde_json::Map::new(),
         }
+    }
+}
+
+/// The median of `values`; 0 for none.
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
     }
 }
 

@@ -275,11 +275,7 @@ async fn writes_during<S: System, T>(
     let mut latencies_us =
         latencies_us.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
     latencies_us.sort_unstable();
-    let p99 = match latencies_us.len() {
-        0 => 0,
-        n => latencies_us[((n - 1) as f64 * 0.99).round() as usize],
-    };
-    Ok((outcome, p99, latencies_us.len()))
+    Ok((outcome, load::percentile(&latencies_us, 0.99), latencies_us.len()))
 }
 
 /// Asks Cairn's admin listener for a snapshot; its size and build time.
