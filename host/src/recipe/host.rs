@@ -12,6 +12,10 @@ use super::{
 };
 use crate::store::{Notification, SessionId};
 
+/// What [`store::Host::first_sequential`] charges for each child name it looks at, against
+/// [`RECIPE_BYTES_MOVED_PER_CALL_MAX`]: a name's comparison, far cheaper than its copy.
+const FIRST_SEQUENTIAL_BYTES_PER_NAME: usize = 8;
+
 impl CallState {
     /// The absolute path of a recipe's relative path ("/" is its namespace root).
     fn absolute(&self, relative: &str) -> Result<String, store::Error> {
@@ -143,6 +147,32 @@ impl store::Host for CallState {
         let names: Vec<String> = children.into_iter().map(|child| child.name).collect();
         self.charge(names.iter().map(|name| name.len() + 8).sum(), 0, 0)?;
         Ok(names)
+    }
+
+    fn children_with_prefix(
+        &mut self,
+        relative: String,
+        prefix: String,
+        limit: u32,
+    ) -> Result<Vec<String>, store::Error> {
+        self.charge(relative.len() + prefix.len(), 0, 0)?;
+        let absolute = self.absolute(&relative)?;
+        self.check_read(&absolute)?;
+        let names = self.lock().tree.children_with_prefix(&absolute, &prefix, limit as usize);
+        let names = names.map_err(error)?;
+        self.charge(names.iter().map(|name| name.len() + 8).sum(), 0, 0)?;
+        Ok(names)
+    }
+
+    fn first_sequential(&mut self, relative: String) -> Result<Option<String>, store::Error> {
+        self.charge(relative.len(), 0, 0)?;
+        let absolute = self.absolute(&relative)?;
+        self.check_read(&absolute)?;
+        let (first, looked_at) = self.lock().tree.first_sequential(&absolute).map_err(error)?;
+        // The pass over the names is charged as if they were read: a recipe cannot make the
+        // node scan more names in one call than it could read.
+        self.charge(looked_at * FIRST_SEQUENTIAL_BYTES_PER_NAME, 0, 0)?;
+        Ok(first)
     }
 
     fn create(

@@ -439,6 +439,36 @@ impl DataTree {
         Ok((node.stat(), children))
     }
 
+    /// Up to `limit` names of the children of `path` that start with `prefix`, in name order,
+    /// found in the children's order without reading the others.
+    pub fn children_with_prefix(
+        &self,
+        path: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, ApiError> {
+        path::validate(path)?;
+        let node = self.nodes.get(path).ok_or_else(|| ApiError::at(ErrorCode::NoNode, path))?;
+        let from = (std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded);
+        Ok(node
+            .children
+            .range::<str, _>(from)
+            .take_while(|name| name.starts_with(prefix))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    /// The child of `path` whose name ends in the lowest sequence number
+    /// ([`path::sequence`]), if any child's does, and how many names were looked at: one pass
+    /// over them, none copied.
+    pub fn first_sequential(&self, path: &str) -> Result<(Option<String>, usize), ApiError> {
+        path::validate(path)?;
+        let node = self.nodes.get(path).ok_or_else(|| ApiError::at(ErrorCode::NoNode, path))?;
+        let first = node.children.iter().filter_map(|name| Some((path::sequence(name)?, name)));
+        Ok((first.min().map(|(_, name)| name.clone()), node.children.len()))
+    }
+
     /// The names of the children of the znode at `path` in name order (none if there is no
     /// such znode), without copying them: for views that show only the first few.
     pub fn child_names(&self, path: &str) -> impl Iterator<Item = &str> {

@@ -5,8 +5,11 @@
 //! locks); its children `/<lock>/w-<session>-<seq>` (the session in 16 hex digits, then the
 //! sequence number the store appends) are the waiters in arrival order, each an ephemeral znode
 //! of the waiting session holding `{"session": S, "count": C, "token": T}`. The first child holds
-//! the lock. The queue's order and every waiter's session come from the names alone, so a grant
-//! or a release reads one or two records whatever the length of the queue. Because waiters are
+//! the lock. The queue's order and every waiter's session come from the names alone, and the
+//! host finds the head (`first-sequential`: one pass of the node over the names) and a session's
+//! own waiter (`children-with-prefix`: a lookup) without copying the queue into the recipe, so
+//! an acquire, a grant or a release reads one or two records whatever the length of the queue
+//! (only `status`, and an acquire by a session already waiting, list it). Because waiters are
 //! ephemeral, a session that ends leaves the queue in the same log entry, and the hook grants
 //! the next waiter there and then.
 //!
@@ -55,6 +58,24 @@ fn queue(host: &mut dyn Host, lock: &str) -> Result<Vec<(String, u64)>, String> 
     Ok(waiters.into_iter().map(|(_, path, session)| (path, session)).collect())
 }
 
+/// How many waiters `lock` has (every child of a lock is a waiter); 0 for a lock never taken.
+fn waiters(host: &mut dyn Host, lock: &str) -> Result<u64, String> {
+    match host.get(lock) {
+        Ok((_, stat)) => Ok(u64::from(stat.num_children)),
+        Err(StoreError::NoNode) => Ok(0),
+        Err(e) => Err(error(e)),
+    }
+}
+
+/// The path of `session`'s waiter in `lock`'s queue, if it has one.
+fn own(host: &mut dyn Host, lock: &str, session: u64) -> Result<Option<String>, String> {
+    match host.children_with_prefix(lock, &waiter_prefix(session), 1) {
+        Ok(names) => Ok(names.into_iter().next().map(|name| format!("{lock}/{name}"))),
+        Err(StoreError::NoNode) => Ok(None),
+        Err(e) => Err(error(e)),
+    }
+}
+
 /// A waiter's record.
 fn record(host: &mut dyn Host, path: &str) -> Result<Waiter, String> {
     records::read(host, path)?.ok_or_else(|| format!("{path} vanished"))
@@ -62,7 +83,13 @@ fn record(host: &mut dyn Host, path: &str) -> Result<Waiter, String> {
 
 /// The first waiter of `lock`'s queue, with its record.
 fn head(host: &mut dyn Host, lock: &str) -> Result<Option<(String, Waiter)>, String> {
-    let Some((path, _)) = queue(host, lock)?.into_iter().next() else { return Ok(None) };
+    let first = match host.first_sequential(lock) {
+        Ok(first) => first,
+        Err(StoreError::NoNode) => None,
+        Err(e) => return Err(error(e)),
+    };
+    let Some(name) = first.filter(|name| parse_waiter(name).is_some()) else { return Ok(None) };
+    let path = format!("{lock}/{name}");
     let waiter = record(host, &path)?;
     Ok(Some((path, waiter)))
 }
@@ -90,13 +117,7 @@ fn own_head(
     lock: &str,
     session: u64,
 ) -> Result<Option<(String, Waiter)>, String> {
-    match queue(host, lock)?.into_iter().next() {
-        Some((path, first)) if first == session => {
-            let waiter = record(host, &path)?;
-            Ok(Some((path, waiter)))
-        }
-        _ => Ok(None),
-    }
+    Ok(head(host, lock)?.filter(|(_, waiter)| waiter.session == session))
 }
 
 /// The head of `lock`'s queue if it is `session`'s waiting record.
@@ -152,34 +173,32 @@ fn ensure_lock(host: &mut dyn Host, lock: &str) -> Result<(), String> {
 fn acquire(host: &mut dyn Host, args: Acquire) -> Result<AcquireReply, String> {
     let lock = lock_path(&args.lock)?;
     let session = host.caller_session(Acquire::NAME)?;
-    let waiters = queue(host, &lock)?;
-    if let Some(position) = waiters.iter().position(|(_, waiter)| *waiter == session) {
-        let held = match &waiters[0] {
-            (path, _) if position == 0 => {
-                Some((path.clone(), record(host, path)?)).filter(|(_, waiter)| waiter.count > 0)
-            }
-            _ => None,
-        };
-        return Ok(match held {
-            Some((path, waiter)) => {
-                let again = Waiter { count: waiter.count + 1, ..waiter };
-                records::write(host, &path, &again)?;
-                AcquireReply::granted(again.token, again.count)
-            }
-            None => AcquireReply::queued(position as u64),
-        });
+    if let Some(path) = own(host, &lock, session)? {
+        let waiter = record(host, &path)?;
+        // Only the head is ever granted: a count above 0 is the hold.
+        if waiter.count > 0 {
+            let again = Waiter { count: waiter.count + 1, ..waiter };
+            records::write(host, &path, &again)?;
+            return Ok(AcquireReply::granted(again.token, again.count));
+        }
+        let position = queue(host, &lock)?.iter().position(|(queued, _)| *queued == path);
+        let name = path.rsplit('/').next().unwrap_or_default().to_string();
+        return Ok(AcquireReply::queued(position.unwrap_or_default() as u64, name));
     }
-    if !waiters.is_empty() && !args.wait {
+    let waiters = waiters(host, &lock)?;
+    if waiters > 0 && !args.wait {
         return Ok(AcquireReply::busy());
     }
     // A queue with waiters has its lock's znode already.
-    if waiters.is_empty() {
+    if waiters == 0 {
         ensure_lock(host, &lock)?;
     }
     let record = Waiter { session, count: 0, token: 0, all: Vec::new() };
-    records::create(host, &waiter_path(&lock, session), &record, Mode::Ephemeral, true)?;
-    if !waiters.is_empty() {
-        return Ok(AcquireReply::queued(waiters.len() as u64));
+    let created =
+        records::create(host, &waiter_path(&lock, session), &record, Mode::Ephemeral, true)?;
+    if waiters > 0 {
+        let name = created.rsplit('/').next().unwrap_or_default().to_string();
+        return Ok(AcquireReply::queued(waiters, name));
     }
     let token = grant_head(host, &args.lock, &lock)?.ok_or("granted nothing")?;
     Ok(AcquireReply::granted(token, 1))
@@ -226,11 +245,10 @@ fn acquire_all(host: &mut dyn Host, args: AcquireAll) -> Result<AcquireAllReply,
     let mut free = true;
     for name in &names {
         let lock = lock_path(name)?;
-        let waiters = queue(host, &lock)?;
-        if waiters.iter().any(|(_, waiter)| *waiter == session) {
+        if own(host, &lock, session)?.is_some() {
             return Err(format!("session {session:#x} already holds or waits for {name}"));
         }
-        free &= waiters.is_empty();
+        free &= waiters(host, &lock)? == 0;
     }
     if !free && !args.wait {
         return Ok(refused);
@@ -317,11 +335,11 @@ mod tests {
         );
         assert_eq!(
             call(&mut host, 2, "acquire", lock.clone()),
-            json!({"granted": false, "position": 1})
+            json!({"granted": false, "position": 1, "waiter": "w-0000000000000002-0000000001"})
         );
         assert_eq!(
             call(&mut host, 3, "acquire", lock.clone()),
-            json!({"granted": false, "position": 2})
+            json!({"granted": false, "position": 2, "waiter": "w-0000000000000003-0000000002"})
         );
         assert_eq!(
             call(&mut host, 4, "acquire", json!({"lock": "l", "wait": false})),
@@ -349,6 +367,36 @@ mod tests {
         assert!(
             host.invoke::<FairLock>(3, "release", lock.to_string().as_bytes()).is_err(),
             "3 does not hold it"
+        );
+    }
+
+    #[test]
+    fn a_long_queue_is_served_in_order_without_being_listed() {
+        let mut host = MemoryHost::default();
+        let lock = json!({"lock": "l"});
+        const WAITERS: u64 = 300;
+        for session in 1..=WAITERS {
+            let reply = call(&mut host, session, "acquire", lock.clone());
+            assert_eq!(reply["granted"], session == 1, "{reply}");
+        }
+        let last = call(&mut host, WAITERS, "acquire", lock.clone());
+        assert_eq!(last["position"], WAITERS - 1, "asked again: still in line");
+        let listed = host.listings;
+        // Every hand-off reads the head and the holder's own waiter, never the whole line.
+        for session in 1..=WAITERS {
+            let released = call(&mut host, session, "release", lock.clone());
+            assert_eq!(released, json!({"released": true, "holds": 0}));
+            if session < WAITERS {
+                let granted = &host.notifications.last().expect("a grant").0;
+                assert_eq!(*granted, session + 1, "granted in arrival order");
+            }
+        }
+        call(&mut host, 1, "acquire", lock.clone());
+        host.end_session::<FairLock>(1);
+        assert_eq!(host.listings, listed, "no call listed the queue");
+        assert_eq!(
+            call(&mut host, 9, "status", lock),
+            json!({"holder": null, "token": WAITERS + 1, "queue": []})
         );
     }
 

@@ -27,8 +27,8 @@ pub struct Acquire {
     pub wait: bool,
 }
 
-/// The answer to [`Acquire`]: granted with `token` and `holds`, queued at `position` (a
-/// [`Granted`] follows), or busy (neither).
+/// The answer to [`Acquire`]: granted with `token` and `holds`, queued at `position` as
+/// `waiter` (a [`Granted`] follows), or busy (none of them).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AcquireReply {
     pub granted: bool,
@@ -40,19 +40,22 @@ pub struct AcquireReply {
     /// Waiters ahead of the caller, the holder included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<u64>,
+    /// The name of the caller's waiter znode, when queued: its record shows the grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiter: Option<String>,
 }
 
 impl AcquireReply {
     pub fn granted(token: u64, holds: u32) -> Self {
-        AcquireReply { granted: true, token: Some(token), holds: Some(holds), position: None }
+        AcquireReply { granted: true, token: Some(token), holds: Some(holds), ..Self::busy() }
     }
 
-    pub fn queued(position: u64) -> Self {
-        AcquireReply { granted: false, token: None, holds: None, position: Some(position) }
+    pub fn queued(position: u64, waiter: String) -> Self {
+        AcquireReply { position: Some(position), waiter: Some(waiter), ..Self::busy() }
     }
 
     pub fn busy() -> Self {
-        AcquireReply { granted: false, token: None, holds: None, position: None }
+        AcquireReply { granted: false, token: None, holds: None, position: None, waiter: None }
     }
 }
 

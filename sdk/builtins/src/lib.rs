@@ -114,8 +114,8 @@ mod tests {
         assert!(decode::<StatusReply>(br#"{"token": 3, "queue": []}"#).is_err(), "missing holder");
         assert!(decode::<AcquireReply>(br#"{"granted": true, "token": "7"}"#).is_err());
         assert_eq!(
-            String::from_utf8(encode(&AcquireReply::queued(2))).expect("utf-8"),
-            r#"{"granted":false,"position":2}"#
+            String::from_utf8(encode(&AcquireReply::queued(2, "w-1".into()))).expect("utf-8"),
+            r#"{"granted":false,"position":2,"waiter":"w-1"}"#
         );
     }
 

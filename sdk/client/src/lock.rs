@@ -74,12 +74,13 @@ impl Lock {
         if reply.granted {
             return Ok(self.guard(positive(reply.token, FAIR_LOCK)?));
         }
+        let waiter = reply.waiter;
         let token = wait_for(
             &self.client,
             notifications,
             &self.name,
             |note: &Granted| note.lock == self.name,
-            || self.granted_here(),
+            || self.granted_here(waiter.as_deref()),
         )
         .await?;
         Ok(self.guard(positive(Some(token), FAIR_LOCK)?))
@@ -89,10 +90,28 @@ impl Lock {
     /// connected node has it, shows one. Read locally, without a log entry: the node delivered
     /// the grant's notification after applying it, so its state has the grant; a state read
     /// elsewhere or earlier can only be behind, and show no grant yet (this session cannot
-    /// lose a hold while it waits for one). The layout is fair-lock's (`cairn_builtins`): the
-    /// first waiter by sequence number holds the lock, its record's `count` above 0.
-    async fn granted_here(&self) -> Result<Option<u64>, Error> {
+    /// lose a hold while it waits for one). The layout is fair-lock's (`cairn_builtins`): only
+    /// the first waiter is ever granted, its record's `count` above 0. With the name of this
+    /// session's `waiter` (from the acquire's reply) that is one read whatever the queue's
+    /// length; without it (a fair-lock that does not tell) the queue is listed.
+    async fn granted_here(&self, waiter: Option<&str>) -> Result<Option<u64>, Error> {
         let lock = format!("/cairn/recipes/{FAIR_LOCK}/{}", self.name);
+        let mine = waiter.filter(|name| {
+            fair_lock::parse_waiter(name).is_some_and(|(s, _)| s == self.client.session_id())
+        });
+        if let Some(name) = mine {
+            let data = match self.client.local().get(&format!("{lock}/{name}")).await {
+                Ok((data, _)) => data,
+                // Gone: the session's waiter went with its session; the wait ends with it.
+                Err(error) if error.code() == Some(cairn_wire::ErrorCode::NoNode) => {
+                    return Ok(None);
+                }
+                Err(error) => return Err(error),
+            };
+            let record: Waiter = cairn_builtins::decode(&data)
+                .map_err(|e| Error::Protocol(format!("{FAIR_LOCK} waiter {name}: {e}")))?;
+            return Ok((record.count > 0).then_some(record.token));
+        }
         let names = match self.client.local().children(&lock).await {
             Ok(names) => names,
             Err(error) if error.code() == Some(cairn_wire::ErrorCode::NoNode) => return Ok(None),

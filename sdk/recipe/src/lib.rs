@@ -87,6 +87,21 @@ impl std::error::Error for StoreError {}
 pub trait Host {
     fn get(&mut self, path: &str) -> Result<(Vec<u8>, Stat), StoreError>;
     fn children(&mut self, path: &str) -> Result<Vec<String>, StoreError>;
+    /// Up to `limit` children whose names start with `prefix`, in order. The node looks them up
+    /// without reading the other children; this default (for hosts of tests) lists them all.
+    fn children_with_prefix(
+        &mut self,
+        path: &str,
+        prefix: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(with_prefix(self.children(path)?, prefix, limit))
+    }
+    /// The child whose name ends in the lowest 10-digit sequence number, if any does. The
+    /// node finds it without copying the names into the recipe; this default lists them all.
+    fn first_sequential(&mut self, path: &str) -> Result<Option<String>, StoreError> {
+        Ok(first_sequential(self.children(path)?))
+    }
     fn create(
         &mut self,
         path: &str,
@@ -139,6 +154,24 @@ pub trait Host {
             Err(error) => Err(error),
         }
     }
+}
+
+/// The sequence number a sequential create appended to `name`: its last 10 characters, if they
+/// are digits (their text order is their order).
+pub fn sequence(name: &str) -> Option<&str> {
+    let digits = name.get(name.len().checked_sub(10)?..)?;
+    digits.bytes().all(|b| b.is_ascii_digit()).then_some(digits)
+}
+
+/// Up to `limit` of `names` that start with `prefix`, in order.
+fn with_prefix(names: Vec<String>, prefix: &str, limit: u32) -> Vec<String> {
+    names.into_iter().filter(|name| name.starts_with(prefix)).take(limit as usize).collect()
+}
+
+/// Which of `names` ends in the lowest sequence number, if any does.
+fn first_sequential(names: Vec<String>) -> Option<String> {
+    let first = names.iter().filter_map(|name| Some((sequence(name)?, name))).min();
+    first.map(|(_, name)| name.clone())
 }
 
 /// A coordination recipe.

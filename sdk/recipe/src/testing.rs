@@ -25,6 +25,9 @@ pub struct MemoryHost {
     pub notifications: Vec<(u64, Vec<u8>)>,
     /// The last fencing token given; the next is one more, whatever a call's outcome.
     pub fencing_token: u64,
+    /// How many times a recipe listed a znode's children with [`Host::children`]: a test of a
+    /// call that should cost the same whatever a list's length checks that it stays put.
+    pub listings: u64,
 }
 
 impl Default for MemoryHost {
@@ -39,6 +42,7 @@ impl Default for MemoryHost {
             live_sessions: BTreeSet::new(),
             notifications: Vec::new(),
             fencing_token: 0,
+            listings: 0,
         }
     }
 }
@@ -52,6 +56,21 @@ fn parent(path: &str) -> Result<&str, StoreError> {
 }
 
 impl MemoryHost {
+    /// The names of `path`'s children, in order.
+    fn names(&self, path: &str) -> Result<Vec<String>, StoreError> {
+        if !self.nodes.contains_key(path) {
+            return Err(StoreError::NoNode);
+        }
+        let prefix = if path == "/" { "/".to_string() } else { format!("{path}/") };
+        Ok(self
+            .nodes
+            .keys()
+            .filter_map(|p| p.strip_prefix(&prefix))
+            .filter(|rest| !rest.is_empty() && !rest.contains('/'))
+            .map(str::to_string)
+            .collect())
+    }
+
     /// Runs one operation as the node would: at the next zxid, from `session`, and with every
     /// write undone if it returns an error.
     pub fn invoke<R: Recipe>(
@@ -96,23 +115,27 @@ impl MemoryHost {
 
 impl Host for MemoryHost {
     fn get(&mut self, path: &str) -> Result<(Vec<u8>, Stat), StoreError> {
-        let num_children = self.children(path)?.len() as u32;
+        let num_children = self.names(path)?.len() as u32;
         let node = self.nodes.get(path).ok_or(StoreError::NoNode)?;
         Ok((node.data.clone(), Stat { num_children, ..node.stat }))
     }
 
     fn children(&mut self, path: &str) -> Result<Vec<String>, StoreError> {
-        if !self.nodes.contains_key(path) {
-            return Err(StoreError::NoNode);
-        }
-        let prefix = if path == "/" { "/".to_string() } else { format!("{path}/") };
-        Ok(self
-            .nodes
-            .keys()
-            .filter_map(|p| p.strip_prefix(&prefix))
-            .filter(|rest| !rest.is_empty() && !rest.contains('/'))
-            .map(str::to_string)
-            .collect())
+        self.listings += 1;
+        self.names(path)
+    }
+
+    fn children_with_prefix(
+        &mut self,
+        path: &str,
+        prefix: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(crate::with_prefix(self.names(path)?, prefix, limit))
+    }
+
+    fn first_sequential(&mut self, path: &str) -> Result<Option<String>, StoreError> {
+        Ok(crate::first_sequential(self.names(path)?))
     }
 
     fn create(
@@ -169,7 +192,7 @@ impl Host for MemoryHost {
         if path == "/" {
             return Err(StoreError::InvalidPath);
         }
-        if !self.children(path)?.is_empty() {
+        if !self.names(path)?.is_empty() {
             return Err(StoreError::NotEmpty);
         }
         self.nodes.remove(path);

@@ -52,6 +52,19 @@ impl Host for WasmHost {
         store::children(path).map_err(error)
     }
 
+    fn children_with_prefix(
+        &mut self,
+        path: &str,
+        prefix: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        store::children_with_prefix(path, prefix, limit).map_err(error)
+    }
+
+    fn first_sequential(&mut self, path: &str) -> Result<Option<String>, StoreError> {
+        store::first_sequential(path).map_err(error)
+    }
+
     fn create(
         &mut self,
         path: &str,

@@ -6,6 +6,16 @@
 
 use crate::{ApiError, ErrorCode, PATH_BYTES_MAX};
 
+/// Digits of the number a sequential create appends to a name.
+pub const SEQUENCE_DIGITS: usize = 10;
+
+/// The number a sequential create appended to `name`: its last [`SEQUENCE_DIGITS`] characters,
+/// if they are digits (their text order is their order).
+pub fn sequence(name: &str) -> Option<&str> {
+    let digits = name.get(name.len().checked_sub(SEQUENCE_DIGITS)?..)?;
+    digits.bytes().all(|b| b.is_ascii_digit()).then_some(digits)
+}
+
 /// Checks that `path` names a znode.
 pub fn validate(path: &str) -> Result<(), ApiError> {
     validate_inner(path, false)

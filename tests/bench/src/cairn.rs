@@ -9,7 +9,7 @@ use cairn_client::{Client, CreateOptions, Credentials, ErrorCode, LockGuard};
 use cairn_tests::Server;
 use cairn_tests::cluster::Cluster;
 
-use crate::load::{Session, System};
+use crate::load::{Fired, Session, System};
 
 /// Where every key of a run lives.
 const ROOT: &str = "/bench";
@@ -186,6 +186,18 @@ impl Session for CairnSession {
 
     async fn release(&self, held: LockGuard) -> anyhow::Result<()> {
         Ok(held.release().await?)
+    }
+
+    async fn waiting(&self, lock: &str) -> anyhow::Result<usize> {
+        Ok(self.client.lock(lock).status().await?.queue.len())
+    }
+
+    async fn watch(&self, key: &str) -> anyhow::Result<Fired> {
+        let (_, _, watch) = self.client.get_watch(&path(key)).await?;
+        Ok(Box::pin(async move {
+            watch.fired().await?;
+            Ok(())
+        }))
     }
 
     async fn invoke(&self, key: &str) -> anyhow::Result<()> {

@@ -55,42 +55,64 @@ fn register() -> anyhow::Result<()> {
 /// Writes the scale curve's chart of `records` (workload `scale`) to `file`.
 pub fn write_scale(file: &Path, records: &[Record]) -> anyhow::Result<()> {
     register()?;
-    let mut sizes: Vec<usize> = records.iter().map(|r| r.clients).collect();
-    sizes.sort_unstable();
-    sizes.dedup();
-    let names: Vec<String> = sizes.iter().map(|n| format!("{} znodes", label(*n as f64))).collect();
-    let figure = |pick: &dyn Fn(&Record) -> f64| -> Vec<[f64; SYSTEMS.len()]> {
-        sizes
+    // Values per count (`clients`: znodes, waiters or watches) of one workload.
+    let figure = |workload: &str, pick: &dyn Fn(&Record) -> f64| {
+        let rows: Vec<&Record> = records.iter().filter(|r| r.workload == workload).collect();
+        let mut counts: Vec<usize> = rows.iter().map(|r| r.clients).collect();
+        counts.sort_unstable();
+        counts.dedup();
+        let values: Vec<[f64; SYSTEMS.len()]> = counts
             .iter()
-            .map(|size| {
+            .map(|count| {
                 SYSTEMS.map(|system| {
-                    records
-                        .iter()
-                        .find(|r| r.system == system && r.clients == *size)
-                        .map_or(0.0, pick)
+                    rows.iter()
+                        .find(|r| r.system == system && r.clients == *count)
+                        .map_or(0.0, |r| pick(r))
                 })
             })
-            .collect()
+            .collect();
+        (counts, values)
     };
     let extra = |name: &'static str| {
         move |r: &Record| r.extra.get(name).and_then(serde_json::Value::as_f64).unwrap_or(0.0)
     };
+    let tree = |pick: &dyn Fn(&Record) -> f64| figure("scale", pick);
     let panels = [
-        ("node memory (RSS)", "MiB", figure(&extra("rss_mib"))),
-        ("memory per znode", "bytes", figure(&extra("rss_bytes_per_znode"))),
-        ("snapshot size", "MB", figure(&|r| extra("snapshot_bytes")(r) / 1e6)),
-        ("snapshot build", "ms", figure(&extra("snapshot_build_ms"))),
-        ("write p99 during a snapshot", "ms", figure(&|r| r.p99_us as f64 / 1000.0)),
-        ("restart until serving", "ms", figure(&extra("restart_ms"))),
+        ("node memory (RSS)", "MiB", "znodes", tree(&extra("rss_mib"))),
+        ("memory per znode", "bytes", "znodes", tree(&extra("rss_bytes_per_znode"))),
+        ("snapshot size", "MB", "znodes", tree(&|r| extra("snapshot_bytes")(r) / 1e6)),
+        ("snapshot build", "ms", "znodes", tree(&extra("snapshot_build_ms"))),
+        ("write p99 during a snapshot", "ms", "znodes", tree(&|r| r.p99_us as f64 / 1000.0)),
+        ("restart until serving", "ms", "znodes", tree(&extra("restart_ms"))),
+        (
+            "fair-lock hand-off by queue length",
+            "µs",
+            "waiters",
+            figure("lock-waiters", &extra("handoff_us")),
+        ),
+        (
+            "watch: memory each; one write's fan-out",
+            "bytes, ms",
+            "watches",
+            figure("watches", &extra("rss_bytes_per_watch")),
+        ),
     ];
-    let root = BitMapBackend::new(file, (1600, 1500)).into_drawing_area();
+    let root = BitMapBackend::new(file, (1600, 2000)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
     let root = root
         .titled("Cairn and ZooKeeper as the tree grows (one node)", ("sans-serif", 30))
         .map_err(plot_error)?;
-    let areas = root.split_evenly((3, 2));
-    for (area, (title, unit, values)) in areas.iter().zip(panels) {
-        let panel = Panel { title: title.to_string(), unit, categories: names.clone(), values };
+    let areas = root.split_evenly((4, 2));
+    for (area, (title, unit, what, (counts, mut values))) in areas.iter().zip(panels) {
+        let mut categories: Vec<String> =
+            counts.iter().map(|n| format!("{} {what}", label(*n as f64))).collect();
+        if what == "watches" {
+            // Beside the memory, the median fan-out of one write to every session.
+            let (_, fanout) = figure("watches", &extra("fanout_ms_median"));
+            categories.extend(counts.iter().map(|_| "fan-out ms".to_string()));
+            values.extend(fanout);
+        }
+        let panel = Panel { title: title.to_string(), unit, categories, values };
         draw(area, panel)?;
     }
     root.present().map_err(plot_error)?;

@@ -73,6 +73,16 @@ pub trait Session: Send + Sync + Sized + 'static {
 
     fn release(&self, held: Self::Held) -> impl Future<Output = anyhow::Result<()>> + Send;
 
+    /// How many sessions wait for `lock` behind its holder.
+    fn waiting(&self, _lock: &str) -> impl Future<Output = anyhow::Result<usize>> + Send {
+        async { anyhow::bail!("this system has no lock queue to count") }
+    }
+
+    /// Sets a one-shot watch on `key`'s data; what it returns ends when the watch fires.
+    fn watch(&self, _key: &str) -> impl Future<Output = anyhow::Result<Fired>> + Send {
+        async { anyhow::bail!("this system has no one-shot watches") }
+    }
+
     /// Cairn only: one counter-recipe call on the counter `key`.
     fn invoke(&self, _key: &str) -> impl Future<Output = anyhow::Result<()>> + Send {
         async { anyhow::bail!("this system runs no recipes") }
@@ -80,6 +90,9 @@ pub trait Session: Send + Sync + Sized + 'static {
 
     fn close(self) -> impl Future<Output = ()> + Send;
 }
+
+/// A set watch: ends when it fires, with an error if the session ends first.
+pub type Fired = futures::future::BoxFuture<'static, anyhow::Result<()>>;
 
 /// A running system under test.
 pub trait System: Sync {

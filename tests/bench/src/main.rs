@@ -14,11 +14,14 @@
 //!   long until a write commits ([`failover`]); `compare` runs it too.
 //! - `cairn-bench scale` grows one node's tree to 10k, 100k and 1M znodes, Cairn's and (with
 //!   `rivals`) ZooKeeper's, and measures memory, snapshots and restarts at each size
-//!   ([`scale`]); it writes `scale.json`, `scale.md` and (with `rivals`) `scale.png`.
+//!   ([`scale`]); then, on a fresh node of each, a fair lock with up to 10,000 waiters and
+//!   100,000 watches ([`crowd`]). It writes `scale.json`, `scale.md` and (with `rivals`)
+//!   `scale.png`.
 
 mod cairn;
 #[cfg(feature = "rivals")]
 mod chart;
+mod crowd;
 #[cfg(feature = "rivals")]
 mod etcd;
 mod failover;
@@ -57,7 +60,8 @@ enum Command {
     IdleSessions(IdleArgs),
     /// Start three nodes, kill the leader (SIGKILL) again and again, and time each failover.
     Failover(FailoverArgs),
-    /// Grow one node's tree size after size; memory, snapshot and restart at each.
+    /// Grow one node's tree size after size (memory, snapshot and restart at each); then time a
+    /// fair lock's hand-offs behind long queues, and fan out events to many watches.
     Scale(ScaleArgs),
     /// Write the table and chart again from the results a comparison left in DIR.
     Render {
@@ -202,6 +206,14 @@ struct ScaleArgs {
     /// Tree sizes in znodes, grown one after the other.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
     sizes: Vec<usize>,
+    /// Queue lengths behind one fair lock, each timed on the same fresh node (none: skip).
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000,10000")]
+    waiters: Vec<usize>,
+    /// Sessions that each watch every one of `--watched-znodes` znodes (0: skip).
+    #[arg(long, default_value_t = 1_000)]
+    watch_sessions: usize,
+    #[arg(long, default_value_t = 100)]
+    watched_znodes: usize,
     #[command(flatten)]
     start: StartArgs,
     /// Where scale.json, scale.md and scale.png go.
@@ -401,9 +413,11 @@ async fn compare(args: CompareArgs) -> anyhow::Result<()> {
 
 async fn scale_curve(args: ScaleArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.sizes.windows(2).all(|pair| pair[0] < pair[1]) && args.sizes.first() > Some(&0),
+        args.sizes.windows(2).all(|pair| pair[0] < pair[1])
+            && args.sizes.first().is_none_or(|&first| first > 0),
         "sizes grow the tree: each must be larger than the one before"
     );
+    idle::raise_open_files_limit()?;
     let work = args.start.work_dir()?;
     let mut records = Vec::new();
     for system in &args.systems {
@@ -420,10 +434,47 @@ async fn scale_curve(args: ScaleArgs) -> anyhow::Result<()> {
             other => bail!("no scale curve for {other:?}"),
         }
     }
+    for system in &args.systems {
+        let dir = work.path().join(format!("crowd-{system:?}").to_lowercase());
+        std::fs::create_dir_all(&dir)?;
+        eprintln!("{system:?}: lock waiters {:?}, watches", args.waiters);
+        match system {
+            SystemName::Cairn => {
+                let cairn = Cairn::start(&args.start.cairn_binary()?, &dir, 1).await?;
+                let (_, _, pid) = cairn.single_node().context("one node")?;
+                crowds(&cairn, pid, &args, &mut records).await?;
+            }
+            #[cfg(feature = "rivals")]
+            SystemName::Zookeeper => {
+                let mut zk = zookeeper::ZooKeeper::start(&dir, 1).await?;
+                let pid = zk.processes().and_then(|p| p.pid(0)).context("no server")?;
+                crowds(&zk, pid, &args, &mut records).await?;
+            }
+            other => bail!("no crowd rows for {other:?}"),
+        }
+    }
     report::write_scale(&args.out, &records, &machine())?;
     #[cfg(feature = "rivals")]
     chart::write_scale(&args.out.join("scale.png"), &records)?;
     eprintln!("scale curve: {}", args.out.join("scale.md").display());
+    Ok(())
+}
+
+/// The crowd rows on one node of `system` (process `pid`): each queue of `--waiters`, then the
+/// watches.
+async fn crowds<S: System>(
+    system: &S,
+    pid: u32,
+    args: &ScaleArgs,
+    records: &mut Vec<Record>,
+) -> anyhow::Result<()> {
+    for &waiters in &args.waiters {
+        records.push(crowd::lock_waiters(system, waiters).await?);
+    }
+    if args.watch_sessions > 0 && args.watched_znodes > 0 {
+        let watches = crowd::watches(system, pid, args.watch_sessions, args.watched_znodes).await?;
+        records.push(watches);
+    }
     Ok(())
 }
 

@@ -283,9 +283,11 @@ pub fn scale_markdown(records: &[Record], machine: &str) -> String {
         "| system | znodes | RSS MiB | bytes per znode | snapshot MB | snapshot build ms | write p99 during snapshot ms (writes) | restart ms | grown in s |"
     );
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for r in records {
-        let field =
-            |name: &str| r.extra.get(name).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
+    let field = |r: &Record, name: &str| {
+        r.extra.get(name).and_then(serde_json::Value::as_f64).unwrap_or(0.0)
+    };
+    for r in records.iter().filter(|r| r.workload == "scale") {
+        let field = |name: &str| field(r, name);
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {:.1} | {} | {} ({}) | {} | {:.1} |",
@@ -300,6 +302,64 @@ pub fn scale_markdown(records: &[Record], machine: &str) -> String {
             thousands(field("restart_ms")),
             field("grow_secs"),
         );
+    }
+    let waiters: Vec<&Record> = records.iter().filter(|r| r.workload == "lock-waiters").collect();
+    if !waiters.is_empty() {
+        let _ = writeln!(out, "\n## A fair lock with a long queue\n");
+        let _ = writeln!(
+            out,
+            "One session holds the lock while the others queue behind it; then each, granted, \
+             releases at once. Hand-off: the mean time between grants over the first 500 (all, \
+             for shorter queues), with the median and p99 gap; over all: the whole queue's. \
+             ZooKeeper runs Curator's lock (each waiter watches the one before it).\n"
+        );
+        let _ = writeln!(
+            out,
+            "| system | waiters | hand-off µs | gap p50 µs | gap p99 µs | over all µs | queued in s |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+        for r in waiters {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {:.1} |",
+                display_name(&r.system),
+                thousands(r.clients as f64),
+                thousands(field(r, "handoff_us")),
+                thousands(r.p50_us as f64),
+                thousands(r.p99_us as f64),
+                thousands(field(r, "drain_handoff_us")),
+                field(r, "queued_secs"),
+            );
+        }
+    }
+    let watches: Vec<&Record> = records.iter().filter(|r| r.workload == "watches").collect();
+    if !watches.is_empty() {
+        let _ = writeln!(out, "\n## Many watches\n");
+        let _ = writeln!(
+            out,
+            "Each session sets a one-shot data watch on each of the same znodes; memory is the \
+             node's resident set after, per watch, above before. Then one client overwrites the \
+             znodes one at a time: fan-out is from the write's request until the last session \
+             has its event.\n"
+        );
+        let _ = writeln!(
+            out,
+            "| system | watches | sessions | bytes per watch | set per s | fan-out median ms | fan-out max ms |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+        for r in watches {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                display_name(&r.system),
+                thousands(field(r, "watches")),
+                thousands(field(r, "sessions")),
+                thousands(field(r, "rss_bytes_per_watch")),
+                thousands(field(r, "watches_set_per_sec")),
+                millis(r.p50_us),
+                millis((field(r, "fanout_ms_max") * 1000.0) as u64),
+            );
+        }
     }
     out
 }

@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use cairn_tests::zookeeper::ZooKeeper as Servers;
 use zookeeper_client as zk;
 
-use crate::load::{Session, System};
+use crate::load::{Fired, Session, System};
 
 /// The znode every key and lock of a run lives under.
 const ROOT: &str = "/bench";
@@ -192,6 +192,21 @@ impl Session for ZkSession {
                 }
             }
         }
+    }
+
+    async fn waiting(&self, lock: &str) -> anyhow::Result<usize> {
+        let children = self.client.list_children(&path(lock)).await?;
+        let queued = children.iter().filter(|child| child.starts_with(LOCK_CHILD)).count();
+        Ok(queued.saturating_sub(1))
+    }
+
+    async fn watch(&self, key: &str) -> anyhow::Result<Fired> {
+        let (_, _, watcher) = self.client.get_and_watch_data(&path(key)).await?;
+        Ok(Box::pin(async move {
+            let event = watcher.changed().await;
+            anyhow::ensure!(event.event_type != zk::EventType::Session, "the session ended");
+            Ok(())
+        }))
     }
 
     async fn release(&self, held: PathBuf) -> anyhow::Result<()> {

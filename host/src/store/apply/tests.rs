@@ -870,3 +870,31 @@ fn an_acl_changes_only_with_admin_right_and_the_expected_aversion() {
     let readable = Action::SetAcl { path: "/app/x".into(), acl: Vec::new(), version: None };
     assert_eq!(apply_as(&mut tree, &bob, readable).expect_err("").code, ErrorCode::NoNode);
 }
+
+#[test]
+fn a_prefix_of_children_and_the_first_sequential_are_found_without_a_listing() {
+    let (tree, outcome) = run(&[
+        create("/q"),
+        create_as("/q/w-b-", CreateMode::Persistent, true, None),
+        create_as("/q/w-a-", CreateMode::Persistent, true, None),
+        create_as("/q/w-a-", CreateMode::Persistent, true, None),
+        create("/q/plain"),
+        create("/q/w-c-0000000123x"),
+    ]);
+    outcome.expect("created");
+    let names = |prefix: &str, limit| tree.children_with_prefix("/q", prefix, limit).expect("ok");
+    assert_eq!(names("w-a-", 10), ["w-a-0000000001", "w-a-0000000002"]);
+    assert_eq!(names("w-a-", 1), ["w-a-0000000001"]);
+    assert_eq!(names("w-", 10).len(), 4);
+    assert!(names("w-d-", 10).is_empty());
+    // The lowest sequence number, wherever its name sorts; names not ending in ten digits are
+    // no candidates.
+    let (first, looked_at) = tree.first_sequential("/q").expect("ok");
+    assert_eq!(first.as_deref(), Some("w-b-0000000000"));
+    assert_eq!(looked_at, 5);
+    assert_eq!(tree.first_sequential("/q/plain").expect("ok"), (None, 0));
+    let missing = tree.first_sequential("/nowhere").expect_err("no node");
+    assert_eq!(missing.code, ErrorCode::NoNode);
+    let missing = tree.children_with_prefix("/nowhere", "", 1).expect_err("no node");
+    assert_eq!(missing.code, ErrorCode::NoNode);
+}
