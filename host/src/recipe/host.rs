@@ -12,10 +12,6 @@ use super::{
 };
 use crate::store::{Notification, SessionId};
 
-/// What [`store::Host::first_sequential`] charges for each child name it looks at, against
-/// [`RECIPE_BYTES_MOVED_PER_CALL_MAX`]: a name's comparison, far cheaper than its copy.
-const FIRST_SEQUENTIAL_BYTES_PER_NAME: usize = 8;
-
 impl CallState {
     /// The absolute path of a recipe's relative path ("/" is its namespace root).
     fn absolute(&self, relative: &str) -> Result<String, store::Error> {
@@ -168,10 +164,8 @@ impl store::Host for CallState {
         self.charge(relative.len(), 0, 0)?;
         let absolute = self.absolute(&relative)?;
         self.check_read(&absolute)?;
-        let (first, looked_at) = self.lock().tree.first_sequential(&absolute).map_err(error)?;
-        // The pass over the names is charged as if they were read: a recipe cannot make the
-        // node scan more names in one call than it could read.
-        self.charge(looked_at * FIRST_SEQUENTIAL_BYTES_PER_NAME, 0, 0)?;
+        let first = self.lock().tree.first_sequential(&absolute).map_err(error)?;
+        self.charge(first.as_ref().map_or(0, |name| name.len() + 8), 0, 0)?;
         Ok(first)
     }
 

@@ -3,7 +3,7 @@
 
 use cairn_wire::{ZNODE_DATA_BYTES_MAX, path};
 
-use super::{DataTree, NodeKind, SessionId};
+use super::{DataTree, NodeKind, SessionId, Znode};
 
 impl DataTree {
     /// Checks every structural rule of the tree; the error names the first one broken.
@@ -27,6 +27,9 @@ impl DataTree {
                 if !self.nodes.contains_key(&path::join(node_path, name)) {
                     return Err(format!("{node_path} lists child {name:?} that does not exist"));
                 }
+            }
+            if node.sequential != Znode::sequential_of(&node.children) {
+                return Err(format!("{node_path}: the index of sequential children is stale"));
             }
             if (node.cversion as usize) < node.children.len() {
                 return Err(format!("{node_path}: cversion below the number of children"));

@@ -145,6 +145,11 @@ pub struct Znode {
     null_data: bool,
     kind: NodeKind,
     children: BTreeSet<String>,
+    /// The children whose names end in a sequence number ([`path::sequence`]), by that number:
+    /// the first of a queue of sequential children without a pass over them all. Derived from
+    /// `children`; not part of the snapshot.
+    #[serde(skip)]
+    sequential: BTreeSet<(u64, String)>,
     czxid: Zxid,
     mzxid: Zxid,
     pzxid: Zxid,
@@ -178,6 +183,7 @@ impl Znode {
             null_data: false,
             kind,
             children: BTreeSet::new(),
+            sequential: BTreeSet::new(),
             czxid: zxid,
             mzxid: zxid,
             pzxid: zxid,
@@ -195,6 +201,27 @@ impl Znode {
 
     pub fn acl(&self) -> &Acl {
         &self.acl
+    }
+
+    /// Adds a child's name, and indexes it if it ends in a sequence number.
+    fn insert_child(&mut self, name: String) {
+        if let Some(number) = sequence_number(&name) {
+            self.sequential.insert((number, name.clone()));
+        }
+        self.children.insert(name);
+    }
+
+    fn remove_child(&mut self, name: &str) {
+        if let Some(number) = sequence_number(name) {
+            self.sequential.remove(&(number, name.to_string()));
+        }
+        self.children.remove(name);
+    }
+
+    /// The sequential index of `children`, as it should be.
+    fn sequential_of(children: &BTreeSet<String>) -> BTreeSet<(u64, String)> {
+        let indexed = children.iter().filter_map(|name| Some((sequence_number(name)?, name)));
+        indexed.map(|(number, name)| (number, name.clone())).collect()
     }
 
     pub fn data(&self) -> &[u8] {
@@ -227,6 +254,11 @@ impl Znode {
             num_children: self.children.len() as u32,
         }
     }
+}
+
+/// The number a sequential create appended to a child's name, if it ends in one.
+fn sequence_number(name: &str) -> Option<u64> {
+    path::sequence(name)?.parse().ok()
 }
 
 /// The whole znode tree.
@@ -460,13 +492,12 @@ impl DataTree {
     }
 
     /// The child of `path` whose name ends in the lowest sequence number
-    /// ([`path::sequence`]), if any child's does, and how many names were looked at: one pass
-    /// over them, none copied.
-    pub fn first_sequential(&self, path: &str) -> Result<(Option<String>, usize), ApiError> {
+    /// ([`path::sequence`]; the lowest name among equal numbers), if any child's does: a
+    /// lookup in the znode's index of its sequential children.
+    pub fn first_sequential(&self, path: &str) -> Result<Option<String>, ApiError> {
         path::validate(path)?;
         let node = self.nodes.get(path).ok_or_else(|| ApiError::at(ErrorCode::NoNode, path))?;
-        let first = node.children.iter().filter_map(|name| Some((path::sequence(name)?, name)));
-        Ok((first.min().map(|(_, name)| name.clone()), node.children.len()))
+        Ok(node.sequential.first().map(|(_, name)| name.clone()))
     }
 
     /// The names of the children of the znode at `path` in name order (none if there is no
@@ -592,6 +623,7 @@ impl DataTree {
         let mut shared: std::collections::HashMap<Acl, Acl> = std::collections::HashMap::new();
         for node in image.nodes.values_mut() {
             node.acl = shared.entry(node.acl.clone()).or_insert_with(|| node.acl.clone()).clone();
+            node.sequential = Znode::sequential_of(&node.children);
         }
         let ttl_nodes = image
             .nodes

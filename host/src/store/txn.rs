@@ -448,7 +448,7 @@ impl Txn<'_> {
                 children_created: parent.children_created,
                 pzxid: parent.pzxid,
             });
-            parent.children.remove(name);
+            parent.remove_child(name);
             parent.cversion = parent.cversion.saturating_add(1);
             parent.pzxid = self.zxid;
             if parent.kind == NodeKind::Container && parent.children.is_empty() {
@@ -473,7 +473,7 @@ impl Txn<'_> {
                 children_created: parent.children_created,
                 pzxid: parent.pzxid,
             });
-            parent.children.insert(name.to_string());
+            parent.insert_child(name.to_string());
             parent.cversion = cversion;
             parent.children_created = Some(created);
             parent.pzxid = self.zxid;
@@ -512,9 +512,9 @@ impl Txn<'_> {
                 Undo::Child { parent, name, added, cversion, children_created, pzxid } => {
                     if let Some(node) = self.tree.nodes.get_mut(&parent) {
                         if added {
-                            node.children.remove(&name);
+                            node.remove_child(&name);
                         } else {
-                            node.children.insert(name);
+                            node.insert_child(name);
                         }
                         node.cversion = cversion;
                         node.children_created = children_created;

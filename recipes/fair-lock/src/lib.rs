@@ -6,10 +6,10 @@
 //! sequence number the store appends) are the waiters in arrival order, each an ephemeral znode
 //! of the waiting session holding `{"session": S, "count": C, "token": T}`. The first child holds
 //! the lock. The queue's order and every waiter's session come from the names alone, and the
-//! host finds the head (`first-sequential`: one pass of the node over the names) and a session's
-//! own waiter (`children-with-prefix`: a lookup) without copying the queue into the recipe, so
-//! an acquire, a grant or a release reads one or two records whatever the length of the queue
-//! (only `status`, and an acquire by a session already waiting, list it). Because waiters are
+//! host looks up the head (`first-sequential`) and a session's own waiter
+//! (`children-with-prefix`) without copying the queue into the recipe, so an acquire, a grant
+//! or a release costs the same whatever the length of the queue (only `status`, and an
+//! acquire by a session already waiting, list it). Because waiters are
 //! ephemeral, a session that ends leaves the queue in the same log entry, and the hook grants
 //! the next waiter there and then.
 //!

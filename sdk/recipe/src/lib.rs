@@ -98,7 +98,7 @@ pub trait Host {
         Ok(with_prefix(self.children(path)?, prefix, limit))
     }
     /// The child whose name ends in the lowest 10-digit sequence number, if any does. The
-    /// node finds it without copying the names into the recipe; this default lists them all.
+    /// node looks it up in its index of sequential children; this default lists them all.
     fn first_sequential(&mut self, path: &str) -> Result<Option<String>, StoreError> {
         Ok(first_sequential(self.children(path)?))
     }

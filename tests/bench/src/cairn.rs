@@ -74,6 +74,11 @@ impl Cairn {
         }
     }
 
+    /// Sessions connected from now on ask for `timeout`.
+    pub fn set_session_timeout(&mut self, timeout: Duration) {
+        self.session_timeout = timeout;
+    }
+
     /// The node started here alone.
     pub fn server(&mut self) -> Option<&mut Server> {
         match &mut self.nodes {

@@ -440,13 +440,15 @@ async fn scale_curve(args: ScaleArgs) -> anyhow::Result<()> {
         eprintln!("{system:?}: lock waiters {:?}, watches", args.waiters);
         match system {
             SystemName::Cairn => {
-                let cairn = Cairn::start(&args.start.cairn_binary()?, &dir, 1).await?;
+                let mut cairn = Cairn::start(&args.start.cairn_binary()?, &dir, 1).await?;
+                cairn.set_session_timeout(crowd::SESSION_TIMEOUT);
                 let (_, _, pid) = cairn.single_node().context("one node")?;
                 crowds(&cairn, pid, &args, &mut records).await?;
             }
             #[cfg(feature = "rivals")]
             SystemName::Zookeeper => {
                 let mut zk = zookeeper::ZooKeeper::start(&dir, 1).await?;
+                zk.set_session_timeout(crowd::SESSION_TIMEOUT);
                 let pid = zk.processes().and_then(|p| p.pid(0)).context("no server")?;
                 crowds(&zk, pid, &args, &mut records).await?;
             }

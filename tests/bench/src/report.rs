@@ -309,25 +309,27 @@ pub fn scale_markdown(records: &[Record], machine: &str) -> String {
         let _ = writeln!(
             out,
             "One session holds the lock while the others queue behind it; then each, granted, \
-             releases at once. Hand-off: the mean time between grants over the first 500 (all, \
-             for shorter queues), with the median and p99 gap; over all: the whole queue's. \
-             ZooKeeper runs Curator's lock (each waiter watches the one before it).\n"
+             releases at once. Hand-off: the mean time between grants over the first 500 of a \
+             queue (a shorter queue is filled and served again until 500 are timed), with the \
+             median and p99. ZooKeeper runs Curator's lock (each waiter watches the one before \
+             it).\n"
         );
         let _ = writeln!(
             out,
-            "| system | waiters | hand-off µs | gap p50 µs | gap p99 µs | over all µs | queued in s |"
+            "| system | waiters | hand-off µs | p50 µs | p99 µs | hand-offs timed (rounds) | queued in s |"
         );
         let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
         for r in waiters {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {:.1} |",
+                "| {} | {} | {} | {} | {} | {} ({}) | {:.1} |",
                 display_name(&r.system),
                 thousands(r.clients as f64),
                 thousands(field(r, "handoff_us")),
                 thousands(r.p50_us as f64),
                 thousands(r.p99_us as f64),
-                thousands(field(r, "drain_handoff_us")),
+                thousands(field(r, "handoffs_measured")),
+                thousands(field(r, "rounds")),
                 field(r, "queued_secs"),
             );
         }

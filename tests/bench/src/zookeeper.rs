@@ -55,6 +55,11 @@ impl ZooKeeper {
         ZooKeeper::ready("zookeeper", addrs, Some(servers)).await
     }
 
+    /// Sessions connected from now on ask for `timeout`.
+    pub fn set_session_timeout(&mut self, timeout: Duration) {
+        self.session_timeout = timeout;
+    }
+
     /// The servers this process started.
     pub fn processes(&mut self) -> Option<&mut Servers> {
         self.processes.as_mut()
