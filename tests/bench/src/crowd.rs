@@ -322,6 +322,13 @@ impl Arrivals {
     }
 }
 
+/// The record of a crowd row `system` could not finish: why, in `error`.
+pub fn failed(system: &str, workload: &str, count: usize, error: &anyhow::Error) -> Record {
+    let mut record = Record::from_samples(system, 1, workload, count, &[]);
+    record.extra = object(serde_json::json!({ "error": format!("{error:#}") }));
+    record
+}
+
 /// Runs `step` within [`GATHER_DEADLINE`].
 async fn gather<T>(step: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     tokio::time::timeout(GATHER_DEADLINE, step)

@@ -320,6 +320,11 @@ pub fn scale_markdown(records: &[Record], machine: &str) -> String {
         );
         let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
         for r in waiters {
+            if let Some(error) = r.extra.get("error").and_then(serde_json::Value::as_str) {
+                let (system, count) = (display_name(&r.system), thousands(r.clients as f64));
+                let _ = writeln!(out, "| {system} | {count} | did not finish: {error} | | | | |");
+                continue;
+            }
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {} | {} | {} ({}) | {:.1} |",
