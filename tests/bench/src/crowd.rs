@@ -12,6 +12,7 @@
 //!   writer overwrites the znodes one at a time, and the fan-out time of each write is from
 //!   its request until the last session has its event.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,8 @@ const FANOUT_DEADLINE: Duration = Duration::from_secs(60);
 const QUEUE_POLL: Duration = Duration::from_millis(50);
 /// How often a slow step says how far it got.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// How many of a round's failed waiters are told as they fail.
+const FAILURES_SHOWN: usize = 5;
 
 /// One session holds a lock, `waiters` queue behind it, and the queue is served, round after
 /// round until [`HANDOFFS_MEASURED`] hand-offs are timed; a record of the hand-off time.
@@ -109,9 +112,10 @@ async fn queue_and_serve<T: Session>(
     let held = holder.acquire(lock).await.context("the holder's acquire")?;
     let queuing = Instant::now();
     let grants = Arc::new(Mutex::new(Vec::with_capacity(waiters)));
+    let failures = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::with_capacity(waiters);
     for (n, session) in sessions.into_iter().enumerate() {
-        let (lock, grants) = (lock.to_string(), grants.clone());
+        let (lock, grants, failures) = (lock.to_string(), grants.clone(), failures.clone());
         tasks.push(tokio::spawn(async move {
             let served = async {
                 let held = session.acquire(&lock).await?;
@@ -120,6 +124,12 @@ async fn queue_and_serve<T: Session>(
             }
             .await
             .with_context(|| format!("waiter {n}"));
+            // Said at once (the first few): a waiter that fails may hold up the rest.
+            if let Err(error) = &served {
+                if failures.fetch_add(1, Ordering::Relaxed) < FAILURES_SHOWN {
+                    eprintln!("    {error:#}");
+                }
+            }
             (session, served)
         }));
     }
@@ -152,15 +162,38 @@ async fn queue_and_serve<T: Session>(
         }
         anyhow::Ok(served)
     };
+    // A long queue says how far its serving got, so a stall shows where it stalled.
+    let progress = {
+        let grants = grants.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(PROGRESS_EVERY).await;
+                let granted = grants.lock().unwrap_or_else(PoisonError::into_inner).len();
+                eprintln!("    {granted} of {waiters} waiters granted");
+            }
+        })
+    };
     let drained = tokio::time::timeout(DRAIN_DEADLINE, drained)
         .await
-        .with_context(|| format!("serving {waiters} waiters took over {DRAIN_DEADLINE:?}"))??;
-    let mut outcome = filled.and(release);
+        .with_context(|| format!("serving {waiters} waiters took over {DRAIN_DEADLINE:?}"));
+    progress.abort();
+    let drained = drained??;
     let mut sessions = Vec::with_capacity(waiters);
+    let (mut failed, mut first_failure) = (0, None);
     for (session, served) in drained {
-        outcome = outcome.and(served);
+        if let Err(error) = served {
+            failed += 1;
+            first_failure.get_or_insert(error);
+        }
         sessions.push(session);
     }
+    let served = match first_failure {
+        None => Ok(()),
+        Some(error) => {
+            Err(error.context(format!("{failed} of {waiters} waiters failed; the first")))
+        }
+    };
+    let outcome = filled.and(release).and(served);
     let mut grants = std::mem::take(&mut *grants.lock().unwrap_or_else(PoisonError::into_inner));
     grants.sort_unstable();
     grants.insert(0, released);

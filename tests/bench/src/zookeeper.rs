@@ -5,7 +5,9 @@
 //! The lock is Curator's `InterProcessMutex` algorithm, written out: create an ephemeral
 //! sequential child of the lock's znode; list the children; the lowest holds the lock; any other
 //! sets a watch on the child just before its own and lists again when that one is gone. Release
-//! deletes the child.
+//! deletes the child. As Curator does, a read that loses its connection is tried again (its
+//! `RetryLoop`, [`CONNECTION_LOSS_RETRIES`] times), and an acquire that fails deletes its child
+//! so that it holds up no one behind it.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,6 +22,11 @@ use crate::load::{Fired, Session, System};
 const ROOT: &str = "/bench";
 /// How long the ensemble may take to take its first write once it serves.
 const WRITE_DEADLINE: Duration = Duration::from_secs(60);
+/// How many times a lock's read is tried again after its connection was lost (the client
+/// reconnects within the session's timeout), a second apart: Curator's usual
+/// `ExponentialBackoffRetry(1000, 3)`.
+const CONNECTION_LOSS_RETRIES: usize = 3;
+const CONNECTION_LOSS_PAUSE: Duration = Duration::from_secs(1);
 
 /// A ZooKeeper server or ensemble this process started, or Cairn's ZooKeeper front end: both
 /// are driven by the same client.
@@ -119,6 +126,9 @@ impl System for ZooKeeper {
         let server = &self.servers[client % self.servers.len()];
         let client = zk::Client::connector()
             .with_session_timeout(self.session_timeout)
+            // As Java's client: a connection silent for two thirds of the session's timeout is
+            // lost (this crate's default is two fifths).
+            .with_connection_timeout(self.session_timeout * 2 / 3)
             .connect(server)
             .await
             .with_context(|| format!("connecting to ZooKeeper at {server}"))?;
@@ -137,6 +147,61 @@ fn path(key: &str) -> String {
 
 /// The prefix of every lock child's name.
 const LOCK_CHILD: &str = "lock-";
+
+impl ZkSession {
+    /// Curator's lock loop for the child `mine` of `dir`: the lock is this session's once
+    /// `mine` is the lowest child.
+    async fn wait_for_turn(&self, dir: &str, mine: &str) -> anyhow::Result<PathBuf> {
+        loop {
+            let mut children = retrying(|| self.client.list_children(dir)).await?;
+            children.retain(|child| child.starts_with(LOCK_CHILD));
+            // Sequence numbers have a fixed width: text order is their order.
+            children.sort_unstable();
+            let position = children
+                .binary_search_by(|child| child.as_str().cmp(mine))
+                .map_err(|_| anyhow::anyhow!("{dir}/{mine} vanished while waiting"))?;
+            if position == 0 {
+                return Ok(PathBuf::from(format!("{dir}/{mine}")));
+            }
+            let before = format!("{dir}/{}", children[position - 1]);
+            match retrying(|| self.client.get_and_watch_data(&before)).await {
+                // Gone already: look again.
+                Err(zk::Error::NoNode) => continue,
+                Err(error) => return Err(error.into()),
+                Ok((_, _, watcher)) => {
+                    let event = watcher.changed().await;
+                    if event.event_type == zk::EventType::Session {
+                        bail!("the session ended while waiting for {dir}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs `read` again while it fails for a lost connection, at most [`CONNECTION_LOSS_RETRIES`]
+/// more times.
+async fn retrying<T, F: Future<Output = Result<T, zk::Error>>>(
+    read: impl Fn() -> F,
+) -> Result<T, zk::Error> {
+    let mut retries = 0;
+    loop {
+        match read().await {
+            Err(error) if connection_lost(&error) && retries < CONNECTION_LOSS_RETRIES => {
+                retries += 1;
+                tokio::time::sleep(CONNECTION_LOSS_PAUSE).await;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// Whether `error` is the connection's loss, which Java's client reports as `CONNECTIONLOSS`
+/// and this one, when the server stops answering, by message.
+fn connection_lost(error: &zk::Error) -> bool {
+    matches!(error, zk::Error::ConnectionLoss)
+        || error.to_string().starts_with("no response from connection")
+}
 
 impl Session for ZkSession {
     /// The path of this session's child of the lock.
@@ -173,34 +238,16 @@ impl Session for ZkSession {
         let (_, sequence) =
             self.client.create(&format!("{dir}/{LOCK_CHILD}"), b"", &ephemeral).await?;
         let mine = format!("{LOCK_CHILD}{sequence}");
-        loop {
-            let mut children = self.client.list_children(&dir).await?;
-            children.retain(|child| child.starts_with(LOCK_CHILD));
-            // Sequence numbers have a fixed width: text order is their order.
-            children.sort_unstable();
-            let position = children
-                .binary_search(&mine)
-                .map_err(|_| anyhow::anyhow!("{dir}/{mine} vanished while waiting"))?;
-            if position == 0 {
-                return Ok(PathBuf::from(format!("{dir}/{mine}")));
-            }
-            let before = format!("{dir}/{}", children[position - 1]);
-            match self.client.get_and_watch_data(&before).await {
-                // Gone already: look again.
-                Err(zk::Error::NoNode) => continue,
-                Err(error) => return Err(error.into()),
-                Ok((_, _, watcher)) => {
-                    let event = watcher.changed().await;
-                    if event.event_type == zk::EventType::Session {
-                        bail!("the session ended while waiting for {dir}");
-                    }
-                }
-            }
+        let waited = self.wait_for_turn(&dir, &mine).await;
+        if waited.is_err() {
+            // Best effort, as Curator's: the child's session ends it otherwise.
+            let _ = self.client.delete(&format!("{dir}/{mine}"), None).await;
         }
+        waited
     }
 
     async fn waiting(&self, lock: &str) -> anyhow::Result<usize> {
-        let children = self.client.list_children(&path(lock)).await?;
+        let children = retrying(|| self.client.list_children(&path(lock))).await?;
         let queued = children.iter().filter(|child| child.starts_with(LOCK_CHILD)).count();
         Ok(queued.saturating_sub(1))
     }
