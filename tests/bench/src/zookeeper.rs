@@ -126,9 +126,6 @@ impl System for ZooKeeper {
         let server = &self.servers[client % self.servers.len()];
         let client = zk::Client::connector()
             .with_session_timeout(self.session_timeout)
-            // As Java's client: a connection silent for two thirds of the session's timeout is
-            // lost (this crate's default is two fifths).
-            .with_connection_timeout(self.session_timeout * 2 / 3)
             .connect(server)
             .await
             .with_context(|| format!("connecting to ZooKeeper at {server}"))?;
