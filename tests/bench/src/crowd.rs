@@ -125,10 +125,10 @@ async fn queue_and_serve<T: Session>(
             .await
             .with_context(|| format!("waiter {n}"));
             // Said at once (the first few): a waiter that fails may hold up the rest.
-            if let Err(error) = &served {
-                if failures.fetch_add(1, Ordering::Relaxed) < FAILURES_SHOWN {
-                    eprintln!("    {error:#}");
-                }
+            if let Err(error) = &served
+                && failures.fetch_add(1, Ordering::Relaxed) < FAILURES_SHOWN
+            {
+                eprintln!("    {error:#}");
             }
             (session, served)
         }));
