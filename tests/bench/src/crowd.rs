@@ -179,10 +179,9 @@ async fn queue_and_serve<T: Session>(
     progress.abort();
     let drained = drained??;
     let mut sessions = Vec::with_capacity(waiters);
-    let (mut failed, mut first_failure) = (0, None);
+    let mut first_failure = None;
     for (session, served) in drained {
         if let Err(error) = served {
-            failed += 1;
             first_failure.get_or_insert(error);
         }
         sessions.push(session);
@@ -190,6 +189,7 @@ async fn queue_and_serve<T: Session>(
     let served = match first_failure {
         None => Ok(()),
         Some(error) => {
+            let failed = failures.load(Ordering::Relaxed);
             Err(error.context(format!("{failed} of {waiters} waiters failed; the first")))
         }
     };
